@@ -1,0 +1,51 @@
+# The few commands people run. Everything installs into ./.venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
+
+.PHONY: setup run test lint typecheck pytest compliance compliance-full bench clean system-deps
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+.stamp-setup: $(BIN)/python pyproject.toml requirements-dev.txt $(PLUGINS)
+	$(BIN)/pip install -q -e '.[django]' $(foreach d,$(PLUGIN_DIRS),-e '$(d)[test]') -r requirements-dev.txt
+	touch $@
+
+setup: .stamp-setup
+
+## Set up and run the chat example on the built-in server.
+run: setup
+	$(BIN)/chanlite run examples/chat/app.py:app --layer sqlite:///chat.db --host 127.0.0.1 --port 8000
+
+## OS packages the tests drive for real (redis-server, chromium); installs only what is missing.
+system-deps:
+	bash scripts/system-deps.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy chanlite $(foreach d,$(PLUGIN_DIRS),$(d)/$(subst -,_,$(notdir $(d))))
+
+pytest: setup system-deps
+	$(BIN)/pytest -q -p no:cacheprovider
+
+## Set up and run everything CI runs: lint, types, the whole test suite.
+test: lint typecheck pytest
+
+compliance: setup
+	bash compliance/run.sh
+
+compliance-full: setup
+	FULL=1 bash compliance/run.sh
+
+bench: setup
+	bash bench/run.sh
+
+clean:
+	rm -rf $(VENV) .stamp-setup

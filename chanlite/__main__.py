@@ -1,0 +1,3 @@
+from chanlite.cli import main
+
+main()
