@@ -1,0 +1,23 @@
+"""Channel layers: the contract, the registry and the built-in in-memory layer."""
+
+from chanlite.layers.base import (
+    BaseLayer,
+    ChannelFull,
+    LayerConfigError,
+    LayerError,
+    LayerNotFound,
+    Message,
+)
+from chanlite.layers.registry import get_layer, installed_layers, layer_class
+
+__all__ = [
+    "BaseLayer",
+    "ChannelFull",
+    "LayerConfigError",
+    "LayerError",
+    "LayerNotFound",
+    "Message",
+    "get_layer",
+    "installed_layers",
+    "layer_class",
+]
