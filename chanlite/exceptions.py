@@ -1,0 +1,63 @@
+"""Exceptions raised to application code.
+
+::
+
+    ChanliteError
+     +-- HTTPException          (an HTTP error response: status code + detail)
+     +-- WebSocketDisconnect    (the client went away; .code, .reason)
+     +-- WebSocketStateError    (also RuntimeError: an API call in the wrong state)
+     +-- RegistrationClosed     (also RuntimeError: a route added after serving began)
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+class ChanliteError(Exception):
+    """Base class of chanlite's own exceptions."""
+
+
+class HTTPException(ChanliteError):
+    """Raise in an HTTP handler to answer with *status_code* and a short *detail*."""
+
+    def __init__(
+        self,
+        status_code: int,
+        detail: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if detail is None:
+            try:
+                detail = HTTPStatus(status_code).phrase
+            except ValueError:
+                detail = "Error"
+        super().__init__(status_code, detail)
+        self.status_code = status_code
+        self.detail = detail
+        self.headers = headers
+
+    def __str__(self) -> str:
+        return f"{self.status_code}: {self.detail}"
+
+
+class WebSocketDisconnect(ChanliteError):
+    """The WebSocket is closed: raised by ``receive_*`` once the peer has gone."""
+
+    def __init__(self, code: int = 1000, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"WebSocket closed with code {self.code}" + (
+            f": {self.reason}" if self.reason else ""
+        )
+
+
+class WebSocketStateError(ChanliteError, RuntimeError):
+    """A WebSocket method was called in a state that does not allow it; says what to do."""
+
+
+class RegistrationClosed(ChanliteError, RuntimeError):
+    """A route, handler or middleware was added after the app started serving."""
