@@ -1,0 +1,482 @@
+"""HTTP responses; each one is an ASGI application: ``await response(scope, receive, send)``.
+
+``to_response`` turns whatever an HTTP handler returns into a ``Response``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import stat as stat_module
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping
+from datetime import datetime, timezone
+from email.utils import format_datetime, formatdate
+from mimetypes import guess_type
+from typing import Any, Literal
+from urllib.parse import quote
+
+from chanlite.datastructures import MutableHeaders
+from chanlite.types import Receive, Scope, Send
+
+__all__ = [
+    "FileResponse",
+    "HTMLResponse",
+    "JSONResponse",
+    "PlainTextResponse",
+    "RedirectResponse",
+    "Response",
+    "StreamingResponse",
+    "format_sse",
+    "to_response",
+]
+
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class Response:
+    """A complete HTTP response with a body known up front.
+
+    *content* is bytes or str (encoded with ``charset``). ``content-length`` is set for you;
+    ``content-type`` from *media_type*, with ``; charset=utf-8`` for ``text/*`` types.
+    """
+
+    media_type: str | None = None
+    charset = "utf-8"
+
+    def __init__(
+        self,
+        content: bytes | str | None = b"",
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+    ) -> None:
+        self.status_code = status_code
+        if media_type is not None:
+            self.media_type = media_type
+        self.body = self.render(content)
+        self._headers = MutableHeaders(headers)
+        self._init_headers()
+
+    def render(self, content: Any) -> bytes:
+        """Encode *content* to the body bytes."""
+        if content is None:
+            return b""
+        if isinstance(content, bytes | bytearray | memoryview):
+            return bytes(content)
+        if isinstance(content, str):
+            return content.encode(self.charset)
+        raise TypeError(
+            f"{type(self).__name__} content must be bytes or str, not {type(content).__name__}"
+        )
+
+    def _init_headers(self, content_length: bool = True) -> None:
+        headers = self._headers
+        if (
+            content_length
+            and "content-length" not in headers
+            and not (self.status_code < 200 or self.status_code in _NO_BODY_STATUSES)
+        ):
+            headers["content-length"] = str(len(self.body))
+        if self.media_type is not None and "content-type" not in headers:
+            content_type = self.media_type
+            if content_type.startswith("text/") and "charset=" not in content_type.lower():
+                content_type += f"; charset={self.charset}"
+            headers["content-type"] = content_type
+
+    @property
+    def headers(self) -> MutableHeaders:
+        """The response headers; change them before the response is sent."""
+        return self._headers
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers as the ASGI byte pairs that will be sent."""
+        return self._headers.raw
+
+    def set_cookie(
+        self,
+        key: str,
+        value: str = "",
+        *,
+        max_age: int | None = None,
+        expires: datetime | int | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: Literal["lax", "strict", "none"] | None = "lax",
+    ) -> None:
+        """Add a ``Set-Cookie`` header. *expires* is a datetime or seconds from now."""
+        from http.cookies import SimpleCookie
+
+        cookie: SimpleCookie = SimpleCookie()
+        cookie[key] = value
+        morsel = cookie[key]
+        if max_age is not None:
+            morsel["max-age"] = str(max_age)
+        if isinstance(expires, datetime):
+            morsel["expires"] = format_datetime(expires.astimezone(timezone.utc), usegmt=True)
+        elif expires is not None:
+            morsel["expires"] = expires
+        if path is not None:
+            morsel["path"] = path
+        if domain is not None:
+            morsel["domain"] = domain
+        if secure:
+            morsel["secure"] = True
+        if httponly:
+            morsel["httponly"] = True
+        if samesite is not None:
+            if samesite.lower() not in ("lax", "strict", "none"):
+                raise ValueError("samesite must be 'lax', 'strict' or 'none'")
+            morsel["samesite"] = samesite
+        self._headers.append("set-cookie", morsel.OutputString())
+
+    def delete_cookie(
+        self,
+        key: str,
+        *,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: Literal["lax", "strict", "none"] | None = "lax",
+    ) -> None:
+        """Tell the client to drop cookie *key* (same *path*/*domain* as when it was set)."""
+        self.set_cookie(
+            key,
+            max_age=0,
+            expires=0,
+            path=path,
+            domain=domain,
+            secure=secure,
+            httponly=httponly,
+            samesite=samesite,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status_code,
+                "headers": self.raw_headers,
+            }
+        )
+        # HEAD: headers (content-length included) but no body bytes.
+        body = b"" if scope.get("method") == "HEAD" else self.body
+        await send({"type": "http.response.body", "body": body})
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.status_code} {self.media_type!r}>"
+
+
+class PlainTextResponse(Response):
+    """A ``text/plain; charset=utf-8`` response."""
+
+    media_type = "text/plain"
+
+
+class HTMLResponse(Response):
+    """A ``text/html; charset=utf-8`` response."""
+
+    media_type = "text/html"
+
+
+class JSONResponse(Response):
+    """*content* serialised as compact UTF-8 JSON (``application/json``)."""
+
+    media_type = "application/json"
+
+    def __init__(
+        self,
+        content: Any,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+    ) -> None:
+        super().__init__(content, status_code, headers, media_type)
+
+    def render(self, content: Any) -> bytes:
+        """Serialise *content*; a value JSON cannot represent raises ``TypeError``."""
+        return json.dumps(
+            content, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode("utf-8")
+
+
+class RedirectResponse(Response):
+    """Redirect to *url* (``307`` keeps the method; use ``303`` after a POST form)."""
+
+    def __init__(
+        self,
+        url: str,
+        status_code: int = 307,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(b"", status_code, headers)
+        # Keep what is already a valid URL; escape spaces and non-ASCII.
+        self._headers["location"] = quote(url, safe=":/%#?=@[]!$&'()*+,;~")
+
+
+ContentStream = AsyncIterable[str | bytes] | Iterable[str | bytes]
+
+
+class StreamingResponse(Response):
+    """A body produced piece by piece from an async or sync iterator of str/bytes.
+
+    No ``content-length`` is sent (the server uses chunked encoding). The response stops
+    when the iterator ends or the client disconnects; then an async generator is closed so
+    its ``finally`` blocks run. Sync iterators are advanced on a worker thread.
+
+    Server-sent events: ``StreamingResponse(events(), media_type="text/event-stream")``
+    where ``events()`` yields ``format_sse(...)`` strings.
+    """
+
+    def __init__(
+        self,
+        content: ContentStream,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+    ) -> None:
+        self.status_code = status_code
+        if media_type is not None:
+            self.media_type = media_type
+        self.body = b""
+        self.body_iterator = content
+        self._headers = MutableHeaders(headers)
+        self._init_headers(content_length=False)
+        if self.media_type == "text/event-stream":
+            # Proxies and browsers must not cache or buffer an event stream.
+            self._headers.setdefault("cache-control", "no-cache")
+            self._headers.setdefault("x-accel-buffering", "no")
+
+    async def _chunks(self) -> AsyncGenerator[bytes, None]:
+        content = self.body_iterator
+        if isinstance(content, AsyncIterable):
+            async for chunk in content:
+                yield chunk if isinstance(chunk, bytes) else chunk.encode(self.charset)
+        else:
+            iterator: Iterator[str | bytes] = iter(content)
+            while True:
+                chunk, finished = await asyncio.to_thread(_next_chunk, iterator)
+                if finished:
+                    break
+                yield chunk if isinstance(chunk, bytes) else chunk.encode(self.charset)
+
+    async def _stream(self, send: Send, head_only: bool) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        if not head_only:
+            chunks = self._chunks()
+            try:
+                async for chunk in chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            finally:
+                await chunks.aclose()
+        await send({"type": "http.response.body", "body": b""})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        head_only = scope.get("method") == "HEAD"
+        streamer = asyncio.ensure_future(self._stream(send, head_only))
+        listener = asyncio.ensure_future(_wait_for_disconnect(receive))
+        try:
+            await asyncio.wait({streamer, listener}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (streamer, listener):
+                task.cancel()
+            await asyncio.wait({streamer, listener})
+            await self._close_iterator()
+        if not streamer.cancelled():
+            # Servers may raise OSError from send() once the client is gone: not an error.
+            with contextlib.suppress(OSError):
+                streamer.result()
+        if not listener.cancelled():
+            listener.result()
+
+    async def _close_iterator(self) -> None:
+        aclose = getattr(self.body_iterator, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+        else:
+            close = getattr(self.body_iterator, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+
+
+def _next_chunk(iterator: Iterator[str | bytes]) -> tuple[str | bytes, bool]:
+    # StopIteration cannot cross a thread/future boundary, so report the end as a flag.
+    try:
+        return next(iterator), False
+    except StopIteration:
+        return b"", True
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def format_sse(
+    data: str | None = None,
+    *,
+    event: str | None = None,
+    id: str | None = None,
+    retry: int | None = None,
+    comment: str | None = None,
+) -> str:
+    """Format one server-sent event; multi-line *data* becomes several ``data:`` lines.
+
+    >>> format_sse("hi\\nthere", event="greet", id="1")
+    'event: greet\\nid: 1\\ndata: hi\\ndata: there\\n\\n'
+    """
+    lines: list[str] = []
+    if comment is not None:
+        lines.extend(f": {line}" for line in comment.splitlines() or [""])
+    for field, value in (("event", event), ("id", id)):
+        if value is not None:
+            if "\n" in value or "\r" in value:
+                raise ValueError(f"SSE {field} must be a single line")
+            lines.append(f"{field}: {value}")
+    if retry is not None:
+        lines.append(f"retry: {int(retry)}")
+    if data is not None:
+        lines.extend(f"data: {line}" for line in data.splitlines() or [""])
+    return "\n".join(lines) + "\n\n"
+
+
+class FileResponse(Response):
+    """Send the file at *path*, streamed in chunks read on a worker thread.
+
+    Sets ``content-length``, ``last-modified`` and ``etag``; answers ``HEAD`` with headers
+    only. *filename* adds a ``content-disposition: attachment`` header. A missing path is
+    a ``RuntimeError`` when the response is sent (check first if the path comes from a user).
+    """
+
+    chunk_size = 64 * 1024
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        filename: str | None = None,
+        stat_result: os.stat_result | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.status_code = status_code
+        self.filename = filename
+        if media_type is None:
+            media_type = guess_type(filename or self.path)[0] or "application/octet-stream"
+        self.media_type = media_type
+        self.body = b""
+        self._headers = MutableHeaders(headers)
+        self._init_headers(content_length=False)
+        if filename is not None:
+            quoted = quote(filename)
+            if quoted != filename:
+                disposition = f"attachment; filename*=utf-8''{quoted}"
+            else:
+                disposition = f'attachment; filename="{filename}"'
+            self._headers.setdefault("content-disposition", disposition)
+        self.stat_result = stat_result
+        if stat_result is not None:
+            self._set_stat_headers(stat_result)
+
+    def _set_stat_headers(self, st: os.stat_result) -> None:
+        headers = self._headers
+        headers.setdefault("content-length", str(st.st_size))
+        headers.setdefault("last-modified", formatdate(st.st_mtime, usegmt=True))
+        headers.setdefault("etag", file_etag(st))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.stat_result is None:
+            try:
+                st = await asyncio.to_thread(os.stat, self.path)
+            except FileNotFoundError:
+                raise RuntimeError(f"File at path {self.path!r} does not exist.") from None
+            if not stat_module.S_ISREG(st.st_mode):
+                raise RuntimeError(f"Path {self.path!r} is not a regular file.")
+            self.stat_result = st
+            self._set_stat_headers(st)
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        if scope.get("method") == "HEAD" or self.status_code in _NO_BODY_STATUSES:
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if "http.response.pathsend" in scope.get("extensions", {}):
+            await send({"type": "http.response.pathsend", "path": self.path})
+            return
+        file = await asyncio.to_thread(open, self.path, "rb")
+        try:
+            more = True
+            while more:
+                chunk = await asyncio.to_thread(file.read, self.chunk_size)
+                more = len(chunk) == self.chunk_size
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+        finally:
+            await asyncio.to_thread(file.close)
+
+
+def file_etag(st: os.stat_result) -> str:
+    """A strong ETag from a file's size and modification time (no content read)."""
+    return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+
+
+def to_response(value: Any) -> Response:
+    """Turn an HTTP handler's return value into a ``Response``.
+
+    ``Response`` as is; ``dict``/``list`` -> JSON; ``str`` -> text/plain; ``bytes`` ->
+    application/octet-stream; ``None`` -> 204 with no body; ``(body, status)`` or
+    ``(body, status, headers)`` -> the body converted as above with that status and headers.
+    Anything else is a ``TypeError`` naming the type.
+    """
+    if not isinstance(value, tuple):
+        return _convert(value, None)
+    if len(value) not in (2, 3) or not isinstance(value[1], int) or isinstance(value[1], bool):
+        raise TypeError(
+            "A tuple returned from an HTTP handler must be (body, status) or"
+            f" (body, status, headers) with an int status; got {_describe(value)} of"
+            f" length {len(value)}."
+        )
+    response = _convert(value[0], value[1])
+    if len(value) == 3:
+        headers = value[2]
+        if not isinstance(headers, Mapping):
+            raise TypeError(
+                "The headers in a returned (body, status, headers) tuple must be a mapping,"
+                f" not {_describe(headers)}."
+            )
+        response.headers.update(headers)
+    return response
+
+
+def _convert(value: Any, status: int | None) -> Response:
+    if isinstance(value, Response):
+        if status is not None:
+            value.status_code = status
+        return value
+    if isinstance(value, dict | list):
+        return JSONResponse(value, status or 200)
+    if isinstance(value, str):
+        return PlainTextResponse(value, status or 200)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return Response(bytes(value), status or 200, media_type="application/octet-stream")
+    if value is None:
+        return Response(b"", status or 204)
+    raise TypeError(
+        f"An HTTP handler returned {_describe(value)}; return a Response, dict, list, str,"
+        " bytes, None, or a (body, status) / (body, status, headers) tuple."
+    )
+
+
+def _describe(value: Any) -> str:
+    return f"a value of type {type(value).__name__!r}"
