@@ -1,0 +1,409 @@
+"""The :class:`App`: decorated handlers, routes, a channel layer, and an ASGI 3 entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+from chanlite.dispatcher import BROADCAST, Dispatcher, DispatchStats, broadcast_event
+from chanlite.endpoints import WebSocketHandler, as_async
+from chanlite.exceptions import (
+    HTTPException,
+    RegistrationClosed,
+    WebSocketDisconnect,
+    WebSocketStateError,
+)
+from chanlite.layers.base import BaseLayer, Message
+from chanlite.layers.registry import get_layer
+from chanlite.requests import Request
+from chanlite.responses import PlainTextResponse, Response, to_response
+from chanlite.routing import BaseRoute, HTTPRoute, Match, Mount, PathRoute, WebSocketRoute
+from chanlite.types import ASGIApp, Receive, Scope, Send
+from chanlite.websocket import WebSocket, WebSocketState
+
+logger = logging.getLogger("chanlite")
+
+F = TypeVar("F", bound=Callable[..., Any])
+H = TypeVar("H", bound=Callable[..., Awaitable[None]])
+T = TypeVar("T")
+
+LifespanHook = Callable[[], Any]
+
+
+class App:
+    """A chanlite application: an ASGI 3 app built from decorated handlers.
+
+    >>> app = App(layer="memory://")
+    >>> @app.http("/health")
+    ... async def health(request):
+    ...     return {"ok": True}
+
+    *layer* is a layer URL (``memory://``, ``sqlite:///chat.db``, ``redis://...``) or a
+    layer object; *fallback* is an ASGI app for everything no route matches (e.g. Django's
+    ``get_asgi_application()``); *debug* shows tracebacks in 500 responses.
+    """
+
+    def __init__(
+        self,
+        layer: str | BaseLayer | None = "memory://",
+        *,
+        fallback: ASGIApp | None = None,
+        debug: bool = False,
+    ) -> None:
+        self.routes: list[BaseRoute] = []
+        self.fallback = fallback
+        self.debug = debug
+        self._layer_url: str | None = layer if isinstance(layer, str) else None
+        self._layer: BaseLayer | None = layer if isinstance(layer, BaseLayer) else None
+        self._owns_layer = self._layer is None
+        self._startup: list[Callable[[], Awaitable[Any]]] = []
+        self._shutdown: list[Callable[[], Awaitable[Any]]] = []
+        self._middleware: list[tuple[Callable[..., ASGIApp], dict[str, Any]]] = []
+        self._stack: ASGIApp | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.dispatcher = Dispatcher(self)
+
+    # -- the layer ------------------------------------------------------------------------
+
+    @property
+    def layer(self) -> BaseLayer:
+        """The channel layer, built from its URL on first use."""
+        layer = self._layer
+        if layer is None:
+            if self._layer_url is None:
+                raise RuntimeError("This App has no channel layer (it was created with layer=None)")
+            layer = self._layer = get_layer(self._layer_url)
+        return layer
+
+    @property
+    def layer_url(self) -> str | None:
+        """The layer URL, or None when the layer was given as an object (or disabled)."""
+        return self._layer_url
+
+    def configure_layer(self, layer: str | BaseLayer) -> None:
+        """Replace the layer (e.g. ``chanlite run --layer``) before the app starts serving."""
+        self._check_open("configure the layer")
+        if isinstance(layer, str):
+            get_layer(layer)  # validate now: a bad URL is an error at start-up, not later
+            self._layer_url, self._layer, self._owns_layer = layer, None, True
+        else:
+            self._layer_url, self._layer, self._owns_layer = None, layer, False
+
+    @property
+    def stats(self) -> DispatchStats:
+        """Counters of what the dispatcher delivered, dropped or could not handle."""
+        return self.dispatcher.stats
+
+    # -- registration -----------------------------------------------------------------------
+
+    def _check_open(self, action: str) -> None:
+        if self._stack is not None:
+            raise RegistrationClosed(
+                f"Cannot {action} after the app has started serving; register routes, "
+                "handlers and middleware at import time, before the first request."
+            )
+
+    def add_route(self, route: BaseRoute) -> None:
+        """Append a route object (routes are tried in the order they were added)."""
+        self._check_open("add a route")
+        self.routes.append(route)
+
+    def add_http_route(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        methods: Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Serve *path* with *endpoint* ``(request, **path_params)``; plain defs run on a thread."""
+        name = name or str(getattr(endpoint, "__name__", type(endpoint).__name__))
+        route = HTTPRoute(path, as_async(endpoint), methods=methods, name=name)
+        self.add_route(route)
+
+    def http(
+        self, path: str, methods: Sequence[str] | None = None, name: str | None = None
+    ) -> Callable[[F], F]:
+        """Decorator form of :meth:`add_http_route`; returns the function unchanged."""
+
+        def decorator(func: F) -> F:
+            self.add_http_route(path, func, methods=methods, name=name)
+            return func
+
+        return decorator
+
+    def add_websocket_route(self, path: str, handler: H) -> WebSocketHandler[H]:
+        """Serve WebSockets on *path* with *handler* ``(ws, **path_params)``, one per socket."""
+        endpoint = (
+            handler if isinstance(handler, WebSocketHandler) else WebSocketHandler(handler, path)
+        )
+        self.add_route(WebSocketRoute(path, endpoint, name=endpoint.__name__))
+        return endpoint
+
+    def websocket(self, path: str) -> Callable[[H], WebSocketHandler[H]]:
+        """Decorator form of :meth:`add_websocket_route`; the result has ``.on(type)``."""
+
+        def decorator(func: H) -> WebSocketHandler[H]:
+            return self.add_websocket_route(path, func)
+
+        return decorator
+
+    def mount(self, prefix: str, app: ASGIApp, name: str | None = None) -> None:
+        """Hand every HTTP and WebSocket request under *prefix* to another ASGI *app*."""
+        self.add_route(Mount(prefix, app, name=name))
+
+    def static(self, prefix: str, directory: str, *, html: bool = False) -> None:
+        """Serve the files under *directory* at *prefix* (no path traversal)."""
+        from chanlite.staticfiles import StaticFiles
+
+        self.mount(prefix, StaticFiles(directory=directory, html=html), name="static")
+
+    def add_middleware(self, middleware: Callable[..., ASGIApp], **options: Any) -> None:
+        """Wrap the app in ASGI *middleware* ``middleware(app, **options)``.
+
+        The last one added is the outermost.
+        """
+        self._check_open("add middleware")
+        self._middleware.append((middleware, options))
+
+    def on_startup(self, func: F) -> F:
+        """Run *func* (async or plain) when the server starts (ASGI lifespan)."""
+        self._check_open("add a startup hook")
+        self._startup.append(as_async(func))
+        return func
+
+    def on_shutdown(self, func: F) -> F:
+        """Run *func* (async or plain) when the server stops (ASGI lifespan)."""
+        self._check_open("add a shutdown hook")
+        self._shutdown.append(as_async(func))
+        return func
+
+    def url_path_for(self, name: str, **params: Any) -> str:
+        """The path of the route called *name*, with *params* filled in."""
+        for route in self.routes:
+            if isinstance(route, PathRoute) and route.name == name:
+                return route.url_path(**params)
+        raise KeyError(f"No route named {name!r}")
+
+    # -- talking to connections ---------------------------------------------------------
+
+    async def send(self, channel: str, event: Message) -> None:
+        """Send *event* to one connection's ``on`` handler, in any process on the layer."""
+        await self.layer.send(channel, event)
+
+    async def group_send(self, group: str, event: Message) -> None:
+        """Send *event* to the ``on`` handlers of every member of *group*."""
+        await self.layer.group_send(group, event)
+
+    async def broadcast(
+        self,
+        group: str,
+        *,
+        text: str | None = None,
+        bytes: bytes | None = None,
+        json: Any = None,
+    ) -> None:
+        """Write one frame to every member socket of *group*, with no handler per member.
+
+        The frame is encoded once per process and the same bytes go to every member.
+        """
+        await self.layer.group_send(group, broadcast_event(text=text, bytes=bytes, json=json))
+
+    @property
+    def sync(self) -> Any:
+        """Blocking senders for code with no event loop: ``app.sync.group_send(...)``."""
+        from chanlite.sync import SyncSender
+
+        return SyncSender(self)
+
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run *coro* as a background task the app keeps a reference to and logs on failure."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("Background task failed", exc_info=task.exception())
+
+    # -- ASGI ---------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stack = self._stack
+        if stack is None:
+            stack = self._stack = self._build_stack()
+        await stack(scope, receive, send)
+
+    def _build_stack(self) -> ASGIApp:
+        app: ASGIApp = self._route
+        for middleware, options in reversed(self._middleware):
+            app = middleware(app, **options)
+        return app
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind not in ("http", "websocket"):
+            raise ValueError(f"chanlite cannot serve ASGI scope type {kind!r}")
+        partial: dict[str, Any] | None = None
+        for route in self.routes:
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                scope.update(child)
+                if isinstance(route, Mount):
+                    await route.app(scope, receive, send)
+                elif kind == "http":
+                    await self._serve_http(route, scope, receive, send)
+                else:
+                    await self._serve_websocket(route, scope, receive, send)
+                return
+            if match is Match.PARTIAL and partial is None:
+                partial = child
+        if self.fallback is not None:
+            await self.fallback(scope, receive, send)
+        elif kind == "websocket":
+            await self._reject_websocket(receive, send)
+        elif partial is not None:
+            allow = ", ".join(sorted(partial["route"].methods))
+            await PlainTextResponse("Method Not Allowed", 405, headers={"Allow": allow})(
+                scope, receive, send
+            )
+        else:
+            await PlainTextResponse("Not Found", 404)(scope, receive, send)
+
+    async def _serve_http(self, route: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response: Response
+        try:
+            result = await route.endpoint(request, **scope["path_params"])
+            response = to_response(result)
+        except HTTPException as exc:
+            response = PlainTextResponse(exc.detail, exc.status_code, headers=exc.headers)
+        except Exception as exc:
+            logger.exception("Exception in HTTP handler %s for %s", route.name, scope["path"])
+            body = "Internal Server Error"
+            if self.debug:
+                body = "".join(traceback.format_exception(exc))
+            response = PlainTextResponse(body, 500)
+        await response(scope, receive, send)
+
+    async def _serve_websocket(
+        self, route: Any, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        handler: WebSocketHandler[Any] = route.endpoint
+        ws = WebSocket(scope, receive, send, app=self, handler=handler)
+        try:
+            await handler(ws, **scope["path_params"])
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            logger.exception("Exception in WebSocket handler %s for %s", route.name, scope["path"])
+            await self._close_quietly(ws, 1011)
+        else:
+            if ws.application_state is not WebSocketState.DISCONNECTED:
+                # Returned without closing: close normally (or reject, if never accepted).
+                await self._close_quietly(ws, 1000)
+        finally:
+            await ws._cleanup()
+
+    @staticmethod
+    async def _close_quietly(ws: WebSocket, code: int) -> None:
+        if ws.application_state is WebSocketState.DISCONNECTED:
+            return
+        with contextlib.suppress(WebSocketStateError, OSError, RuntimeError):
+            await ws.close(code)  # may fail: the client can already be gone
+
+    @staticmethod
+    async def _reject_websocket(receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.close", "code": 1000, "reason": ""})
+
+    async def handle_event(
+        self, ws: WebSocket, handler: WebSocketHandler[Any] | None, event: Message
+    ) -> None:
+        """Run the ``on`` handler for one layer *event* on *ws* (called in arrival order)."""
+        kind = event.get("type")
+        if kind == BROADCAST:
+            if ws.application_state is WebSocketState.CONNECTED:
+                text = event.get("text")
+                message = (
+                    {"type": "websocket.send", "text": text}
+                    if text is not None
+                    else {"type": "websocket.send", "bytes": event.get("bytes", b"")}
+                )
+                try:
+                    await ws.send(message)
+                except (WebSocketStateError, OSError):
+                    self.stats.broadcast_dropped += 1
+            return
+        func = handler.events.get(kind) if handler is not None and isinstance(kind, str) else None
+        if func is None:
+            self.stats.events_unhandled += 1
+            logger.warning(
+                "No on(%r) handler on %s; event dropped",
+                kind,
+                getattr(handler, "__qualname__", "this connection"),
+            )
+            return
+        try:
+            await func(ws, event)
+        except (WebSocketDisconnect, WebSocketStateError):
+            if ws.application_state is not WebSocketState.DISCONNECTED:
+                raise
+        except Exception:
+            logger.exception("Exception in on(%r) handler for %s", kind, ws.scope.get("path"))
+            await self._close_quietly(ws, 1011)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    for hook in self._startup:
+                        await hook()
+                except Exception as exc:
+                    logger.exception("Application startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": _describe(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.aclose()
+                except Exception as exc:
+                    logger.exception("Application shutdown failed")
+                    await send({"type": "lifespan.shutdown.failed", "message": _describe(exc)})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def aclose(self) -> None:
+        """Run shutdown hooks, stop the dispatcher and background tasks, close the layer."""
+        errors: list[BaseException] = []
+        for hook in self._shutdown:
+            try:
+                await hook()
+            except Exception as exc:
+                errors.append(exc)
+        await self.dispatcher.stop()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._layer is not None and self._owns_layer:
+            layer, self._layer = self._layer, None
+            await layer.close()
+        if errors:
+            raise errors[0]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

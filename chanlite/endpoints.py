@@ -1,0 +1,82 @@
+"""Handler wrappers: a WebSocket handler and the layer-event handlers bound to it."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from asgiref.sync import sync_to_async
+
+from chanlite.layers.base import Message
+
+if TYPE_CHECKING:
+    from chanlite.websocket import WebSocket
+
+F = TypeVar("F", bound=Callable[..., Any])
+H = TypeVar("H", bound=Callable[..., Awaitable[None]])
+
+EventHandler = Callable[["WebSocket", Message], Awaitable[None]]
+
+
+def as_async(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """Return *func* if it is a coroutine function, else a wrapper running it on a thread.
+
+    Plain ``def`` handlers may block (ORM queries, file I/O), so they run on asgiref's
+    thread pool and never on the event loop.
+    """
+    if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    ):
+        return func
+    return sync_to_async(func, thread_sensitive=False)
+
+
+class WebSocketHandler(Generic[H]):
+    """A registered WebSocket handler: call it like the function, add ``on`` handlers.
+
+    ``@app.websocket(path)`` returns one of these, so ``@chat.on("chat.message")`` can bind
+    layer events to the same connection handler.
+    """
+
+    __name__: str
+    __qualname__: str
+
+    def __init__(self, func: H, path: str) -> None:
+        if not inspect.iscoroutinefunction(func):
+            raise TypeError(
+                f"WebSocket handler {func.__qualname__} must be an async def: it runs for "
+                "the whole life of the connection on the event loop."
+            )
+        functools.update_wrapper(self, func)
+        self.func = func
+        self.path = path
+        self.events: dict[str, EventHandler] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[None]:
+        return self.func(*args, **kwargs)
+
+    def on(self, event_type: str) -> Callable[[F], F]:
+        """Handle layer events of *event_type* for connections of this handler.
+
+        The handler is ``async def f(ws, event)`` or a plain ``def`` (run on a thread).
+        Events for one connection are handled one at a time, in arrival order.
+        """
+        if not isinstance(event_type, str) or not event_type:
+            raise TypeError("on() needs the event type as a non-empty string, e.g. 'chat.message'")
+
+        def decorator(func: F) -> F:
+            self.add_event_handler(event_type, func)
+            return func
+
+        return decorator
+
+    def add_event_handler(self, event_type: str, func: Callable[..., Any]) -> None:
+        """Register *func* for layer events of *event_type* (``on`` without decoration)."""
+        if event_type in self.events:
+            raise ValueError(
+                f"{self.__qualname__} already handles {event_type!r} events "
+                f"(with {getattr(self.events[event_type], '__qualname__', '?')})"
+            )
+        self.events[event_type] = as_async(func)
