@@ -278,6 +278,28 @@ class WebSocket(HTTPConnection):
         return name
 
     @property
+    def user(self) -> Any:
+        """The authenticated user, set by an auth middleware (e.g. chanlite.contrib.django)."""
+        try:
+            return self.scope["user"]
+        except KeyError:
+            raise WebSocketStateError(
+                "ws.user needs an auth middleware that sets scope['user'] "
+                "(with Django: serve the app through chanlite.contrib.django)."
+            ) from None
+
+    @property
+    def session(self) -> Any:
+        """The session, set by a session middleware (e.g. chanlite.contrib.django)."""
+        try:
+            return self.scope["session"]
+        except KeyError:
+            raise WebSocketStateError(
+                "ws.session needs a session middleware that sets scope['session'] "
+                "(with Django: serve the app through chanlite.contrib.django)."
+            ) from None
+
+    @property
     def groups(self) -> frozenset[str]:
         """The groups this connection has joined."""
         return frozenset(self._groups or ())
