@@ -46,6 +46,10 @@ class State:
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(f"'State' object has no attribute {name!r}")
 
+    # Declared so type checkers accept any attribute name being set.
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__[name] = value
+
     def __repr__(self) -> str:
         return f"State({self.__dict__!r})"
 
