@@ -22,6 +22,7 @@ from chanlite.layers.registry import get_layer
 from chanlite.requests import Request
 from chanlite.responses import PlainTextResponse, Response, to_response
 from chanlite.routing import BaseRoute, HTTPRoute, Match, Mount, PathRoute, WebSocketRoute
+from chanlite.subscription import Subscription
 from chanlite.types import ASGIApp, Receive, Scope, Send
 from chanlite.websocket import WebSocket, WebSocketState
 
@@ -211,6 +212,13 @@ class App:
         The frame is encoded once per process and the same bytes go to every member.
         """
         await self.layer.group_send(group, broadcast_event(text=text, bytes=bytes, json=json))
+
+    def subscribe(self, *groups: str, max_pending: int = 1000) -> Subscription:
+        """Receive the layer events of *groups* outside a WebSocket (e.g. to feed SSE).
+
+        ``async with app.subscribe("ticks") as events: async for event in events: ...``
+        """
+        return Subscription(self, groups, max_pending=max_pending)
 
     @property
     def sync(self) -> Any:

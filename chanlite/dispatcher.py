@@ -15,9 +15,9 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from websockets.frames import Frame, Opcode
 
@@ -25,7 +25,19 @@ from chanlite.layers.base import Message
 
 if TYPE_CHECKING:
     from chanlite.app import App
-    from chanlite.websocket import WebSocket
+
+
+class Receiver(Protocol):
+    """What the dispatcher delivers to: a WebSocket, or a :class:`Subscription`."""
+
+    @property
+    def frame_writer(self) -> Callable[[bytes], bool] | None: ...
+
+    @property
+    def events_pending(self) -> bool: ...
+
+    def push_event(self, event: Message) -> None: ...
+
 
 logger = logging.getLogger("chanlite.dispatcher")
 
@@ -83,13 +95,13 @@ class Dispatcher:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.connections: dict[str, WebSocket] = {}
+        self.connections: dict[str, Receiver] = {}
         self.stats = DispatchStats()
         self._counter = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._prefix: str | None = None
 
-    def register(self, ws: WebSocket) -> str:
+    def register(self, ws: Receiver) -> str:
         """Give *ws* a channel name local to this process and start reading if needed."""
         prefix = self._prefix
         if prefix is None:

@@ -253,10 +253,19 @@ class WebSocket(HTTPConnection):
             pass
 
     async def iter_json(self) -> AsyncIterator[Any]:
-        """Yield decoded JSON frames until the client disconnects."""
+        """Yield decoded JSON frames until the client disconnects.
+
+        A frame that is not JSON ends the loop too: the connection is closed with 1007
+        (invalid payload), since the client broke the protocol the handler expects.
+        """
         try:
             while True:
-                yield await self.receive_json()
+                try:
+                    yield await self.receive_json()
+                except ValueError as exc:
+                    logger.info("Closing %s: frame is not JSON (%s)", self.scope.get("path"), exc)
+                    await self.close(1007, "invalid JSON")
+                    return
         except WebSocketDisconnect:
             pass
 
