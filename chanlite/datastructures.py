@@ -38,6 +38,21 @@ class Address(NamedTuple):
     port: int
 
 
+def _encode_name(key: str) -> bytes | None:
+    # A name that is not latin-1 cannot be on the wire, so it matches no header.
+    try:
+        return key.lower().encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+
+
+def _checked(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    # CR, LF or NUL in a response header would let a value smuggle extra headers.
+    if any(c in name or c in value for c in (b"\r", b"\n", b"\0")) or not name:
+        raise ValueError(f"Invalid response header {name!r}: {value!r}")
+    return name, value
+
+
 class Headers:
     """Case-insensitive, read-only multi-dict over ASGI raw headers.
 
@@ -68,7 +83,9 @@ class Headers:
 
     def getlist(self, key: str) -> list[str]:
         """Every value of header *key*, in the order received (empty if absent)."""
-        name = key.lower().encode("latin-1")
+        name = _encode_name(key)
+        if name is None:
+            return []
         return [v.decode("latin-1") for k, v in self._raw if k.lower() == name]
 
     @overload
@@ -77,7 +94,9 @@ class Headers:
     def get(self, key: str, default: D) -> str | D: ...
     def get(self, key: str, default: D | None = None) -> str | D | None:
         """The first value of header *key*, or *default*."""
-        name = key.lower().encode("latin-1")
+        name = _encode_name(key)
+        if name is None:
+            return default
         for k, v in self._raw:
             if k.lower() == name:
                 return v.decode("latin-1")
@@ -122,7 +141,11 @@ class Headers:
 
 
 class MutableHeaders(Headers):
-    """Headers a response is still building: ``h[key] = value`` replaces, ``append`` adds."""
+    """Headers a response is still building: ``h[key] = value`` replaces, ``append`` adds.
+
+    Names and values must be latin-1 and free of CR, LF and NUL (``ValueError`` otherwise),
+    so user data placed in a header cannot inject more headers.
+    """
 
     __slots__ = ()
     _raw: RawHeaders
@@ -132,7 +155,7 @@ class MutableHeaders(Headers):
     ) -> None:
         super().__init__(raw)
         # Always own a list: mutations must never leak into a caller's sequence.
-        self._raw = list(self._raw)
+        self._raw = [_checked(k, v) for k, v in self._raw]
 
     @property
     def raw(self) -> RawHeaders:
@@ -140,14 +163,15 @@ class MutableHeaders(Headers):
         return self._raw
 
     def __setitem__(self, key: str, value: str) -> None:
-        name = key.lower().encode("latin-1")
-        encoded = value.encode("latin-1")
+        name, encoded = _checked(key.lower().encode("latin-1"), value.encode("latin-1"))
         kept = [(k, v) for k, v in self._raw if k.lower() != name]
         kept.append((name, encoded))
         self._raw[:] = kept
 
     def __delitem__(self, key: str) -> None:
-        name = key.lower().encode("latin-1")
+        name = _encode_name(key)
+        if name is None:
+            raise KeyError(key)
         before = len(self._raw)
         self._raw[:] = [(k, v) for k, v in self._raw if k.lower() != name]
         if len(self._raw) == before:
@@ -155,7 +179,7 @@ class MutableHeaders(Headers):
 
     def append(self, key: str, value: str) -> None:
         """Add a header line, keeping existing ones (e.g. a second ``set-cookie``)."""
-        self._raw.append((key.lower().encode("latin-1"), value.encode("latin-1")))
+        self._raw.append(_checked(key.lower().encode("latin-1"), value.encode("latin-1")))
 
     def setdefault(self, key: str, value: str) -> str:
         """Set *key* to *value* unless present; return the value in force."""
@@ -355,21 +379,22 @@ def _unquote_cookie(value: str) -> str:
 def parse_cookies(header_value: str) -> dict[str, str]:
     """Parse a ``Cookie`` request header into ``{name: value}``; never raises.
 
-    Browsers send ``a=1; b=2``; this accepts what they really send (no strict RFC 6265
-    grammar), drops pairs with no name, keeps the last of duplicate names and removes the
-    double quotes of quoted values.
+    Accepts what browsers really send rather than strict RFC 6265 grammar, the way
+    Django and Starlette do: pairs split on ``;`` and the first ``=``, whitespace trimmed,
+    the last of duplicate names kept, double quotes (and their escapes) removed. A chunk
+    with no ``=`` is a value with an empty name, as browsers treat it; empty chunks are
+    skipped.
 
-    >>> parse_cookies('a=1; b="two words";; =x; flag')
-    {'a': '1', 'b': 'two words', 'flag': ''}
+    >>> parse_cookies('a=1; b="two words";; flag')
+    {'a': '1', 'b': 'two words', '': 'flag'}
     """
     cookies: dict[str, str] = {}
     for chunk in header_value.split(";"):
         if "=" in chunk:
             key, value = chunk.split("=", 1)
         else:
-            # A bare token: kept as a name with an empty value, as Starlette does.
-            key, value = chunk, ""
+            key, value = "", chunk
         key, value = key.strip(), value.strip()
-        if key:
+        if key or value:
             cookies[key] = _unquote_cookie(value)
     return cookies

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from chanlite.datastructures import (
@@ -213,7 +213,8 @@ class Request(HTTPConnection):
         the body was already streamed.
         """
         if self._body is not None:
-            yield self._body
+            if self._body:
+                yield self._body
             return
         if self._stream_consumed:
             raise RuntimeError(
@@ -423,7 +424,14 @@ class _MultipartReader:
             self.error = error
 
     async def parse(self, request: Request) -> FormData:
-        parser = MultipartParser(
+        try:
+            parser = self._parser()
+        except FormParserError as exc:
+            raise HTTPException(400, f"Malformed multipart body: {exc}") from None
+        return await self._parse(request, parser)
+
+    def _parser(self) -> MultipartParser:
+        return MultipartParser(
             self.boundary,
             {
                 "on_part_begin": self.on_part_begin,
@@ -435,6 +443,8 @@ class _MultipartReader:
                 "on_headers_finished": self.on_headers_finished,
             },
         )
+
+    async def _parse(self, request: Request, parser: MultipartParser) -> FormData:
         limit = request.max_body_size
         request._check_content_length(limit)
         size = 0
@@ -445,7 +455,7 @@ class _MultipartReader:
                     raise HTTPException(413, f"Request body exceeds {limit} bytes.")
                 try:
                     parser.write(chunk)
-                except MultipartParseError as exc:
+                except FormParserError as exc:
                     raise HTTPException(400, f"Malformed multipart body: {exc}") from None
                 if self.error is not None:
                     raise self.error

@@ -54,6 +54,15 @@ class Receiver:
             self.disconnect()
         self.calls = 0
 
+    @classmethod
+    def from_messages(cls, messages: Iterable[Message]) -> Receiver:
+        """A receiver that hands out exactly *messages*, then blocks."""
+        receiver = cls()
+        receiver.queue = asyncio.Queue()
+        for message in messages:
+            receiver.push(message)
+        return receiver
+
     def push(self, message: Message) -> None:
         self.queue.put_nowait(message)
 

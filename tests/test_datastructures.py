@@ -103,6 +103,26 @@ class TestMutableHeaders:
         h.update([("z", "5")])
         assert h.items() == [("x", "3"), ("y", "4"), ("z", "5")]
 
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [("x", "a\r\nset-cookie: evil=1"), ("x", "a\nb"), ("x\r", "v"), ("", "v"), ("x", "\0")],
+    )
+    def test_header_injection_is_refused(self, name: str, value: str) -> None:
+        h = MutableHeaders()
+        with pytest.raises(ValueError, match="Invalid response header"):
+            h[name] = value
+        with pytest.raises(ValueError, match="Invalid response header"):
+            h.append(name, value)
+        with pytest.raises(ValueError, match="Invalid response header"):
+            MutableHeaders({name: value})
+        assert len(h) == 0
+
+    def test_non_latin1_lookup_is_absent_not_an_error(self) -> None:
+        h = MutableHeaders([(b"?", b"q")])
+        assert h.get("\u2603") is None
+        assert h.getlist("\u2603") == []
+        assert "\u2603" not in h
+
     def test_does_not_mutate_source(self) -> None:
         raw = list(RAW)
         h = MutableHeaders(raw)
@@ -159,9 +179,10 @@ class TestParseCookies:
             ("token=abc=def==", {"token": "abc=def=="}),
             ("", {}),
             (";;;", {}),
-            ("=novalue; =", {}),
-            ("flag", {"flag": ""}),
-            ('"', {'"': ""}),
+            ("=novalue; =", {"": "novalue"}),
+            ("flag", {"": "flag"}),
+            ("a=1; flag; b=2", {"a": "1", "": "flag", "b": "2"}),
+            ('"', {"": '"'}),
             ('a="unterminated; b=2', {"a": '"unterminated', "b": "2"}),
             ("x=\x00\xff; y=\u2603", {"x": "\x00\xff", "y": "\u2603"}),
             ("  spaced  =  value  ", {"spaced": "value"}),
@@ -178,7 +199,7 @@ class TestParseCookies:
         for _ in range(2000):
             text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
             result = parse_cookies(text)
-            assert all(isinstance(k, str) and k for k in result)
+            assert all(isinstance(k, str) and isinstance(v, str) for k, v in result.items())
 
 
 class TestUploadFile:

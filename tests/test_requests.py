@@ -70,7 +70,7 @@ class TestHTTPConnection:
 
     def test_several_cookie_headers_and_malformed(self) -> None:
         conn = HTTPConnection(http_scope(headers=[("cookie", "a=1; ;=;\x00"), ("cookie", "b=2")]))
-        assert conn.cookies == {"a": "1", "\x00": "", "b": "2"}
+        assert conn.cookies == {"a": "1", "": "\x00", "b": "2"}
 
     def test_state_bag(self) -> None:
         conn = HTTPConnection(http_scope())
@@ -151,10 +151,9 @@ class TestRequestBody:
         assert len(await req.body()) == 2 * 1024 * 1024
 
     async def test_disconnect_mid_body(self) -> None:
-        receiver = Receiver([b"a"])
-        receiver.queue = asyncio.Queue()
-        receiver.push({"type": "http.request", "body": b"a", "more_body": True})
-        receiver.disconnect()
+        receiver = Receiver.from_messages(
+            [{"type": "http.request", "body": b"a", "more_body": True}, {"type": "http.disconnect"}]
+        )
         req = Request(http_scope(method="POST"), receiver)
         with pytest.raises(ClientDisconnect):
             await req.body()
@@ -323,6 +322,18 @@ class TestMultipartForm:
             await req.form()
         assert info.value.status_code == 400
         assert "Malformed multipart" in info.value.detail
+
+    async def test_overlong_boundary_is_400(self) -> None:
+        headers = [("content-type", "multipart/form-data; boundary=" + "b" * 300)]
+        with pytest.raises(HTTPException) as info:
+            await make_request([b"x"], headers=headers).form()
+        assert info.value.status_code == 400
+
+    async def test_form_after_body_uses_cached_body(self) -> None:
+        body = multipart_body([("a", None, b"1", None)])
+        req = make_request([body], headers=MULTIPART)
+        assert await req.body() == body
+        assert (await req.form())["a"] == "1"
 
     async def test_part_without_name_is_400(self) -> None:
         body = (
