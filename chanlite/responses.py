@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, M
 from datetime import datetime, timezone
 from email.utils import format_datetime, formatdate
 from mimetypes import guess_type
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 from urllib.parse import quote
 
 from chanlite.datastructures import MutableHeaders
@@ -247,7 +247,7 @@ class StreamingResponse(Response):
         self.body_iterator = content
         self._headers = MutableHeaders(headers)
         self._init_headers(content_length=False)
-        if self.media_type == "text/event-stream":
+        if self.media_type is not None and self.media_type.startswith("text/event-stream"):
             # Proxies and browsers must not cache or buffer an event stream.
             self._headers.setdefault("cache-control", "no-cache")
             self._headers.setdefault("x-accel-buffering", "no")
@@ -406,24 +406,41 @@ class FileResponse(Response):
                 raise RuntimeError(f"Path {self.path!r} is not a regular file.")
             self.stat_result = st
             self._set_stat_headers(st)
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        if scope.get("method") == "HEAD" or self.status_code in _NO_BODY_STATUSES:
-            await send({"type": "http.response.body", "body": b""})
-            return
-        if "http.response.pathsend" in scope.get("extensions", {}):
-            await send({"type": "http.response.pathsend", "path": self.path})
-            return
-        file = await asyncio.to_thread(open, self.path, "rb")
+        head_only = scope.get("method") == "HEAD" or self.status_code in _NO_BODY_STATUSES
+        pathsend = "http.response.pathsend" in scope.get("extensions", {})
+        file: BinaryIO | None = None
+        if not (head_only or pathsend):
+            # Open before the status line goes out, so a vanished file is still a clean error.
+            try:
+                file = await asyncio.to_thread(open, self.path, "rb")
+            except OSError as exc:
+                raise RuntimeError(f"Cannot open file at path {self.path!r}: {exc}") from None
         try:
-            more = True
-            while more:
-                chunk = await asyncio.to_thread(file.read, self.chunk_size)
-                more = len(chunk) == self.chunk_size
-                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            if file is None:
+                if pathsend and not head_only:
+                    await send({"type": "http.response.pathsend", "path": self.path})
+                else:
+                    await send({"type": "http.response.body", "body": b""})
+                return
+            # Send exactly the advertised content-length, even if the file changes meanwhile.
+            remaining = self.stat_result.st_size
+            while remaining > 0:
+                chunk = await asyncio.to_thread(file.read, min(self.chunk_size, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
         finally:
-            await asyncio.to_thread(file.close)
+            if file is not None:
+                await asyncio.to_thread(file.close)
 
 
 def file_etag(st: os.stat_result) -> str:

@@ -197,6 +197,11 @@ class TestUrlencodedForm:
         assert form["empty"] == ""
         assert await req.form() is form
 
+    async def test_content_type_parameters_and_case(self) -> None:
+        headers = [("content-type", "Application/X-WWW-Form-Urlencoded; charset=UTF-8")]
+        form = await make_request([b"a=1"], headers=headers).form()
+        assert form["a"] == "1"
+
     async def test_too_many_fields_is_400(self) -> None:
         req = make_request([b"&".join(b"f%d=1" % i for i in range(11))], headers=FORM)
         with pytest.raises(HTTPException) as info:

@@ -273,7 +273,26 @@ class TestFileResponse:
         bodies = [m for m in r.messages if m["type"] == "http.response.body"]
         assert len(bodies) > 1
         assert all(len(m["body"]) <= FileResponse.chunk_size for m in bodies)
-        assert bodies[-1]["more_body"] is False
+        assert bodies[-1].get("more_body", False) is False
+
+    async def test_sends_exactly_the_advertised_length(self, tmp_path: Path) -> None:
+        path = tmp_path / "log.txt"
+        path.write_bytes(b"12345")
+        response = FileResponse(path, stat_result=os.stat(path))
+        path.write_bytes(b"1234567890")  # the file grew after stat
+        r = await call(response)
+        assert r.headers["content-length"] == "5"
+        assert r.body == b"12345"
+
+    async def test_file_gone_after_stat_fails_before_sending(self, tmp_path: Path) -> None:
+        path = tmp_path / "gone.txt"
+        path.write_bytes(b"x")
+        response = FileResponse(path, stat_result=os.stat(path))
+        path.unlink()
+        result = Result()
+        with pytest.raises(RuntimeError, match="Cannot open file"):
+            await response(http_scope(), Receiver(), result.send)
+        assert result.messages == []
 
     async def test_exact_multiple_of_chunk_size(self, tmp_path: Path) -> None:
         path = tmp_path / "data.bin"
