@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -158,7 +159,8 @@ class Request(HTTPConnection):
     """An HTTP request: scope plus the ``receive`` channel its body arrives on.
 
     ``body()``, ``json()`` and ``form()`` buffer the body and refuse more than
-    ``max_body_size`` bytes with a 413 (``None`` lifts the cap). ``stream()`` yields chunks
+    ``max_body_size`` bytes with a 413 (``None`` lifts the cap; set the attribute before
+    reading to change it for one request, e.g. for a large upload). ``stream()`` yields chunks
     as they arrive with no cap; a body can be streamed once, unless ``body()`` read it first.
     """
 
@@ -206,7 +208,7 @@ class Request(HTTPConnection):
             return message
         return await self._receive()
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    async def stream(self) -> AsyncGenerator[bytes, None]:
         """Yield the body in chunks as they arrive (no size cap).
 
         Raises ``ClientDisconnect`` if the client leaves mid-body and ``RuntimeError`` if
@@ -241,11 +243,12 @@ class Request(HTTPConnection):
             self._check_content_length(limit)
             chunks: list[bytes] = []
             size = 0
-            async for chunk in self.stream():
-                size += len(chunk)
-                if limit is not None and size > limit:
-                    raise HTTPException(413, f"Request body exceeds {limit} bytes.")
-                chunks.append(chunk)
+            async with aclosing(self.stream()) as stream:
+                async for chunk in stream:
+                    size += len(chunk)
+                    if limit is not None and size > limit:
+                        raise HTTPException(413, f"Request body exceeds {limit} bytes.")
+                    chunks.append(chunk)
             self._body = b"".join(chunks)
         return self._body
 
@@ -290,7 +293,7 @@ class Request(HTTPConnection):
             body = await self.body()
             try:
                 pairs = parse_qsl(
-                    body.decode("latin-1"),
+                    body.decode("utf-8", "replace"),
                     keep_blank_values=True,
                     max_num_fields=max_fields,
                     errors="replace",
@@ -449,17 +452,18 @@ class _MultipartReader:
         request._check_content_length(limit)
         size = 0
         try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if limit is not None and size > limit:
-                    raise HTTPException(413, f"Request body exceeds {limit} bytes.")
-                try:
-                    parser.write(chunk)
-                except FormParserError as exc:
-                    raise HTTPException(400, f"Malformed multipart body: {exc}") from None
-                if self.error is not None:
-                    raise self.error
-                await self._flush_files()
+            async with aclosing(request.stream()) as stream:
+                async for chunk in stream:
+                    size += len(chunk)
+                    if limit is not None and size > limit:
+                        raise HTTPException(413, f"Request body exceeds {limit} bytes.")
+                    try:
+                        parser.write(chunk)
+                    except FormParserError as exc:
+                        raise HTTPException(400, f"Malformed multipart body: {exc}") from None
+                    if self.error is not None:
+                        raise self.error
+                    await self._flush_files()
             parser.finalize()
             await self._flush_files()
         except BaseException:

@@ -197,6 +197,16 @@ class TestUrlencodedForm:
         assert form["empty"] == ""
         assert await req.form() is form
 
+    async def test_raw_utf8_and_bad_escapes(self) -> None:
+        form = await make_request(["é=ü&bad=%FF".encode()], headers=FORM).form()
+        assert form["é"] == "ü"
+        assert form["bad"] == "\ufffd"
+
+    async def test_raised_limit_for_one_request(self) -> None:
+        req = make_request([b"a=" + b"x" * 20], headers=FORM, max_body_size=10)
+        req.max_body_size = 100
+        assert (await req.form())["a"] == "x" * 20
+
     async def test_content_type_parameters_and_case(self) -> None:
         headers = [("content-type", "Application/X-WWW-Form-Urlencoded; charset=UTF-8")]
         form = await make_request([b"a=1"], headers=headers).form()
