@@ -518,6 +518,7 @@ class WebSocketTestSession:
         self._disconnect_delivered = False
         self._from_app: deque[Message] = deque()
         self._drained = asyncio.Event()
+        self._accepted = False
         self._client_closed = False
         self._close_seen = False
         self._rejection: WebSocketRejected | None = None
@@ -562,7 +563,7 @@ class WebSocketTestSession:
             self.accepted_subprotocol = sub
             self.accept_headers = ResponseHeaders(headers)
             self._client._store_cookies(self.accept_headers)
-            self._state = "open"
+            self._state, self._accepted = "open", True
         elif kind == "websocket.send":
             if state != "open":
                 raise RuntimeError(f"{label}: websocket.send sent when the socket is {state}")
@@ -641,7 +642,7 @@ class WebSocketTestSession:
         except BaseException:
             await call.finish(0)
             raise
-        if self._state == "open":
+        if self._accepted:  # it may already have sent, closed or returned: all readable
             return self
         if self._rejection is None:  # the app failed or returned during the handshake
             await call.finish(DISCONNECT_GRACE)
