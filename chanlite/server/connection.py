@@ -1,0 +1,537 @@
+"""The asyncio glue for HTTP/1.1: transports in, :mod:`chanlite.server.http` events out.
+
+This module and :mod:`chanlite.server.ws_connection` are the only server code that does
+I/O. Each connection is an :class:`asyncio.Protocol`; requests on it run one at a time
+(pipelined ones queue up with reading paused); the app's ``receive``/``send`` are methods
+of a :class:`RequestCycle`. Timeouts are deadlines checked by the server's one shared
+tick, not timers per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any, cast
+
+from chanlite.server.http import (
+    BadRequest,
+    Body,
+    MessageEnd,
+    RequestHead,
+    RequestParser,
+    ResponseError,
+    ResponseFramer,
+    Upgrade,
+    simple_response,
+)
+from chanlite.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from chanlite.server.config import Config
+
+logger = logging.getLogger("chanlite.server")
+access_logger = logging.getLogger("chanlite.access")
+
+HEADER, IDLE = 1, 2  # deadline kinds
+
+
+class ClientDisconnected(OSError):
+    """``send`` was called on a connection the client has closed."""
+
+
+class ServerState:
+    """What every connection of one server shares: config, app, counters, the Date."""
+
+    __slots__ = (
+        "access_log",
+        "active",
+        "app",
+        "app_state",
+        "config",
+        "connections",
+        "date",
+        "default_headers",
+        "hard_cap",
+        "tasks",
+    )
+
+    def __init__(self, config: Config, app: ASGIApp) -> None:
+        self.config = config
+        self.app = app
+        self.connections: set[Any] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.active = 0  # requests being served plus open WebSockets
+        self.app_state: dict[str, Any] = {}
+        self.date: bytes | None = None
+        self.default_headers = b""
+        self.access_log = config.access_log
+        self.hard_cap = 4 * config.high_water
+
+    def over_limit(self) -> bool:
+        limit = self.config.limit_concurrency
+        return limit is not None and self.active >= limit
+
+
+def client_address(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple | list) and len(peer) >= 2:
+        return (str(peer[0]), int(peer[1]))
+    return None
+
+
+def server_address(transport: asyncio.BaseTransport) -> tuple[str, int | None] | None:
+    sock = transport.get_extra_info("sockname")
+    if isinstance(sock, tuple | list) and len(sock) >= 2:
+        return (str(sock[0]), int(sock[1]))
+    if isinstance(sock, str) and sock:
+        return (sock, None)
+    return None
+
+
+def base_scope(
+    state: ServerState,
+    kind: str,
+    head: RequestHead,
+    client: tuple[str, int] | None,
+    server: tuple[str, int | None] | None,
+    secure: bool,
+) -> Scope:
+    """The scope keys HTTP and WebSocket share, with trusted proxy headers applied."""
+    config = state.config
+    scheme = ("https" if secure else "http") if kind == "http" else ("wss" if secure else "ws")
+    if config.proxy_headers and client is not None and client[0] in config.trusted_hosts:
+        for name, value in head.headers:
+            if name == b"x-forwarded-proto":
+                proto = value.decode("latin-1").split(",")[-1].strip().lower()
+                if proto in ("https", "wss"):
+                    scheme = "https" if kind == "http" else "wss"
+                elif proto in ("http", "ws"):
+                    scheme = "http" if kind == "http" else "ws"
+            elif name == b"x-forwarded-for":
+                hosts = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
+                # The right-most address not itself a trusted proxy is the client.
+                for host in reversed(hosts):
+                    if host not in config.trusted_hosts or host == hosts[0]:
+                        client = (host, 0)
+                        break
+    root_path = config.root_path
+    return {
+        "type": kind,
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": head.http_version,
+        "scheme": scheme,
+        "server": server,
+        "client": client,
+        "root_path": root_path,
+        "path": root_path + head.path,
+        "raw_path": head.raw_path,
+        "query_string": head.query,
+        "headers": head.headers,
+        "state": state.app_state.copy(),
+    }
+
+
+async def service_unavailable(scope: Scope, receive: Receive, send: Send) -> None:
+    """What a request gets over ``--limit-concurrency``."""
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": b"Service Unavailable"})
+
+
+class HTTPConnection(asyncio.Protocol):
+    """One TCP (or Unix) connection speaking HTTP/1.1 until it upgrades or closes."""
+
+    __slots__ = (
+        "client",
+        "cycles",
+        "deadline",
+        "deadline_kind",
+        "drain",
+        "loop",
+        "parser",
+        "pending_error",
+        "read_paused",
+        "secure",
+        "server",
+        "shutting_down",
+        "state",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
+        config = state.config
+        self.state = state
+        self.loop = loop
+        self.parser = RequestParser(
+            config.limit_request_line,
+            config.limit_request_fields,
+            config.limit_request_header_size,
+        )
+        self.cycles: deque[RequestCycle] = deque()
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int | None] | None = None
+        self.secure = False
+        self.read_paused = False
+        self.write_paused = False
+        self.drain: asyncio.Future[None] | None = None
+        self.deadline = 0.0
+        self.deadline_kind = HEADER
+        self.pending_error: BadRequest | None = None
+        self.shutting_down = False
+
+    # asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only look like them.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        high = self.state.config.high_water
+        transport.set_write_buffer_limits(high=high, low=high // 4)
+        self.client = client_address(transport)
+        self.server = server_address(transport)
+        self.secure = transport.get_extra_info("sslcontext") is not None
+        self.deadline = self.loop.time() + self.state.config.timeout_request_header
+        self.deadline_kind = HEADER
+        self.state.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        for cycle in self.cycles:
+            cycle.disconnected = True
+            cycle.wake()
+        self._release_drain()
+        if exc is not None and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("HTTP connection lost: %s", exc)
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; an in-flight request learns via connection_lost
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._release_drain()
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.parser.feed(data):
+            if event.__class__ is Body:
+                cycle = self.cycles[-1]
+                cycle.body.extend(event.data)
+                if len(cycle.body) > self.state.config.high_water:
+                    self.pause_reading()
+                cycle.wake()
+            elif event.__class__ is RequestHead:
+                self._on_head(event)
+            elif event.__class__ is MessageEnd:
+                cycle = self.cycles[-1]
+                cycle.more_body = False
+                cycle.wake()
+            elif event.__class__ is Upgrade:
+                self._on_upgrade(event)
+                return
+            elif event.__class__ is BadRequest:
+                self._on_bad_request(event)
+                return
+        if self.deadline_kind == IDLE and self.parser.mid_request:
+            # The idle wait is over; the header deadline runs from the first byte.
+            self.deadline = self.loop.time() + self.state.config.timeout_request_header
+            self.deadline_kind = HEADER
+
+    # events ---------------------------------------------------------------------------
+
+    def _on_head(self, head: RequestHead) -> None:
+        self.deadline = 0.0
+        state = self.state
+        scope = base_scope(state, "http", head, self.client, self.server, self.secure)
+        scope["method"] = head.method
+        app = service_unavailable if state.over_limit() else state.app
+        framer = ResponseFramer(head.method == "HEAD", head.keep_alive and not self.shutting_down)
+        cycle = RequestCycle(self, scope, app, framer, head.expect_continue)
+        self.cycles.append(cycle)
+        if len(self.cycles) == 1:
+            cycle.start()
+        else:
+            self.pause_reading()  # pipelined: parse no further until the queue drains
+
+    def _on_upgrade(self, upgrade: Upgrade) -> None:
+        if self.cycles:
+            # An upgrade pipelined behind other requests: refuse it once they are done.
+            self.pending_error = BadRequest(400, "WebSocket upgrade after pipelined requests")
+            return
+        from chanlite.server.ws_connection import WebSocketConnection
+
+        self.state.connections.discard(self)
+        ws = WebSocketConnection(self.state, self.loop, self.transport)
+        self.transport.set_protocol(ws)
+        self.transport = None  # type: ignore[assignment]
+        ws.start(upgrade.head, upgrade.trailing, self.client, self.server, self.secure)
+
+    def _on_bad_request(self, bad: BadRequest) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("Bad request from %s: %s", self.client, bad.reason)
+        if self.cycles and self.cycles[-1].more_body:
+            # The broken request is one an app is already reading: it cannot complete.
+            first = self.cycles[0]
+            if len(self.cycles) == 1 and not first.head_written:
+                self._send_error(bad)
+            else:
+                self.transport.close()
+            for cycle in self.cycles:
+                cycle.disconnected = True
+                cycle.wake()
+            return
+        if self.cycles:
+            self.pending_error = bad  # answer after the responses already owed
+            self.pause_reading()
+            return
+        self._send_error(bad)
+
+    def _send_error(self, bad: BadRequest) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(
+                simple_response(bad.status, bad.reason, self.state.default_headers)
+            )
+            self.transport.close()
+
+    def cycle_done(self, cycle: RequestCycle) -> None:
+        """Called when a request's app returns: start the next one or close."""
+        self.cycles.popleft()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not cycle.framer.keep_alive or not cycle.framer.complete or self.shutting_down:
+            transport.close()
+            return
+        if self.cycles:
+            self.cycles[0].start()
+            if len(self.cycles) == 1:
+                self.resume_reading()
+            return
+        if self.pending_error is not None:
+            self._send_error(self.pending_error)
+            return
+        self.resume_reading()
+        self.deadline = self.loop.time() + self.state.config.timeout_keep_alive
+        self.deadline_kind = IDLE
+
+    # flow control and timeouts --------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    async def wait_writable(self) -> None:
+        """Wait while the transport's buffer is above the high-water mark."""
+        if self.drain is None:
+            self.drain = self.loop.create_future()
+        await self.drain
+
+    def _release_drain(self) -> None:
+        drain, self.drain = self.drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def tick(self, now: float) -> None:
+        """The shared timer's visit: enforce header and keep-alive deadlines."""
+        if self.deadline and now >= self.deadline and self.transport is not None:
+            if self.deadline_kind == HEADER and logger.isEnabledFor(logging.DEBUG):
+                logger.debug("Request header timeout from %s", self.client)
+            self.deadline = 0.0
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close when idle, else after the current response."""
+        self.shutting_down = True
+        if self.transport is None:
+            return
+        if not self.cycles:
+            self.transport.close()
+        else:
+            for cycle in self.cycles:
+                cycle.framer.keep_alive = False
+
+
+class RequestCycle:
+    """One request/response exchange: the ASGI ``receive`` and ``send`` for it."""
+
+    __slots__ = (
+        "app",
+        "body",
+        "body_done",
+        "conn",
+        "disconnected",
+        "expect_continue",
+        "framer",
+        "head_written",
+        "more_body",
+        "response_headers",
+        "response_started",
+        "scope",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        conn: HTTPConnection,
+        scope: Scope,
+        app: ASGIApp,
+        framer: ResponseFramer,
+        expect_continue: bool,
+    ) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.app = app
+        self.framer = framer
+        self.expect_continue = expect_continue
+        self.body = bytearray()
+        self.more_body = True
+        self.body_done = False
+        self.disconnected = False
+        self.response_started = False
+        self.head_written = False
+        self.response_headers: Any = ()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        state = self.conn.state
+        state.active += 1
+        task = self.conn.loop.create_task(self.run())
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+
+    def wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def run(self) -> None:
+        try:
+            await self.app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                logger.debug("Request cancelled: %s %s", self.scope["method"], self.scope["path"])
+            else:
+                logger.error("Exception in ASGI application", exc_info=exc)
+            self._fail()
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if not self.response_started and not self.disconnected:
+                logger.error("ASGI application returned without starting a response")
+                self._fail()
+            elif not self.framer.complete and not self.disconnected:
+                logger.error("ASGI application returned without completing the response")
+                self._fail()
+        finally:
+            self.conn.state.active -= 1
+            self.conn.cycle_done(self)
+
+    def _fail(self) -> None:
+        transport = self.conn.transport
+        if transport is None or transport.is_closing() or self.disconnected:
+            return
+        if not self.head_written:
+            transport.write(
+                simple_response(500, "Internal Server Error", self.conn.state.default_headers)
+            )
+            self.framer.complete = True
+        self.framer.keep_alive = False
+        transport.close()
+
+    async def receive(self) -> Message:
+        if self.expect_continue and not self.disconnected:
+            self.expect_continue = False
+            if self.more_body and not self.body and not self.response_started:
+                self.conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        while not self.body and self.more_body and not self.disconnected:
+            self.conn.resume_reading()
+            self.waiter = self.conn.loop.create_future()
+            await self.waiter
+        if self.disconnected or self.framer.complete:
+            return {"type": "http.disconnect"}
+        if self.body_done:
+            # The whole body was read already: wait for the response or a disconnect.
+            while not self.disconnected and not self.framer.complete:
+                self.waiter = self.conn.loop.create_future()
+                await self.waiter
+            return {"type": "http.disconnect"}
+        body = bytes(self.body)
+        self.body.clear()
+        if self.conn.read_paused and len(self.conn.cycles) == 1:
+            self.conn.resume_reading()
+        if not self.more_body:
+            self.body_done = True
+        return {"type": "http.request", "body": body, "more_body": self.more_body}
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self.response_started:
+                raise RuntimeError("http.response.body sent before http.response.start")
+            if self.framer.complete:
+                raise RuntimeError("http.response.body sent after the response completed")
+            if self.disconnected:
+                return
+            conn = self.conn
+            if conn.write_paused:
+                await conn.wait_writable()
+                if self.disconnected:
+                    return
+            body = message.get("body", b"")
+            more_body = message.get("more_body", False)
+            try:
+                if not self.head_written:
+                    self.head_written = True
+                    status, headers = self.response_headers
+                    head = self.framer.head(
+                        status,
+                        headers,
+                        conn.state.default_headers,
+                        None if more_body else len(body),
+                        self.scope["http_version"] == "1.1",
+                    )
+                    conn.transport.write(head + self.framer.body(body, more_body))
+                else:
+                    data = self.framer.body(body, more_body)
+                    if data:
+                        conn.transport.write(data)
+            except ResponseError:
+                self.framer.keep_alive = False
+                raise
+            if not more_body:
+                self._complete()
+        elif kind == "http.response.start":
+            if self.response_started:
+                raise RuntimeError("http.response.start sent twice")
+            self.response_started = True
+            self.response_headers = (int(message["status"]), message.get("headers", ()))
+        elif kind == "http.response.trailers":
+            pass  # trailers are not offered (no "http.response.trailers" in the scope)
+        else:
+            raise RuntimeError(f"Unexpected ASGI message {kind!r} for an HTTP request")
+
+    def _complete(self) -> None:
+        self.wake()
+        if self.conn.state.access_log and access_logger.isEnabledFor(logging.INFO):
+            scope = self.scope
+            client = scope["client"]
+            query = scope["query_string"]
+            access_logger.info(
+                '%s - "%s %s%s HTTP/%s" %d',
+                f"{client[0]}:{client[1]}" if client else "-",
+                scope["method"],
+                scope["path"],
+                "?" + query.decode("latin-1") if query else "",
+                scope["http_version"],
+                self.framer.status,
+            )

@@ -1,0 +1,273 @@
+"""RFC 6455 as a protocol: bytes in, ASGI ``websocket.*`` messages out, and back.
+
+A thin layer over ``websockets.server.ServerProtocol`` (the Sans-I/O core of the
+``websockets`` library), which does the handshake checks, framing, masking, control
+frames, close handshake, size limits and permessage-deflate. This module adds what ASGI
+needs on top: reassembly of fragmented messages with incremental UTF-8 validation (so a
+bad byte fails the connection with 1007 as soon as it arrives), the ``websocket.*``
+message shapes, denial responses, and keep-alive ping bookkeeping. No I/O: the caller
+feeds bytes in and writes whatever :meth:`WebSocketProtocol.data_to_send` returns.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from websockets.datastructures import Headers as WSHeaders
+from websockets.extensions.base import ServerExtensionFactory
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.frames import Close, CloseCode, Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from chanlite.server.http import Headers, ResponseFramer, default_headers
+from chanlite.types import Message
+
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+OPEN = State.OPEN
+CONNECTING = State.CONNECTING
+
+
+def deflate_factory() -> ServerExtensionFactory:
+    """permessage-deflate with 4 KiB windows and a small memLevel: ~20 KiB per connection
+    instead of ~300 KiB, at a small cost in ratio."""
+    return ServerPerMessageDeflateFactory(
+        server_max_window_bits=12,
+        client_max_window_bits=12,
+        compress_settings={"memLevel": 5},
+    )
+
+
+def handshake_bytes(method: str, target: bytes, headers: Headers) -> bytes:
+    """Rebuild the request head already parsed by httptools for ``ServerProtocol``."""
+    lines = [b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target)]
+    lines.extend(b"%s: %s\r\n" % (name, value) for name, value in headers)
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+class WebSocketProtocol:
+    """One server-side WebSocket: handshake, messages, close, keep-alive pings."""
+
+    __slots__ = (
+        "_chosen",
+        "_decoder",
+        "_parts",
+        "_size",
+        "_text",
+        "denial",
+        "disconnected",
+        "failed",
+        "ping_payload",
+        "ping_sent_at",
+        "proto",
+        "request",
+        "request_failed",
+    )
+
+    def __init__(
+        self,
+        max_size: int | None = 2**20,
+        per_message_deflate: bool = True,
+    ) -> None:
+        extensions = [deflate_factory()] if per_message_deflate else None
+        self._chosen: str | None = None
+        self.proto = ServerProtocol(
+            extensions=extensions,
+            max_size=max_size,
+            select_subprotocol=self._select_subprotocol,
+        )
+        self.request: Request | None = None
+        self.request_failed = False
+        self._parts: list[bytes] = []
+        self._decoder: Any = None
+        self._text = False
+        self._size = 0
+        self.disconnected = False
+        self.failed = False
+        self.denial: ResponseFramer | None = None
+        self.ping_payload: bytes | None = None
+        self.ping_sent_at = 0.0
+
+    @staticmethod
+    def _select_subprotocol(
+        proto: ServerProtocol, offered: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        # Bound to the ServerProtocol by websockets; the app's choice rides on it.
+        chosen: str | None = getattr(proto, "chanlite_subprotocol", None)
+        if chosen is not None and chosen in offered:
+            return Subprotocol(chosen)
+        return None
+
+    @property
+    def state(self) -> State:
+        return self.proto.state
+
+    @property
+    def is_open(self) -> bool:
+        return self.proto.state is OPEN
+
+    # handshake ------------------------------------------------------------------------
+
+    def receive_handshake(self, data: bytes) -> list[Message]:
+        """Feed the upgrade request (and any bytes after it); returns frames received."""
+        self.proto.receive_data(data)
+        events = self.proto.events_received()
+        first = events.pop(0) if events else None
+        if isinstance(first, Request):
+            self.request = first
+        else:
+            self.request_failed = True
+            return []
+        return self._messages(events)
+
+    def accept(self, subprotocol: str | None, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        """Answer the handshake; False when the request was not a valid WebSocket one (a
+        4xx response was produced instead)."""
+        assert self.request is not None
+        self.proto.chanlite_subprotocol = subprotocol  # type: ignore[attr-defined]
+        response = self.proto.accept(self.request)
+        if response.status_code == 101:
+            for name, value in headers:
+                key = name.decode("latin-1")
+                if key.lower() not in ("sec-websocket-protocol", "sec-websocket-extensions"):
+                    response.headers[key] = value.decode("latin-1")
+            self.proto.send_response(response)
+            return True
+        self.proto.send_response(response)
+        return False
+
+    def reject(self) -> None:
+        """Refuse the handshake with 403 (the app closed before accepting)."""
+        response = self.proto.reject(403, "WebSocket connection refused.\n")
+        self.proto.send_response(response)
+
+    def start_denial(
+        self, status: int, headers: Iterable[tuple[bytes, bytes]], date: bytes | None
+    ) -> bytes:
+        """Begin an ASGI ``websocket.http.response``; returns the head to write."""
+        self.denial = ResponseFramer(head_request=False, keep_alive=False)
+        return self.denial.head(status, headers, default_headers(date, True), None, True)
+
+    # receiving ------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Message]:
+        """Feed bytes from the network; returns ASGI messages for the application."""
+        self.proto.receive_data(data)
+        return self._messages(self.proto.events_received())
+
+    def receive_eof(self) -> list[Message]:
+        """The peer closed the TCP stream."""
+        self.proto.receive_eof()
+        return self._disconnect()
+
+    def _messages(self, events: list[Any]) -> list[Message]:
+        out: list[Message] = []
+        for frame in events:
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
+                message = self._data_frame(frame)
+                if message is not None:
+                    out.append(message)
+                if self.failed:
+                    break
+            elif opcode is Opcode.PONG:
+                if self.ping_payload is not None and frame.data == self.ping_payload:
+                    self.ping_payload = None
+            elif opcode is Opcode.CLOSE:
+                out.extend(self._disconnect())
+        if (self.proto.parser_exc is not None or self.failed) and not self.disconnected:
+            # The connection failed (1002, 1007, 1009...): the app learns of it once.
+            out.extend(self._disconnect())
+        return out
+
+    def _data_frame(self, frame: Frame) -> Message | None:
+        if frame.opcode is not Opcode.CONT:
+            self._text = frame.opcode is Opcode.TEXT
+            if frame.fin:
+                if self._text:
+                    try:
+                        return {"type": "websocket.receive", "text": bytes(frame.data).decode()}
+                    except UnicodeDecodeError as exc:
+                        self._fail_utf8(exc)
+                        return None
+                return {"type": "websocket.receive", "bytes": bytes(frame.data)}
+            self._parts = []
+            self._decoder = _utf8_decoder() if self._text else None
+        if self._decoder is not None:
+            try:
+                # Validate as it arrives: an invalid fragment fails the connection now.
+                self._parts.append(self._decoder.decode(frame.data, frame.fin))
+            except UnicodeDecodeError as exc:
+                self._fail_utf8(exc)
+                return None
+        else:
+            self._parts.append(bytes(frame.data))
+        if not frame.fin:
+            return None
+        parts, self._parts, self._decoder = self._parts, [], None
+        if self._text:
+            return {"type": "websocket.receive", "text": "".join(parts)}  # type: ignore[arg-type]
+        return {"type": "websocket.receive", "bytes": b"".join(parts)}
+
+    def _fail_utf8(self, exc: UnicodeDecodeError) -> None:
+        self._parts, self._decoder = [], None
+        self.failed = True
+        if self.proto.state is OPEN:
+            reason = f"invalid UTF-8 at position {exc.start}"
+            self.proto.fail(CloseCode.INVALID_DATA, reason)
+
+    def _disconnect(self) -> list[Message]:
+        if self.disconnected:
+            return []
+        self.disconnected = True
+        close: Close | None = self.proto.close_rcvd
+        if close is None or self.proto.close_rcvd_then_sent is None:
+            close = self.proto.close_sent if self.proto.close_sent is not None else close
+        if close is None:
+            return [{"type": "websocket.disconnect", "code": 1006, "reason": ""}]
+        return [{"type": "websocket.disconnect", "code": close.code, "reason": close.reason}]
+
+    def connection_lost(self) -> list[Message]:
+        """The transport is gone; returns the disconnect message if not yet given."""
+        return self._disconnect()
+
+    # sending --------------------------------------------------------------------------
+
+    def send_text(self, text: str) -> None:
+        self.proto.send_text(text.encode())
+
+    def send_bytes(self, data: bytes) -> None:
+        self.proto.send_binary(data)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake (no-op once closing)."""
+        if self.proto.state is OPEN:
+            self.proto.send_close(code, reason)
+
+    def send_ping(self, now: float) -> None:
+        """Send a keep-alive ping whose pong :meth:`receive_data` will look for."""
+        payload = os.urandom(4)
+        self.ping_payload = payload
+        self.ping_sent_at = now
+        self.proto.send_ping(payload)
+
+    def fail(self, code: int, reason: str = "") -> None:
+        if self.proto.state is OPEN or self.proto.state is State.CLOSING:
+            self.proto.fail(code, reason)
+
+    def data_to_send(self) -> list[bytes]:
+        """Bytes to write; an empty ``b""`` item means: half-close (send EOF)."""
+        return self.proto.data_to_send()
+
+    def close_expected(self) -> bool:
+        return self.proto.close_expected()
+
+
+def request_headers(headers: WSHeaders) -> Headers:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.raw_items()]

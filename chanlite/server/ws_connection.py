@@ -1,0 +1,359 @@
+"""The asyncio glue for WebSockets: a transport wired to a :class:`WebSocketProtocol`.
+
+Takes over the transport from :class:`~chanlite.server.connection.HTTPConnection` when a
+request asks to upgrade. Incoming messages queue for the app's ``receive`` (reading pauses
+when the app falls behind); ``send`` waits while the transport buffer is above the
+high-water mark. Keep-alive pings, the handshake and close timeouts are driven by the
+server's one shared tick. ``scope["extensions"]["chanlite.frames"]["send_frame"]`` writes a
+pre-encoded frame straight to the transport: the broadcast fast path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from websockets.protocol import State
+
+from chanlite.server.connection import (
+    ClientDisconnected,
+    ServerState,
+    access_logger,
+    base_scope,
+    logger,
+)
+from chanlite.server.http import RequestHead, ResponseError, simple_response
+from chanlite.server.websocket import WebSocketProtocol, handshake_bytes
+from chanlite.types import Message, Scope
+
+OPEN = State.OPEN
+MAX_QUEUED = 16  # messages waiting for the app before reading pauses
+
+
+class WebSocketConnection(asyncio.Protocol):
+    """One WebSocket, from the upgrade request to the closed transport."""
+
+    __slots__ = (
+        "accepted",
+        "closed",
+        "counted",
+        "deadline",
+        "drain",
+        "drops",
+        "loop",
+        "next_ping",
+        "queue",
+        "read_paused",
+        "scope",
+        "state",
+        "transport",
+        "waiter",
+        "write_paused",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        state: ServerState,
+        loop: asyncio.AbstractEventLoop,
+        transport: asyncio.Transport,
+    ) -> None:
+        config = state.config
+        self.state = state
+        self.loop = loop
+        self.transport = transport
+        self.ws = WebSocketProtocol(config.ws_max_size, config.ws_per_message_deflate)
+        self.scope: Scope = {}
+        self.queue: deque[Message] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.drain: asyncio.Future[None] | None = None
+        self.accepted = False
+        self.closed = False
+        self.counted = False
+        self.read_paused = False
+        self.write_paused = transport.is_closing()
+        self.deadline = 0.0
+        self.next_ping = 0.0
+        self.drops = 0  # frames refused by send_frame because the client was not reading
+
+    def start(
+        self,
+        head: RequestHead,
+        trailing: bytes,
+        client: tuple[str, int] | None,
+        server: tuple[str, int | None] | None,
+        secure: bool,
+    ) -> None:
+        """Begin the handshake for the upgrade request *head*."""
+        state = self.state
+        state.connections.add(self)
+        scope = base_scope(state, "websocket", head, client, server, secure)
+        subprotocols: list[str] = []
+        for name, value in head.headers:
+            if name == b"sec-websocket-protocol":
+                subprotocols.extend(
+                    p.strip() for p in value.decode("latin-1").split(",") if p.strip()
+                )
+        scope["subprotocols"] = subprotocols
+        scope["extensions"] = {
+            "websocket.http.response": {},
+            "chanlite.frames": {"send_frame": self.send_frame},
+        }
+        self.scope = scope
+        messages = self.ws.receive_handshake(
+            handshake_bytes(head.method, head.target, head.headers) + trailing
+        )
+        if self.ws.request_failed:
+            self._flush()
+            self._close_transport()
+            return
+        if state.over_limit():
+            self.transport.write(simple_response(503, "Service Unavailable", state.default_headers))
+            self._close_transport()
+            return
+        state.active += 1
+        self.counted = True
+        self.queue.append({"type": "websocket.connect"})
+        self.queue.extend(messages)
+        self.deadline = self.loop.time() + state.config.ws_handshake_timeout
+        task = self.loop.create_task(self.run())
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+
+    # asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        self.closed = True
+        self.queue.extend(self.ws.connection_lost())
+        self._wake()
+        drain, self.drain = self.drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        drain, self.drain = self.drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        messages = self.ws.receive_data(data)
+        self._flush()
+        if messages:
+            self.queue.extend(messages)
+            self._wake()
+            if len(self.queue) >= MAX_QUEUED and not self.read_paused:
+                self.read_paused = True
+                self.transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        self.queue.extend(self.ws.receive_eof())
+        self._wake()
+        self._flush()
+        return None
+
+    # I/O helpers ----------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        transport = self.transport
+        for data in self.ws.data_to_send():
+            if data:
+                transport.write(data)
+            else:
+                # The protocol says: half-close. A server closes the TCP connection.
+                self._close_transport()
+                return
+        if self.ws.close_expected() and not self.deadline:
+            self.deadline = self.loop.time() + self.state.config.ws_close_timeout
+
+    def _close_transport(self) -> None:
+        self.closed = True
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Write an encoded, unmasked, complete frame now; False (nothing written) when the
+        socket is not open or its client is too far behind (the drop is counted)."""
+        if not self.accepted or self.closed or self.ws.proto.state is not OPEN:
+            return False
+        transport = self.transport
+        if transport.get_write_buffer_size() > self.state.hard_cap:
+            self.drops += 1
+            return False
+        transport.write(frame)
+        return True
+
+    def tick(self, now: float) -> None:
+        """The shared timer's visit: handshake/close deadlines and keep-alive pings."""
+        if self.closed:
+            return
+        if self.deadline and now >= self.deadline:
+            self.deadline = 0.0
+            if not self.accepted and self.ws.denial is None:
+                logger.debug("WebSocket handshake timeout from %s", self.scope.get("client"))
+            self.transport.abort()
+            self.closed = True
+            return
+        config = self.state.config
+        ws = self.ws
+        if not self.accepted or config.ws_ping_interval is None or ws.proto.state is not OPEN:
+            return
+        if ws.ping_payload is not None:
+            timeout = config.ws_ping_timeout
+            if timeout is not None and now - ws.ping_sent_at > timeout:
+                logger.debug("WebSocket keepalive ping timeout: %s", self.scope.get("client"))
+                ws.fail(1011, "keepalive ping timeout")
+                self.queue.extend(ws.connection_lost())
+                self._wake()
+                self._flush()
+                self._close_transport()
+        elif now >= self.next_ping:
+            ws.send_ping(now)
+            self.next_ping = now + config.ws_ping_interval
+            self._flush()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close with 1001 "going away"."""
+        if self.closed:
+            return
+        if self.accepted and self.ws.proto.state is OPEN:
+            self.ws.close(1001, "server shutting down")
+            self._flush()
+        elif not self.accepted:
+            self._close_transport()
+
+    # ASGI -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self.state.app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                logger.error("Exception in ASGI application", exc_info=exc)
+            if not self.closed:
+                if not self.accepted and self.ws.denial is None:
+                    self.transport.write(
+                        simple_response(500, "Internal Server Error", self.state.default_headers)
+                    )
+                    self._close_transport()
+                elif self.accepted:
+                    self.ws.close(1011, "")
+                    self._flush()
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if not self.closed:
+                if not self.accepted and self.ws.denial is None:
+                    self.ws.reject()  # returning without accept means 403
+                    self._flush()
+                    self._close_transport()
+                elif self.accepted and self.ws.proto.state is OPEN:
+                    self.ws.close(1000, "")
+                    self._flush()
+        finally:
+            if self.counted:
+                self.counted = False
+                self.state.active -= 1
+
+    async def receive(self) -> Message:
+        while not self.queue:
+            if self.closed and self.ws.disconnected:
+                return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+            self.waiter = self.loop.create_future()
+            await self.waiter
+        message = self.queue.popleft()
+        if self.read_paused and len(self.queue) < MAX_QUEUED // 2 and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+        return message
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        ws = self.ws
+        if kind == "websocket.send":
+            if not self.accepted:
+                raise RuntimeError("websocket.send before websocket.accept")
+            if self.closed or ws.proto.state is not OPEN:
+                raise ClientDisconnected("the WebSocket is closed")
+            if self.write_paused:
+                self.drain = self.drain or self.loop.create_future()
+                await self.drain
+                if self.closed or ws.proto.state is not OPEN:
+                    raise ClientDisconnected("the WebSocket is closed")
+            text = message.get("text")
+            if text is not None:
+                ws.send_text(text)
+            else:
+                ws.send_bytes(message.get("bytes") or b"")
+            self._flush()
+        elif kind == "websocket.accept":
+            if self.accepted or ws.denial is not None:
+                raise RuntimeError("websocket.accept sent twice or after a response")
+            if self.closed:
+                raise ClientDisconnected("the client went away during the handshake")
+            self.deadline = 0.0
+            headers = message.get("headers") or ()
+            if ws.accept(message.get("subprotocol"), headers):
+                self.accepted = True
+                interval = self.state.config.ws_ping_interval
+                self.next_ping = self.loop.time() + (interval or 0.0)
+                self._flush()
+                self._log(101)
+            else:
+                self._flush()
+                self._close_transport()
+        elif kind == "websocket.close":
+            if self.accepted:
+                if ws.proto.state is OPEN:
+                    ws.close(int(message.get("code") or 1000), message.get("reason") or "")
+                    self._flush()
+            elif ws.denial is None and not self.closed:
+                ws.reject()
+                self._flush()
+                self._close_transport()
+                self._log(403)
+        elif kind == "websocket.http.response.start":
+            if self.accepted or ws.denial is not None:
+                raise RuntimeError("websocket.http.response.start after accept or twice")
+            if self.closed:
+                raise ClientDisconnected("the client went away during the handshake")
+            self.deadline = 0.0
+            status = int(message["status"])
+            self.transport.write(
+                ws.start_denial(status, message.get("headers") or (), self.state.date)
+            )
+            self._log(status)
+        elif kind == "websocket.http.response.body":
+            if ws.denial is None:
+                raise RuntimeError("websocket.http.response.body before its start")
+            try:
+                data = ws.denial.body(message.get("body", b""), message.get("more_body", False))
+            except ResponseError:
+                self._close_transport()
+                raise
+            if not self.closed:
+                self.transport.write(data)
+                if ws.denial.complete:
+                    self._close_transport()
+        else:
+            raise RuntimeError(f"Unexpected ASGI message {kind!r} for a WebSocket")
+
+    def _log(self, status: int) -> None:
+        if self.state.access_log and access_logger.isEnabledFor(logging.INFO):
+            client = self.scope.get("client")
+            access_logger.info(
+                '%s - "WebSocket %s" %d',
+                f"{client[0]}:{client[1]}" if client else "-",
+                self.scope.get("path"),
+                status,
+            )
