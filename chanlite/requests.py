@@ -28,7 +28,7 @@ from chanlite.datastructures import (
 from chanlite.exceptions import ChanliteError, HTTPException
 from chanlite.types import Message, Receive, Scope
 
-__all__ = ["ClientDisconnect", "HTTPConnection", "Request", "State"]
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "ClientDisconnect", "HTTPConnection", "Request", "State"]
 
 #: Default cap for bodies that ``body()``, ``json()`` and ``form()`` buffer.
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024

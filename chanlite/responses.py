@@ -28,6 +28,7 @@ __all__ = [
     "RedirectResponse",
     "Response",
     "StreamingResponse",
+    "file_etag",
     "format_sse",
     "to_response",
 ]
