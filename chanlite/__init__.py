@@ -25,6 +25,7 @@ from chanlite.responses import (
     Response,
     StreamingResponse,
 )
+from chanlite.staticfiles import StaticFiles
 from chanlite.websocket import WebSocket
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "RedirectResponse",
     "Request",
     "Response",
+    "StaticFiles",
     "StreamingResponse",
     "WebSocket",
     "WebSocketDisconnect",

@@ -19,7 +19,7 @@ from chanlite.exceptions import (
 )
 from chanlite.layers.base import BaseLayer, Message
 from chanlite.layers.registry import get_layer
-from chanlite.requests import Request
+from chanlite.requests import ClientDisconnect, Request
 from chanlite.responses import PlainTextResponse, Response, to_response
 from chanlite.routing import BaseRoute, HTTPRoute, Match, Mount, PathRoute, WebSocketRoute
 from chanlite.subscription import Subscription
@@ -182,12 +182,12 @@ class App:
         self._shutdown.append(as_async(func))
         return func
 
-    def url_path_for(self, name: str, **params: Any) -> str:
-        """The path of the route called *name*, with *params* filled in."""
+    def url_path_for(self, route_name: str, /, **params: Any) -> str:
+        """The path of the route called *route_name*, with *params* filled in."""
         for route in self.routes:
-            if isinstance(route, PathRoute) and route.name == name:
+            if isinstance(route, PathRoute) and route.name == route_name:
                 return route.url_path(**params)
-        raise KeyError(f"No route named {name!r}")
+        raise KeyError(f"No route named {route_name!r}")
 
     # -- talking to connections ---------------------------------------------------------
 
@@ -249,7 +249,7 @@ class App:
 
     def _build_stack(self) -> ASGIApp:
         app: ASGIApp = self._route
-        for middleware, options in reversed(self._middleware):
+        for middleware, options in self._middleware:
             app = middleware(app, **options)
         return app
 
@@ -292,6 +292,10 @@ class App:
         try:
             result = await route.endpoint(request, **scope["path_params"])
             response = to_response(result)
+        except ClientDisconnect:
+            logger.debug("Client left during %s %s", scope["method"], scope["path"])
+            await request.close()
+            return
         except HTTPException as exc:
             response = PlainTextResponse(exc.detail, exc.status_code, headers=exc.headers)
         except Exception as exc:
@@ -300,7 +304,10 @@ class App:
             if self.debug:
                 body = "".join(traceback.format_exception(exc))
             response = PlainTextResponse(body, 500)
-        await response(scope, receive, send)
+        try:
+            await response(scope, receive, send)
+        finally:
+            await request.close()  # release spooled upload files now, not at GC
 
     async def _serve_websocket(
         self, route: Any, scope: Scope, receive: Receive, send: Send

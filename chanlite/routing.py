@@ -129,7 +129,7 @@ class PathRoute(BaseRoute):
             params[key] = self.convertors[key].convert(value)
         return params
 
-    def url_path(self, **params: Any) -> str:
+    def url_path(self, /, **params: Any) -> str:
         """Build this route's path from parameters (reverse routing)."""
         missing = [name for name in self.convertors if name not in params]
         if missing:

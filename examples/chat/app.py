@@ -41,6 +41,8 @@ async def room_page(request: Request, room: str) -> HTMLResponse:
 @app.websocket("/ws/{room}")
 async def chat(ws: WebSocket, room: str) -> None:
     if not ROOM.match(room):
+        # Accept first so the page is told why (a refused handshake carries no reason).
+        await ws.accept()
         await ws.close(4400, "room names are letters, digits, - and _")
         return
     nick = (ws.query_params.get("nick") or "anonymous").strip()[:32] or "anonymous"

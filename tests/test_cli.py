@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from chanlite import __version__
+from chanlite.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_python_dash_m() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "chanlite", "--version"], capture_output=True, text=True, check=True
+    )
+    assert __version__ in out.stdout
+
+
+def test_routes_lists_http_ws_and_events() -> None:
+    result = CliRunner().invoke(main, ["routes", str(ROOT / "examples/chat/app.py") + ":app"])
+    assert result.exit_code == 0, result.output
+    assert "WS" in result.output and "/ws/{room}" in result.output
+    assert "HTTP GET" in result.output and "/room/{room}" in result.output
+    assert "MOUNT" in result.output and "/static" in result.output
+
+
+def test_routes_bad_target() -> None:
+    result = CliRunner().invoke(main, ["routes", "no_such_module_xyz:app"])
+    assert result.exit_code != 0
+    assert 'Could not import module "no_such_module_xyz"' in result.output
+    result = CliRunner().invoke(main, ["routes", "examples.echo"])
+    assert "<module>:<attribute>" in result.output
+
+
+def test_routes_not_an_app() -> None:
+    result = CliRunner().invoke(main, ["routes", "json:dumps"])
+    assert result.exit_code != 0
+    assert "not a chanlite App" in result.output
+
+
+def test_plugins_lists_memory() -> None:
+    result = CliRunner().invoke(main, ["plugins"])
+    assert result.exit_code == 0
+    assert "memory://" in result.output and "chanlite" in result.output
+
+
+def test_send_errors_are_one_clear_line() -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["send", "--layer", "memory://", "g", "{not json"])
+    assert result.exit_code == 2
+    assert "not valid JSON" in result.output
+    result = runner.invoke(main, ["send", "--layer", "memory://", "g", '{"no": "type"}'])
+    assert result.exit_code == 2
+    assert 'must be a JSON object with a "type"' in result.output
+    result = runner.invoke(main, ["send", "--layer", "nats://x", "g", '{"type": "a"}'])
+    assert result.exit_code == 1
+    assert "No channel layer is installed for the scheme 'nats'" in result.output
+    result = runner.invoke(main, ["send", "--layer", "memory://", "bad group!", '{"type": "a"}'])
+    assert result.exit_code == 1
+    assert "Group name must be a valid unicode string" in result.output
+
+
+def test_send_ok_to_memory() -> None:
+    result = CliRunner().invoke(main, ["send", "--layer", "memory://", "g", '{"type": "a"}'])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(
+        main, ["send", "--layer", "memory://", "--broadcast-text", "hi", "g"]
+    )
+    assert result.exit_code == 0, result.output
