@@ -434,6 +434,11 @@ class _HTTPExchange:
             "the app did not send the rest of the response body",
             None,
         )
+        if call.deadline is not None and time.monotonic() > call.deadline:
+            raise TimeoutError(
+                f"{self.label}: the response body did not end within {call.timeout:g}s "
+                "(read endless responses with client.stream())"
+            )
         if self.chunks:
             self._drained.set()
             return self.chunks.popleft()
@@ -462,7 +467,7 @@ class _HTTPExchange:
             logger.error("Exception in ASGI application (%s)", call.label, exc_info=call.error())
 
 
-class _StreamContext:
+class _StreamContext(contextlib.AbstractAsyncContextManager[TestResponse]):
     """``async with client.stream(...) as response``: leaving the block disconnects."""
 
     def __init__(self, start: Callable[[], _HTTPExchange]) -> None:
@@ -606,7 +611,10 @@ class WebSocketTestSession:
         elif kind == "websocket.http.response.body":
             if state != "denying":
                 raise RuntimeError(f"{label}: {kind} before websocket.http.response.start")
-            self._denial_body.append(bytes(message.get("body", b"")))
+            body = message.get("body", b"")
+            if not isinstance(body, bytes):
+                raise TypeError(f"{label}: body must be bytes, got {type(body).__name__}")
+            self._denial_body.append(body)
             if not message.get("more_body", False):
                 denial = ResponseHeaders(self._denial_headers)
                 response = TestResponse(self._denial_status, denial, b"".join(self._denial_body))
@@ -1044,7 +1052,7 @@ class TestClient:
         json: Any = None,
         data: Mapping[str, Any] | None = None,
         timeout: float | None = None,
-    ) -> _StreamContext:
+    ) -> contextlib.AbstractAsyncContextManager[TestResponse]:
         """``async with client.stream("GET", "/sse") as response`` reads the body as it
         comes (``aiter_bytes/aiter_text/aiter_lines``); leaving the block sends
         ``http.disconnect`` to the app. *timeout* bounds each wait."""

@@ -880,3 +880,14 @@ async def test_client_exit_cancels_connections_left_open() -> None:
         await ws.__aenter__()  # never exited: the client cleans up
         await ws.send_text("hi")
         assert await ws.receive_text() == "hi"
+
+
+async def test_endless_body_read_whole_times_out_with_a_hint() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200})
+        while True:
+            await send({"type": "http.response.body", "body": b"x", "more_body": True})
+            await asyncio.sleep(0)
+
+    with pytest.raises(TimeoutError, match=r"did not end within 0.1s \(read endless responses"):
+        await TestClient(app).get("/sse", timeout=0.1)
