@@ -1,0 +1,335 @@
+"""WebSockets over real sockets: the websockets client library, and raw bytes for bad peers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Close, Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from chanlite.server import Server
+from chanlite.server.ws_connection import WebSocketConnection
+from chanlite.types import Message, Receive, Scope, Send
+from tests.server.conftest import echo_app, running
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def url(server: Server, path: str = "/ws") -> str:
+    return f"ws://127.0.0.1:{server.bound_port}{path}"
+
+
+class RawWebSocket:
+    """A client speaking frames by hand, to misbehave on purpose."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.parser = ClientProtocol(parse_uri("ws://x/"), state=State.OPEN, max_size=None)
+        self.frames: list[Frame] = []
+
+    @classmethod
+    async def connect(cls, port: int, extra: bytes = b"") -> tuple[RawWebSocket, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            + extra
+            + b"\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        return cls(reader, writer), head
+
+    def send(self, opcode: Opcode, data: bytes, fin: bool = True) -> None:
+        self.writer.write(Frame(opcode, data, fin).serialize(mask=True, extensions=[]))
+
+    async def next_frame(self, timeout: float = 5.0) -> Frame | None:
+        """The next frame from the server, or None at EOF."""
+        async with asyncio.timeout(timeout):
+            while not self.frames:
+                data = await self.reader.read(65536)
+                if not data:
+                    return None
+                self.parser.receive_data(data)
+                self.frames.extend(e for e in self.parser.events_received() if isinstance(e, Frame))
+        return self.frames.pop(0)
+
+    async def close_frame(self) -> Close:
+        while True:
+            frame = await self.next_frame()
+            assert frame is not None, "connection closed without a close frame"
+            if frame.opcode is Opcode.CLOSE:
+                return Close.parse(frame.data)
+
+    async def eof(self, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while await self.reader.read(65536):
+                pass
+
+
+async def test_echo_with_compression(echo_server: Server) -> None:
+    async with connect(url(echo_server)) as ws:
+        extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        assert "permessage-deflate" in extensions
+        assert "server_max_window_bits=12" in extensions
+        await ws.send("hello")
+        assert await ws.recv() == "hello"
+        await ws.send(b"\x00\x01" * 50000)
+        assert await ws.recv() == b"\x00\x01" * 50000
+        # A fragmented message is reassembled.
+        await ws.send(["frag", "ment", "ed"])
+        assert await ws.recv() == "fragmented"
+
+
+async def test_compression_can_be_switched_off() -> None:
+    async with running(echo_app, ws_per_message_deflate=False) as server:  # noqa: SIM117
+        async with connect(url(server)) as ws:
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
+            await ws.send("plain")
+            assert await ws.recv() == "plain"
+
+
+async def test_subprotocol_headers_and_scope() -> None:
+    scopes: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        scopes.append(scope)
+        assert (await receive())["type"] == "websocket.connect"
+        await send(
+            {"type": "websocket.accept", "subprotocol": "chat.v2", "headers": [(b"x-hi", b"1")]}
+        )
+        await send({"type": "websocket.send", "text": "ok"})
+        await receive()
+
+    async with running(app, lifespan="off") as server:
+        offered: Any = ["chat.v1", "chat.v2"]
+        async with connect(url(server, "/ws?room=1"), subprotocols=offered) as ws:
+            assert ws.subprotocol == "chat.v2"
+            assert ws.response.headers["x-hi"] == "1"
+            assert await ws.recv() == "ok"
+    scope = scopes[0]
+    assert scope["subprotocols"] == ["chat.v1", "chat.v2"]
+    assert scope["scheme"] == "ws"
+    assert scope["path"] == "/ws"
+    assert scope["query_string"] == b"room=1"
+    assert "websocket.http.response" in scope["extensions"]
+    assert callable(scope["extensions"]["chanlite.frames"]["send_frame"])
+
+
+async def test_close_codes_both_ways() -> None:
+    events: asyncio.Queue[Message] = asyncio.Queue()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        if message.get("text") == "close me":
+            await send({"type": "websocket.close", "code": 4001, "reason": "bye"})
+        else:
+            await events.put(message)
+            return
+        await events.put(await receive())
+
+    async with running(app, lifespan="off") as server:
+        async with connect(url(server)) as ws:
+            await ws.close(4002, "client done")
+        assert await asyncio.wait_for(events.get(), 5) == {
+            "type": "websocket.disconnect",
+            "code": 4002,
+            "reason": "client done",
+        }
+        async with connect(url(server)) as ws:
+            await ws.send("close me")
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd is not None
+            assert (info.value.rcvd.code, info.value.rcvd.reason) == (4001, "bye")
+        message = await asyncio.wait_for(events.get(), 5)
+        assert message["code"] == 4001
+
+
+async def test_invalid_utf8_closes_1007_fast(echo_server: Server) -> None:
+    ws, head = await RawWebSocket.connect(echo_server.bound_port or 0)
+    assert head.startswith(b"HTTP/1.1 101")
+    # The first fragment is already invalid: fail now, before the message ends.
+    ws.send(Opcode.TEXT, b"ok \xc3\x28", fin=False)
+    close = await ws.close_frame()
+    assert close.code == 1007
+    await ws.eof()
+
+
+async def test_max_size_closes_1009() -> None:
+    async with running(echo_app, ws_max_size=1000) as server:  # noqa: SIM117
+        async with connect(url(server), compression=None) as ws:
+            await ws.send("x" * 1000)
+            assert await ws.recv() == "x" * 1000
+            await ws.send("x" * 1001)
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+
+
+async def test_protocol_error_closes_1002(echo_server: Server) -> None:
+    ws, _ = await RawWebSocket.connect(echo_server.bound_port or 0)
+    ws.send(Opcode.CONT, b"no message to continue")
+    assert (await ws.close_frame()).code == 1002
+    await ws.eof()
+
+
+async def test_keepalive_ping_timeout_closes_1011() -> None:
+    async with running(echo_app, ws_ping_interval=0.1, ws_ping_timeout=0.2) as server:
+        ws, _ = await RawWebSocket.connect(server.bound_port or 0)
+        frame = await ws.next_frame()
+        assert frame is not None and frame.opcode is Opcode.PING
+        # Never answer it.
+        assert (await ws.close_frame()).code == 1011
+        await ws.eof()
+        # A client that answers pings stays connected.
+        async with connect(url(server)) as good:
+            await asyncio.sleep(0.6)
+            await good.send("still here")
+            assert await good.recv() == "still here"
+
+
+async def test_close_timeout_drops_silent_peer() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})
+        await receive()
+
+    async with running(app, lifespan="off", ws_close_timeout=0.3) as server:
+        ws, _ = await RawWebSocket.connect(server.bound_port or 0)
+        assert (await ws.close_frame()).code == 1000
+        # The client never answers the close: the server drops it after the timeout.
+        await ws.eof(timeout=3)
+
+
+async def test_denial_response_and_reject() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        if scope["path"] == "/deny":
+            headers = [(b"content-type", b"text/plain")]
+            await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": b"who are you"})
+        else:
+            await send({"type": "websocket.close"})
+
+    async with running(app, lifespan="off") as server:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(url(server, "/deny")):
+                pass
+        assert info.value.response.status_code == 401
+        assert info.value.response.body == b"who are you"
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(url(server, "/close")):
+                pass
+        assert info.value.response.status_code == 403
+
+
+async def test_bad_handshake_gets_400(echo_server: Server) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", echo_server.bound_port)
+    writer.write(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"  # no Sec-WebSocket-Key
+    )
+    data = await asyncio.wait_for(reader.read(), 5)
+    assert data.startswith(b"HTTP/1.1 400")
+    writer.close()
+
+
+async def test_client_eof_without_close_is_1006() -> None:
+    events: asyncio.Queue[Message] = asyncio.Queue()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await events.put(await receive())
+
+    async with running(app, lifespan="off") as server:
+        ws, _ = await RawWebSocket.connect(server.bound_port or 0)
+        ws.writer.close()
+        message = await asyncio.wait_for(events.get(), 5)
+        assert message["type"] == "websocket.disconnect" and message["code"] == 1006
+
+
+def text_frame(text: str) -> bytes:
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
+
+
+async def test_send_frame_fast_path() -> None:
+    results: dict[str, Any] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        send_frame = scope["extensions"]["chanlite.frames"]["send_frame"]
+        await receive()
+        results["before_accept"] = send_frame(text_frame("too early"))
+        await send({"type": "websocket.accept"})
+        # Interleave pre-encoded (uncompressed) frames with normal, compressed sends.
+        results["open"] = send_frame(text_frame("fast 1"))
+        await send({"type": "websocket.send", "text": "slow " * 100})
+        send_frame(text_frame("fast 2"))
+        await send({"type": "websocket.send", "bytes": b"slow bytes" * 100})
+        send_frame(Frame(Opcode.BINARY, b"\x00fast").serialize(mask=False, extensions=[]))
+        message = await receive()
+        assert message["type"] == "websocket.receive"
+        await send({"type": "websocket.close", "code": 1000})
+        results["closing"] = send_frame(text_frame("too late"))
+        await receive()
+
+    async with running(app, lifespan="off") as server:  # noqa: SIM117
+        async with connect(url(server)) as ws:
+            assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+            received = [await ws.recv() for _ in range(5)]
+            await ws.send("done")
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+    assert received == ["fast 1", "slow " * 100, "fast 2", b"slow bytes" * 100, b"\x00fast"]
+    assert results == {"before_accept": False, "open": True, "closing": False}
+
+
+async def test_send_frame_drops_for_a_client_that_never_reads() -> None:
+    outcome: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        send_frame = scope["extensions"]["chanlite.frames"]["send_frame"]
+        await receive()
+        await send({"type": "websocket.accept"})
+        frame = Frame(Opcode.BINARY, b"x" * 16384).serialize(mask=False, extensions=[])
+        written = 0
+        for _ in range(2000):  # 32 MiB offered; the socket buffers are far smaller
+            if send_frame(frame):
+                written += 1
+            await asyncio.sleep(0)
+        outcome.set_result((written, 2000 - written))
+        await receive()
+
+    async with running(app, lifespan="off", high_water=65536) as server:
+        ws, _ = await RawWebSocket.connect(server.bound_port or 0)  # and never reads
+        written, dropped = await asyncio.wait_for(outcome, 15)
+        assert dropped > 0 and written < 2000
+        assert server.state is not None
+        conns = [c for c in server.state.connections if isinstance(c, WebSocketConnection)]
+        assert conns and conns[0].drops == dropped
+        assert conns[0].transport.get_write_buffer_size() <= 4 * 65536 + 16384 + 16
+        ws.writer.close()
