@@ -1,0 +1,5 @@
+"""chanlite-sqlite."""
+
+from chanlite_sqlite.layer import SQLiteLayer
+
+__all__ = ["SQLiteLayer"]

@@ -1,0 +1,211 @@
+"""The database file: opening it, checking it is ours, creating and migrating its tables.
+
+One row per message, whatever its kind:
+
+* a **direct** message to a plain channel (``"chat"``): ``channel`` set, ``owner`` and
+  ``grp`` empty; any process may claim it with ``receive``;
+* a direct message to a **process-specific** channel (``"specific.<client_id>!tok"``):
+  ``owner`` is that process, whose reader picks it up; the row is deleted once consumed, so
+  its count is the channel's backlog for ``ChannelFull``;
+* a **group** message: ``grp`` set, one row however many members; every process reads it
+  and delivers it to its own members.
+
+The schema carries a version (``chanlite_meta``) and ``PRAGMA application_id`` so a later
+release can migrate a file, and a file made by something else is refused, not modified.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+
+from chanlite.layers.base import LayerError
+
+#: The layout this release writes; files at an older version are migrated on open.
+SCHEMA_VERSION = 1
+#: ``PRAGMA application_id`` of a chanlite-sqlite file ("CHNL").
+APPLICATION_ID = 0x43484E4C
+APPLICATION = "chanlite-sqlite"
+
+_V1 = """
+CREATE TABLE chanlite_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE chanlite_processes (
+    client_id TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    wake_port INTEGER NOT NULL,      -- UDP port on 127.0.0.1 poked after commits; 0 = none
+    heartbeat REAL NOT NULL,         -- time.time() of the last heartbeat
+    cursor INTEGER NOT NULL          -- highest message id its reader has seen
+) WITHOUT ROWID;
+
+-- AUTOINCREMENT: ids are never reused, so a reader's "id > cursor" never skips a row.
+CREATE TABLE chanlite_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,           -- '' for group messages
+    owner TEXT NOT NULL,             -- client_id owning the channel, '' if plain
+    grp TEXT NOT NULL,               -- group name for group messages, else ''
+    origin TEXT NOT NULL,            -- client_id of the writer ('' for sync writers)
+    expires REAL NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX chanlite_messages_channel ON chanlite_messages (channel, id);
+CREATE INDEX chanlite_messages_owner ON chanlite_messages (owner) WHERE owner != '';
+
+CREATE TABLE chanlite_groups (
+    grp TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    owner TEXT NOT NULL,             -- client_id owning the channel, '' if plain
+    expires REAL NOT NULL,
+    PRIMARY KEY (grp, channel)
+) WITHOUT ROWID;
+CREATE INDEX chanlite_groups_owner ON chanlite_groups (owner, grp);
+"""
+
+#: ``MIGRATIONS[n]`` turns a version ``n - 1`` file into version ``n``.
+MIGRATIONS: dict[int, str] = {1: _V1}
+
+_TABLES = ("chanlite_meta", "chanlite_processes", "chanlite_messages", "chanlite_groups")
+
+
+class DatabaseFileError(LayerError):
+    """The layer's SQLite file cannot be used: locked, read-only, corrupt or not ours."""
+
+
+def describe_error(path: str, exc: sqlite3.Error, timeout: float) -> DatabaseFileError:
+    """Turn an sqlite3 error about *path* into a message that says what to do."""
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        reason = (
+            f"is locked by another process (waited {timeout:g} s). Another program holds a "
+            "write lock on it; close it, or raise the layer's timeout option"
+        )
+    elif "readonly" in text or "read-only" in text or _read_only(path):
+        reason = (
+            "is read-only. The layer writes to the file and creates the -wal and -shm files "
+            "beside it: make the file and its folder writable by this user"
+        )
+    elif "not a database" in text or "malformed" in text:
+        reason = "is not an SQLite database (or is damaged). Point the layer at another path"
+    elif "unable to open" in text:
+        reason = "cannot be opened or created. Check that its folder exists and is writable"
+    else:
+        reason = f"cannot be used: {exc}"
+    return DatabaseFileError(f"Channel layer database {path} {reason}.")
+
+
+def _read_only(path: str) -> bool:
+    if os.path.exists(path):
+        return not os.access(path, os.W_OK)
+    folder = os.path.dirname(os.path.abspath(path))
+    return os.path.isdir(folder) and not os.access(folder, os.W_OK)
+
+
+def connect(path: str, timeout: float) -> sqlite3.Connection:
+    """Open *path* in autocommit mode, WAL, with a busy timeout of *timeout* seconds."""
+    try:
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise describe_error(path, exc, timeout) from None
+    try:
+        configure(conn)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise describe_error(path, exc, timeout) from None
+    return conn
+
+
+def configure(conn: sqlite3.Connection) -> None:
+    """Per-connection settings: WAL (readers never block the writer), NORMAL sync."""
+    row = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+    if row is None or str(row[0]).lower() != "wal":
+        raise sqlite3.OperationalError(f"cannot switch to WAL mode (journal_mode is {row})")
+    # In WAL mode NORMAL never corrupts the file; a power cut may lose the last commits,
+    # a killed process loses nothing that was committed.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA journal_size_limit=8388608")
+
+
+def prepare(conn: sqlite3.Connection, path: str, timeout: float) -> None:
+    """Create the tables in a new file, migrate an old one, refuse a foreign one."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _prepare_locked(conn, path)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise describe_error(path, exc, timeout) from None
+
+
+def _prepare_locked(conn: sqlite3.Connection, path: str) -> None:
+    tables = {
+        name
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        if not name.startswith("sqlite_")
+    }
+    application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    if not tables and application_id == 0:
+        version = 0
+    elif "chanlite_meta" in tables and application_id == APPLICATION_ID:
+        meta = dict(conn.execute("SELECT key, value FROM chanlite_meta").fetchall())
+        if meta.get("application") != APPLICATION:
+            raise _not_ours(path, tables)
+        version = int(meta.get("schema_version", "0"))
+    else:
+        raise _not_ours(path, tables)
+    if version > SCHEMA_VERSION:
+        raise DatabaseFileError(
+            f"Channel layer database {path} has schema version {version}, written by a newer "
+            f"chanlite-sqlite; this one understands up to {SCHEMA_VERSION}. Upgrade it."
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        _run_script(conn, MIGRATIONS[target])
+        if target == 1:
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(
+                "INSERT INTO chanlite_meta (key, value) VALUES ('application', ?)",
+                (APPLICATION,),
+            )
+        conn.execute(
+            "INSERT INTO chanlite_meta (key, value) VALUES ('schema_version', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(target),),
+        )
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    # executescript() would COMMIT our transaction first; run statement by statement.
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+
+
+def _not_ours(path: str, tables: set[str]) -> DatabaseFileError:
+    found = ", ".join(sorted(tables)) or "no tables"
+    return DatabaseFileError(
+        f"Channel layer database {path} is an SQLite file that chanlite-sqlite did not create "
+        f"(it has {found}). Refusing to touch it: point the layer at a new or chanlite file."
+    )
+
+
+def open_database(path: str, timeout: float) -> sqlite3.Connection:
+    """Open and prepare *path*; every failure is a :class:`DatabaseFileError` naming it."""
+    conn = connect(path, timeout)
+    try:
+        prepare(conn, path, timeout)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+OnConnection = Callable[[sqlite3.Connection], None]

@@ -1,0 +1,139 @@
+"""Sending without an event loop: Django views, signals, management commands, cron scripts.
+
+A plain ``sqlite3`` connection guarded by a lock, so the calls are safe from any thread and
+start no event loop and no thread. A call is one short ``BEGIN IMMEDIATE ... COMMIT`` (about
+0.2 ms) followed by a UDP poke to the processes that should read it. Rows are written with
+an empty ``origin`` so that the layer object's own reader (if this process also serves
+sockets) delivers them to its local channels like any other process would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sqlite3
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from chanlite.layers.base import ChannelFull
+from chanlite_sqlite.schema import describe_error, open_database
+
+if TYPE_CHECKING:
+    from chanlite_sqlite.layer import SQLiteLayer
+
+_INSERT = (
+    "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload) "
+    "VALUES (?, ?, ?, '', ?, ?)"
+)
+
+
+class SyncSender:
+    """Blocking ``send``/``group_send`` for one :class:`SQLiteLayer`."""
+
+    def __init__(self, layer: SQLiteLayer) -> None:
+        self.layer = layer
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._sock: socket.socket | None = None
+
+    def _open(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = open_database(self.layer.path, self.layer.timeout)
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._sock.setblocking(False)
+        return self._conn
+
+    def send(self, channel: str, owner: str, payload: bytes) -> None:
+        """Store one direct message; raise :class:`ChannelFull` at capacity."""
+        layer = self.layer
+        with self._lock:
+            conn = self._open()
+            try:
+                now = time.time()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    (count,) = conn.execute(
+                        "SELECT count(*) FROM chanlite_messages WHERE channel = ? AND expires > ?",
+                        (channel, now),
+                    ).fetchone()
+                    if count >= layer.get_capacity(channel):
+                        raise ChannelFull(channel)
+                    conn.execute(_INSERT, (channel, owner, "", now + layer.expiry, payload))
+                    ports = self._ports(conn, owner)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise describe_error(layer.path, exc, layer.timeout) from None
+            self._poke(ports)
+
+    def group_send(self, group: str, payload: bytes) -> None:
+        """Store one group message (plus one row per plain-named member)."""
+        layer = self.layer
+        dropped = []
+        with self._lock:
+            conn = self._open()
+            try:
+                now = time.time()
+                expires = now + layer.expiry
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(_INSERT, ("", "", group, expires, payload))
+                    plain = [
+                        channel
+                        for (channel,) in conn.execute(
+                            "SELECT channel FROM chanlite_groups WHERE grp = ? AND owner = '' "
+                            "AND expires > ?",
+                            (group, now),
+                        )
+                    ]
+                    for channel in plain:
+                        (count,) = conn.execute(
+                            "SELECT count(*) FROM chanlite_messages WHERE channel = ? "
+                            "AND expires > ?",
+                            (channel, now),
+                        ).fetchone()
+                        if count >= layer.get_capacity(channel):
+                            dropped.append(channel)
+                        else:
+                            conn.execute(_INSERT, (channel, "", "", expires, payload))
+                    ports = self._ports(conn, None)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise describe_error(layer.path, exc, layer.timeout) from None
+            self._poke(ports)
+        for channel in dropped:
+            layer.count_drop(group, channel)
+
+    @staticmethod
+    def _ports(conn: sqlite3.Connection, owner: str | None) -> list[int]:
+        if owner:
+            rows = conn.execute(
+                "SELECT wake_port FROM chanlite_processes WHERE client_id = ?", (owner,)
+            )
+        else:
+            rows = conn.execute("SELECT wake_port FROM chanlite_processes WHERE wake_port > 0")
+        return [port for (port,) in rows]
+
+    def _poke(self, ports: list[int]) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        for port in ports:
+            with contextlib.suppress(OSError):
+                sock.sendto(b"w", ("127.0.0.1", port))
+
+    def close(self) -> None:
+        """Close the connection; a later call opens it again."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None

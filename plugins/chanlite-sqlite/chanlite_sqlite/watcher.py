@@ -1,0 +1,317 @@
+"""The per-process reader: wake on commits, read new rows, beat the heart, trim.
+
+One daemon thread per layer object, with its own plain ``sqlite3`` connection, so reading
+and decoding never run on the event loop and never wait for it:
+
+* **Waking.** Every process binds a UDP socket on 127.0.0.1 and records its port in
+  ``chanlite_processes``; writers poke their peers' ports after each commit, so a reader
+  wakes within a fraction of a millisecond and sleeps in ``select()`` otherwise. As a
+  fallback (a writer that did not know us yet, a lost datagram) the thread checks
+  ``PRAGMA data_version`` every ``poll_interval`` seconds: one page-cache lookup, no I/O.
+* **Reading.** New rows (``id > cursor``) for this process's channels and every group
+  row are read in one short transaction together with this process's members of those
+  groups, decoded, and handed to the layer as ``(ack id, channels, expires, message)``.
+* **Heartbeat and trimming.** Every ``heartbeat`` seconds it records that the process is
+  alive and how far it has read; processes silent for ``heartbeat_timeout`` are removed
+  with their memberships and inboxes; expired rows, memberships past ``group_expiry`` and
+  group rows every live reader has passed are deleted, so the file stays small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from chanlite_sqlite import codec
+from chanlite_sqlite.schema import describe_error, open_database
+
+logger = logging.getLogger("chanlite.layers.sqlite")
+
+#: A datagram asking the receiver to re-read the list of peers (a process started).
+PEERS_CHANGED = b"p"
+#: A datagram saying "something was committed".
+COMMITTED = b"w"
+READ_BATCH = 2000
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One message for this process: which local channels, and the row to delete after."""
+
+    ack: int | None  # row id of a direct message, deleted once consumed
+    channels: tuple[str, ...]
+    expires: float
+    message: dict[str, object]
+    group: str  # '' for a direct message
+
+
+Deliver = Callable[[list[Incoming]], None]
+
+
+class Watcher(threading.Thread):
+    """Reads this process's messages from the database and keeps its registration alive."""
+
+    def __init__(
+        self,
+        path: str,
+        client_id: str,
+        *,
+        timeout: float,
+        poll_interval: float,
+        heartbeat: float,
+        heartbeat_timeout: float,
+        deliver: Deliver,
+        changed: Callable[[], None],
+    ) -> None:
+        super().__init__(name=f"chanlite-sqlite-{client_id}", daemon=True)
+        self.path = path
+        self.client_id = client_id
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+        self.heartbeat = heartbeat
+        self.heartbeat_timeout = heartbeat_timeout
+        self._deliver = deliver
+        self._changed = changed
+        self.ready: Future[None] = Future()
+        self.cursor = 0
+        #: client_id -> UDP port of every other live process (replaced, never mutated).
+        self.peers: dict[str, int] = {}
+        self._stopping = threading.Event()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.setblocking(False)
+        self.port: int = self._sock.getsockname()[1]
+        self._conn: sqlite3.Connection | None = None
+        self._data_version = -1
+
+    # -- called from other threads --------------------------------------------------
+
+    def poke(self, ports: Sequence[int]) -> None:
+        """Tell the processes listening on *ports* that something was committed."""
+        # Errors mean a dead peer, or a full buffer (then that reader is awake anyway).
+        for port in ports:
+            with contextlib.suppress(OSError):
+                self._sock.sendto(COMMITTED, ("127.0.0.1", port))
+
+    def stop(self) -> None:
+        """Ask the thread to finish; it wakes at once."""
+        self._stopping.set()
+        self.poke([self.port])
+
+    # -- the thread -----------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._conn = open_database(self.path, self.timeout)
+            self._register()
+        except BaseException as exc:
+            self.ready.set_exception(exc)
+            self._close()
+            return
+        self.ready.set_result(None)
+        try:
+            self._loop()
+        finally:
+            self._close()
+
+    def _loop(self) -> None:
+        next_beat = time.monotonic() + self.heartbeat
+        while not self._stopping.is_set():
+            wait = max(0.0, min(self.poll_interval, next_beat - time.monotonic()))
+            readable, _, _ = select.select([self._sock], [], [], wait)
+            poked = refresh = False
+            if readable:
+                poked = True
+                refresh = self._drain_socket()
+            if self._stopping.is_set():
+                return
+            try:
+                if refresh:
+                    self._load_peers()
+                self._read_if_changed(poked)
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.heartbeat
+                    self._beat()
+            except sqlite3.Error as exc:
+                # A locked or busy file is retried on the next round; nothing is lost,
+                # the cursor only moves after a successful read.
+                logger.warning("%s", describe_error(self.path, exc, self.timeout))
+            except Exception:
+                logger.exception("chanlite-sqlite reader for %s failed; retrying", self.path)
+
+    def _drain_socket(self) -> bool:
+        refresh = False
+        while True:
+            try:
+                data = self._sock.recv(16)
+            except (BlockingIOError, InterruptedError):
+                return refresh
+            except OSError:
+                return refresh
+            if data == PEERS_CHANGED:
+                refresh = True
+
+    def _read_if_changed(self, poked: bool) -> None:
+        assert self._conn is not None
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._data_version and not poked:
+            return
+        self._data_version = version
+        self._changed()
+        while self._read_batch() == READ_BATCH:
+            pass
+
+    def _read_batch(self) -> int:
+        conn = self._conn
+        assert conn is not None
+        me = self.client_id
+        conn.execute("BEGIN")
+        try:
+            rows = conn.execute(
+                "SELECT id, channel, grp, expires, payload FROM chanlite_messages "
+                "WHERE id > ? AND origin != ? AND (owner = ? OR grp != '') "
+                "ORDER BY id LIMIT ?",
+                (self.cursor, me, me, READ_BATCH),
+            ).fetchall()
+            groups = {row[2] for row in rows if row[2]}
+            members: dict[str, list[str]] = {}
+            if groups:
+                now = time.time()
+                marks = ",".join("?" * len(groups))
+                for grp, channel in conn.execute(
+                    f"SELECT grp, channel FROM chanlite_groups WHERE owner = ? "
+                    f"AND grp IN ({marks}) AND expires > ?",
+                    (me, *groups, now),
+                ):
+                    members.setdefault(grp, []).append(channel)
+        finally:
+            conn.execute("COMMIT")
+        if not rows:
+            return 0
+        self.cursor = rows[-1][0]
+        batch: list[Incoming] = []
+        for row_id, channel, grp, expires, payload in rows:
+            if grp:
+                local = members.get(grp)
+                if not local:
+                    continue
+                channels, ack = tuple(local), None
+            else:
+                channels, ack = (channel,), row_id
+            try:
+                message = codec.decode(payload)
+            except Exception as exc:
+                logger.error("Skipping undecodable message %d in %s: %s", row_id, self.path, exc)
+                continue
+            batch.append(Incoming(ack, channels, expires, message, grp))
+        if batch:
+            self._deliver(batch)
+        return len(rows)
+
+    # -- registration and housekeeping ------------------------------------------------
+
+    def _register(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'chanlite_messages'"
+            ).fetchone()
+            self.cursor = int(row[0]) if row else 0
+            self._upsert_process(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+        self._load_peers()
+        for port in self.peers.values():
+            with contextlib.suppress(OSError):
+                self._sock.sendto(PEERS_CHANGED, ("127.0.0.1", port))
+
+    def _upsert_process(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO chanlite_processes (client_id, pid, wake_port, heartbeat, cursor) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (client_id) DO UPDATE SET "
+            "heartbeat = excluded.heartbeat, cursor = excluded.cursor",
+            (self.client_id, os.getpid(), self.port, time.time(), self.cursor),
+        )
+
+    def _load_peers(self) -> None:
+        assert self._conn is not None
+        self.peers = dict(
+            self._conn.execute(
+                "SELECT client_id, wake_port FROM chanlite_processes "
+                "WHERE client_id != ? AND wake_port > 0",
+                (self.client_id,),
+            ).fetchall()
+        )
+
+    def _beat(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            updated = conn.execute(
+                "UPDATE chanlite_processes SET heartbeat = ?, cursor = ? WHERE client_id = ?",
+                (now, self.cursor, self.client_id),
+            ).rowcount
+            if not updated:
+                logger.warning(
+                    "chanlite-sqlite process %s was presumed dead (no heartbeat for %g s) and "
+                    "its group memberships were removed; registering again",
+                    self.client_id,
+                    self.heartbeat_timeout,
+                )
+                self._upsert_process(conn)
+            dead = [
+                client_id
+                for (client_id,) in conn.execute(
+                    "SELECT client_id FROM chanlite_processes WHERE heartbeat < ?",
+                    (now - self.heartbeat_timeout,),
+                )
+            ]
+            for client_id in dead:
+                remove_process(conn, client_id)
+            if dead:
+                logger.info("Removed dead chanlite-sqlite processes %s", ", ".join(dead))
+            trim(conn, now)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._load_peers()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._sock.close()
+
+
+def remove_process(conn: sqlite3.Connection, client_id: str) -> None:
+    """Delete a process's registration, memberships and unread messages."""
+    conn.execute("DELETE FROM chanlite_groups WHERE owner = ?", (client_id,))
+    conn.execute("DELETE FROM chanlite_messages WHERE owner = ?", (client_id,))
+    conn.execute("DELETE FROM chanlite_processes WHERE client_id = ?", (client_id,))
+
+
+def trim(conn: sqlite3.Connection, now: float) -> None:
+    """Delete expired rows and group messages that every registered reader has passed."""
+    conn.execute("DELETE FROM chanlite_groups WHERE expires <= ?", (now,))
+    conn.execute("DELETE FROM chanlite_messages WHERE expires <= ?", (now,))
+    conn.execute(
+        "DELETE FROM chanlite_messages WHERE grp != '' "
+        "AND id <= (SELECT min(cursor) FROM chanlite_processes)"
+    )

@@ -1,0 +1,355 @@
+"""The batching writer: every write of one process goes through one aiosqlite connection.
+
+Calls queue an operation and wait for its commit. A drain task runs while operations are
+queued, taking everything queued so far into *one* ``BEGIN IMMEDIATE ... COMMIT``: under
+load hundreds of ``group_send`` calls share a transaction (and one wake-up of the peers),
+while a lone call is committed at once, with no timer adding latency.
+
+Operations run in the order they were queued; consecutive operations of one kind are done
+together (one membership query and one ``executemany`` for a run of ``group_send``).
+Results are applied after the commit, in order, through :class:`Hooks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiosqlite
+
+from chanlite.layers.base import ChannelFull
+from chanlite_sqlite.schema import describe_error
+
+MAX_BATCH = 512
+
+_INSERT = (
+    "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def resolve(future: asyncio.Future[Any] | None, result: Any = None, error: Any = None) -> None:
+    """Complete *future* from any thread."""
+    if future is None or future.done():
+        return
+    loop = future.get_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        _complete(future, result, error)
+    elif not loop.is_closed():
+        loop.call_soon_threadsafe(_complete, future, result, error)
+
+
+def _complete(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+@dataclass(slots=True)
+class Send:
+    channel: str
+    owner: str
+    payload: bytes
+    expires: float
+    capacity: int
+    future: asyncio.Future[None] | None
+    full: bool = False
+
+
+@dataclass(slots=True)
+class GroupSend:
+    group: str
+    payload: bytes
+    expires: float
+    future: asyncio.Future[None] | None
+    local: list[str] = field(default_factory=list)
+    plain: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class GroupAdd:
+    group: str
+    channel: str
+    owner: str
+    expires: float
+    future: asyncio.Future[None] | None
+
+
+@dataclass(slots=True)
+class GroupDiscard:
+    group: str
+    channel: str
+    future: asyncio.Future[None] | None
+
+
+@dataclass(slots=True)
+class Claim:
+    channel: str
+    limit: int
+    done: Callable[[list[bytes]], None]
+    result: list[bytes] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Ack:
+    ids: list[int]
+
+
+@dataclass(slots=True)
+class Flush:
+    future: asyncio.Future[None] | None
+
+
+Op = Send | GroupSend | GroupAdd | GroupDiscard | Claim | Ack | Flush
+
+
+class Hooks(Protocol):
+    """What the writer needs from its layer."""
+
+    client_id: str
+
+    def get_capacity(self, channel: str) -> int: ...
+
+    def committed_group_send(self, op: GroupSend) -> None:
+        """Deliver a committed group message to local members; count drops."""
+
+    def committed_plain(self, channels: set[str]) -> None:
+        """Rows were added to these plain channels: wake local receivers."""
+
+    def peer_ports(self, owners: set[str] | None) -> list[int]:
+        """UDP ports to poke: the owners' or, for None, every peer's."""
+
+    def poke(self, ports: list[int]) -> None: ...
+
+
+class Writer:
+    """Queues write operations and commits them in batches on one aiosqlite connection."""
+
+    def __init__(self, db: aiosqlite.Connection, path: str, timeout: float, hooks: Hooks) -> None:
+        self.db = db
+        self.path = path
+        self.timeout = timeout
+        self.hooks = hooks
+        self._queue: deque[Op] = deque()
+        self._lock = threading.Lock()
+        self._draining = False
+        self._idle: asyncio.Event | None = None
+
+    def submit(self, op: Op) -> None:
+        """Queue *op*; start a drain task on the running loop unless one is running."""
+        with self._lock:
+            self._queue.append(op)
+            if self._draining:
+                return
+            self._draining = True
+        asyncio.get_running_loop().create_task(self._drain())
+
+    async def call(self, op: Send | GroupSend | GroupAdd | GroupDiscard | Flush) -> None:
+        """Queue *op* and wait until it is committed (or failed)."""
+        op.future = asyncio.get_running_loop().create_future()
+        self.submit(op)
+        await op.future
+
+    async def drained(self) -> None:
+        """Wait until nothing is queued or running."""
+        while True:
+            with self._lock:
+                if not self._draining and not self._queue:
+                    return
+            await asyncio.sleep(0.001)
+
+    async def _drain(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if not self._queue:
+                        self._draining = False
+                        return
+                    count = min(len(self._queue), MAX_BATCH)
+                    batch = [self._queue.popleft() for _ in range(count)]
+                await self._run(batch)
+        except BaseException:
+            with self._lock:
+                self._draining = False
+            raise
+
+    async def _run(self, batch: list[Op]) -> None:
+        db = self.db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for run in _runs(batch):
+                    await self._apply(run)
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            error = describe_error(self.path, exc, self.timeout)
+            for op in batch:
+                if isinstance(op, Claim):
+                    op.done([])
+                elif not isinstance(op, Ack):
+                    resolve(op.future, error=error)
+            return
+        except ValueError as exc:  # aiosqlite: the connection was closed under us
+            for op in batch:
+                if isinstance(op, Claim):
+                    op.done([])
+                elif not isinstance(op, Ack):
+                    resolve(op.future, error=RuntimeError(f"The layer is closed ({exc})"))
+            return
+        self._committed(batch)
+
+    def _committed(self, batch: list[Op]) -> None:
+        hooks = self.hooks
+        plain: set[str] = set()
+        owners: set[str] = set()
+        everyone = False
+        for op in batch:
+            if isinstance(op, Send):
+                if op.full:
+                    resolve(op.future, error=ChannelFull(op.channel))
+                    continue
+                if op.owner:
+                    owners.add(op.owner)
+                else:
+                    plain.add(op.channel)
+                    everyone = True
+                resolve(op.future)
+            elif isinstance(op, GroupSend):
+                hooks.committed_group_send(op)
+                plain.update(op.plain)
+                everyone = True
+                resolve(op.future)
+            elif isinstance(op, Claim):
+                op.done(op.result)
+            elif not isinstance(op, Ack):
+                resolve(op.future)
+        if plain:
+            hooks.committed_plain(plain)
+        if everyone or owners:
+            hooks.poke(hooks.peer_ports(None if everyone else owners))
+
+    async def _apply(self, run: list[Op]) -> None:
+        first = run[0]
+        if isinstance(first, Send):
+            await self._sends([op for op in run if isinstance(op, Send)])
+        elif isinstance(first, GroupSend):
+            await self._group_sends([op for op in run if isinstance(op, GroupSend)])
+        elif isinstance(first, GroupAdd):
+            await self.db.executemany(
+                "INSERT INTO chanlite_groups (grp, channel, owner, expires) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (grp, channel) DO UPDATE SET expires = excluded.expires, "
+                "owner = excluded.owner",
+                [
+                    (op.group, op.channel, op.owner, op.expires)
+                    for op in run
+                    if isinstance(op, GroupAdd)
+                ],
+            )
+        elif isinstance(first, GroupDiscard):
+            await self.db.executemany(
+                "DELETE FROM chanlite_groups WHERE grp = ? AND channel = ?",
+                [(op.group, op.channel) for op in run if isinstance(op, GroupDiscard)],
+            )
+        elif isinstance(first, Ack):
+            ids = [i for op in run if isinstance(op, Ack) for i in op.ids]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                await self.db.execute(f"DELETE FROM chanlite_messages WHERE id IN ({marks})", chunk)
+        elif isinstance(first, Claim):
+            for op in run:
+                assert isinstance(op, Claim)
+                rows = await self.db.execute_fetchall(
+                    "DELETE FROM chanlite_messages WHERE id IN (SELECT id FROM chanlite_messages "
+                    "WHERE channel = ? AND owner = '' AND expires > ? ORDER BY id LIMIT ?) "
+                    "RETURNING id, payload",
+                    (op.channel, time.time(), op.limit),
+                )
+                op.result = [payload for _, payload in sorted(rows)]
+        elif isinstance(first, Flush):
+            await self.db.execute("DELETE FROM chanlite_messages")
+            await self.db.execute("DELETE FROM chanlite_groups")
+
+    async def _backlog(self, channels: Iterable[str]) -> dict[str, int]:
+        """Unexpired, unconsumed messages per channel."""
+        names = list(set(channels))
+        if not names:
+            return {}
+        marks = ",".join("?" * len(names))
+        rows = await self.db.execute_fetchall(
+            f"SELECT channel, count(*) FROM chanlite_messages WHERE channel IN ({marks}) "
+            "AND expires > ? GROUP BY channel",
+            (*names, time.time()),
+        )
+        return {channel: count for channel, count in rows}
+
+    async def _sends(self, ops: list[Send]) -> None:
+        counts = await self._backlog(op.channel for op in ops)
+        rows = []
+        me = self.hooks.client_id
+        for op in ops:
+            count = counts.get(op.channel, 0)
+            if count >= op.capacity:
+                op.full = True
+                continue
+            counts[op.channel] = count + 1
+            rows.append((op.channel, op.owner, "", me, op.expires, op.payload))
+        if rows:
+            await self.db.executemany(_INSERT, rows)
+
+    async def _group_sends(self, ops: list[GroupSend]) -> None:
+        me = self.hooks.client_id
+        groups = list({op.group for op in ops})
+        marks = ",".join("?" * len(groups))
+        members = await self.db.execute_fetchall(
+            f"SELECT grp, channel, owner FROM chanlite_groups WHERE grp IN ({marks}) "
+            "AND owner IN ('', ?) AND expires > ?",
+            (*groups, me, time.time()),
+        )
+        plain: dict[str, list[str]] = {}
+        local: dict[str, list[str]] = {}
+        for grp, channel, owner in members:
+            (local if owner else plain).setdefault(grp, []).append(channel)
+        counts = await self._backlog(c for channels in plain.values() for c in channels)
+        rows = []
+        for op in ops:
+            rows.append(("", "", op.group, me, op.expires, op.payload))
+            op.local = local.get(op.group, [])
+            for channel in plain.get(op.group, ()):
+                count = counts.get(channel, 0)
+                if count >= self.hooks.get_capacity(channel):
+                    op.dropped.append(channel)
+                    continue
+                counts[channel] = count + 1
+                op.plain.append(channel)
+                rows.append((channel, "", "", me, op.expires, op.payload))
+        await self.db.executemany(_INSERT, rows)
+
+
+def _runs(batch: Sequence[Op]) -> Iterable[list[Op]]:
+    """Split *batch* into runs of consecutive operations of one kind."""
+    run: list[Op] = []
+    for op in batch:
+        if run and type(run[-1]) is not type(op):
+            yield run
+            run = []
+        run.append(op)
+    if run:
+        yield run
