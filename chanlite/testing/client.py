@@ -42,7 +42,7 @@ from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from types import TracebackType
 from typing import Any, TypeAlias
-from urllib.parse import quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
 from chanlite.exceptions import WebSocketDisconnect
 from chanlite.types import ASGIApp, Message, Scope
@@ -62,6 +62,8 @@ logger = logging.getLogger("chanlite.testing")
 HeaderInput: TypeAlias = "Mapping[str, str] | Sequence[tuple[str, str]]"
 ParamInput: TypeAlias = "Mapping[str, Any] | Sequence[tuple[str, Any]]"
 Content: TypeAlias = "bytes | str | Iterable[bytes] | AsyncIterable[bytes]"
+# A file to upload: its bytes, (filename, bytes) or (filename, bytes, content type).
+FileInput: TypeAlias = "bytes | tuple[str, bytes] | tuple[str, bytes, str]"
 
 DEFAULT_TIMEOUT = 5.0
 # How long an app may keep running after its client went away before it is cancelled.
@@ -138,6 +140,7 @@ class TestResponse:
         self._content = content
         self._stream = stream
         self._consumed = content is not None
+        self.history: list[TestResponse] = []  # redirects followed to get here
 
     @property
     def reason_phrase(self) -> str:
@@ -773,6 +776,67 @@ _LIFESPAN_REPLIES = {
     "lifespan.shutdown.failed",
 }
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+_REDIRECTS = {301, 302, 303, 307, 308}
+
+
+def _encode_body(
+    method: str,
+    content: Content | None,
+    json: Any,
+    data: Mapping[str, Any] | None,
+    files: Mapping[str, FileInput] | None,
+) -> tuple[bytes | AsyncIterator[bytes], list[tuple[str, str]]]:
+    """The request body and the headers that describe it."""
+    form = data is not None or files is not None
+    if (content is not None) + (json is not None) + form > 1:
+        raise TypeError("pass at most one of content=, json= and data=/files=")
+    body: bytes | AsyncIterator[bytes]
+    headers: list[tuple[str, str]] = []
+    if json is not None:
+        body = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
+        headers.append(("content-type", "application/json"))
+    elif files:
+        body, content_type = _multipart(data or {}, files)
+        headers.append(("content-type", content_type))
+    elif data is not None:
+        body = urlencode(list(data.items()), doseq=True).encode()
+        headers.append(("content-type", "application/x-www-form-urlencoded"))
+    elif isinstance(content, str):
+        body = content.encode()
+    elif content is None or isinstance(content, (bytes, bytearray, memoryview)):
+        body = bytes(content or b"")
+    else:
+        body = _aiter_content(content)
+        headers.append(("transfer-encoding", "chunked"))
+    if isinstance(body, bytes) and (body or method in _BODY_METHODS):
+        headers.append(("content-length", str(len(body))))
+    return body, headers
+
+
+def _multipart(data: Mapping[str, Any], files: Mapping[str, FileInput]) -> tuple[bytes, str]:
+    boundary = os.urandom(16).hex()
+
+    def part(name: str, value: bytes, filename: str | None = None, ctype: str = "") -> bytes:
+        quoted = name.replace('"', "%22")
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{quoted}"'
+        if filename is not None:
+            head += f'; filename="{filename.replace(chr(34), "%22")}"'
+        if ctype:
+            head += f"\r\nContent-Type: {ctype}"
+        return head.encode() + b"\r\n\r\n" + value + b"\r\n"
+
+    parts = []
+    for name, value in data.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            parts.append(part(name, str(item).encode()))
+    for name, upload in files.items():
+        if isinstance(upload, (bytes, bytearray)):
+            upload = (name, bytes(upload))
+        filename, payload = upload[0], upload[1]
+        ctype = upload[2] if len(upload) > 2 else "application/octet-stream"
+        parts.append(part(name, payload, filename, ctype))
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
 def _header_items(headers: HeaderInput | None) -> list[tuple[str, str]]:
@@ -815,6 +879,7 @@ class TestClient:
         headers: HeaderInput | None = None,
         cookies: Mapping[str, str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        follow_redirects: bool = False,
     ) -> None:
         self.app = app
         self.base_url = base_url
@@ -824,6 +889,7 @@ class TestClient:
         self.headers = _header_items(headers)
         self.cookies: dict[str, str] = dict(cookies or {})
         self.timeout = timeout
+        self.follow_redirects = follow_redirects
         self.lifespan_supported: bool | None = None  # known after entering
         self._state: dict[str, Any] | None = None
         self._calls: set[_AppCall] = set()
@@ -982,28 +1048,11 @@ class TestClient:
         content: Content | None,
         json: Any,
         data: Mapping[str, Any] | None,
+        files: Mapping[str, FileInput] | None,
         timeout: float | None,
     ) -> _HTTPExchange:
         method = method.upper()
-        if sum(x is not None for x in (content, json, data)) > 1:
-            raise TypeError("pass at most one of content=, json= and data=")
-        body: bytes | AsyncIterator[bytes]
-        extra: list[tuple[str, str]] = []
-        if json is not None:
-            body = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
-            extra.append(("content-type", "application/json"))
-        elif data is not None:
-            body = urlencode(list(data.items()), doseq=True).encode()
-            extra.append(("content-type", "application/x-www-form-urlencoded"))
-        elif isinstance(content, str):
-            body = content.encode()
-        elif content is None or isinstance(content, (bytes, bytearray, memoryview)):
-            body = bytes(content or b"")
-        else:
-            body = _aiter_content(content)
-            extra.append(("transfer-encoding", "chunked"))
-        if isinstance(body, bytes) and (body or method in _BODY_METHODS):
-            extra.append(("content-length", str(len(body))))
+        body, extra = _encode_body(method, content, json, data, files)
         sent = _merge_headers(extra, headers)
         scope = self._scope("http", path, params, sent, cookies)
         scope["method"] = method
@@ -1020,25 +1069,48 @@ class TestClient:
         content: Content | None = None,
         json: Any = None,
         data: Mapping[str, Any] | None = None,
+        files: Mapping[str, FileInput] | None = None,
         timeout: float | None = None,
+        follow_redirects: bool | None = None,
     ) -> TestResponse:
         """Send one request and read the whole response.
 
         Also waits for the app to return (so work it does after responding has finished),
-        all within *timeout* seconds (the client's ``timeout`` by default).
+        all within *timeout* seconds (the client's ``timeout`` by default). ``data`` is sent
+        form-urlencoded, or as multipart/form-data together with ``files``. With
+        *follow_redirects* (the client's setting by default) 301/302/303/307/308 answers
+        are followed, up to 20; the ones followed are in ``response.history``.
         """
-        exchange = self._exchange(
-            method, path, params, headers, cookies, content, json, data, timeout
-        )
-        exchange.call.deadline = time.monotonic() + exchange.call.timeout
-        try:
-            response = await exchange.start()
-            await response.aread()
-        except BaseException as exc:
-            await exchange.close(exc)
-            raise
-        await exchange.close(None)
-        return response
+        follow = self.follow_redirects if follow_redirects is None else follow_redirects
+        history: list[TestResponse] = []
+        base = urlsplit(self.base_url)
+        url = path
+        if not urlsplit(path).scheme:
+            url = f"{base.scheme}://{base.netloc}{base.path.rstrip('/')}/{path.lstrip('/')}"
+        while True:
+            exchange = self._exchange(
+                method, url, params, headers, cookies, content, json, data, files, timeout
+            )
+            exchange.call.deadline = time.monotonic() + exchange.call.timeout
+            try:
+                response = await exchange.start()
+                await response.aread()
+            except BaseException as exc:
+                await exchange.close(exc)
+                raise
+            await exchange.close(None)
+            location = response.headers.get("location")
+            if not follow or response.status_code not in _REDIRECTS or location is None:
+                response.history = history
+                return response
+            if len(history) == 20:
+                raise RuntimeError(f"{method} {path}: more than 20 redirects")
+            history.append(response)
+            url, params = urljoin(url, location), None
+            if response.status_code == 303 or (
+                response.status_code in (301, 302) and method.upper() == "POST"
+            ):
+                method, content, json, data, files = "GET", None, None, None, None
 
     def stream(
         self,
@@ -1051,6 +1123,7 @@ class TestClient:
         content: Content | None = None,
         json: Any = None,
         data: Mapping[str, Any] | None = None,
+        files: Mapping[str, FileInput] | None = None,
         timeout: float | None = None,
     ) -> contextlib.AbstractAsyncContextManager[TestResponse]:
         """``async with client.stream("GET", "/sse") as response`` reads the body as it
@@ -1058,7 +1131,7 @@ class TestClient:
         ``http.disconnect`` to the app. *timeout* bounds each wait."""
         return _StreamContext(
             lambda: self._exchange(
-                method, path, params, headers, cookies, content, json, data, timeout
+                method, path, params, headers, cookies, content, json, data, files, timeout
             )
         )
 

@@ -891,3 +891,54 @@ async def test_endless_body_read_whole_times_out_with_a_hint() -> None:
 
     with pytest.raises(TimeoutError, match=r"did not end within 0.1s \(read endless responses"):
         await TestClient(app).get("/sse", timeout=0.1)
+
+
+async def test_multipart_upload_parses_with_python_multipart() -> None:
+    from python_multipart import parse_form
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        body = await read_body(receive)
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        fields: dict[str, Any] = {}
+        parse_form(
+            {"Content-Type": headers["content-type"].encode()},
+            __import__("io").BytesIO(body),
+            lambda f: fields.__setitem__(f.field_name.decode(), f.value.decode()),
+            lambda f: fields.__setitem__(
+                f.field_name.decode(), (f.file_name.decode(), f.file_object.getvalue())
+            ),
+        )
+        await respond(send, repr(sorted(fields.items())).encode())
+
+    response = await TestClient(app).post(
+        "/upload",
+        data={"title": "notes"},
+        files={"doc": ("a.txt", b"hello\r\n", "text/plain"), "raw": b"\x00\x01"},
+    )
+    assert response.text == repr(
+        [("doc", ("a.txt", b"hello\r\n")), ("raw", ("raw", b"\x00\x01")), ("title", "notes")]
+    )
+
+
+async def test_redirects_are_followed_when_asked() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        body = await read_body(receive)
+        if scope["path"] == "/old":
+            await respond(send, b"", status=301, headers=[(b"location", b"/new?x=1")])
+        elif scope["path"] == "/form":
+            await respond(send, b"", status=303, headers=[(b"location", b"http://testserver/done")])
+        elif scope["path"] == "/loop":
+            await respond(send, b"", status=307, headers=[(b"location", b"/loop")])
+        else:
+            seen = f"{scope['method']} {scope['path']}?{scope['query_string'].decode()} {body!r}"
+            await respond(send, seen.encode())
+
+    client = TestClient(app)
+    assert (await client.get("/old")).status_code == 301
+    response = await client.get("/old", follow_redirects=True)
+    assert response.text == "GET /new?x=1 b''"
+    assert [r.status_code for r in response.history] == [301]
+    follower = TestClient(app, follow_redirects=True)
+    assert (await follower.post("/form", data={"a": "1"})).text == "GET /done? b''"
+    with pytest.raises(RuntimeError, match="more than 20 redirects"):
+        await follower.get("/loop")
