@@ -639,6 +639,8 @@ class WebSocketTestSession:
     # -- the test's side -----------------------------------------------------------------
 
     async def __aenter__(self) -> WebSocketTestSession:
+        if self._call is not None:
+            raise RuntimeError(f"{self._label}: this session was already opened; make a new one")
         client = self._client
         self._call = call = _AppCall(
             client, client.app(self.scope, self._receive, self._send), self._label, self._timeout

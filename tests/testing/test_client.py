@@ -942,3 +942,59 @@ async def test_redirects_are_followed_when_asked() -> None:
     assert (await follower.post("/form", data={"a": "1"})).text == "GET /done? b''"
     with pytest.raises(RuntimeError, match="more than 20 redirects"):
         await follower.get("/loop")
+
+
+async def test_lifespan_app_returning_at_once_is_unsupported_but_mid_startup_is_an_error() -> None:
+    async def returns(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await respond(send, b"ok")
+
+    async with TestClient(returns) as client:
+        assert client.lifespan_supported is False
+        assert (await client.get("/")).text == "ok"
+
+    async def gives_up(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+
+    with pytest.raises(LifespanError, match=r"returned without lifespan\.startup\.complete"):
+        async with TestClient(gives_up):
+            pass
+
+
+async def test_each_request_gets_a_shallow_copy_of_the_lifespan_state() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            scope["state"]["counter"] = [0]
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        scope["state"]["mine"] = True  # must not leak into the next request
+        scope["state"]["counter"][0] += 1  # the objects themselves are shared
+        await respond(send, json.dumps(sorted(scope["state"])).encode())
+
+    async with TestClient(app) as client:
+        assert (await client.get("/")).json() == ["counter", "mine"]
+        await client.get("/")
+        assert client._state == {"counter": [2]}
+
+
+async def test_server_exceptions_are_logged_when_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise KeyError("logged")
+
+    response = await TestClient(app, raise_server_exceptions=False).get("/x")
+    assert response.status_code == 500
+    assert "Exception in ASGI application (GET /x)" in caplog.text
+    assert "KeyError: 'logged'" in caplog.text
+
+
+async def test_websocket_session_cannot_be_entered_twice() -> None:
+    ws = TestClient(ws_echo_app([])).websocket("/")
+    async with ws:
+        pass
+    with pytest.raises(RuntimeError, match="already opened"):
+        await ws.__aenter__()
