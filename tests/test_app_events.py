@@ -1,0 +1,175 @@
+"""Layer events, groups and broadcast through the dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+from chanlite import App, WebSocket
+from chanlite.dispatcher import BROADCAST, broadcast_event, encode_frame
+from chanlite.testing import TestClient
+
+
+def feed_app() -> App:
+    app = App(layer="memory://")
+
+    @app.websocket("/feed/{topic}")
+    async def feed(ws: WebSocket, topic: str) -> None:
+        await ws.accept()
+        await ws.join(topic)
+        ws.state.seen = 0
+        await ws.send_json({"ready": ws.channel_name})
+        async for _ in ws.iter_text():
+            pass
+
+    @feed.on("count")
+    async def count(ws: WebSocket, event: dict[str, Any]) -> None:
+        ws.state.seen += 1
+        await ws.send_json({"n": event["n"], "seen": ws.state.seen})
+
+    @feed.on("slow")
+    async def slow(ws: WebSocket, event: dict[str, Any]) -> None:
+        await asyncio.sleep(0.05)
+        await ws.send_json({"slow": event["n"]})
+
+    @feed.on("blocking")
+    def blocking(ws: WebSocket, event: dict[str, Any]) -> None:
+        # A plain def runs on a thread; it reports which thread it ran on.
+        event["thread"].append(threading.get_ident())
+
+    @feed.on("explode")
+    async def explode(ws: WebSocket, event: dict[str, Any]) -> None:
+        raise RuntimeError("event handler bug")
+
+    return app
+
+
+async def test_events_in_arrival_order_with_shared_state() -> None:
+    app = feed_app()
+    async with TestClient(app) as client:
+        async with client.websocket("/feed/t") as ws:
+            await ws.receive_json()
+            for n in range(5):
+                await app.group_send("t", {"type": "slow" if n % 2 else "count", "n": n})
+            got = [await ws.receive_json() for _ in range(5)]
+    assert got == [
+        {"n": 0, "seen": 1},
+        {"slow": 1},
+        {"n": 2, "seen": 2},
+        {"slow": 3},
+        {"n": 4, "seen": 3},
+    ]
+
+
+async def test_broadcast_text_json_bytes() -> None:
+    app = feed_app()
+    async with TestClient(app) as client:
+        async with client.websocket("/feed/b") as a, client.websocket("/feed/b") as b:
+            await a.receive_json()
+            await b.receive_json()
+            await app.broadcast("b", text="plain")
+            await app.broadcast("b", json={"x": 1})
+            await app.broadcast("b", bytes=b"\x01\x02")
+            for ws in (a, b):
+                assert await ws.receive_text() == "plain"
+                assert await ws.receive_json() == {"x": 1}
+                assert await ws.receive_bytes() == b"\x01\x02"
+
+
+async def test_broadcast_needs_exactly_one_payload() -> None:
+    app = feed_app()
+    with pytest.raises(TypeError, match="exactly one of"):
+        await app.broadcast("b")
+    with pytest.raises(TypeError, match="exactly one of"):
+        await app.broadcast("b", text="a", json={})
+    with pytest.raises(TypeError, match="needs a str"):
+        await app.broadcast("b", text=b"bytes")  # type: ignore[arg-type]
+
+
+async def test_unhandled_event_is_logged_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    app = feed_app()
+    caplog.set_level(logging.WARNING, logger="chanlite")
+    async with TestClient(app) as client:
+        async with client.websocket("/feed/u") as ws:
+            await ws.receive_json()
+            await app.group_send("u", {"type": "mystery"})
+            await app.group_send("u", {"type": "count", "n": 1})
+            assert await ws.receive_json() == {"n": 1, "seen": 1}
+    assert app.stats.events_unhandled == 1
+    assert any("No on('mystery') handler" in rec.getMessage() for rec in caplog.records)
+
+
+async def test_sync_on_handler_runs_on_a_thread() -> None:
+    app = feed_app()
+    threads: list[int] = []
+    async with TestClient(app) as client:
+        async with client.websocket("/feed/s") as ws:
+            await ws.receive_json()
+            await app.group_send("s", {"type": "blocking", "thread": threads})
+            await app.group_send("s", {"type": "count", "n": 9})
+            assert (await ws.receive_json())["n"] == 9
+    assert threads and threads[0] != threading.get_ident()
+
+
+async def test_event_handler_exception_closes_1011() -> None:
+    app = feed_app()
+    async with TestClient(app, raise_server_exceptions=False) as client:
+        async with client.websocket("/feed/e") as ws:
+            await ws.receive_json()
+            await app.group_send("e", {"type": "explode"})
+            with pytest.raises(Exception):  # noqa: B017 - WebSocketDisconnect
+                await ws.receive_json()
+            assert ws.close_code == 1011
+
+
+async def test_group_send_fan_out_is_one_dispatch_per_process() -> None:
+    app = feed_app()
+    async with TestClient(app) as client:
+        sockets = [client.websocket("/feed/many") for _ in range(20)]
+        sessions = [await s.__aenter__() for s in sockets]
+        try:
+            for s in sessions:
+                await s.receive_json()
+            delivered_before = app.stats.events_delivered
+            await app.group_send("many", {"type": "count", "n": 1})
+            for s in sessions:
+                assert (await s.receive_json())["n"] == 1
+            assert app.stats.events_delivered - delivered_before == 20
+        finally:
+            for s in reversed(sockets):
+                await s.__aexit__(None, None, None)
+
+
+def test_broadcast_frame_encoding() -> None:
+    assert encode_frame(broadcast_event(text="hi")) == b"\x81\x02hi"
+    assert encode_frame(broadcast_event(bytes=b"\x00")) == b"\x82\x01\x00"
+    assert broadcast_event(json={"a": "é"}) == {"type": BROADCAST, "text": '{"a":"é"}'}
+
+
+async def test_fast_path_writes_encoded_frame_once() -> None:
+    """With the server's frame extension, a broadcast is encoded once for all members."""
+    app = feed_app()
+    written: list[bytes] = []
+
+    def writer(frame: bytes) -> bool:
+        written.append(frame)
+        return True
+
+    async with TestClient(app) as client:
+        async with client.websocket("/feed/f") as a, client.websocket("/feed/f") as b:
+            await a.receive_json()
+            await b.receive_json()
+            for ws in app.dispatcher.connections.values():
+                ws.scope.setdefault("extensions", {})["chanlite.frames"] = {"send_frame": writer}
+            await app.broadcast("f", text="fast")
+            for _ in range(100):
+                if len(written) == 2:
+                    break
+                await asyncio.sleep(0.01)
+    assert written == [b"\x81\x04fast", b"\x81\x04fast"]
+    assert written[0] is written[1]  # the very same bytes object: encoded once
+    assert app.stats.broadcast_frames == 2

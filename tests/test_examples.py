@@ -1,0 +1,74 @@
+"""Every example runs under the test client, so none of them rots."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from chanlite.importer import import_from_string
+from chanlite.testing import TestClient
+
+
+async def test_echo_example() -> None:
+    app = import_from_string("examples/echo.py:app")
+    async with TestClient(app) as client:
+        async with client.websocket("/ws") as ws:
+            await ws.send_text("ping")
+            assert await ws.receive_text() == "ping"
+
+
+async def test_chat_example_group_chat() -> None:
+    app = import_from_string("examples/chat/app.py:app")
+    async with TestClient(app) as client:
+        assert (await client.get("/")).status_code == 200
+        assert (await client.get("/room/lobby")).status_code == 200
+        async with client.websocket("/ws/lobby?nick=ann") as ann:
+            assert await ann.receive_json() == {"kind": "joined", "nick": "ann", "room": "lobby"}
+            async with client.websocket("/ws/lobby?nick=bob") as bob:
+                assert (await bob.receive_json())["nick"] == "bob"
+                assert (await ann.receive_json())["nick"] == "bob"
+                await bob.send_json({"text": "hello ann"})
+                for ws in (ann, bob):
+                    got = await ws.receive_json()
+                    assert (got["kind"], got["nick"], got["text"]) == ("message", "bob", "hello ann")
+                await ann.send_json({"kind": "typing"})
+                assert await bob.receive_json() == {"kind": "typing", "nick": "ann"}
+                await ann.receive_json()
+            assert await ann.receive_json() == {"kind": "left", "nick": "bob", "room": "lobby"}
+
+
+async def test_chat_example_rejects_bad_room_name() -> None:
+    app = import_from_string("examples/chat/app.py:app")
+    async with TestClient(app) as client:
+        async with client.websocket("/ws/bad%20room") as ws:
+            with pytest.raises(Exception):  # noqa: B017 - the server closed it
+                await ws.receive_json()
+            assert ws.close_code == 4400
+
+
+async def test_ticker_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TICKER_INTERVAL", "0.05")
+    app = import_from_string("examples/ticker.py:app")
+    import ticker  # the module loaded from examples/ticker.py
+
+    monkeypatch.setattr(ticker, "INTERVAL", 0.05)
+    async with TestClient(app) as client:
+        async with client.websocket("/ticks") as ws:
+            first = (await ws.receive_json(timeout=5))["tick"]
+            second = (await ws.receive_json(timeout=5))["tick"]
+            assert second == first + 1
+
+
+async def test_sse_example() -> None:
+    app = import_from_string("examples/sse.py:app")
+    async with TestClient(app) as client:
+        async with client.stream("GET", "/events") as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            chunks = response.aiter_bytes()
+            assert b"connected" in await asyncio.wait_for(chunks.__anext__(), 5)
+            r = await client.post("/publish", content=b"breaking")
+            assert r.json() == {"published": True}
+            data = await asyncio.wait_for(chunks.__anext__(), 5)
+            assert data == b"data: " + json.dumps("breaking").encode() + b"\n\n"
