@@ -114,7 +114,9 @@ async def test_debug_shows_traceback() -> None:
 
 async def test_invalid_json_body_is_400() -> None:
     async with TestClient(make_app()) as client:
-        r = await client.post("/items/1", content=b"{not json", headers={"content-type": "application/json"})
+        r = await client.post(
+            "/items/1", content=b"{not json", headers={"content-type": "application/json"}
+        )
         assert r.status_code == 400
 
 

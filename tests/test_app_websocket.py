@@ -28,7 +28,9 @@ def chat_app() -> App:
 
     @app.websocket("/ws/echo")
     async def echo(ws: WebSocket) -> None:
-        await ws.accept(subprotocol=ws.scope["subprotocols"][0] if ws.scope["subprotocols"] else None)
+        await ws.accept(
+            subprotocol=ws.scope["subprotocols"][0] if ws.scope["subprotocols"] else None
+        )
         async for text in ws.iter_text():
             await ws.send_text(text)
 

@@ -32,7 +32,11 @@ async def test_chat_example_group_chat() -> None:
                 await bob.send_json({"text": "hello ann"})
                 for ws in (ann, bob):
                     got = await ws.receive_json()
-                    assert (got["kind"], got["nick"], got["text"]) == ("message", "bob", "hello ann")
+                    assert (got["kind"], got["nick"], got["text"]) == (
+                        "message",
+                        "bob",
+                        "hello ann",
+                    )
                 await ann.send_json({"kind": "typing"})
                 assert await bob.receive_json() == {"kind": "typing", "nick": "ann"}
                 await ann.receive_json()
