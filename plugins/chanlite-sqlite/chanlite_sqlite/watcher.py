@@ -182,6 +182,15 @@ class Watcher(threading.Thread):
                 "ORDER BY id LIMIT ?",
                 (self.cursor, me, me, READ_BATCH),
             ).fetchall()
+            if len(rows) < READ_BATCH:
+                # Everything up to the last id is visible in this snapshot: rows we skip
+                # (our own, other processes') count as passed, so group rows can be trimmed.
+                (last,) = conn.execute(
+                    "SELECT coalesce(max(seq), 0) FROM sqlite_sequence "
+                    "WHERE name = 'chanlite_messages'"
+                ).fetchone()
+            else:
+                last = rows[-1][0]
             groups = {row[2] for row in rows if row[2]}
             members: dict[str, list[str]] = {}
             if groups:
@@ -195,9 +204,9 @@ class Watcher(threading.Thread):
                     members.setdefault(grp, []).append(channel)
         finally:
             conn.execute("COMMIT")
+        self.cursor = max(self.cursor, last)
         if not rows:
             return 0
-        self.cursor = rows[-1][0]
         batch: list[Incoming] = []
         for row_id, channel, grp, expires, payload in rows:
             if grp:

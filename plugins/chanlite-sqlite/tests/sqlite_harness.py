@@ -1,0 +1,112 @@
+"""Drive ``sqlite_peer.py`` processes from async tests."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+PEER = HERE / "sqlite_peer.py"
+WAIT = 10.0
+
+
+class Peer:
+    """One OS process running an SQLiteLayer on a shared file."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.events: list[dict[str, Any]] = []
+        self.client_id = ""
+        self._ids = itertools.count(1)
+        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def start(cls, db: Path, **options: Any) -> Peer:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(PEER),
+            str(db),
+            json.dumps(options),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        peer = cls(proc)
+        ready = await peer.wait_for(lambda e: e.get("event") == "ready")
+        peer.client_id = ready["client_id"]
+        return peer
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            event = json.loads(line)
+            if "id" in event and event["id"] in self._replies:
+                self._replies.pop(event["id"]).set_result(event)
+                continue
+            async with self._changed:
+                self.events.append(event)
+                self._changed.notify_all()
+        async with self._changed:
+            self.events.append({"event": "exit"})
+            self._changed.notify_all()
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        """Run one command in the process; raise if it failed."""
+        reply = await self.try_call(op, **args)
+        if not reply["ok"]:
+            raise AssertionError(f"{op} failed in the peer: {reply['error']}")
+        return reply
+
+    async def try_call(self, op: str, **args: Any) -> dict[str, Any]:
+        command_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[command_id] = future
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps({"id": command_id, "op": op, **args}) + "\n").encode())
+        await self.proc.stdin.drain()
+        return await asyncio.wait_for(future, WAIT)
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = WAIT
+    ) -> dict[str, Any]:
+        """The first event matching *predicate*, waiting for it if needed."""
+
+        async def find() -> dict[str, Any]:
+            async with self._changed:
+                while True:
+                    for event in self.events:
+                        if predicate(event):
+                            return event
+                    if self.events and self.events[-1].get("event") == "exit":
+                        raise AssertionError(f"peer exited; events: {self.events[-5:]}")
+                    await self._changed.wait()
+
+        return await asyncio.wait_for(find(), timeout)
+
+    def local(self) -> list[dict[str, Any]]:
+        """Every ``receive_local`` item seen so far."""
+        return [event for event in self.events if event.get("event") == "local"]
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        await self._reader
+
+    async def kill(self) -> None:
+        self.proc.kill()
+        await self.proc.wait()
+        await self._reader
