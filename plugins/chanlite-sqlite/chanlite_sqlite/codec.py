@@ -20,7 +20,11 @@ _packer_errors = (TypeError, ValueError, OverflowError)
 def encode(message: Message) -> bytes:
     """Serialise *message*; raise ``TypeError`` naming the first value msgpack rejects."""
     try:
-        return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
+        payload: bytes = msgpack.packb(message, use_bin_type=True)
+        # msgpack packs a tuple key as an array, which no receiver can turn back into a
+        # dict key: check the round trip here rather than fail in every reader.
+        msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        return payload
     except _packer_errors as exc:
         where, value = _find_unencodable(message, "message")
         if not where:
@@ -47,7 +51,7 @@ def _find_unencodable(value: Any, where: str) -> tuple[str, Any]:
     """Return ``(path, value)`` of the first part of *value* msgpack cannot pack."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if not _packs(key):
+            if not isinstance(key, (str, bytes, int, float, bool, type(None))) or not _packs(key):
                 return f"the key {key!r} in {where}", key
             found = _find_unencodable(item, f"{where}[{key!r}]")
             if found[0]:
