@@ -2,8 +2,8 @@
 """``ws.session`` and ``ws.user`` from Django's session cookie, and ``login``/``logout``.
 
 The session is read through ``SESSION_ENGINE`` and the user through
-``django.contrib.auth.get_user`` (so every auth backend works), both on the ORM bridge's
-thread pool: a handshake never blocks the event loop on the database. A cookie that is
+``django.contrib.auth.get_user`` (so every auth backend works), both on threads of the ORM bridge, so
+a handshake never blocks the event loop on the database. A cookie that is
 missing, malformed or stale gives an empty session and an ``AnonymousUser``, never an
 exception.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from chanlite.contrib.django.db import run_sync
+from chanlite.contrib.django.db import auth_executor, run_in, run_sync
 from chanlite.contrib.django.origin import header
 from chanlite.types import Scope
 
@@ -90,7 +90,8 @@ def load_session_and_user(cookie_header: str | None) -> tuple[Any, Any]:
 
 async def populate_scope(scope: Scope) -> None:
     """Set ``scope["session"]`` and ``scope["user"]`` from the scope's ``Cookie`` header."""
-    session, user = await run_sync(load_session_and_user, header(scope, b"cookie"))
+    cookie = header(scope, b"cookie")
+    session, user = await run_in(auth_executor(), load_session_and_user, cookie)
     scope["session"] = session
     if user is not None:
         scope["user"] = user

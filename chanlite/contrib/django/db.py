@@ -20,6 +20,8 @@ Thread model
     in this process never contend) and four otherwise. One thread is what Channels' and
     asgiref's *thread-sensitive* mode gives: calls are serialised, but none of them blocks
     the event loop, so sockets that do not touch the database are never delayed.
+    Sessions and users for handshakes load on a separate pool of two threads, so a slow
+    call here never holds up new connections either.
 
     An exception raised by the function propagates to the awaiting handler with its
     traceback. Cancelling the awaiting task does not stop a call already running.
@@ -42,6 +44,10 @@ R = TypeVar("R")
 
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
+_auth_executor: ThreadPoolExecutor | None = None
+#: Threads that load sessions and users for handshakes. They are apart from the main pool
+#: so a slow ORM call in a handler never holds up other connections' handshakes.
+AUTH_THREADS = 2
 
 
 def executor() -> ThreadPoolExecutor:
@@ -57,13 +63,27 @@ def executor() -> ThreadPoolExecutor:
     return pool
 
 
-def shutdown(wait: bool = False) -> None:
-    """Drop the pool (a new one is made on the next call); running calls finish."""
-    global _executor
+def auth_executor() -> ThreadPoolExecutor:
+    """The small pool that loads sessions and users during handshakes."""
+    global _auth_executor
     with _lock:
-        pool, _executor = _executor, None
-    if pool is not None:
-        pool.shutdown(wait=wait)
+        pool = _auth_executor
+        if pool is None:
+            pool = _auth_executor = ThreadPoolExecutor(
+                AUTH_THREADS, thread_name_prefix="chanlite-auth"
+            )
+    return pool
+
+
+def shutdown(wait: bool = False) -> None:
+    """Drop the pools (new ones are made on the next call); running calls finish."""
+    global _executor, _auth_executor
+    with _lock:
+        pools = (_executor, _auth_executor)
+        _executor = _auth_executor = None
+    for pool in pools:
+        if pool is not None:
+            pool.shutdown(wait=wait)
 
 
 conf.on_reset(shutdown)
@@ -81,10 +101,17 @@ def _call_in_thread(func: Callable[..., R], args: Any, kwargs: Any) -> R:
 
 async def run_sync(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """Run ``func(*args, **kwargs)`` on the bridge's pool and return its result."""
+    return await run_in(executor(), func, *args, **kwargs)
+
+
+async def run_in(
+    pool: ThreadPoolExecutor, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+) -> R:
+    """Run ``func(*args, **kwargs)`` on *pool*, with ``close_old_connections()`` around it."""
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
     call = functools.partial(context.run, _call_in_thread, func, args, kwargs)
-    return await loop.run_in_executor(executor(), call)
+    return await loop.run_in_executor(pool, call)
 
 
 class DBFunction(Generic[P, R]):

@@ -1,0 +1,1 @@
+"""A small Django site that the chanlite.contrib.django tests serve."""
