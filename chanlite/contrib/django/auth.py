@@ -2,8 +2,8 @@
 """``ws.session`` and ``ws.user`` from Django's session cookie, and ``login``/``logout``.
 
 The session is read through ``SESSION_ENGINE`` and the user through
-``django.contrib.auth.get_user`` (so every auth backend works), both on threads of the ORM bridge, so
-a handshake never blocks the event loop on the database. A cookie that is
+``django.contrib.auth.get_user`` (so every auth backend works), both on threads of the ORM
+bridge, so a handshake never blocks the event loop on the database. A cookie that is
 missing, malformed or stale gives an empty session and an ``AnonymousUser``, never an
 exception.
 """
