@@ -147,16 +147,25 @@ class Writer:
         self._queue: deque[Op] = deque()
         self._lock = threading.Lock()
         self._draining = False
-        self._idle: asyncio.Event | None = None
+        # The loop the drain task runs on, and a counter that retires a drain whose loop
+        # went away (asgiref's async_to_sync runs each call on a fresh loop).
+        self._drain_loop: asyncio.AbstractEventLoop | None = None
+        self._generation = 0
+        self._task: asyncio.Task[None] | None = None
 
     def submit(self, op: Op) -> None:
-        """Queue *op*; start a drain task on the running loop unless one is running."""
+        """Queue *op*; start a drain task on the running loop unless a live one is running."""
+        loop = asyncio.get_running_loop()
         with self._lock:
             self._queue.append(op)
-            if self._draining:
+            home = self._drain_loop
+            if self._draining and home is not None and (home is loop or home.is_running()):
                 return
             self._draining = True
-        asyncio.get_running_loop().create_task(self._drain())
+            self._drain_loop = loop
+            self._generation += 1
+            generation = self._generation
+        self._task = loop.create_task(self._drain(generation))
 
     async def call(self, op: Send | GroupSend | GroupAdd | GroupDiscard | Flush) -> None:
         """Queue *op* and wait until it is committed (or failed)."""
@@ -172,24 +181,34 @@ class Writer:
                     return
             await asyncio.sleep(0.001)
 
-    async def _drain(self) -> None:
+    async def _drain(self, generation: int) -> None:
+        batch: list[Op] = []
         try:
             while True:
                 with self._lock:
+                    if generation != self._generation:
+                        return
                     if not self._queue:
                         self._draining = False
                         return
                     count = min(len(self._queue), MAX_BATCH)
                     batch = [self._queue.popleft() for _ in range(count)]
                 await self._run(batch)
+                batch = []
         except BaseException:
+            # Cancelled with its loop: fail what it held (rolled back) and let the next
+            # call start a new drain.
+            _fail(batch, RuntimeError("the layer's event loop stopped during the write"))
             with self._lock:
-                self._draining = False
+                if generation == self._generation:
+                    self._draining = False
             raise
 
     async def _run(self, batch: list[Op]) -> None:
         db = self.db
         try:
+            if db.in_transaction:  # left open by a drain whose loop stopped
+                await db.execute("ROLLBACK")
             await db.execute("BEGIN IMMEDIATE")
             try:
                 for run in _runs(batch):
@@ -199,19 +218,10 @@ class Writer:
                 raise
             await db.execute("COMMIT")
         except sqlite3.Error as exc:
-            error = describe_error(self.path, exc, self.timeout)
-            for op in batch:
-                if isinstance(op, Claim):
-                    op.done([])
-                elif not isinstance(op, Ack):
-                    resolve(op.future, error=error)
+            _fail(batch, describe_error(self.path, exc, self.timeout))
             return
         except ValueError as exc:  # aiosqlite: the connection was closed under us
-            for op in batch:
-                if isinstance(op, Claim):
-                    op.done([])
-                elif not isinstance(op, Ack):
-                    resolve(op.future, error=RuntimeError(f"The layer is closed ({exc})"))
+            _fail(batch, RuntimeError(f"The layer is closed ({exc})"))
             return
         self._committed(batch)
 
@@ -341,6 +351,14 @@ class Writer:
                 op.plain.append(channel)
                 rows.append((channel, "", "", me, op.expires, op.payload))
         await self.db.executemany(_INSERT, rows)
+
+
+def _fail(batch: Sequence[Op], error: BaseException) -> None:
+    for op in batch:
+        if isinstance(op, Claim):
+            op.done([])
+        elif not isinstance(op, Ack):
+            resolve(op.future, error=error)
 
 
 def _runs(batch: Sequence[Op]) -> Iterable[list[Op]]:
