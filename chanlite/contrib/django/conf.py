@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 #: Every key of ``settings.CHANLITE`` with its default; ``None`` means "work it out".
 DEFAULTS: dict[str, Any] = {
@@ -164,5 +165,5 @@ def default_layer(base_dir: Any) -> str:
     if any(scheme == "sqlite" for scheme, _, _ in installed_layers()):
         folder = os.path.abspath(str(base_dir)) if base_dir is not None else os.getcwd()
         # sqlite:/// + an absolute path gives four slashes: the usual absolute-path form.
-        return "sqlite:///" + os.path.join(folder, "chanlite.db")
+        return "sqlite:///" + quote(os.path.join(folder, "chanlite.db"))
     return "memory://"
