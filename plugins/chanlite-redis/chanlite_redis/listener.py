@@ -1,0 +1,219 @@
+"""The layer's pub/sub connection: subscribe, confirm, reconnect, re-subscribe.
+
+One dedicated connection per layer carries every topic the process listens to (its groups,
+the wake topics of plain channels being waited on, the control topic). ``subscribe``
+returns only once the server has confirmed the subscription, so a ``group_send`` issued
+after ``group_add`` returns is always heard.
+
+When the connection drops, the listener reconnects with exponential backoff and subscribes
+again to every topic still wanted. Pub/sub is at-most-once: messages published while the
+connection was down are not replayed, and none is delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import RedisError
+
+from chanlite_redis.errors import RedisUnavailable
+
+logger = logging.getLogger("chanlite.layers.redis")
+
+OnMessage = Callable[[bytes, bytes], None]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Listener:
+    """Keeps one pub/sub connection subscribed to a changing set of topics."""
+
+    MIN_DELAY = 0.05
+    MAX_DELAY = 2.0
+
+    def __init__(
+        self,
+        connect: Callable[[], AbstractConnection],
+        on_message: OnMessage,
+        *,
+        timeout: float,
+        always: tuple[str, ...] = (),
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        self._connect = connect
+        self._on_message = on_message
+        self._on_reconnect = on_reconnect
+        self._timeout = timeout
+        self._always = always
+        self._wanted: set[str] = set(always)
+        self._sent: set[str] = set()  # SUBSCRIBE written on the current connection
+        self._confirmed: set[str] = set()  # ... and answered by the server
+        self._batch: set[str] = set()  # subscribed together right after (re)connecting
+        self._confirms: dict[str, list[asyncio.Future[None]]] = {}
+        self._conn: AbstractConnection | None = None
+        self._connected = asyncio.Event()
+        self._down = False  # True once a connection was lost and not yet restored
+        self._task: asyncio.Task[None] | None = None
+        self.reconnects = 0
+
+    @property
+    def connected(self) -> bool:
+        """True while the pub/sub connection is up."""
+        return self._conn is not None
+
+    def start(self) -> None:
+        """Start the connection task (idempotent)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def subscribe(self, topic: str) -> None:
+        """Subscribe to *topic* and wait for the server's confirmation.
+
+        Raises :class:`RedisUnavailable` when Redis cannot be reached within the timeout;
+        the topic is then not wanted any more.
+        """
+        self._wanted.add(topic)
+        if topic in self._confirmed:
+            return
+        self.start()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(self._subscribe(topic, future), self._timeout)
+        except (asyncio.TimeoutError, RedisError, OSError) as exc:
+            self._wanted.discard(topic)
+            self._drop_confirm(topic, future)
+            if isinstance(exc, RedisUnavailable):
+                raise
+            reason = str(exc) or "timed out"
+            raise RedisUnavailable(f"could not subscribe to {topic!r}: {reason}") from exc
+        except BaseException:
+            self._drop_confirm(topic, future)
+            raise
+
+    async def _subscribe(self, topic: str, future: asyncio.Future[None]) -> None:
+        if topic not in self._sent:
+            if self._down:
+                raise RedisUnavailable("Redis is unreachable; the layer is reconnecting")
+            await self._connected.wait()
+            conn = self._conn
+            if conn is None:
+                raise RedisUnavailable("Redis connection lost while subscribing")
+            if topic not in self._sent:
+                self._sent.add(topic)
+                await conn.send_command("SUBSCRIBE", topic, check_health=False)
+        if topic in self._confirmed:
+            return  # confirmed while we waited for the connection
+        self._confirms.setdefault(topic, []).append(future)
+        await asyncio.shield(future)
+
+    def _drop_confirm(self, topic: str, future: asyncio.Future[None]) -> None:
+        waiting = self._confirms.get(topic)
+        if waiting and future in waiting:
+            waiting.remove(future)
+            if not waiting:
+                del self._confirms[topic]
+
+    async def unsubscribe(self, topic: str) -> None:
+        """Stop listening to *topic* (best effort: an outage unsubscribes anyway)."""
+        if topic in self._always:
+            return
+        self._wanted.discard(topic)
+        self._confirmed.discard(topic)
+        if topic in self._sent and self._conn is not None:
+            self._sent.discard(topic)
+            with contextlib.suppress(RedisError, OSError):
+                await self._conn.send_command("UNSUBSCRIBE", topic, check_health=False)
+
+    async def _run(self) -> None:
+        delay = self.MIN_DELAY
+        ever_connected = False
+        while True:
+            conn = self._connect()
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]
+                topics = sorted(self._wanted)
+                self._sent = set(topics)
+                self._batch = set(topics)
+                if topics:
+                    await conn.send_command("SUBSCRIBE", *topics, check_health=False)
+                self._conn = conn
+                self._down = False
+                self._connected.set()
+                if ever_connected:
+                    self.reconnects += 1
+                    logger.warning(
+                        "Redis pub/sub reconnected; re-subscribed %d topics", len(topics)
+                    )
+                    if self._on_reconnect is not None:
+                        self._on_reconnect()
+                ever_connected = True
+                delay = self.MIN_DELAY
+                while True:
+                    self._handle(await conn.read_response())
+            except (RedisError, OSError) as exc:
+                if ever_connected and not self._down:
+                    logger.warning("Redis pub/sub connection lost (%s); reconnecting", exc)
+                else:
+                    logger.debug("Redis pub/sub connect failed: %s", exc)
+            finally:
+                self._conn = None
+                self._connected.clear()
+                self._sent.clear()
+                self._confirmed.clear()
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
+            self._down = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.MAX_DELAY)
+
+    def _handle(self, response: Any) -> None:
+        if not isinstance(response, list) or len(response) < 3:
+            return
+        kind = response[0]
+        if kind in (b"message", "message"):
+            try:
+                self._on_message(response[1], response[2])
+            except Exception:
+                logger.exception("Error handling a message from Redis pub/sub")
+        elif kind in (b"subscribe", "subscribe"):
+            topic = _text(response[1])
+            if topic in self._sent:
+                self._confirmed.add(topic)
+            waiting = self._confirms.get(topic)
+            if not waiting:
+                return
+            if topic in self._batch:
+                # The first reply after a reconnect answers everyone who waited.
+                self._batch.discard(topic)
+                done, waiting[:] = list(waiting), []
+            else:
+                done = [waiting.pop(0)]
+            if not waiting:
+                del self._confirms[topic]
+            for future in done:
+                if not future.done():
+                    future.set_result(None)
+
+    async def close(self) -> None:
+        """Stop the task and close the connection."""
+        task = self._task
+        if task is not None:
+            # A cancellation landing inside redis-py may surface as a connection error,
+            # which the loop survives; cancel until the task has really stopped.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait([task], timeout=0.1)
+            if not task.cancelled():
+                task.exception()
+            self._task = None
+        for waiting in self._confirms.values():
+            for future in waiting:
+                future.cancel()
+        self._confirms.clear()

@@ -1,0 +1,114 @@
+"""The in-process queue behind ``receive_local()``.
+
+Everything addressed to this process's own channels ends up here: group messages heard on
+pub/sub (one entry naming every local member), direct sends made in this process, and
+direct sends from other processes pulled from the inbox. Capacity is counted per channel
+and expiry is checked at the head, as in the memory layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from chanlite.layers.base import Message
+
+Entry = tuple[float, tuple[str, ...], Message]
+
+
+class LocalQueue:
+    """FIFO of ``(channels, message)`` with per-channel pending counts."""
+
+    __slots__ = ("_capacity_of", "_expiry", "_items", "_pending", "_waiter", "drained")
+
+    def __init__(self, expiry: float, capacity_of: Callable[[str], int]) -> None:
+        self._expiry = expiry
+        self._capacity_of = capacity_of
+        self._items: deque[Entry] = deque()
+        self._pending: dict[str, int] = {}
+        self._waiter: asyncio.Future[None] | None = None
+        #: Set while the queue is short enough to pull more from the inbox.
+        self.drained = asyncio.Event()
+        self.drained.set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def has_room(self, channel: str) -> bool:
+        """True if *channel* has fewer pending messages than its capacity."""
+        self._expire(time.monotonic())
+        return self._pending.get(channel, 0) < self._capacity_of(channel)
+
+    def split_by_room(self, channels: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Partition *channels* into those with room and those at capacity."""
+        self._expire(time.monotonic())
+        room: list[str] = []
+        full: list[str] = []
+        pending = self._pending
+        for channel in channels:
+            if pending.get(channel, 0) < self._capacity_of(channel):
+                room.append(channel)
+            else:
+                full.append(channel)
+        return room, full
+
+    def put(self, channels: tuple[str, ...], message: Message) -> None:
+        """Queue *message* for *channels* (capacity is the caller's business)."""
+        if not channels:
+            return
+        pending = self._pending
+        for channel in channels:
+            pending[channel] = pending.get(channel, 0) + 1
+        self._items.append((time.monotonic() + self._expiry, channels, message))
+        if len(self._items) >= HIGH_WATER:
+            self.drained.clear()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> tuple[tuple[str, ...], Message]:
+        """Wait for the next unexpired entry."""
+        while True:
+            now = time.monotonic()
+            items = self._items
+            while items:
+                expires, channels, message = self._pop()
+                if expires > now:
+                    return channels, message
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+
+    def clear(self) -> None:
+        """Forget every queued message."""
+        self._items.clear()
+        self._pending.clear()
+        self.drained.set()
+
+    def _pop(self) -> Entry:
+        entry = self._items.popleft()
+        pending = self._pending
+        for channel in entry[1]:
+            left = pending[channel] - 1
+            if left:
+                pending[channel] = left
+            else:
+                del pending[channel]
+        if len(self._items) < LOW_WATER:
+            self.drained.set()
+        return entry
+
+    def _expire(self, now: float) -> None:
+        items = self._items
+        while items and items[0][0] <= now:
+            self._pop()
+
+
+# Pull from the inbox only while fewer than LOW_WATER entries wait here, so a slow reader
+# leaves messages in Redis, where senders see its channels fill up and get ChannelFull.
+HIGH_WATER = 1024
+LOW_WATER = 256

@@ -1,0 +1,208 @@
+"""Key names and the Lua scripts that make each layer operation one atomic round trip.
+
+Layout under a prefix (default ``chanlite:``)::
+
+    {p}c:{channel}   list   messages for one channel, each "<13-digit expiry ms><payload>"
+    {p}i:{client}    list   inbox of one process: names of its channels that got a message
+    {p}m:{group}     hash   members that are not the process's own: channel -> "<joined> <cap>"
+    {p}a:{client}    string heartbeat of a live process (expires unless refreshed)
+    {p}g:{group}     topic  one PUBLISH per group message; processes with members subscribe
+    {p}w:{channel}   topic  wakes receivers waiting on a plain (non-process) channel
+    {p}ctl           topic  flush and remote discards, seen by every listening process
+
+Times come from the server's clock (``TIME``), so processes on machines with skewed
+clocks still agree on expiry. Entries sit in send order, so expired ones are at the head
+and are trimmed there; a list's own TTL removes it once its last entry is stale.
+"""
+
+from __future__ import annotations
+
+STAMP = 13
+"""Width of the expiry stamp (milliseconds since the epoch) in front of each entry."""
+
+
+class Keys:
+    """Builds the Redis key and topic names for one prefix."""
+
+    __slots__ = ("ctl", "prefix")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.ctl = f"{prefix}ctl"
+
+    def channel(self, channel: str) -> str:
+        return f"{self.prefix}c:{channel}"
+
+    def inbox(self, client_id: str) -> str:
+        return f"{self.prefix}i:{client_id}"
+
+    def members(self, group: str) -> str:
+        return f"{self.prefix}m:{group}"
+
+    def alive(self, client_id: str) -> str:
+        return f"{self.prefix}a:{client_id}"
+
+    def group_topic(self, group: str) -> str:
+        return f"{self.prefix}g:{group}"
+
+    def wake_topic(self, channel: str) -> str:
+        return f"{self.prefix}w:{channel}"
+
+
+_COMMON = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function stamp_of(entry)
+  return tonumber(string.sub(entry, 1, 13)) or 0
+end
+local function trim(key, now)
+  while true do
+    local head = redis.call('LINDEX', key, 0)
+    if not head or stamp_of(head) > now then return end
+    redis.call('LPOP', key)
+  end
+end
+-- Owner process of a channel made by new_channel(): "<prefix>.<client>!<token>".
+local function owner_of(channel)
+  local bang = string.find(channel, '!', 1, true)
+  if not bang then return nil end
+  return string.match(string.sub(channel, 1, bang - 1), '([^.]*)$')
+end
+-- Queue one stamped entry on a channel and tell whoever reads it. False when full.
+local function push(prefix, channel, entry, cap, ttl, now)
+  local key = prefix .. 'c:' .. channel
+  trim(key, now)
+  if redis.call('LLEN', key) >= cap then return false end
+  redis.call('RPUSH', key, entry)
+  redis.call('PEXPIRE', key, ttl)
+  local owner = owner_of(channel)
+  if owner then
+    local inbox = prefix .. 'i:' .. owner
+    redis.call('RPUSH', inbox, channel)
+    redis.call('PEXPIRE', inbox, ttl)
+  else
+    redis.call('PUBLISH', prefix .. 'w:' .. channel, '')
+  end
+  return true
+end
+"""
+
+SEND = (
+    _COMMON
+    + """
+-- ARGV: prefix, channel, payload, capacity, expiry ms
+local now = now_ms()
+local expiry = tonumber(ARGV[5])
+local entry = string.format('%013d', now + expiry) .. ARGV[3]
+if push(ARGV[1], ARGV[2], entry, tonumber(ARGV[4]), expiry + 1000, now) then return 1 end
+return 0
+"""
+)
+
+GROUP_SEND = (
+    _COMMON
+    + """
+-- KEYS[1]: members hash.
+-- ARGV: prefix, topic, payload, expiry ms, group_expiry ms, grace ms, sender tag
+-- Processes with their own members hear the one PUBLISH (tagged with the sender, which
+-- skips its own copy); members added by someone else (plain channel names, or another
+-- process's channels) get a copy queued here.
+local prefix = ARGV[1]
+redis.call('PUBLISH', ARGV[2], ARGV[7] .. ARGV[3])
+local members = redis.call('HGETALL', KEYS[1])
+if #members == 0 then return {} end
+local now = now_ms()
+local expiry = tonumber(ARGV[4])
+local group_expiry = tonumber(ARGV[5])
+local grace = tonumber(ARGV[6])
+local entry = string.format('%013d', now + expiry) .. ARGV[3]
+local dropped = {}
+for i = 1, #members, 2 do
+  local channel = members[i]
+  local value = members[i + 1]
+  local space = string.find(value, ' ', 1, true) or (#value + 1)
+  local joined = tonumber(string.sub(value, 1, space - 1)) or 0
+  local cap = tonumber(string.sub(value, space + 1)) or 100
+  local owner = owner_of(channel)
+  if joined + group_expiry <= now then
+    redis.call('HDEL', KEYS[1], channel)
+  elseif owner and now - joined > grace
+      and redis.call('EXISTS', prefix .. 'a:' .. owner) == 0 then
+    -- Its process stopped sending heartbeats: nobody will ever read the channel.
+    redis.call('HDEL', KEYS[1], channel)
+  elseif not push(prefix, channel, entry, cap, expiry + 1000, now) then
+    dropped[#dropped + 1] = channel
+  end
+end
+return dropped
+"""
+)
+
+GROUP_ADD = (
+    _COMMON
+    + """
+-- KEYS[1]: members hash. ARGV: channel, capacity, group_expiry ms
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', now_ms()) .. ' ' .. ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+)
+
+POP = (
+    _COMMON
+    + """
+-- KEYS[1]: a channel list. Returns its oldest unexpired entry (stamp included) or false.
+local now = now_ms()
+while true do
+  local entry = redis.call('LPOP', KEYS[1])
+  if not entry then return false end
+  if stamp_of(entry) > now then return entry end
+end
+"""
+)
+
+PUSH_BACK = """
+-- KEYS[1]: a channel list. ARGV: entry, ttl ms. Undoes a POP whose reader was cancelled.
+redis.call('LPUSH', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+POP_INBOX = (
+    _COMMON
+    + """
+-- KEYS[1]: a process inbox. ARGV: prefix, first channel (already popped), max notes.
+-- Reads up to max more notes, then drains every named channel: a lost note is made good
+-- by the next one for the same channel. Returns channel, entry, channel, entry, ...
+local now = now_ms()
+local seen = {}
+local order = {}
+local function note(channel)
+  if not seen[channel] then
+    seen[channel] = true
+    order[#order + 1] = channel
+  end
+end
+note(ARGV[2])
+for _ = 1, tonumber(ARGV[3]) do
+  local channel = redis.call('LPOP', KEYS[1])
+  if not channel then break end
+  note(channel)
+end
+local out = {}
+for _, channel in ipairs(order) do
+  local key = ARGV[1] .. 'c:' .. channel
+  while true do
+    local entry = redis.call('LPOP', key)
+    if not entry then break end
+    if stamp_of(entry) > now then
+      out[#out + 1] = channel
+      out[#out + 1] = entry
+    end
+  end
+end
+return out
+"""
+)
