@@ -104,9 +104,13 @@ class Server:
             ticker.cancel()
             await self._shutdown(owns_sockets=sockets is None)
 
-    async def serve_with_signals(self, sockets: Sequence[socket.socket] | None = None) -> None:
+    async def serve_with_signals(
+        self,
+        sockets: Sequence[socket.socket] | None = None,
+        signals: Sequence[int] = HANDLED_SIGNALS,
+    ) -> None:
         """:meth:`serve` with SIGINT/SIGTERM handlers installed (for the main thread)."""
-        self.install_signal_handlers()
+        self.install_signal_handlers(signals)
         await self.serve(sockets)
 
     def _update_date(self) -> None:
@@ -170,12 +174,12 @@ class Server:
 
     # signals --------------------------------------------------------------------------
 
-    def install_signal_handlers(self) -> None:
+    def install_signal_handlers(self, signals: Sequence[int] = HANDLED_SIGNALS) -> None:
         """SIGINT/SIGTERM: first begins a graceful shutdown, the second forces it."""
         if threading.current_thread() is not threading.main_thread():
             return
         loop = asyncio.get_running_loop()
-        for sig in HANDLED_SIGNALS:
+        for sig in signals:
             try:
                 loop.add_signal_handler(sig, self.handle_exit, sig)
             except (NotImplementedError, RuntimeError):

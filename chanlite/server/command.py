@@ -1,0 +1,226 @@
+"""``chanlite run TARGET``: serve any ASGI app with the built-in server.
+
+Every option has a ``CHANLITE_*`` environment variable (``--ws-max-size`` is
+``CHANLITE_WS_MAX_SIZE``). Errors are one line and a non-zero exit; ``--log-level debug``
+adds the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from chanlite.server.config import LOG_LEVELS, Config
+
+EXIT_STARTUP_FAILED = 3
+logger = logging.getLogger("chanlite.server")
+
+
+def _opt(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``click.option`` with a ``CHANLITE_<NAME>`` environment variable and shown default."""
+    long = next(d for d in decls if d.startswith("--")).split("/")[0]
+    kwargs.setdefault("envvar", "CHANLITE_" + long[2:].upper().replace("-", "_"))
+    kwargs.setdefault("show_default", True)
+    kwargs.setdefault("show_envvar", True)
+    return click.option(*decls, **kwargs)
+
+
+def _off_if_zero(value: float | None) -> float | None:
+    return value or None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("target", envvar="CHANLITE_TARGET")
+@_opt("--host", default="127.0.0.1", help="Bind to this address.")
+@_opt("--port", type=int, default=8000, help="Bind to this port (0: any free port).")
+@_opt("--uds", default=None, help="Bind to this Unix domain socket instead.")
+@_opt("--fd", type=int, default=None, help="Serve on this already-listening file descriptor.")
+@_opt("--workers", type=click.IntRange(min=1), default=1, help="Worker processes.")
+@_opt("--reload/--no-reload", default=False, help="Restart when Python files change.")
+@_opt(
+    "--reload-dir",
+    "reload_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Directory to watch with --reload (repeatable; default: the current directory).",
+)
+@_opt("--layer", default=None, help="Channel layer URL, e.g. sqlite:///chat.db.")
+@_opt(
+    "--log-level",
+    type=click.Choice(list(LOG_LEVELS), case_sensitive=False),
+    default="info",
+    help="Log level; debug also shows tracebacks for errors.",
+)
+@_opt("--access-log/--no-access-log", default=True, help="Log one line per request.")
+@_opt(
+    "--proxy-headers/--no-proxy-headers",
+    default=True,
+    help="Trust X-Forwarded-For/-Proto from --forwarded-allow-ips.",
+)
+@_opt(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    help="Comma-separated proxy addresses or networks to trust ('*' for all).",
+)
+@_opt("--root-path", default="", help="ASGI root_path, for an app mounted below a prefix.")
+@_opt("--ws-max-size", type=int, default=1024 * 1024, help="Largest WebSocket message (bytes).")
+@_opt("--ws-ping-interval", type=float, default=20.0, help="Seconds between pings (0: off).")
+@_opt("--ws-ping-timeout", type=float, default=20.0, help="Seconds to wait for a pong (0: off).")
+@_opt(
+    "--ws-per-message-deflate",
+    type=click.BOOL,
+    default=True,
+    help="Offer permessage-deflate compression.",
+)
+@_opt("--ws-close-timeout", type=float, default=5.0, help="Seconds to finish a close handshake.")
+@_opt("--ws-handshake-timeout", type=float, default=10.0, help="Seconds for the app to accept.")
+@_opt("--timeout-keep-alive", type=float, default=5.0, help="Close idle keep-alive connections.")
+@_opt("--timeout-request-header", type=float, default=10.0, help="Seconds to receive headers.")
+@_opt(
+    "--timeout-graceful-shutdown",
+    type=float,
+    default=30.0,
+    help="Seconds to drain connections on shutdown.",
+)
+@_opt(
+    "--limit-concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Most requests + WebSockets at once; more get 503.",
+)
+@_opt("--limit-request-line", type=int, default=8190, help="Longest request line (414).")
+@_opt("--limit-request-fields", type=int, default=100, help="Most request headers (431).")
+@_opt("--limit-request-header-size", type=int, default=32768, help="Most header bytes (431).")
+@_opt("--backlog", type=int, default=2048, help="Listen backlog.")
+@_opt(
+    "--lifespan",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    help="Run ASGI lifespan startup/shutdown.",
+)
+@_opt("--server-header/--no-server-header", default=True, help="Send 'server: chanlite'.")
+@_opt("--date-header/--no-date-header", default=True, help="Send the Date header.")
+def run(target: str, **options: Any) -> None:
+    """Serve the ASGI app TARGET (module:attr or path/to/file.py:attr).
+
+    \b
+    chanlite run app:app
+    chanlite run examples/chat/app.py:app --layer sqlite:///chat.db --workers 2
+    """
+    options["reload_dirs"] = list(options["reload_dirs"])
+    options["ws_ping_interval"] = _off_if_zero(options["ws_ping_interval"])
+    options["ws_ping_timeout"] = _off_if_zero(options["ws_ping_timeout"])
+    debug = options["log_level"].lower() in ("debug", "trace")
+    try:
+        config = Config(**options)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    from chanlite.server.main import setup_logging
+
+    setup_logging(config)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # so `chanlite run app:app` finds ./app.py
+
+    app = load_app(target, config.layer, debug)
+    if config.workers > 1:
+        layer_url = getattr(app, "layer_url", None)
+        if isinstance(layer_url, str) and layer_url.startswith("memory:"):
+            _fail(
+                f"--workers {config.workers} needs a channel layer the processes share, but "
+                f"the app uses {layer_url} (one process only). Pick a shared layer, e.g. "
+                "--layer sqlite:///chat.db",
+                None,
+                debug,
+            )
+    sock = _bind(config, debug)
+    _banner(config, target, app, sock)
+    if config.workers > 1 or config.reload:
+        from chanlite.server.workers import Supervisor
+
+        code = Supervisor(target, options, sock).run()
+        sys.exit(code)
+    _serve_one(app, config, sock, debug)
+
+
+def load_app(target: str, layer: str | None, debug: bool) -> Any:
+    """Import TARGET and apply ``--layer``; exits with one clear line on failure."""
+    from chanlite.importer import ImportFromStringError, import_from_string
+
+    try:
+        app = import_from_string(target)
+    except ImportFromStringError as exc:
+        _fail(f"Could not load {target}: {exc}", None, debug)
+    except Exception as exc:
+        _fail(f"Could not load {target}: {type(exc).__name__}: {exc}", exc, debug)
+    if not callable(app):
+        _fail(f"{target} is a {type(app).__name__}, not an ASGI application", None, debug)
+    if layer and hasattr(app, "configure_layer"):
+        try:
+            app.configure_layer(layer)
+        except Exception as exc:
+            _fail(f"Could not use --layer {layer}: {type(exc).__name__}: {exc}", exc, debug)
+    return app
+
+
+def _bind(config: Config, debug: bool) -> socket.socket:
+    try:
+        return config.bind_socket()
+    except OSError as exc:
+        where = config.uds or (f"fd {config.fd}" if config.fd is not None else None)
+        where = where or f"{config.host}:{config.port}"
+        _fail(f"Could not listen on {where}: {exc.strerror or exc}", exc, debug)
+
+
+def _serve_one(app: Any, config: Config, sock: socket.socket, debug: bool) -> None:
+    from chanlite.server.lifespan import LifespanError
+    from chanlite.server.main import Server, run_loop
+
+    config.app = app
+    server = Server(config)
+    try:
+        run_loop(server.serve_with_signals([sock]))
+    except LifespanError as exc:
+        _fail(str(exc), exc, debug, code=EXIT_STARTUP_FAILED)
+    except KeyboardInterrupt:  # pragma: no cover - signals are handled by the server
+        pass
+    finally:
+        sock.close()
+
+
+def url_of(config: Config, sock: socket.socket) -> str:
+    """The address to print: clickable for TCP."""
+    if config.uds:
+        return f"unix:{config.uds}"
+    name = sock.getsockname()
+    if not isinstance(name, tuple):
+        return f"unix:{name}" if name else f"fd {config.fd}"
+    host, port = name[0], name[1]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _banner(config: Config, target: str, app: Any, sock: socket.socket) -> None:
+    if hasattr(app, "layer_url"):
+        layer = app.layer_url or f"{type(getattr(app, '_layer', None)).__name__} object"
+    else:
+        layer = "none"
+    workers = config.workers
+    click.echo(f"chanlite serving {target}  (Ctrl+C to quit)", err=True)
+    click.echo(f"  {url_of(config, sock)}", err=True)
+    reload = "   reload: on" if config.reload else ""
+    click.echo(f"  layer: {layer}   workers: {workers}{reload}", err=True)
+
+
+def _fail(message: str, exc: BaseException | None, debug: bool, code: int = 1) -> NoReturn:
+    if debug and exc is not None:
+        traceback.print_exception(exc, file=sys.stderr)
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)

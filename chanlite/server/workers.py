@@ -1,0 +1,145 @@
+"""``--workers N`` and ``--reload``: a supervisor process and its worker processes.
+
+The supervisor binds the listening socket once and hands it to every worker (spawned, so
+each one imports the app afresh); the kernel spreads connections among them. A worker that
+dies is replaced. SIGINT/SIGTERM is forwarded to every worker as SIGTERM, each drains
+gracefully, and a second signal forces them. With ``--reload`` the supervisor restarts the
+worker(s) when a watched Python file changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+logger = logging.getLogger("chanlite.server")
+RESTART_BACKOFF = 1.0  # seconds between restarts of a worker that dies right after starting
+
+
+def worker_main(target: str, options: dict[str, Any], sock: socket.socket) -> None:
+    """The body of one worker process: load the app, serve on the shared socket."""
+    from chanlite.server.command import EXIT_STARTUP_FAILED, load_app
+    from chanlite.server.config import Config
+    from chanlite.server.lifespan import LifespanError
+    from chanlite.server.main import Server, run_loop, setup_logging
+
+    # Ctrl+C reaches the whole process group; the supervisor turns it into SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    config = Config(**options)
+    setup_logging(config)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    debug = config.log_level.lower() in ("debug", "trace")
+    config.app = load_app(target, config.layer, debug)
+    server = Server(config)
+    try:
+        run_loop(server.serve_with_signals([sock], signals=(signal.SIGTERM,)))
+    except LifespanError as exc:
+        logger.error("%s", exc)
+        sys.exit(EXIT_STARTUP_FAILED)
+
+
+class Supervisor:
+    """Keeps ``options["workers"]`` worker processes alive (one with ``--reload``)."""
+
+    def __init__(self, target: str, options: dict[str, Any], sock: socket.socket) -> None:
+        self.target = target
+        self.options = options
+        self.sock = sock
+        self.count = 1 if options.get("reload") else int(options.get("workers") or 1)
+        self.exit = threading.Event()
+        self.signals = 0
+        self.processes: list[BaseProcess] = []
+        self.started_at: dict[int, float] = {}
+        self._ctx = multiprocessing.get_context("spawn")
+
+    def _spawn(self) -> BaseProcess:
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(self.target, self.options, self.sock),
+            name="chanlite-worker",
+        )
+        process.start()
+        self.started_at[id(process)] = time.monotonic()
+        logger.info("Started worker process [%s]", process.pid)
+        return process
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals += 1
+        self.exit.set()
+        for process in self.processes:
+            if process.pid is not None and process.exitcode is None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    def run(self) -> int:
+        """Supervise until SIGINT/SIGTERM; returns the exit status."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        self.processes = [self._spawn() for _ in range(self.count)]
+        reloader = None
+        if self.options.get("reload"):
+            from chanlite.server.reload import Reloader
+
+            reloader = Reloader(self.options.get("reload_dirs") or [], self.exit)
+            logger.info("Watching %s for changes", ", ".join(reloader.dirs))
+        while not self.exit.is_set():
+            if reloader is not None:
+                changed = reloader.changed()
+                if changed and not self.exit.is_set():
+                    logger.warning("Changes in %s; restarting", ", ".join(changed[:3]))
+                    self._restart_all()
+            else:
+                self.exit.wait(0.2)
+            self._replace_dead()
+        return self._stop_all()
+
+    def _replace_dead(self) -> None:
+        for index, process in enumerate(self.processes):
+            if process.exitcode is None or self.exit.is_set():
+                continue
+            age = time.monotonic() - self.started_at.pop(id(process), 0.0)
+            logger.warning(
+                "Worker process [%s] died (exit code %s); starting another",
+                process.pid,
+                process.exitcode,
+            )
+            if age < RESTART_BACKOFF:
+                self.exit.wait(RESTART_BACKOFF)  # do not spin on a worker that cannot start
+                if self.exit.is_set():
+                    return
+            self.processes[index] = self._spawn()
+
+    def _restart_all(self) -> None:
+        for process in self.processes:
+            if process.pid is not None and process.exitcode is None:
+                os.kill(process.pid, signal.SIGTERM)
+        self._join(self.processes, timeout=self._grace())
+        self.processes = [self._spawn() for _ in range(self.count)]
+
+    def _grace(self) -> float:
+        grace = self.options.get("timeout_graceful_shutdown")
+        return (float(grace) if grace is not None else 30.0) + 5.0
+
+    def _join(self, processes: list[BaseProcess], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None:
+                logger.warning("Worker process [%s] did not stop; killing it", process.pid)
+                process.kill()
+                process.join(5)
+
+    def _stop_all(self) -> int:
+        logger.info("Stopping %d worker process(es)", len(self.processes))
+        self._join(self.processes, timeout=self._grace())
+        self.sock.close()
+        return 0
