@@ -1,0 +1,1 @@
+"""A small Django site with live chat rooms served by chanlite."""

@@ -1,0 +1,10 @@
+"""WSGI entry (runserver, gunicorn): pages only; its views still reach the sockets."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+application = get_wsgi_application()
