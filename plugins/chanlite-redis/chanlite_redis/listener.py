@@ -60,6 +60,9 @@ class Listener:
         self._conn: AbstractConnection | None = None
         self._connected = asyncio.Event()
         self._down = False  # True once a connection was lost and not yet restored
+        self._failures = 0  # connection attempts that failed, ever
+        self._changed = asyncio.Event()  # set (and replaced) when connected or failed
+        self._kick = asyncio.Event()  # cuts a backoff wait short
         self._task: asyncio.Task[None] | None = None
         self.reconnects = 0
 
@@ -100,7 +103,13 @@ class Listener:
     async def _subscribe(self, topic: str, future: asyncio.Future[None]) -> None:
         if topic not in self._sent:
             if self._down:
-                raise RedisUnavailable("Redis is unreachable; the layer is reconnecting")
+                # Between retries: try again now rather than fail on stale news.
+                failures = self._failures
+                self._kick.set()
+                while self._conn is None and self._failures == failures:
+                    await self._changed.wait()
+                if self._conn is None:
+                    raise RedisUnavailable("Redis is unreachable; the layer is reconnecting")
             await self._connected.wait()
             conn = self._conn
             if conn is None:
@@ -146,6 +155,7 @@ class Listener:
                 self._conn = conn
                 self._down = False
                 self._connected.set()
+                self._announce()
                 if ever_connected:
                     self.reconnects += 1
                     logger.warning(
@@ -170,8 +180,16 @@ class Listener:
                 with contextlib.suppress(Exception):
                     await conn.disconnect(nowait=True)
             self._down = True
-            await asyncio.sleep(delay)
+            self._failures += 1
+            self._announce()
+            self._kick.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), delay)
             delay = min(delay * 2, self.MAX_DELAY)
+
+    def _announce(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _handle(self, response: Any) -> None:
         if not isinstance(response, list) or len(response) < 3:
