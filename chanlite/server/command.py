@@ -7,6 +7,7 @@ adds the traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -145,6 +146,7 @@ def run(target: str, **options: Any) -> None:
         from chanlite.server.workers import Supervisor
 
         code = Supervisor(target, options, sock).run()
+        _remove_uds(config)
         sys.exit(code)
     _serve_one(app, config, sock, debug)
 
@@ -192,6 +194,13 @@ def _serve_one(app: Any, config: Config, sock: socket.socket, debug: bool) -> No
         pass
     finally:
         sock.close()
+        _remove_uds(config)
+
+
+def _remove_uds(config: Config) -> None:
+    if config.uds:
+        with contextlib.suppress(OSError):
+            os.unlink(config.uds)
 
 
 def url_of(config: Config, sock: socket.socket) -> str:

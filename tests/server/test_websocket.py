@@ -88,7 +88,7 @@ async def test_echo_with_compression(echo_server: Server) -> None:
 
 
 async def test_compression_can_be_switched_off() -> None:
-    async with running(echo_app, ws_per_message_deflate=False) as server:  # noqa: SIM117
+    async with running(echo_app, ws_per_message_deflate=False) as server:
         async with connect(url(server)) as ws:
             assert "Sec-WebSocket-Extensions" not in ws.response.headers
             await ws.send("plain")
@@ -169,7 +169,7 @@ async def test_invalid_utf8_closes_1007_fast(echo_server: Server) -> None:
 
 
 async def test_max_size_closes_1009() -> None:
-    async with running(echo_app, ws_max_size=1000) as server:  # noqa: SIM117
+    async with running(echo_app, ws_max_size=1000) as server:
         async with connect(url(server), compression=None) as ws:
             await ws.send("x" * 1000)
             assert await ws.recv() == "x" * 1000
@@ -295,7 +295,7 @@ async def test_send_frame_fast_path() -> None:
         results["closing"] = send_frame(text_frame("too late"))
         await receive()
 
-    async with running(app, lifespan="off") as server:  # noqa: SIM117
+    async with running(app, lifespan="off") as server:
         async with connect(url(server)) as ws:
             assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
             received = [await ws.recv() for _ in range(5)]

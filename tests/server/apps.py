@@ -1,0 +1,55 @@
+"""Small apps the subprocess tests serve with ``chanlite run tests/server/apps.py:<name>``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from chanlite.types import Receive, Scope, Send
+
+GREETING = "hello"
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def pid_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers with its process id, root_path and a greeting; echoes WebSocket text."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text") or ""})
+        return
+    if scope["path"].endswith("/slow"):
+        await asyncio.sleep(1.0)
+    body = f"{GREETING} {os.getpid()} {scope['root_path']}".encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def failing_startup(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "database is on fire"})
+
+
+def _chanlite_app() -> object:
+    from chanlite.app import App
+
+    return App()
+
+
+chanlite_app = _chanlite_app()
+
+not_an_app = 42

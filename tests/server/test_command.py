@@ -1,0 +1,240 @@
+"""``chanlite run`` as a real process on a real port: options, env vars, errors, workers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = "tests/server/apps.py"
+pytestmark = pytest.mark.timeout(60)
+
+
+class Running:
+    def __init__(self, proc: subprocess.Popen[str], url: str, banner: list[str]) -> None:
+        self.proc = proc
+        self.url = url
+        self.banner = banner
+
+    def get(self, path: str = "/", timeout: float = 5.0) -> str:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+            body: bytes = response.read()
+        return body.decode()
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=30)
+        return self.proc.returncode, err
+
+
+def chanlite(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "chanlite", "run", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def start(*args: str, env: dict[str, str] | None = None) -> Running:
+    """Start ``chanlite run`` and wait for its banner (which names the real port)."""
+    if "--port" not in args and not (env and "CHANLITE_PORT" in env):
+        args = (*args, "--port", "0")
+    proc = chanlite(*args, env=env)
+    assert proc.stderr is not None
+    banner: list[str] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            _out, err = proc.communicate(timeout=5)
+            raise AssertionError(f"chanlite run exited early:\n{''.join(banner)}{err}")
+        banner.append(line)
+        if "layer:" in line:
+            match = re.search(r"http://[\d.]+:\d+", "".join(banner))
+            assert match, banner
+            return Running(proc, match.group(0), banner)
+    proc.kill()
+    raise AssertionError(f"no banner within 20 s: {banner}")
+
+
+def wait_until_serving(running: Running, timeout: float = 15.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return running.get()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def served() -> Iterator[list[Running]]:
+    started: list[Running] = []
+    yield started
+    for running in started:
+        if running.proc.poll() is None:
+            running.proc.kill()
+            running.proc.communicate(timeout=10)
+
+
+def test_run_serves_prints_banner_and_stops_on_sigterm(served: list[Running]) -> None:
+    running = start(f"{APPS}:pid_app", "--no-access-log")
+    served.append(running)
+    banner = "".join(running.banner)
+    assert re.search(r"^  http://127\.0\.0\.1:\d+$", banner, re.M), banner
+    assert "layer: none   workers: 1" in banner
+    body = wait_until_serving(running)
+    assert body.startswith(f"hello {running.proc.pid} ")
+    code, err = running.stop()
+    assert code == 0, err
+
+
+def test_env_vars_mirror_options(served: list[Running]) -> None:
+    running = start(
+        f"{APPS}:pid_app",
+        env={"CHANLITE_PORT": "0", "CHANLITE_ROOT_PATH": "/mounted", "CHANLITE_ACCESS_LOG": "0"},
+    )
+    served.append(running)
+    assert wait_until_serving(running).endswith(" /mounted")
+
+
+def test_layer_option_and_memory_refusal_with_workers(served: list[Running]) -> None:
+    running = start(f"{APPS}:chanlite_app", "--layer", "memory://")
+    served.append(running)
+    assert "layer: memory://   workers: 1" in "".join(running.banner)
+    running.stop()
+    proc = chanlite(f"{APPS}:chanlite_app", "--workers", "2", "--port", "0")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert "sqlite:///" in err and "memory://" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "code"),
+    [
+        (["nosuchmodule:app"], 'Could not import module "nosuchmodule"', 1),
+        ([f"{APPS}:missing"], 'Attribute "missing" not found', 1),
+        ([f"{APPS}:not_an_app"], "not an ASGI application", 1),
+        (["tests/server/broken_app.py:app"], "RuntimeError: this module is broken on purpose", 1),
+        ([f"{APPS}:failing_startup"], "database is on fire", 3),
+        ([f"{APPS}:pid_app", "--lifespan", "sometimes"], "Invalid value for '--lifespan'", 2),
+        ([f"{APPS}:chanlite_app", "--layer", "nope://x"], "Could not use --layer nope://x", 1),
+    ],
+)
+def test_errors_are_one_clear_line(args: list[str], message: str, code: int) -> None:
+    proc = chanlite(*args, "--port", "0")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_debug_log_level_shows_the_traceback() -> None:
+    proc = chanlite("tests/server/broken_app.py:app", "--port", "0", "--log-level", "debug")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "Traceback" in err and "broken on purpose" in err
+
+
+def test_port_in_use_is_reported() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = chanlite(f"{APPS}:pid_app", "--port", str(port))
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert f"Could not listen on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err
+
+
+def test_unix_socket(tmp_path: Path, served: list[Running]) -> None:
+    path = tmp_path / "s.sock"
+    proc = chanlite(f"{APPS}:pid_app", "--uds", str(path))
+    running = Running(proc, "", [])
+    served.append(running)
+    deadline = time.monotonic() + 15
+    while not path.exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(path))
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := client.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK") and b"hello" in data
+    code, _ = running.stop()
+    assert code == 0 and not path.exists()
+
+
+def test_workers_share_the_socket_and_are_replaced(served: list[Running]) -> None:
+    running = start(f"{APPS}:pid_app", "--workers", "2", "--no-access-log")
+    served.append(running)
+    assert "workers: 2" in "".join(running.banner)
+    wait_until_serving(running)
+    pids: set[int] = set()
+    deadline = time.monotonic() + 20
+    while len(pids) < 2 and time.monotonic() < deadline:
+        pids.add(int(running.get().split()[1]))
+    assert len(pids) == 2 and running.proc.pid not in pids
+    victim = pids.pop()
+    os.kill(victim, signal.SIGKILL)
+    seen: set[int] = set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            seen.add(int(running.get().split()[1]))
+        if len(seen - {victim} - pids) >= 1:
+            break
+        time.sleep(0.05)
+    replacement = seen - {victim} - pids
+    assert replacement, f"no replacement worker answered (seen {seen})"
+    code, err = running.stop()
+    assert code == 0, err
+    assert "died" in err
+    for pid in (*pids, *replacement):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_reload_restarts_on_change(tmp_path: Path, served: list[Running]) -> None:
+    app_file = tmp_path / "reloadme.py"
+    source = (ROOT / APPS).read_text()
+    app_file.write_text(source)
+    running = start(
+        f"{app_file}:pid_app", "--reload", "--reload-dir", str(tmp_path), "--no-access-log"
+    )
+    served.append(running)
+    assert wait_until_serving(running).startswith("hello ")
+    time.sleep(0.5)  # let the watcher settle
+    app_file.write_text(source.replace('GREETING = "hello"', 'GREETING = "reloaded"'))
+    deadline = time.monotonic() + 20
+    body = ""
+    while time.monotonic() < deadline:
+        try:
+            body = running.get()
+        except OSError:
+            body = ""
+        if body.startswith("reloaded "):
+            break
+        time.sleep(0.1)
+    assert body.startswith("reloaded ")
+    code, err = running.stop()
+    assert code == 0, err
