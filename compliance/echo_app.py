@@ -25,9 +25,15 @@ async def _websocket(receive: Receive, send: Send) -> None:
             await send({"type": "websocket.accept"})
         elif kind == "websocket.receive":
             if message.get("text") is not None:
-                await send({"type": "websocket.send", "text": message["text"]})
+                reply = {"type": "websocket.send", "text": message["text"]}
             else:
-                await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+                reply = {"type": "websocket.send", "bytes": message.get("bytes") or b""}
+            try:
+                await send(reply)
+            except OSError:
+                # ASGI servers raise OSError when the peer has already closed (many fuzzing
+                # cases close right after sending); the connection is over, nothing to echo.
+                return
         elif kind == "websocket.disconnect":
             return
 

@@ -13,6 +13,8 @@
 #   COMPLIANCE_CASES         comma-separated case patterns to run instead of "*" (e.g. "1.*,5.*").
 #   COMPLIANCE_EXCLUDE       comma-separated case patterns to exclude, replacing the defaults.
 #   COMPLIANCE_TIMEOUT       seconds before wstest is stopped (default 540, FULL: 14400).
+#   COMPLIANCE_REPORTS       directory for the reports and logs (default: compliance/reports;
+#                            its servers/ subdirectory is emptied at the start of a run).
 #   COMPLIANCE_PYTHON27      CPython 2.7 interpreter that hosts the suite
 #                            (default: $(pyenv root)/versions/2.7.18/bin/python).
 set -euo pipefail
@@ -22,7 +24,7 @@ ROOT="$(cd "$HERE/.." && pwd)"
 cd "$ROOT"
 
 VENV27="$HERE/.venv27"
-REPORTS="$HERE/reports"
+REPORTS="${COMPLIANCE_REPORTS:-$HERE/reports}"
 OUTDIR="$REPORTS/servers"
 SPEC="$REPORTS/fuzzingclient.json"
 SERVER_LOG="$REPORTS/server.log"
