@@ -57,6 +57,8 @@ _NOBODY = "-" * _SENDER
 INBOX_WAIT = 5
 #: How many further inbox notes one read takes after the first.
 INBOX_BATCH = 256
+#: A plain channel's wake topic stays subscribed this long after its last receiver left.
+WAKE_LINGER = 5.0
 #: A plain-channel receiver re-checks its list this often even without a wake-up.
 PLAIN_RECHECK = 1.0
 
@@ -194,6 +196,7 @@ class RedisLayer(BaseLayer):
         self._groups: dict[str, dict[str, float]] = {}
         self._wakes: dict[str, _Wake] = {}
         self._inbox_task: asyncio.Task[None] | None = None
+        self._clock_offset = 0.0  # server clock minus ours, in milliseconds
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._demux = LocalDemux(self.receive_local)
@@ -324,10 +327,17 @@ class RedisLayer(BaseLayer):
                 await wake.wait(seen, PLAIN_RECHECK)
         finally:
             wake.users -= 1
-            if wake.users == 0 and self._wakes.get(channel) is wake:
-                del self._wakes[channel]
-                if self._listener is not None:
-                    self._spawn(self._listener.unsubscribe(topic))
+            if wake.users == 0:
+                # Stay subscribed a while: a worker loop calls receive() again at once.
+                asyncio.get_running_loop().call_later(
+                    WAKE_LINGER, self._unwatch, channel, wake, topic
+                )
+
+    def _unwatch(self, channel: str, wake: _Wake, topic: str) -> None:
+        if wake.users == 0 and self._wakes.get(channel) is wake:
+            del self._wakes[channel]
+            if self._listener is not None:
+                self._spawn(self._listener.unsubscribe(topic))
 
     async def _pop_plain(self, key: str) -> bytes | None:
         # The pop runs to completion even if our caller is cancelled; a message it took
@@ -374,6 +384,7 @@ class RedisLayer(BaseLayer):
 
     async def _read_inbox(self) -> None:
         inbox = self.keys.inbox(self.client_id)
+        counts = self.keys.counts(self.client_id)
         delay = Listener.MIN_DELAY
         failing = False
         while True:
@@ -381,11 +392,12 @@ class RedisLayer(BaseLayer):
             try:
                 assert self._blocking is not None and self._client is not None
                 popped = await self._blocking.blpop([inbox], timeout=INBOX_WAIT)
-                if popped is None:
-                    continue
-                first = popped[1]
-                flat = await self._pop_inbox_script(
-                    keys=[inbox], args=[self.prefix, first, INBOX_BATCH], client=self._client
+                first = ""
+                if popped is not None and isinstance(popped[1], bytes):
+                    # Delivered before the bookkeeping call below: one hop of latency.
+                    first = self._deliver_entry(popped[1], self._server_now()) or ""
+                more = await self._pop_inbox_script(
+                    keys=[inbox, counts], args=[first, INBOX_BATCH], client=self._client
                 )
             except (RedisError, OSError) as exc:
                 if not failing:
@@ -398,27 +410,55 @@ class RedisLayer(BaseLayer):
                 logger.warning("%r: inbox reader reconnected", self)
             failing = False
             delay = Listener.MIN_DELAY
-            self._deliver_inbox(flat)
+            for entry in more:
+                self._deliver_entry(entry)
 
-    def _deliver_inbox(self, flat: list[bytes]) -> None:
-        put = self._local.put
-        decode = self._codec.decode
-        for i in range(0, len(flat) - 1, 2):
-            channel = flat[i].decode()
-            try:
-                message = decode(memoryview(flat[i + 1])[scripts.STAMP :])
-            except ValueError as exc:
-                logger.error("Dropped a malformed message for %r: %s", channel, exc)
-                continue
-            put((channel,), message)
+    def _deliver_entry(self, entry: bytes, now: float | None = None) -> str | None:
+        """Queue one inbox entry locally; returns its channel (None if unreadable).
+
+        Expiry is checked against *now* (the server's clock as estimated here) when
+        given; entries from the pop script were already checked by the server.
+        """
+        space = entry.find(b" ", scripts.STAMP)
+        if space < 0:
+            logger.error("Dropped a malformed inbox entry for %r", self)
+            return None
+        channel = entry[scripts.STAMP : space].decode(errors="replace")
+        if now is not None and int(entry[: scripts.STAMP] or 0) <= now:
+            return channel
+        try:
+            message = self._codec.decode(memoryview(entry)[space + 1 :])
+        except ValueError as exc:
+            logger.error("Dropped a malformed message for %r: %s", channel, exc)
+            return channel
+        self._local.put((channel,), message)
+        return channel
+
+    def _server_now(self) -> float:
+        """The server's clock in milliseconds, from ours and the last measured offset."""
+        return time.time() * 1000 + self._clock_offset
 
     async def _beat(self) -> None:
-        """Keep this process's heartbeat key alive so others know its channels are read."""
+        """Keep this process's heartbeat key alive so others know its channels are read.
+
+        Also measures the offset of the server's clock from ours, used to judge the
+        expiry of an inbox entry without another round trip.
+        """
         key = self.keys.alive(self.client_id)
         ttl = self._ms(self.heartbeat * 3)
+
+        async def beat(client: Redis) -> None:
+            before = time.time()
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.set(key, b"1", px=ttl)
+                pipe.time()
+                _, (seconds, micros) = await pipe.execute()
+            middle = (before + time.time()) / 2
+            self._clock_offset = (seconds + micros / 1e6 - middle) * 1000
+
         while True:
             try:
-                await self._call("heartbeat", lambda c: c.set(key, b"1", px=ttl))
+                await self._call("heartbeat", beat)
             except LayerError as exc:
                 logger.debug("%r: heartbeat failed: %s", self, exc)
             await asyncio.sleep(self.heartbeat)

@@ -2,8 +2,10 @@
 
 Layout under a prefix (default ``chanlite:``)::
 
-    {p}c:{channel}   list   messages for one channel, each "<13-digit expiry ms><payload>"
-    {p}i:{client}    list   inbox of one process: names of its channels that got a message
+    {p}c:{channel}   list   messages for a plain channel: "<13-digit expiry ms><payload>"
+    {p}i:{client}    list   inbox of one process: "<expiry><channel> <payload>" for any of
+                            the channels it made with new_channel()
+    {p}n:{client}    hash   pending messages in that inbox per channel (for capacity)
     {p}m:{group}     hash   members that are not the process's own: channel -> "<joined> <cap>"
     {p}a:{client}    string heartbeat of a live process (expires unless refreshed)
     {p}g:{group}     topic  one PUBLISH per group message; processes with members subscribe
@@ -36,6 +38,9 @@ class Keys:
     def inbox(self, client_id: str) -> str:
         return f"{self.prefix}i:{client_id}"
 
+    def counts(self, client_id: str) -> str:
+        return f"{self.prefix}n:{client_id}"
+
     def members(self, group: str) -> str:
         return f"{self.prefix}m:{group}"
 
@@ -57,11 +62,28 @@ end
 local function stamp_of(entry)
   return tonumber(string.sub(entry, 1, 13)) or 0
 end
+local function channel_of(entry)
+  local space = string.find(entry, ' ', 14, true)
+  return string.sub(entry, 14, (space or 14) - 1)
+end
+local function uncount(counts, channel)
+  if redis.call('HINCRBY', counts, channel, -1) <= 0 then
+    redis.call('HDEL', counts, channel)
+  end
+end
 local function trim(key, now)
   while true do
     local head = redis.call('LINDEX', key, 0)
     if not head or stamp_of(head) > now then return end
     redis.call('LPOP', key)
+  end
+end
+local function trim_inbox(inbox, counts, now)
+  while true do
+    local head = redis.call('LINDEX', inbox, 0)
+    if not head or stamp_of(head) > now then return end
+    redis.call('LPOP', inbox)
+    uncount(counts, channel_of(head))
   end
 end
 -- Owner process of a channel made by new_channel(): "<prefix>.<client>!<token>".
@@ -70,21 +92,27 @@ local function owner_of(channel)
   if not bang then return nil end
   return string.match(string.sub(channel, 1, bang - 1), '([^.]*)$')
 end
--- Queue one stamped entry on a channel and tell whoever reads it. False when full.
-local function push(prefix, channel, entry, cap, ttl, now)
-  local key = prefix .. 'c:' .. channel
-  trim(key, now)
-  if redis.call('LLEN', key) >= cap then return false end
-  redis.call('RPUSH', key, entry)
-  redis.call('PEXPIRE', key, ttl)
+-- Queue one message for a channel: in its owner's inbox, or on the plain channel's list
+-- with a wake-up for its receivers. False when the channel is at capacity.
+local function push(prefix, channel, stamp, payload, cap, ttl, now)
   local owner = owner_of(channel)
   if owner then
     local inbox = prefix .. 'i:' .. owner
-    redis.call('RPUSH', inbox, channel)
+    local counts = prefix .. 'n:' .. owner
+    trim_inbox(inbox, counts, now)
+    if tonumber(redis.call('HGET', counts, channel) or '0') >= cap then return false end
+    redis.call('RPUSH', inbox, stamp .. channel .. ' ' .. payload)
+    redis.call('HINCRBY', counts, channel, 1)
     redis.call('PEXPIRE', inbox, ttl)
-  else
-    redis.call('PUBLISH', prefix .. 'w:' .. channel, '')
+    redis.call('PEXPIRE', counts, ttl)
+    return true
   end
+  local key = prefix .. 'c:' .. channel
+  trim(key, now)
+  if redis.call('LLEN', key) >= cap then return false end
+  redis.call('RPUSH', key, stamp .. payload)
+  redis.call('PEXPIRE', key, ttl)
+  redis.call('PUBLISH', prefix .. 'w:' .. channel, '')
   return true
 end
 """
@@ -95,8 +123,10 @@ SEND = (
 -- ARGV: prefix, channel, payload, capacity, expiry ms
 local now = now_ms()
 local expiry = tonumber(ARGV[5])
-local entry = string.format('%013d', now + expiry) .. ARGV[3]
-if push(ARGV[1], ARGV[2], entry, tonumber(ARGV[4]), expiry + 1000, now) then return 1 end
+local stamp = string.format('%013d', now + expiry)
+if push(ARGV[1], ARGV[2], stamp, ARGV[3], tonumber(ARGV[4]), expiry + 1000, now) then
+  return 1
+end
 return 0
 """
 )
@@ -117,7 +147,7 @@ local now = now_ms()
 local expiry = tonumber(ARGV[4])
 local group_expiry = tonumber(ARGV[5])
 local grace = tonumber(ARGV[6])
-local entry = string.format('%013d', now + expiry) .. ARGV[3]
+local stamp = string.format('%013d', now + expiry)
 local dropped = {}
 for i = 1, #members, 2 do
   local channel = members[i]
@@ -132,7 +162,7 @@ for i = 1, #members, 2 do
       and redis.call('EXISTS', prefix .. 'a:' .. owner) == 0 then
     -- Its process stopped sending heartbeats: nobody will ever read the channel.
     redis.call('HDEL', KEYS[1], channel)
-  elseif not push(prefix, channel, entry, cap, expiry + 1000, now) then
+  elseif not push(prefix, channel, stamp, ARGV[3], cap, expiry + 1000, now) then
     dropped[#dropped + 1] = channel
   end
 end
@@ -153,7 +183,7 @@ return 1
 POP = (
     _COMMON
     + """
--- KEYS[1]: a channel list. Returns its oldest unexpired entry (stamp included) or false.
+-- KEYS[1]: a plain channel list. Returns its oldest unexpired entry or false.
 local now = now_ms()
 while true do
   local entry = redis.call('LPOP', KEYS[1])
@@ -173,35 +203,16 @@ return 1
 POP_INBOX = (
     _COMMON
     + """
--- KEYS[1]: a process inbox. ARGV: prefix, first channel (already popped), max notes.
--- Reads up to max more notes, then drains every named channel: a lost note is made good
--- by the next one for the same channel. Returns channel, entry, channel, entry, ...
+-- KEYS[1]: a process inbox, KEYS[2]: its counts. ARGV: channel of the entry the reader
+-- just took with BLPOP (or ''), how many more to take. Returns the unexpired entries.
 local now = now_ms()
-local seen = {}
-local order = {}
-local function note(channel)
-  if not seen[channel] then
-    seen[channel] = true
-    order[#order + 1] = channel
-  end
-end
-note(ARGV[2])
-for _ = 1, tonumber(ARGV[3]) do
-  local channel = redis.call('LPOP', KEYS[1])
-  if not channel then break end
-  note(channel)
-end
+if ARGV[1] ~= '' then uncount(KEYS[2], ARGV[1]) end
 local out = {}
-for _, channel in ipairs(order) do
-  local key = ARGV[1] .. 'c:' .. channel
-  while true do
-    local entry = redis.call('LPOP', key)
-    if not entry then break end
-    if stamp_of(entry) > now then
-      out[#out + 1] = channel
-      out[#out + 1] = entry
-    end
-  end
+for _ = 1, tonumber(ARGV[2]) do
+  local entry = redis.call('LPOP', KEYS[1])
+  if not entry then break end
+  uncount(KEYS[2], channel_of(entry))
+  if stamp_of(entry) > now then out[#out + 1] = entry end
 end
 return out
 """
