@@ -25,8 +25,15 @@ async def test_chat_example_group_chat() -> None:
         assert (await client.get("/")).status_code == 200
         assert (await client.get("/room/lobby")).status_code == 200
         async with client.websocket("/ws/lobby?nick=ann") as ann:
+            welcome = await ann.receive_json()
+            assert (welcome["kind"], welcome["nick"], welcome["room"]) == (
+                "welcome",
+                "ann",
+                "lobby",
+            )
             assert await ann.receive_json() == {"kind": "joined", "nick": "ann", "room": "lobby"}
             async with client.websocket("/ws/lobby?nick=bob") as bob:
+                assert (await bob.receive_json())["kind"] == "welcome"
                 assert (await bob.receive_json())["nick"] == "bob"
                 assert (await ann.receive_json())["nick"] == "bob"
                 await bob.send_json({"text": "hello ann"})
@@ -41,6 +48,25 @@ async def test_chat_example_group_chat() -> None:
                 assert await bob.receive_json() == {"kind": "typing", "nick": "ann"}
                 await ann.receive_json()
             assert await ann.receive_json() == {"kind": "left", "nick": "bob", "room": "lobby"}
+
+
+async def test_chat_example_events_from_other_programs() -> None:
+    """What `chanlite send` delivers to a room: chat lines, notices and raw text frames."""
+    app = import_from_string("examples/chat/app.py:app")
+    async with TestClient(app) as client:
+        assert (await client.get("/room/no%20such")).status_code == 404
+        async with client.websocket("/ws/lobby?nick=ann") as ann:
+            assert (await ann.receive_json())["kind"] == "welcome"
+            assert (await ann.receive_json())["kind"] == "joined"
+            await app.group_send("room.lobby", {"type": "chat.message", "text": " hi "})
+            got = await ann.receive_json()
+            assert (got["kind"], got["nick"], got["text"]) == ("message", "server", "hi")
+            await app.group_send("room.lobby", {"type": "chat.message", "text": "x", "nick": "op"})
+            assert (await ann.receive_json())["nick"] == "op"
+            await app.group_send("room.lobby", {"type": "chat.notice", "text": "restart at 5"})
+            assert await ann.receive_json() == {"kind": "notice", "text": "restart at 5"}
+            await app.broadcast("room.lobby", text="plain words")
+            assert await ann.receive_text() == "plain words"
 
 
 async def test_chat_example_rejects_bad_room_name() -> None:

@@ -1,10 +1,26 @@
 """A group chat: rooms by URL, nicknames, join/leave notices, a typing indicator.
 
     chanlite run examples/chat/app.py:app --layer sqlite:///chat.db --workers 2
-    open http://127.0.0.1:8000/  (or /room/NAME)
+    open http://127.0.0.1:8000/  (the "lobby"), or /room/NAME for another room
 
-Every frame the page receives is a JSON object with a "kind": "message", "joined",
-"left" or "typing". Fan-out uses ``app.broadcast``: one encode, no handler per member.
+Every frame the app writes to the page is a JSON object with a "kind":
+
+* ``welcome`` - only to the socket that just joined: its nick, room and serving process id;
+* ``joined`` / ``left`` - someone entered or left the room;
+* ``message`` - a chat line: nick, text, at (Unix time);
+* ``typing`` - someone is typing;
+* ``notice`` - a line from the operator (see below).
+
+Fan-out uses ``app.broadcast``: one encode per process, no Python handler per member. The
+socket's group is ``room.NAME``, so other programs sharing the layer can talk to a room:
+
+    chanlite send --layer sqlite:///chat.db room.lobby '{"type": "chat.message", "text": "hi"}'
+    chanlite send --layer sqlite:///chat.db room.lobby '{"type": "chat.notice", "text": "brb"}'
+    chanlite send --layer sqlite:///chat.db --broadcast-text 'plain text' room.lobby
+
+The first two run the ``on`` handlers below (``nick`` defaults to "server"); the last
+writes its text as-is to every socket, and the page shows a frame that is not the app's
+JSON as a system notice.
 """
 
 from __future__ import annotations
@@ -13,51 +29,78 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from chanlite import App, HTMLResponse, Request, WebSocket
 
 HERE = Path(__file__).parent
+PAGE = HERE / "static" / "index.html"
 app = App(layer=os.environ.get("CHAT_LAYER", "memory://"))
-app.static("/static", str(HERE / "static"), html=False)
+app.static("/static", str(HERE / "static"))
 
 ROOM = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+MAX_NICK = 32
 MAX_TEXT = 2000
+BAD_ROOM = "room names are 1-40 letters, digits, - and _"
 
 
 def group_for(room: str) -> str:
+    """The layer group of a room: ``room.lobby``."""
     return f"room.{room}"
+
+
+def clean_text(value: Any) -> str:
+    """A message body as the app stores it: a string, stripped, at most MAX_TEXT long."""
+    return str(value if value is not None else "").strip()[:MAX_TEXT]
+
+
+def clean_nick(value: Any, default: str) -> str:
+    """A nickname: a stripped string of at most MAX_NICK characters, never empty."""
+    return str(value if value is not None else "").strip()[:MAX_NICK] or default
+
+
+def page(status_code: int = 200) -> HTMLResponse:
+    # Read on every request so edits to the page show on reload, with no build step.
+    return HTMLResponse(PAGE.read_text(encoding="utf-8"), status_code=status_code)
 
 
 @app.http("/")
 async def index(request: Request) -> HTMLResponse:
-    return HTMLResponse((HERE / "static" / "index.html").read_text())
+    """The lobby."""
+    return page()
 
 
 @app.http("/room/{room}")
 async def room_page(request: Request, room: str) -> HTMLResponse:
-    return HTMLResponse((HERE / "static" / "index.html").read_text())
+    """Any other room; the page reads the room name from its own URL."""
+    # A bad name still gets the page (with a 404 status), which explains what went wrong.
+    return page(200 if ROOM.match(room) else 404)
 
 
 @app.websocket("/ws/{room}")
 async def chat(ws: WebSocket, room: str) -> None:
+    """One chat member: joins the room's group, relays their lines, says goodbye."""
     if not ROOM.match(room):
         # Accept first so the page is told why (a refused handshake carries no reason).
         await ws.accept()
-        await ws.close(4400, "room names are letters, digits, - and _")
+        await ws.close(4400, BAD_ROOM)
         return
-    nick = (ws.query_params.get("nick") or "anonymous").strip()[:32] or "anonymous"
+    nick = clean_nick(ws.query_params.get("nick"), "anonymous")
     group = group_for(room)
     await ws.accept()
     await ws.join(group)
+    # The pid shows which worker process serves this socket: with --workers 2, two tabs
+    # are often served by different processes and still talk through the layer.
+    await ws.send_json({"kind": "welcome", "nick": nick, "room": room, "worker": os.getpid()})
     await app.broadcast(group, json={"kind": "joined", "nick": nick, "room": room})
     try:
         async for data in ws.iter_json():
             if not isinstance(data, dict):
-                continue
+                continue  # not a frame this page sends; ignore rather than drop the member
             if data.get("kind") == "typing":
                 await app.broadcast(group, json={"kind": "typing", "nick": nick})
                 continue
-            text = str(data.get("text", "")).strip()[:MAX_TEXT]
+            text = clean_text(data.get("text"))
             if text:
                 await app.broadcast(
                     group,
@@ -65,3 +108,20 @@ async def chat(ws: WebSocket, room: str) -> None:
                 )
     finally:
         await app.broadcast(group, json={"kind": "left", "nick": nick, "room": room})
+
+
+@chat.on("chat.message")
+async def message_from_outside(ws: WebSocket, event: dict[str, Any]) -> None:
+    """A chat line sent to the room's group by another program (``chanlite send``)."""
+    text = clean_text(event.get("text"))
+    if text:
+        nick = clean_nick(event.get("nick"), "server")
+        await ws.send_json({"kind": "message", "nick": nick, "text": text, "at": time.time()})
+
+
+@chat.on("chat.notice")
+async def notice_from_outside(ws: WebSocket, event: dict[str, Any]) -> None:
+    """An operator notice, shown as a system line rather than as someone's message."""
+    text = clean_text(event.get("text"))
+    if text:
+        await ws.send_json({"kind": "notice", "text": text})

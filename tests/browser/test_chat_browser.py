@@ -1,0 +1,184 @@
+"""The chat example in a real headless Chromium, served by `chanlite run --workers 2`.
+
+Two users (separate browser contexts) in one room on the SQLite layer, each page most
+likely on a different worker process: messages, typing, `chanlite send` from outside,
+and a server restart the pages ride out by reconnecting.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from tests.browser.helpers import ChanliteServer, run_cli
+
+TIMEOUT_MS = 15_000
+# The page's backoff tops out at 8 s (plus a little), so a restart is noticed within that.
+RECONNECT_MS = 25_000
+WORKER_TRIES = 12
+pytestmark = pytest.mark.timeout(150)
+
+
+def open_chat(context: BrowserContext, url: str, errors: list[str]) -> Page:
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.on("pageerror", lambda exc: errors.append(f"{url}: {exc}"))
+    page.goto(url)
+    return page
+
+
+def worker_of(page: Page) -> str:
+    """Wait until the page is connected; the pid of the worker serving its socket."""
+    status = page.locator("#status")
+    expect(status).to_have_attribute("data-state", "open")
+    worker = status.get_attribute("data-worker")
+    assert worker, "the welcome frame names the worker process"
+    return worker
+
+
+def last_message(page: Page) -> str:
+    return page.locator('#messages li[data-kind="message"]').last.inner_text()
+
+
+def expect_message(page: Page, nick: str, text: str, timeout: int = TIMEOUT_MS) -> None:
+    line = page.locator(f'#messages li[data-kind="message"][data-nick="{nick}"]', has_text=text)
+    expect(line).to_have_count(1, timeout=timeout)
+
+
+def test_chat_across_workers_cli_and_restart(browser: Browser, tmp_path: Path) -> None:
+    layer = f"sqlite:///{tmp_path / 'chat.db'}"
+    server = ChanliteServer(
+        "examples/chat/app.py:app", "--workers", "2", "--layer", layer, log=tmp_path / "server.log"
+    )
+    errors: list[str] = []
+    with server:
+        ann = open_chat(browser.new_context(), f"{server.url}/room/lobby?nick=ann", errors)
+        bob = open_chat(browser.new_context(), f"{server.url}/room/lobby?nick=bob", errors)
+        expect(ann.locator("#room")).to_have_text("#lobby")
+        expect(ann.locator("#who")).to_have_text("ann")
+        ann_worker = worker_of(ann)
+        bob_worker = worker_of(bob)
+        # The kernel hands each connection to whichever worker accepts first; reconnect bob
+        # until the two pages sit in different processes, so the layer has to carry it all.
+        for _ in range(WORKER_TRIES):
+            if bob_worker != ann_worker:
+                break
+            bob.reload()
+            bob_worker = worker_of(bob)
+        assert bob_worker != ann_worker, (
+            f"{WORKER_TRIES + 1} connections all went to worker {ann_worker}: "
+            f"is --workers 2 serving with two processes?\n{server.tail()}"
+        )
+        expect(
+            ann.locator('#messages li[data-kind="joined"]', has_text="bob joined")
+        ).not_to_have_count(0)
+
+        # A line typed in one page shows in the other (and in its own, marked as mine).
+        ann.locator("#text").fill("hello from ann")
+        ann.locator("#text").press("Enter")
+        expect_message(bob, "ann", "hello from ann")
+        expect_message(ann, "ann", "hello from ann")
+        expect(ann.locator("li.mine", has_text="hello from ann")).to_have_count(1)
+        expect(ann.locator("#text")).to_have_value("")
+
+        # Typing shows in the other page, and goes away when the line arrives.
+        bob.locator("#text").press_sequentially("hi ann")
+        expect(ann.locator("#typing")).to_have_text("bob is typing\u2026")
+        expect(bob.locator("#typing")).to_have_text("")
+        bob.locator("#send").click()
+        expect_message(ann, "bob", "hi ann")
+        expect(ann.locator("#typing")).to_have_text("")
+
+        # Another program on the same layer talks to the room: an event with an on-handler,
+        # and a raw text frame (shown as a system notice).
+        event = {"type": "chat.message", "nick": "ops", "text": "deploy at noon"}
+        run_cli("send", "--layer", layer, "room.lobby", json.dumps(event))
+        run_cli("send", "--layer", layer, "--broadcast-text", "<b>plain</b> words", "room.lobby")
+        for page in (ann, bob):
+            expect_message(page, "ops", "deploy at noon")
+            raw = page.locator('#messages li[data-kind="raw"]')
+            expect(raw).to_have_count(1)
+            expect(raw).to_contain_text("<b>plain</b> words")  # shown as text, not markup
+
+        shot = tmp_path / "chat.png"
+        ann.screenshot(path=str(shot))
+        print(f"\nscreenshot of the chat page: {shot}")
+
+        # Stop the server: both pages notice and start retrying.
+        port = server.port
+        server.stop()
+        for page in (ann, bob):
+            expect(page.locator("#status")).to_have_attribute("data-state", "waiting")
+            expect(page.locator("#send")).to_be_disabled()
+            expect(
+                page.locator('#messages li[data-kind="system"]', has_text="Connection lost")
+            ).to_have_count(1)
+
+        # A line typed while offline waits in the field rather than vanishing.
+        bob.locator("#text").fill("are we back?")
+        bob.locator("#text").press("Enter")
+        expect(bob.locator("#text")).to_have_value("are we back?")
+
+        # Same port again: the pages reconnect on their own and the chat keeps working.
+        server.start(port=port)
+        for page in (ann, bob):
+            expect(page.locator("#status")).to_have_attribute(
+                "data-state", "open", timeout=RECONNECT_MS
+            )
+            expect(
+                page.locator('#messages li[data-kind="system"]', has_text="Reconnected")
+            ).to_have_count(1)
+        bob.locator("#send").click()
+        expect_message(ann, "bob", "are we back?")
+        expect_message(bob, "bob", "are we back?")
+        run_cli("send", "--layer", layer, "room.lobby", json.dumps({**event, "text": "back"}))
+        for page in (ann, bob):
+            expect_message(page, "ops", "back")
+
+        ann.screenshot(path=str(tmp_path / "chat-after-restart.png"))
+
+        # Leaving is announced.
+        bob.context.close()
+        expect(
+            ann.locator('#messages li[data-kind="left"]', has_text="bob left")
+        ).not_to_have_count(0)
+
+    assert not errors, f"uncaught errors in the page: {errors}"
+    assert last_message(ann).endswith("back")
+
+
+def test_nickname_prompt_and_bad_room(browser: Browser, tmp_path: Path) -> None:
+    """With no ?nick= the page asks for one; a bad room name is explained, not retried."""
+    server = ChanliteServer("examples/chat/app.py:app", log=tmp_path / "server.log")
+    errors: list[str] = []
+    with server:
+        context = browser.new_context()
+        page = open_chat(context, f"{server.url}/", errors)
+        dialog = page.locator("#nick-dialog")
+        expect(dialog).to_be_visible()
+        expect(page.locator("#status")).to_have_attribute("data-state", "idle")
+        page.locator("#nick-input").fill("  ada  ")
+        page.locator("#nick-join").click()
+        expect(dialog).to_be_hidden()
+        worker_of(page)
+        expect(page.locator("#who")).to_have_text("ada")
+        expect(page.locator("#room")).to_have_text("#lobby")
+        page.locator("#text").fill("first!")
+        page.locator("#text").press("Enter")
+        expect_message(page, "ada", "first!")
+
+        # The name is remembered for the next visit, in another room.
+        other = open_chat(context, f"{server.url}/room/side-room", errors)
+        worker_of(other)
+        expect(other.locator("#who")).to_have_text("ada")
+        expect(other.locator("#room")).to_have_text("#side-room")
+        expect(other.locator('#messages li[data-kind="message"]')).to_have_count(0)
+
+        bad = open_chat(context, f"{server.url}/room/no%20spaces", errors)
+        expect(bad.locator("#status")).to_have_attribute("data-state", "failed")
+        expect(bad.locator('#messages li[data-kind="error"]')).to_contain_text("not a room name")
+        context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
