@@ -15,6 +15,8 @@
 #   COMPLIANCE_TIMEOUT       seconds before wstest is stopped (default 540, FULL: 14400).
 #   COMPLIANCE_REPORTS       directory for the reports and logs (default: compliance/reports;
 #                            its servers/ subdirectory is emptied at the start of a run).
+#   COMPLIANCE_VENV27        where the suite's Python 2.7 virtualenv lives (default:
+#                            compliance/.venv27; created when it has no bin/wstest).
 #   COMPLIANCE_PYTHON27      CPython 2.7 interpreter that hosts the suite
 #                            (default: $(pyenv root)/versions/2.7.18/bin/python).
 set -euo pipefail
@@ -23,7 +25,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 cd "$ROOT"
 
-VENV27="$HERE/.venv27"
+VENV27="${COMPLIANCE_VENV27:-$HERE/.venv27}"
 REPORTS="${COMPLIANCE_REPORTS:-$HERE/reports}"
 OUTDIR="$REPORTS/servers"
 SPEC="$REPORTS/fuzzingclient.json"
@@ -56,8 +58,8 @@ find_python27() {
         printf '%s\n' "$COMPLIANCE_PYTHON27"
         return
     fi
-    local root=""
-    if command -v pyenv >/dev/null 2>&1; then
+    local root="${PYENV_ROOT:-}"
+    if [[ -z "$root" ]] && command -v pyenv >/dev/null 2>&1; then
         root="$(pyenv root 2>/dev/null || true)"
     fi
     if [[ -n "$root" && -x "$root/versions/2.7.18/bin/python" ]]; then
