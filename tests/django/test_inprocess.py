@@ -282,7 +282,7 @@ async def test_concurrent_writes_do_not_lock(client: TestClient) -> None:
             close_old_connections()
 
     tag = uuid.uuid4().hex[:8]
-    threads = [threading.Thread(target=writer, args=(f"{tag}t{n}",)) for n in range(4)]
+    threads = [threading.Thread(target=writer, args=(f"{tag}t{n}",)) for n in range(8)]
     for thread in threads:
         thread.start()
 
@@ -296,7 +296,7 @@ async def test_concurrent_writes_do_not_lock(client: TestClient) -> None:
     await asyncio.to_thread(lambda: [t.join() for t in threads])
     assert errors == []
     total = await run_sync(lambda: Group.objects.filter(name__startswith=tag).count())
-    assert total == 4 * 15 + 4 * 15
+    assert total == 8 * 15 + 4 * 15
 
 
 async def test_pool_size_setting_and_reset(site: Any) -> None:
@@ -399,3 +399,21 @@ async def test_sync_senders_refuse_the_event_loop_thread(client: TestClient) -> 
         assert await ws.receive_json() == {"joined": True}
         with pytest.raises(RuntimeError, match="await the async API"):
             group_send("watchers", {"type": "notice", "text": "x"})
+
+
+async def test_sqlite_connections_are_tuned(site: Any) -> None:
+    def pragmas() -> tuple[str, int, Any]:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+            timeout = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
+        return mode, timeout, getattr(connection, "transaction_mode", "IMMEDIATE")
+
+    assert await db_call(pragmas) == ("wal", 20000, "IMMEDIATE")
+
+
+async def db_call(func: Any) -> Any:
+    from chanlite.contrib.django import db
+
+    return await db(func)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -63,6 +64,18 @@ def tune_sqlite(sender: Any, connection: Any, **kwargs: Any) -> None:
             raw.execute("PRAGMA journal_mode = WAL")
     except sqlite3.Error as exc:
         logger.warning("Could not tune SQLite database %s: %s", connection.alias, exc)
-    if "transaction_mode" not in options and getattr(connection, "transaction_mode", 0) is None:
-        # Django >= 5.1 reads this attribute when it begins a transaction.
-        connection.transaction_mode = "IMMEDIATE"
+    if "transaction_mode" in options:
+        return
+    if hasattr(connection, "transaction_mode"):
+        if connection.transaction_mode is None:
+            # Django >= 5.1 reads this attribute when it begins a transaction.
+            connection.transaction_mode = "IMMEDIATE"
+    else:
+        # Older Django always sends a plain BEGIN; have this connection begin IMMEDIATE.
+        connection._start_transaction_under_autocommit = functools.partial(
+            _begin_immediate, connection
+        )
+
+
+def _begin_immediate(connection: Any) -> None:
+    connection.cursor().execute("BEGIN IMMEDIATE")
