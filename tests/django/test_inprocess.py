@@ -417,3 +417,41 @@ async def db_call(func: Any) -> Any:
     from chanlite.contrib.django import db
 
     return await db(func)
+
+
+# -- manage.py chanlite -------------------------------------------------------------------
+
+
+async def test_command_line_becomes_chanlite_run_arguments(site: Any) -> None:
+    from django.test import override_settings
+
+    from chanlite.contrib.django.management.commands import chanlite as command
+
+    args = ["--settings", "x.settings", "--pythonpath=.", "--port", "0", "--noreload"]
+    assert command.server_arguments(args) == [
+        "chanlite.contrib.django.asgi:application",
+        "--port",
+        "0",
+        "--no-reload",
+    ]
+    with override_settings(ASGI_APPLICATION="mysite.asgi.application"):
+        assert command.target() == "mysite.asgi:application"
+    with override_settings(
+        DEBUG=True, CHANLITE={"APP": "cl_testsite.realtime:app", "SERVER": {"port": 8123}}
+    ):
+        defaults = command.server_defaults()
+    assert defaults["reload"] is True and defaults["port"] == 8123
+    assert defaults["reload_dirs"] == [str(site.BASE_DIR)]
+
+
+async def test_command_help_lists_the_server_options(site: Any) -> None:
+    from tests.django.conftest import PROJECT
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(PROJECT / "manage.py"), "chanlite", "--help",
+        cwd=PROJECT, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    for option in ("--port", "--layer", "--reload", "--workers", "--ws-max-size"):
+        assert option in out.decode()
