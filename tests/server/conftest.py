@@ -188,3 +188,8 @@ async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
 async def echo_server() -> AsyncIterator[Server]:
     async with running(echo_app) as server:
         yield server
+
+
+from tests.server.procs import served  # noqa: E402  the fixture, for subprocess tests
+
+__all__ = ["served"]

@@ -19,7 +19,7 @@ from chanlite.server.connection import HTTPConnection
 from chanlite.server.ws_connection import MAX_QUEUED, WebSocketConnection
 from chanlite.types import Receive, Scope, Send
 from tests.server.conftest import RawClient, running
-from tests.server.test_command import APPS, start
+from tests.server.procs import APPS, start
 from tests.server.test_websocket import RawWebSocket
 
 pytestmark = pytest.mark.timeout(30)
