@@ -249,8 +249,13 @@ class SQLiteLayer(BaseLayer):
 
     def _deliver_incoming(self, batch: list[Incoming]) -> None:
         # Called by the watcher thread with messages other processes wrote for us.
-        for item in batch:
-            self._deliver_local(item.channels, item.message, item.expires, item.ack, item.group)
+        with self._lock:
+            self._expire_local(time.time())
+            for item in batch:
+                self._enqueue(item.channels, item.message, item.expires, item.ack, item.group)
+            waiter = self._inbox_waiter
+        if waiter is not None:
+            resolve(waiter)
 
     def _deliver_local(
         self,
@@ -263,24 +268,36 @@ class SQLiteLayer(BaseLayer):
         """Queue one item for local *channels*; full ones are dropped (counted for groups)."""
         with self._lock:
             self._expire_local(time.time())
-            pending = self._pending
-            accepted = []
-            for channel in channels:
-                if pending.get(channel, 0) >= self.get_capacity(channel):
-                    if group:
-                        self.count_drop(group, channel)
-                else:
-                    accepted.append(channel)
-            if not accepted:
-                # A direct row we cannot hold stays in the file, counting against the
-                # channel, until it expires and is trimmed.
-                return False
-            for channel in accepted:
-                pending[channel] = pending.get(channel, 0) + 1
-            self._inbox.append((expires, tuple(accepted), message, ack))
+            queued = self._enqueue(channels, message, expires, ack, group)
             waiter = self._inbox_waiter
-        if waiter is not None:
+        if queued and waiter is not None:
             resolve(waiter)
+        return queued
+
+    def _enqueue(
+        self,
+        channels: Sequence[str],
+        message: Message,
+        expires: float,
+        ack: int | None,
+        group: str,
+    ) -> bool:
+        # Holding self._lock.
+        pending = self._pending
+        accepted = []
+        for channel in channels:
+            if pending.get(channel, 0) >= self.get_capacity(channel):
+                if group:
+                    self.count_drop(group, channel)
+            else:
+                accepted.append(channel)
+        if not accepted:
+            # A direct row we cannot hold stays in the file, counting against the
+            # channel, until it expires and is trimmed.
+            return False
+        for channel in accepted:
+            pending[channel] = pending.get(channel, 0) + 1
+        self._inbox.append((expires, tuple(accepted), message, ack))
         return True
 
     def _expire_local(self, now: float) -> None:

@@ -52,7 +52,8 @@ CREATE TABLE chanlite_messages (
     expires REAL NOT NULL,
     payload BLOB NOT NULL
 );
-CREATE INDEX chanlite_messages_channel ON chanlite_messages (channel, id);
+-- Partial: group rows (channel '') stay out of it, so a group message costs one insert.
+CREATE INDEX chanlite_messages_channel ON chanlite_messages (channel, id) WHERE channel != '';
 CREATE INDEX chanlite_messages_owner ON chanlite_messages (owner) WHERE owner != '';
 
 CREATE TABLE chanlite_groups (

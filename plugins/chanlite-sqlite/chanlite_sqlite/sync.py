@@ -54,7 +54,8 @@ class SyncSender:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     (count,) = conn.execute(
-                        "SELECT count(*) FROM chanlite_messages WHERE channel = ? AND expires > ?",
+                        "SELECT count(*) FROM chanlite_messages WHERE channel = ? "
+                        "AND channel != '' AND expires > ?",
                         (channel, now),
                     ).fetchone()
                     if count >= layer.get_capacity(channel):
@@ -92,7 +93,7 @@ class SyncSender:
                     for channel in plain:
                         (count,) = conn.execute(
                             "SELECT count(*) FROM chanlite_messages WHERE channel = ? "
-                            "AND expires > ?",
+                            "AND channel != '' AND expires > ?",
                             (channel, now),
                         ).fetchone()
                         if count >= layer.get_capacity(channel):

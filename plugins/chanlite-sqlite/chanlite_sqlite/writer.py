@@ -288,7 +288,8 @@ class Writer:
                 assert isinstance(op, Claim)
                 rows = await self.db.execute_fetchall(
                     "DELETE FROM chanlite_messages WHERE id IN (SELECT id FROM chanlite_messages "
-                    "WHERE channel = ? AND owner = '' AND expires > ? ORDER BY id LIMIT ?) "
+                    "WHERE channel = ? AND channel != '' AND owner = '' AND expires > ? "
+                    "ORDER BY id LIMIT ?) "
                     "RETURNING id, payload",
                     (op.channel, time.time(), op.limit),
                 )
@@ -305,7 +306,7 @@ class Writer:
         marks = ",".join("?" * len(names))
         rows = await self.db.execute_fetchall(
             f"SELECT channel, count(*) FROM chanlite_messages WHERE channel IN ({marks}) "
-            "AND expires > ? GROUP BY channel",
+            "AND channel != '' AND expires > ? GROUP BY channel",
             (*names, time.time()),
         )
         return {channel: count for channel, count in rows}
