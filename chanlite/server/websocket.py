@@ -43,6 +43,16 @@ def deflate_factory() -> ServerExtensionFactory:
     )
 
 
+class _ServerProtocol(ServerProtocol):
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.CLOSE and self.current_size is not None:
+            # RFC 6455 5.4 lets control frames arrive between the fragments of a message,
+            # and a Close ends the connection, unfinished message included: answer it
+            # normally instead of failing with 1002 (Autobahn case 7.1.5).
+            self.current_size = None
+        super().recv_frame(frame)
+
+
 def handshake_bytes(method: str, target: bytes, headers: Headers) -> bytes:
     """Rebuild the request head already parsed by httptools for ``ServerProtocol``."""
     lines = [b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target)]
@@ -77,7 +87,7 @@ class WebSocketProtocol:
     ) -> None:
         extensions = [deflate_factory()] if per_message_deflate else None
         self._chosen: str | None = None
-        self.proto = ServerProtocol(
+        self.proto = _ServerProtocol(
             extensions=extensions,
             max_size=max_size,
             select_subprotocol=self._select_subprotocol,
@@ -180,6 +190,7 @@ class WebSocketProtocol:
                 if self.ping_payload is not None and frame.data == self.ping_payload:
                     self.ping_payload = None
             elif opcode is Opcode.CLOSE:
+                self._parts, self._decoder = [], None
                 out.extend(self._disconnect())
         if (self.proto.parser_exc is not None or self.failed) and not self.disconnected:
             # The connection failed (1002, 1007, 1009...): the app learns of it once.

@@ -333,3 +333,11 @@ async def test_send_frame_drops_for_a_client_that_never_reads() -> None:
         assert conns and conns[0].drops == dropped
         assert conns[0].transport.get_write_buffer_size() <= 4 * 65536 + 16384 + 16
         ws.writer.close()
+
+
+async def test_close_between_fragments_is_a_normal_close(echo_server: Server) -> None:
+    ws, _ = await RawWebSocket.connect(echo_server.bound_port or 0)
+    ws.send(Opcode.TEXT, b"first half", fin=False)
+    ws.send(Opcode.CLOSE, Close(1000, "").serialize())
+    assert (await ws.close_frame()).code == 1000
+    await ws.eof()
