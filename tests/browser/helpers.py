@@ -31,6 +31,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-quic",
 ]
+EXAMPLE_VARIABLES = ("CHAT_LAYER", "TICKER_INTERVAL")
 BANNER_URL = re.compile(r"^\s+(http://\S+?):(\d+)\s*$", re.MULTILINE)
 
 
@@ -85,7 +86,14 @@ class ChanliteServer:
         self.target = target
         self.args = args
         self.log = log
-        self.env = {**os.environ, **(env or {})}
+        # The user's CHANLITE_* settings (CHANLITE_WORKERS, CHANLITE_LAYER...) and the
+        # examples' own variables would change what is being tested.
+        inherited = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("CHANLITE_") and k not in EXAMPLE_VARIABLES
+        }
+        self.env = {**inherited, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.url = ""
