@@ -243,13 +243,13 @@ def run_idle(server: Server, port: int) -> dict[str, Any]:
         time.sleep(0.5)
         before = rss_kb(pid)
         argv = ["taskset", "-c", CLIENT_CPU, str(WSLOAD), "idle", "--port", str(port)]
-        argv += ["--conns", str(IDLE_CONNS), "--hold", "60"]
+        argv += ["--conns", str(IDLE_CONNS), "--hold", "90", "--connect-timeout", "50"]
         client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert client.stdout is not None and client.stdin is not None
         try:
-            ready, _, _ = select.select([client.stdout], [], [], 60)
+            ready, _, _ = select.select([client.stdout], [], [], 70)
             if not ready:
-                raise RuntimeError("idle connections did not open within 60 s")
+                raise RuntimeError("idle connections did not open within 70 s")
             status = json.loads(client.stdout.readline())
             # Let the server finish the handlers of the last connections before measuring.
             time.sleep(1.5)
