@@ -515,10 +515,37 @@ class RequestCycle:
                 raise RuntimeError("http.response.start sent twice")
             self.response_started = True
             self.response_headers = (int(message["status"]), message.get("headers", ()))
+            # The head waits for the first body message (one write, and Content-Length for
+            # single-message bodies), unless the app yields to the loop first: streaming
+            # responses (SSE) must not hold their headers back until the first event.
+            self.conn.loop.call_soon(self._flush_head)
         elif kind == "http.response.trailers":
             pass  # trailers are not offered (no "http.response.trailers" in the scope)
         else:
             raise RuntimeError(f"Unexpected ASGI message {kind!r} for an HTTP request")
+
+    def _flush_head(self) -> None:
+        if self.head_written or self.disconnected:
+            return
+        transport = self.conn.transport
+        if transport is None or transport.is_closing():
+            return
+        self.head_written = True
+        status, headers = self.response_headers
+        try:
+            head = self.framer.head(
+                status,
+                headers,
+                self.conn.state.default_headers,
+                None,
+                self.scope["http_version"] == "1.1",
+            )
+        except ResponseError as exc:
+            logger.error("Invalid response from the ASGI application: %s", exc)
+            self.framer.keep_alive = False
+            transport.close()
+            return
+        transport.write(head)
 
     def _complete(self) -> None:
         self.wake()

@@ -253,3 +253,24 @@ async def test_root_path_and_scope_basics() -> None:
     assert scope["client"][0] == "127.0.0.1"
     assert scope["server"] == ("127.0.0.1", server.bound_port)
     assert (b"host", b"t") in scope["headers"]
+
+
+async def test_streaming_response_sends_headers_before_the_first_chunk() -> None:
+    go = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await go.wait()  # e.g. an SSE stream waiting for its first event
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": False})
+
+    async with running(app, lifespan="off") as server:
+        client = await RawClient.connect(server.bound_port or 0)
+        await client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = await client.read_raw(timeout=2)
+        assert head.startswith(b"HTTP/1.1 200 OK") and b"transfer-encoding: chunked" in head
+        go.set()
+        assert await client.read_raw(timeout=2) == b"9\r\ndata: 1\n\n\r\n0\r\n\r\n"
+        await client.close()
