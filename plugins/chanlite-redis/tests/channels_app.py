@@ -53,8 +53,8 @@ async def main() -> None:
     app = Chat.as_asgi()
     one = WebsocketCommunicator(app, "/ws/")
     two = WebsocketCommunicator(app, "/ws/")
-    assert (await one.connect())[0]
-    assert (await two.connect())[0]
+    assert (await one.connect(timeout=10))[0]
+    assert (await two.connect(timeout=10))[0]
     await one.send_json_to({"text": "hello lobby"})
     assert await one.receive_json_from(timeout=5) == {"text": "hello lobby"}
     assert await two.receive_json_from(timeout=5) == {"text": "hello lobby"}

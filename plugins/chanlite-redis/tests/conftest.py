@@ -107,6 +107,16 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def unstarted_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server for this test to start with its own options (stopped afterwards)."""
+    server = RedisServer(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def prefix() -> str:
     """A key prefix no other test uses."""
     return f"t{secrets.token_hex(4)}:"

@@ -1,0 +1,235 @@
+"""Behaviour beyond the shared contract: processes, URLs, passwords, encryption, loops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from chanlite_redis import RedisLayer, RedisUnavailable
+from redis.asyncio import Redis
+
+from chanlite.layers import ChannelFull, LayerConfigError, get_layer
+
+WAIT = 5.0
+
+
+async def _nothing_arrives(awaitable: Any, within: float = 0.3) -> bool:
+    try:
+        await asyncio.wait_for(awaitable, within)
+    except asyncio.TimeoutError:
+        return True
+    return False
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def test_url_options_and_password_are_read() -> None:
+    layer = get_layer("redis://:s3cret@127.0.0.1:6390/3?capacity=7&expiry=2&prefix=app:")
+    assert isinstance(layer, RedisLayer)
+    assert (layer.capacity, layer.expiry, layer.prefix) == (7, 2.0, "app:")
+    assert "s3cret" not in repr(layer)
+
+
+def test_rediss_scheme_is_registered_and_uses_tls() -> None:
+    layer = get_layer("rediss://localhost:6380/0?ssl_cert_reqs=none")
+    assert isinstance(layer, RedisLayer)
+    assert layer.url.startswith("rediss://")
+
+
+def test_unknown_url_option_names_the_known_ones() -> None:
+    with pytest.raises(LayerConfigError, match="capacity"):
+        get_layer("redis://localhost/0?capactiy=3")
+
+
+def test_channels_redis_style_hosts() -> None:
+    assert RedisLayer(hosts=[("10.0.0.1", 6379)]).url == "redis://10.0.0.1:6379/0"
+    assert RedisLayer(hosts=["redis://h:1/2"]).url == "redis://h:1/2"
+    assert RedisLayer(hosts=[{"address": "redis://h:1/0"}]).url == "redis://h:1/0"
+    with pytest.raises(LayerConfigError, match="one Redis server"):
+        RedisLayer(hosts=["redis://a", "redis://b"])
+
+
+# -- servers with a password -------------------------------------------------------------
+
+
+async def test_password_url_works_and_a_wrong_one_fails_clearly(unstarted_redis: Any) -> None:
+    server = unstarted_redis
+    server.start("--requirepass", "pw-123")
+    good = RedisLayer(f"redis://:pw-123@127.0.0.1:{server.port}/0")
+    bad = RedisLayer(f"redis://:wrong@127.0.0.1:{server.port}/0", timeout=1)
+    try:
+        await good.send("guarded", {"type": "ok"})
+        assert (await asyncio.wait_for(good.receive("guarded"), WAIT))["type"] == "ok"
+        with pytest.raises(RedisUnavailable):
+            await bad.send("guarded", {"type": "no"})
+    finally:
+        await good.close()
+        await bad.close()
+
+
+async def test_unreachable_server_fails_fast(make_redis_layer: Any) -> None:
+    layer = RedisLayer("redis://127.0.0.1:1/0", timeout=1)
+    with pytest.raises(RedisUnavailable, match="unreachable"):
+        await asyncio.wait_for(layer.group_send("g", {"type": "x"}), WAIT)
+    await layer.close()
+
+
+# -- between layer objects (as between processes) -------------------------------------------
+
+
+async def test_remote_send_capacity_and_expiry(make_redis_layer: Any) -> None:
+    owner = await make_redis_layer(capacity=2, expiry=0.3)
+    other = await make_redis_layer(capacity=2, expiry=0.3)
+    channel = await owner.new_channel()
+    # The owner is not reading yet: messages wait in its inbox in Redis.
+    await other.send(channel, {"type": "a"})
+    await other.send(channel, {"type": "b"})
+    with pytest.raises(ChannelFull):
+        await other.send(channel, {"type": "c"})
+    await asyncio.sleep(0.5)  # both expire, which frees the capacity
+    await other.send(channel, {"type": "fresh"})
+    got, message = await asyncio.wait_for(owner.receive_local(), WAIT)
+    assert (list(got), message) == ([channel], {"type": "fresh"})
+    assert await _nothing_arrives(owner.receive_local())
+
+
+async def test_membership_added_by_another_process_is_delivered_once(
+    make_redis_layer: Any,
+) -> None:
+    owner = await make_redis_layer()
+    other = await make_redis_layer()
+    channel = await owner.new_channel()
+    await other.group_add("mixed", channel)  # recorded in Redis
+    await other.group_send("mixed", {"type": "via.redis"})
+    assert (await asyncio.wait_for(owner.receive(channel), WAIT))["type"] == "via.redis"
+    await owner.group_add("mixed", channel)  # now held by its owner: one copy only
+    await other.group_send("mixed", {"type": "once"})
+    assert (await asyncio.wait_for(owner.receive(channel), WAIT))["type"] == "once"
+    assert await _nothing_arrives(owner.receive(channel))
+    # A discard from another process reaches the owner's own membership too.
+    await other.group_discard("mixed", channel)
+    await asyncio.sleep(0.1)
+    await other.group_send("mixed", {"type": "gone"})
+    assert await _nothing_arrives(owner.receive(channel))
+
+
+async def test_flush_clears_memberships_in_every_process(make_redis_layer: Any) -> None:
+    owner = await make_redis_layer()
+    other = await make_redis_layer()
+    channel = await owner.new_channel()
+    await owner.group_add("flushed", channel)
+    await other.flush()
+    await asyncio.sleep(0.1)
+    await other.group_send("flushed", {"type": "after.flush"})
+    assert await _nothing_arrives(owner.receive(channel))
+
+
+async def test_group_send_from_another_layer_drops_full_local_members(
+    make_redis_layer: Any,
+) -> None:
+    owner = await make_redis_layer(capacity=1)
+    other = await make_redis_layer(capacity=1)
+    full, free = await owner.new_channel(), await owner.new_channel()
+    await owner.group_add("g", full)
+    await owner.group_add("g", free)
+    await owner.send(full, {"type": "fill"})
+    await other.group_send("g", {"type": "news"})
+    assert await asyncio.wait_for(owner.receive_local(), WAIT) == ((full,), {"type": "fill"})
+    assert await asyncio.wait_for(owner.receive_local(), WAIT) == ((free,), {"type": "news"})
+    assert owner.drops["g"] == 1
+
+
+# -- encryption ---------------------------------------------------------------------------
+
+
+async def test_encrypted_payloads_and_key_rotation(
+    make_redis_layer: Any, redis_server: Any, prefix: str, caplog: Any
+) -> None:
+    old = await make_redis_layer(symmetric_encryption_keys=["old-key"])
+    rotated = await make_redis_layer(symmetric_encryption_keys=["new-key", "old-key"])
+    stranger = await make_redis_layer(symmetric_encryption_keys=["other"])
+    await old.send("sealed", {"type": "secret", "bytes": b"\x00\x01"})
+    client = Redis.from_url(redis_server.url)
+    try:
+        raw = await client.lindex(f"{prefix}c:sealed", 0)
+    finally:
+        await client.aclose()
+    assert b"secret" not in raw
+    assert await asyncio.wait_for(rotated.receive("sealed"), WAIT) == {
+        "type": "secret",
+        "bytes": b"\x00\x01",
+    }
+    await rotated.send("sealed", {"type": "from.new"})
+    with caplog.at_level(logging.ERROR, logger="chanlite.layers.redis"):
+        assert await _nothing_arrives(stranger.receive("sealed"))
+    assert "not sealed with any configured key" in caplog.text
+
+
+# -- event loops ----------------------------------------------------------------------------
+
+
+async def test_driven_from_a_private_event_loop_thread(make_redis_layer: Any) -> None:
+    receiver = await make_redis_layer()
+    channel = await receiver.new_channel()
+    await receiver.group_add("news", channel)
+    sender: RedisLayer = await make_redis_layer()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        for i in range(3):
+            future = asyncio.run_coroutine_threadsafe(
+                sender.group_send("news", {"type": "n", "i": i}), loop
+            )
+            await asyncio.wrap_future(future)
+        got = [(await asyncio.wait_for(receiver.receive(channel), WAIT))["i"] for _ in range(3)]
+        assert got == [0, 1, 2]
+        asyncio.run_coroutine_threadsafe(sender.close(), loop).result(WAIT)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(WAIT)
+        loop.close()
+
+
+def test_async_to_sync_calls_from_plain_sync_code(redis_server: Any, prefix: str) -> None:
+    # Each async_to_sync call runs on a fresh event loop that is closed afterwards.
+    layer = RedisLayer(redis_server.url, prefix=prefix)
+    for i in range(3):
+        async_to_sync(layer.send)("sync-jobs", {"type": "job", "i": i})
+    got = [async_to_sync(layer.receive)("sync-jobs")["i"] for _ in range(3)]
+    assert got == [0, 1, 2]
+    async_to_sync(layer.close)()
+
+
+async def test_receiving_side_refuses_a_second_live_loop(make_redis_layer: Any) -> None:
+    layer = await make_redis_layer()
+    await layer.send("mine", {"type": "x"})  # this loop owns the layer now
+
+    def other_loop() -> None:
+        async def receive() -> None:
+            await layer.receive("mine")
+
+        with pytest.raises(RuntimeError, match="event loop that first used"):
+            asyncio.run(receive())
+
+    await asyncio.get_running_loop().run_in_executor(None, other_loop)
+
+
+async def test_malformed_entries_are_logged_and_skipped(
+    make_redis_layer: Any, redis_server: Any, prefix: str, caplog: Any
+) -> None:
+    layer = await make_redis_layer()
+    client = Redis.from_url(redis_server.url)
+    try:
+        await client.rpush(f"{prefix}c:dirty", b"9999999999999not msgpack \xc1")
+    finally:
+        await client.aclose()
+    await layer.send("dirty", {"type": "clean"})
+    with caplog.at_level(logging.ERROR, logger="chanlite.layers.redis"):
+        assert (await asyncio.wait_for(layer.receive("dirty"), WAIT))["type"] == "clean"
+    assert "malformed" in caplog.text
