@@ -8,7 +8,11 @@ sees Django. Subprocess tests get their settings through their own environment.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ from typing import Any
 import pytest
 
 PROJECT = Path(__file__).parent / "project"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "django_chat"
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +64,46 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         runner.teardown_databases(old_config)
         teardown_test_environment()
         sys.path.remove(str(PROJECT))
+
+
+@pytest.fixture(scope="module")
+def chat_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    folder = tmp_path_factory.mktemp("django-chat")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CHANLITE_"))}
+    env.update(DJANGO_CHAT_DATA=str(folder), PYTHONUNBUFFERED="1")
+    manage = [sys.executable, str(EXAMPLE / "manage.py")]
+    # chatdemo migrates and adds alice and bob, then serves: the README's one command.
+    server = subprocess.Popen(
+        [*manage, "chatdemo", "--port", "0", "--noreload", "--no-access-log"],
+        cwd=EXAMPLE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        port = int(read_until(server, r"http://127\.0\.0\.1:(\d+)", "manage.py chatdemo")[1])
+        yield {"port": port, "env": env, "manage": manage}
+    finally:
+        stop(server)
+
+
+def read_until(proc: subprocess.Popen[str], pattern: str, what: str) -> re.Match[str]:
+    """Read *proc*'s output lines until one matches *pattern* (the test timeout bounds it)."""
+    seen: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        match = re.search(pattern, line)
+        if match:
+            # Keep reading in the background, so a full pipe never stalls the process.
+            threading.Thread(target=seen.extend, args=(proc.stdout,), daemon=True).start()
+            return match
+    raise AssertionError(f"{what} exited ({proc.wait()}) before ready:\n{''.join(seen)}")
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Terminate *proc* (the server drains), killing it if it does not stop."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

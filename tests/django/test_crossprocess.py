@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import subprocess
 import sys
 import urllib.parse
@@ -19,7 +18,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from tests.django.conftest import PROJECT
+from tests.django.conftest import PROJECT, read_until, stop
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -57,28 +56,6 @@ def site_env(folder: Path) -> dict[str, str]:
     env["CL_TEST_LAYER"] = f"sqlite:///{folder / 'layer.db'}"
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def read_until(proc: subprocess.Popen[str], pattern: str, what: str) -> re.Match[str]:
-    """Read *proc*'s output lines until one matches *pattern* (the test timeout bounds it)."""
-    seen: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        seen.append(line)
-        match = re.search(pattern, line)
-        if match:
-            return match
-    raise AssertionError(f"{what} exited ({proc.wait()}) before ready:\n{''.join(seen)}")
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

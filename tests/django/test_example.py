@@ -5,25 +5,19 @@ from __future__ import annotations
 import asyncio
 import http.cookiejar
 import json
-import os
 import re
-import subprocess
-import sys
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.django.test_crossprocess import read_until, stop
+from tests.django.conftest import EXAMPLE
 
 pytestmark = pytest.mark.timeout(90)
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "django_chat"
 # A separate plain Django process posts the announcement form (no chanlite server in it).
 ANNOUNCE = """
 from django.contrib.auth.models import User
@@ -33,24 +27,6 @@ c.force_login(User.objects.get(username="bob"))
 r = c.post("/announce/", {"text": "tea is ready"})
 assert r.status_code == 302, r.status_code
 """
-
-
-@pytest.fixture(scope="module")
-def chat_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    folder = tmp_path_factory.mktemp("django-chat")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CHANLITE_"))}
-    env.update(DJANGO_CHAT_DATA=str(folder), PYTHONUNBUFFERED="1")
-    manage = [sys.executable, str(EXAMPLE / "manage.py")]
-    # chatdemo migrates and adds alice and bob, then serves: the README's one command.
-    server = subprocess.Popen(
-        [*manage, "chatdemo", "--port", "0", "--noreload", "--no-access-log"],
-        cwd=EXAMPLE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        port = int(read_until(server, r"http://127\.0\.0\.1:(\d+)", "manage.py chatdemo")[1])
-        yield {"port": port, "env": env, "manage": manage}
-    finally:
-        stop(server)
 
 
 def log_in(port: int, username: str) -> str:
