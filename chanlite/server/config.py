@@ -92,10 +92,7 @@ class Config:
     def bind_socket(self) -> socket.socket:
         """Create the listening socket the options describe (host/port, ``uds`` or ``fd``)."""
         if self.fd is not None:
-            sock = socket.fromfd(self.fd, socket.AF_UNIX, socket.SOCK_STREAM)
-            family = sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
-            sock.close()
-            sock = socket.socket(fileno=self.fd, family=family, type=socket.SOCK_STREAM)
+            sock = socket.socket(fileno=self.fd)  # family and type come from the socket
         elif self.uds is not None:
             import os
             import stat

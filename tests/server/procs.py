@@ -35,7 +35,9 @@ class Running:
         return self.proc.returncode, err
 
 
-def chanlite(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def chanlite(
+    *args: str, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "chanlite", "run", *args],
         cwd=ROOT,
@@ -43,14 +45,15 @@ def chanlite(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        pass_fds=pass_fds,
     )
 
 
-def start(*args: str, env: dict[str, str] | None = None) -> Running:
+def start(*args: str, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()) -> Running:
     """Start ``chanlite run`` and wait for its banner (which names the real port)."""
-    if "--port" not in args and not (env and "CHANLITE_PORT" in env):
+    if "--port" not in args and "--fd" not in args and not (env and "CHANLITE_PORT" in env):
         args = (*args, "--port", "0")
-    proc = chanlite(*args, env=env)
+    proc = chanlite(*args, env=env, pass_fds=pass_fds)
     assert proc.stderr is not None
     banner: list[str] = []
     deadline = time.monotonic() + 20

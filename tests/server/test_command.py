@@ -163,3 +163,17 @@ def test_reload_restarts_on_change(tmp_path: Path, served: list[Running]) -> Non
     assert body.startswith("reloaded ")
     code, err = running.stop()
     assert code == 0, err
+
+
+def test_inherited_file_descriptor(served: list[Running]) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        fd = listener.fileno()
+        running = start(f"{APPS}:pid_app", "--fd", str(fd), pass_fds=(fd,))
+        served.append(running)
+    assert running.url == f"http://127.0.0.1:{port}"
+    assert wait_until_serving(running).startswith("hello ")
+    code, err = running.stop()
+    assert code == 0, err
