@@ -74,11 +74,20 @@ class Command(BaseCommand):  # type: ignore[misc]
         # Parse nothing here: the server's own command line (click) owns every option.
         self.serve(argv[2:], prog_name=f"{argv[0]} {argv[1]}")
 
-    def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("args", nargs="*", help="chanlite run options (see --help).")
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> Any:
+        # For call_command("chanlite", "--port", "0"): every argument Django does not know
+        # is kept, in order, for the server's command line.
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+
+        def parse_args(args: Any = None, namespace: Any = None) -> Any:
+            options, extra = parser.parse_known_args(args, namespace)
+            options.args = extra
+            return options
+
+        parser.parse_args = parse_args
+        return parser
 
     def handle(self, *args: str, **options: Any) -> None:
-        # call_command("chanlite", "--port=0") lands here.
         self.serve(list(args), prog_name="manage.py chanlite")
 
     def serve(self, argv: list[str], prog_name: str) -> None:
