@@ -26,13 +26,15 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import msgpack  # type: ignore[import-untyped]
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
@@ -197,6 +199,9 @@ class RedisLayer(BaseLayer):
         self._wakes: dict[str, _Wake] = {}
         self._inbox_task: asyncio.Task[None] | None = None
         self._clock_offset = 0.0  # server clock minus ours, in milliseconds
+        self._blmpop = True
+        self._to_uncount: Counter[str] = Counter()
+        self._uncount_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._demux = LocalDemux(self.receive_local)
@@ -229,7 +234,7 @@ class RedisLayer(BaseLayer):
             self._group_add_script = client.register_script(scripts.GROUP_ADD)
             self._pop_script = client.register_script(scripts.POP)
             self._push_back_script = client.register_script(scripts.PUSH_BACK)
-            self._pop_inbox_script = client.register_script(scripts.POP_INBOX)
+            self._uncount_script = client.register_script(scripts.UNCOUNT)
             return True
         return False
 
@@ -383,22 +388,20 @@ class RedisLayer(BaseLayer):
             self._heartbeat_task = asyncio.ensure_future(self._beat())
 
     async def _read_inbox(self) -> None:
+        """Move messages from this process's inbox in Redis to the local queue.
+
+        One blocking call takes whatever is waiting (``BLMPOP ... COUNT``, or ``BLPOP``
+        before Redis 7) and the messages are delivered at once; the per-channel counts
+        that enforce capacity are brought down afterwards, off the delivery path.
+        """
         inbox = self.keys.inbox(self.client_id)
-        counts = self.keys.counts(self.client_id)
         delay = Listener.MIN_DELAY
         failing = False
         while True:
             await self._local.drained.wait()
             try:
-                assert self._blocking is not None and self._client is not None
-                popped = await self._blocking.blpop([inbox], timeout=INBOX_WAIT)
-                first = ""
-                if popped is not None and isinstance(popped[1], bytes):
-                    # Delivered before the bookkeeping call below: one hop of latency.
-                    first = self._deliver_entry(popped[1], self._server_now()) or ""
-                more = await self._pop_inbox_script(
-                    keys=[inbox, counts], args=[first, INBOX_BATCH], client=self._client
-                )
+                assert self._blocking is not None
+                entries = await self._take_from_inbox(self._blocking, inbox)
             except (RedisError, OSError) as exc:
                 if not failing:
                     logger.warning("%r: inbox read failed (%s); retrying", self, exc)
@@ -410,21 +413,67 @@ class RedisLayer(BaseLayer):
                 logger.warning("%r: inbox reader reconnected", self)
             failing = False
             delay = Listener.MIN_DELAY
-            for entry in more:
-                self._deliver_entry(entry)
+            if entries:
+                now = self._server_now()
+                taken: Counter[str] = Counter()
+                for entry in entries:
+                    channel = self._deliver_entry(entry, now)
+                    if channel is not None:
+                        taken[channel] += 1
+                self._uncount(taken)
 
-    def _deliver_entry(self, entry: bytes, now: float | None = None) -> str | None:
+    async def _take_from_inbox(self, client: Redis, inbox: str) -> list[bytes]:
+        popped: Any
+        if self._blmpop:
+            try:
+                popped = await client.blmpop(
+                    INBOX_WAIT, 1, inbox, direction="LEFT", count=INBOX_BATCH
+                )
+            except ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                self._blmpop = False  # Redis before 7.0
+                return []
+            return [entry for entry in popped[1] if isinstance(entry, bytes)] if popped else []
+        popped = await client.blpop([inbox], timeout=INBOX_WAIT)
+        return [popped[1]] if popped and isinstance(popped[1], bytes) else []
+
+    def _uncount(self, taken: Counter[str]) -> None:
+        if not taken:
+            return
+        self._to_uncount.update(taken)
+        if self._uncount_task is None or self._uncount_task.done():
+            self._uncount_task = asyncio.ensure_future(self._flush_uncount())
+
+    async def _flush_uncount(self) -> None:
+        counts = self.keys.counts(self.client_id)
+        while self._to_uncount:
+            batch, self._to_uncount = self._to_uncount, Counter()
+            args: list[EncodableT] = []
+            for channel, n in batch.items():
+                args += [channel, n]
+            try:
+                await self._call("inbox", partial(self._run_uncount, counts, args))
+            except LayerError as exc:
+                # Counted again next time: too low a count beats a channel stuck "full".
+                logger.debug("%r: inbox count update failed: %s", self, exc)
+                self._to_uncount.update(batch)
+                await asyncio.sleep(Listener.MAX_DELAY)
+
+    async def _run_uncount(self, counts: str, args: list[EncodableT], client: Redis) -> Any:
+        return await self._uncount_script(keys=[counts], args=args, client=client)
+
+    def _deliver_entry(self, entry: bytes, now: float) -> str | None:
         """Queue one inbox entry locally; returns its channel (None if unreadable).
 
-        Expiry is checked against *now* (the server's clock as estimated here) when
-        given; entries from the pop script were already checked by the server.
+        Expiry is checked against *now*, the server's clock as estimated here.
         """
         space = entry.find(b" ", scripts.STAMP)
         if space < 0:
             logger.error("Dropped a malformed inbox entry for %r", self)
             return None
         channel = entry[scripts.STAMP : space].decode(errors="replace")
-        if now is not None and int(entry[: scripts.STAMP] or 0) <= now:
+        if int(entry[: scripts.STAMP] or 0) <= now:
             return channel
         try:
             message = self._codec.decode(memoryview(entry)[space + 1 :])
@@ -674,7 +723,9 @@ class RedisLayer(BaseLayer):
     async def close(self) -> None:
         """Stop background tasks, drop this process's heartbeat and close connections."""
         await self._demux.close()
-        tasks = [t for t in (self._inbox_task, self._heartbeat_task) if t is not None]
+        tasks = [
+            t for t in (self._inbox_task, self._heartbeat_task, self._uncount_task) if t is not None
+        ]
         tasks.extend(self._background)
         await _cancel_all(tasks)
         if self._listener is not None:

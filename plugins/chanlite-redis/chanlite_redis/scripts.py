@@ -200,20 +200,12 @@ if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) 
 return 1
 """
 
-POP_INBOX = (
-    _COMMON
-    + """
--- KEYS[1]: a process inbox, KEYS[2]: its counts. ARGV: channel of the entry the reader
--- just took with BLPOP (or ''), how many more to take. Returns the unexpired entries.
-local now = now_ms()
-if ARGV[1] ~= '' then uncount(KEYS[2], ARGV[1]) end
-local out = {}
-for _ = 1, tonumber(ARGV[2]) do
-  local entry = redis.call('LPOP', KEYS[1])
-  if not entry then break end
-  uncount(KEYS[2], channel_of(entry))
-  if stamp_of(entry) > now then out[#out + 1] = entry end
+UNCOUNT = """
+-- KEYS[1]: a process's inbox counts. ARGV: channel, n, channel, n, ... taken from its inbox.
+for i = 1, #ARGV, 2 do
+  if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
 end
-return out
+return 1
 """
-)

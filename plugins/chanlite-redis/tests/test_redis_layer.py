@@ -233,3 +233,26 @@ async def test_malformed_entries_are_logged_and_skipped(
     with caplog.at_level(logging.ERROR, logger="chanlite.layers.redis"):
         assert (await asyncio.wait_for(layer.receive("dirty"), WAIT))["type"] == "clean"
     assert "malformed" in caplog.text
+
+
+async def test_reading_frees_capacity_for_remote_senders(make_redis_layer: Any) -> None:
+    owner = await make_redis_layer(capacity=2)
+    other = await make_redis_layer(capacity=2)
+    channel = await owner.new_channel()
+    for i in range(2):
+        await other.send(channel, {"type": "fill", "i": i})
+    with pytest.raises(ChannelFull):
+        await other.send(channel, {"type": "over"})
+    for i in range(2):
+        _, message = await asyncio.wait_for(owner.receive_local(), WAIT)
+        assert message["i"] == i
+    # The owner brings the count down just after delivering, off the delivery path.
+    for _ in range(100):
+        try:
+            await other.send(channel, {"type": "room.again"})
+            break
+        except ChannelFull:
+            await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("capacity was never freed")
+    assert (await asyncio.wait_for(owner.receive_local(), WAIT))[1]["type"] == "room.again"
