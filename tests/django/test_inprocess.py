@@ -129,7 +129,17 @@ async def test_origin_allowed_by_allowed_hosts(client: TestClient, origin: str) 
 
 
 @pytest.mark.parametrize(
-    "origin", ["http://evil.example", "null", "http://testserver.evil.example", "garbage"]
+    "origin",
+    [
+        "http://evil.example",
+        "null",
+        "http://testserver.evil.example",
+        "garbage",
+        "http://[oops",
+        "http://testserver@evil.example",
+        "ftp://testserver",
+        "http://user@evil.example",
+    ],
 )
 async def test_cross_site_origin_is_rejected_with_403(client: TestClient, origin: str) -> None:
     with pytest.raises(WebSocketRejected) as info:

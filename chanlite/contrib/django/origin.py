@@ -68,20 +68,23 @@ def origin_allowed(scope: Scope) -> bool:
     origin = header(scope, b"origin")
     if origin is None:
         return True
-    origin = origin.strip().lower()
+    try:
+        return _allowed(origin.strip().lower(), scope, settings.allowed_origins)
+    except ValueError:  # an origin no URL parser accepts ("http://[oops") is not allowed
+        return False
+
+
+def _allowed(origin: str, scope: Scope, allowed_origins: Iterable[str]) -> bool:
     from django.conf import settings as django_settings
     from django.http.request import split_domain_port, validate_host
 
-    listed = [*settings.allowed_origins, *getattr(django_settings, "CSRF_TRUSTED_ORIGINS", ())]
+    listed = [*allowed_origins, *getattr(django_settings, "CSRF_TRUSTED_ORIGINS", ())]
     if _matches_listed(origin, [entry.lower() for entry in listed]):
         return True
     if origin == "null":
         return False
-    try:
-        parsed = urlsplit(origin)
-        netloc = parsed.netloc
-    except ValueError:
-        return False
+    parsed = urlsplit(origin)
+    netloc = parsed.netloc
     if parsed.scheme not in ("http", "https") or not netloc:
         return False
     hosts = allowed_hosts()
