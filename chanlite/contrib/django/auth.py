@@ -82,8 +82,11 @@ def load_session_and_user(cookie_header: str | None) -> tuple[Any, Any]:
     except Exception:
         # A malformed or tampered cookie, or a session store error: serve an anonymous
         # user with a fresh session rather than failing the request.
+        # The key itself is a credential: it never goes into the log.
         logger.warning(
-            "Could not load the session for key %r; using an anonymous user", key, exc_info=True
+            "Could not load the session from the %s cookie; using an anonymous user",
+            "given" if key else "missing",
+            exc_info=True,
         )
         return _new_session(None), _anonymous()
 
