@@ -465,3 +465,30 @@ async def test_command_help_lists_the_server_options(site: Any) -> None:
     assert proc.returncode == 0
     for option in ("--port", "--layer", "--reload", "--workers", "--ws-max-size"):
         assert option in out.decode()
+
+
+async def test_session_store_failure_is_anonymous_and_logged(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    from django.test import override_settings
+
+    with override_settings(SESSION_ENGINE="cl_testsite.broken_sessions"):
+        async with client.websocket("/ws/whoami", cookies={"sessionid": "k" * 32}) as ws:
+            data = await ws.receive_json()
+    assert data["authenticated"] is False
+    assert "Could not load the session" in caplog.text
+    assert "k" * 32 not in caplog.text  # the key is a credential
+
+
+async def test_signed_cookie_sessions(client: TestClient) -> None:
+    from django.test import override_settings
+
+    user = await run_sync(make_user)
+    with override_settings(SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies"):
+        cookie = await run_sync(session_cookie_for, user)
+        async with client.websocket("/ws/whoami", cookies={"sessionid": cookie}) as ws:
+            data = await ws.receive_json()
+        tampered = cookie[:-3] + ("AAA" if not cookie.endswith("AAA") else "BBB")
+        async with client.websocket("/ws/whoami", cookies={"sessionid": tampered}) as ws:
+            assert (await ws.receive_json())["authenticated"] is False
+    assert data["user"] == user.username and data["authenticated"] is True
