@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import codecs
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
 from websockets.datastructures import Headers as WSHeaders
@@ -21,7 +21,7 @@ from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Request
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
@@ -44,6 +44,14 @@ def deflate_factory() -> ServerExtensionFactory:
 
 
 class _ServerProtocol(ServerProtocol):
+    def parse(self) -> Generator[None]:
+        # The handshake request was already parsed by httptools and is handed to accept();
+        # parsing it again would cost time and keep a second copy alive for the life of
+        # the connection. Bytes that arrive before the answer wait in the reader.
+        while self.state is CONNECTING:
+            yield
+        yield from Protocol.parse(self)
+
     def recv_frame(self, frame: Frame) -> None:
         if frame.opcode is Opcode.CLOSE and self.current_size is not None:
             # RFC 6455 5.4 lets control frames arrive between the fragments of a message,
@@ -51,14 +59,6 @@ class _ServerProtocol(ServerProtocol):
             # normally instead of failing with 1002 (Autobahn case 7.1.5).
             self.current_size = None
         super().recv_frame(frame)
-
-
-def handshake_bytes(method: str, target: bytes, headers: Headers) -> bytes:
-    """Rebuild the request head already parsed by httptools for ``ServerProtocol``."""
-    lines = [b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target)]
-    lines.extend(b"%s: %s\r\n" % (name, value) for name, value in headers)
-    lines.append(b"\r\n")
-    return b"".join(lines)
 
 
 class WebSocketProtocol:
@@ -77,7 +77,6 @@ class WebSocketProtocol:
         "ping_sent_at",
         "proto",
         "request",
-        "request_failed",
     )
 
     def __init__(
@@ -93,7 +92,6 @@ class WebSocketProtocol:
             select_subprotocol=self._select_subprotocol,
         )
         self.request: Request | None = None
-        self.request_failed = False
         self._parts: list[bytes] = []
         self._decoder: Any = None
         self._text = False
@@ -124,36 +122,41 @@ class WebSocketProtocol:
 
     # handshake ------------------------------------------------------------------------
 
-    def receive_handshake(self, data: bytes) -> list[Message]:
-        """Feed the upgrade request (and any bytes after it); returns frames received."""
-        self.proto.receive_data(data)
-        events = self.proto.events_received()
-        first = events.pop(0) if events else None
-        if isinstance(first, Request):
-            self.request = first
-        else:
-            self.request_failed = True
-            return []
-        return self._messages(events)
+    def receive_handshake(
+        self, method: str, target: bytes, http_version: str, headers: Headers
+    ) -> None:
+        """Take the upgrade request (already parsed by the HTTP layer)."""
+        self.request = Request(
+            target.decode("ascii", "surrogateescape"),
+            WSHeaders([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]),
+            method,
+            f"HTTP/{http_version}",
+        )
 
-    def accept(self, subprotocol: str | None, headers: Iterable[tuple[bytes, bytes]]) -> bool:
-        """Answer the handshake; False when the request was not a valid WebSocket one (a
-        4xx response was produced instead)."""
-        assert self.request is not None
+    def accept(
+        self, subprotocol: str | None, headers: Iterable[tuple[bytes, bytes]]
+    ) -> list[Message] | None:
+        """Answer the handshake. Returns the messages that arrived before the answer, or
+        None when the request was not a valid WebSocket one (a 4xx response was produced
+        instead; the caller writes it and closes)."""
+        request = self.request
+        assert request is not None
+        self.request = None
         self.proto.chanlite_subprotocol = subprotocol  # type: ignore[attr-defined]
-        response = self.proto.accept(self.request)
-        if response.status_code == 101:
-            for name, value in headers:
-                key = name.decode("latin-1")
-                if key.lower() not in ("sec-websocket-protocol", "sec-websocket-extensions"):
-                    response.headers[key] = value.decode("latin-1")
+        response = self.proto.accept(request)
+        if response.status_code != 101:
             self.proto.send_response(response)
-            return True
+            return None
+        for name, value in headers:
+            key = name.decode("latin-1")
+            if key.lower() not in ("sec-websocket-protocol", "sec-websocket-extensions"):
+                response.headers[key] = value.decode("latin-1")
         self.proto.send_response(response)
-        return False
+        return self.receive_data(b"")  # parse whatever the client sent early
 
     def reject(self) -> None:
         """Refuse the handshake with 403 (the app closed before accepting)."""
+        self.request = None
         response = self.proto.reject(403, "WebSocket connection refused.\n")
         self.proto.send_response(response)
 
@@ -161,6 +164,7 @@ class WebSocketProtocol:
         self, status: int, headers: Iterable[tuple[bytes, bytes]], date: bytes | None
     ) -> bytes:
         """Begin an ASGI ``websocket.http.response``; returns the head to write."""
+        self.request = None
         self.denial = ResponseFramer(head_request=False, keep_alive=False)
         return self.denial.head(status, headers, default_headers(date, True), None, True)
 
@@ -278,7 +282,3 @@ class WebSocketProtocol:
 
     def close_expected(self) -> bool:
         return self.proto.close_expected()
-
-
-def request_headers(headers: WSHeaders) -> Headers:
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.raw_items()]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 
 from websockets.protocol import State
 
@@ -24,7 +23,7 @@ from chanlite.server.connection import (
     logger,
 )
 from chanlite.server.http import RequestHead, ResponseError, simple_response
-from chanlite.server.websocket import WebSocketProtocol, handshake_bytes
+from chanlite.server.websocket import WebSocketProtocol
 from chanlite.types import Message, Scope
 
 OPEN = State.OPEN
@@ -65,7 +64,8 @@ class WebSocketConnection(asyncio.Protocol):
         self.transport = transport
         self.ws = WebSocketProtocol(config.ws_max_size, config.ws_per_message_deflate)
         self.scope: Scope = {}
-        self.queue: deque[Message] = deque()
+        # A list, not a deque: a deque's first block costs ~600 bytes per idle socket.
+        self.queue: list[Message] = []
         self.waiter: asyncio.Future[None] | None = None
         self.drain: asyncio.Future[None] | None = None
         self.accepted = False
@@ -101,13 +101,7 @@ class WebSocketConnection(asyncio.Protocol):
             "chanlite.frames": {"send_frame": self.send_frame},
         }
         self.scope = scope
-        messages = self.ws.receive_handshake(
-            handshake_bytes(head.method, head.target, head.headers) + trailing
-        )
-        if self.ws.request_failed:
-            self._flush()
-            self._close_transport()
-            return
+        self.ws.receive_handshake(head.method, head.target, head.http_version, head.headers)
         if state.over_limit():
             self.transport.write(simple_response(503, "Service Unavailable", state.default_headers))
             self._close_transport()
@@ -115,7 +109,8 @@ class WebSocketConnection(asyncio.Protocol):
         state.active += 1
         self.counted = True
         self.queue.append({"type": "websocket.connect"})
-        self.queue.extend(messages)
+        if trailing:
+            self.data_received(trailing)
         self.deadline = self.loop.time() + state.config.ws_handshake_timeout
         task = self.loop.create_task(self.run())
         state.tasks.add(task)
@@ -142,6 +137,10 @@ class WebSocketConnection(asyncio.Protocol):
             drain.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if not self.accepted and not self.read_paused:
+            # Nothing is parsed before the handshake is answered: buffer one read, no more.
+            self.read_paused = True
+            self.transport.pause_reading()
         messages = self.ws.receive_data(data)
         self._flush()
         if messages:
@@ -271,7 +270,7 @@ class WebSocketConnection(asyncio.Protocol):
                 return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
             self.waiter = self.loop.create_future()
             await self.waiter
-        message = self.queue.popleft()
+        message = self.queue.pop(0)
         if self.read_paused and len(self.queue) < MAX_QUEUED // 2 and not self.closed:
             self.read_paused = False
             self.transport.resume_reading()
@@ -303,12 +302,19 @@ class WebSocketConnection(asyncio.Protocol):
                 raise ClientDisconnected("the client went away during the handshake")
             self.deadline = 0.0
             headers = message.get("headers") or ()
-            if ws.accept(message.get("subprotocol"), headers):
+            early = ws.accept(message.get("subprotocol"), headers)
+            if early is not None:
                 self.accepted = True
                 interval = self.state.config.ws_ping_interval
                 self.next_ping = self.loop.time() + (interval or 0.0)
                 self._flush()
                 self._log(101)
+                if early:
+                    self.queue.extend(early)
+                    self._wake()
+                if self.read_paused and len(self.queue) < MAX_QUEUED:
+                    self.read_paused = False
+                    self.transport.resume_reading()
             else:
                 self._flush()
                 self._close_transport()

@@ -15,7 +15,7 @@ from chanlite.server.http import (
     ResponseFramer,
     Upgrade,
 )
-from chanlite.server.websocket import WebSocketProtocol, handshake_bytes
+from chanlite.server.websocket import WebSocketProtocol
 
 REQUEST = (
     b"POST /p%C3%A5th?q=1 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -95,17 +95,13 @@ def test_framer_chooses_content_length_or_chunked() -> None:
         short.body(b"abc", False)
 
 
-HANDSHAKE = handshake_bytes(
-    "GET",
-    b"/ws",
-    [
-        (b"host", b"t"),
-        (b"upgrade", b"websocket"),
-        (b"connection", b"Upgrade"),
-        (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
-        (b"sec-websocket-version", b"13"),
-    ],
-)
+HANDSHAKE = [
+    (b"host", b"t"),
+    (b"upgrade", b"websocket"),
+    (b"connection", b"Upgrade"),
+    (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+    (b"sec-websocket-version", b"13"),
+]
 
 
 def masked(opcode: Opcode, data: bytes, fin: bool = True) -> bytes:
@@ -114,8 +110,12 @@ def masked(opcode: Opcode, data: bytes, fin: bool = True) -> bytes:
 
 def test_websocket_handshake_messages_and_close() -> None:
     ws = WebSocketProtocol(max_size=100, per_message_deflate=False)
-    assert ws.receive_handshake(HANDSHAKE) == []
-    assert ws.accept(None, [(b"x-extra", b"1")])
+    ws.receive_handshake("GET", b"/ws", "1.1", HANDSHAKE)
+    early = masked(Opcode.TEXT, b"sent before the answer")
+    assert ws.receive_data(early) == []  # waits for the handshake's answer
+    assert ws.accept(None, [(b"x-extra", b"1")]) == [
+        {"type": "websocket.receive", "text": "sent before the answer"}
+    ]
     (response,) = ws.data_to_send()
     assert response.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
     assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in response
@@ -139,17 +139,25 @@ def test_websocket_handshake_messages_and_close() -> None:
 
 def test_websocket_failures() -> None:
     ws = WebSocketProtocol(max_size=10, per_message_deflate=False)
-    ws.receive_handshake(HANDSHAKE)
+    ws.receive_handshake("GET", b"/ws", "1.1", HANDSHAKE)
     ws.accept(None, [])
     ws.data_to_send()
     (message,) = ws.receive_data(masked(Opcode.TEXT, b"x" * 11))
     assert message["code"] == 1009
 
     ws = WebSocketProtocol(per_message_deflate=False)
-    ws.receive_handshake(HANDSHAKE)
+    ws.receive_handshake("GET", b"/ws", "1.1", HANDSHAKE)
     ws.accept(None, [])
     ws.data_to_send()
     (message,) = ws.receive_data(masked(Opcode.TEXT, b"\xff", fin=False))
     assert message["code"] == 1007
     close = ws.data_to_send()[0]
     assert close[0] == 0x88 and close[2:4] == b"\x03\xef"  # a close frame with code 1007
+
+
+def test_websocket_invalid_handshake_is_answered_400() -> None:
+    ws = WebSocketProtocol()
+    ws.receive_handshake("GET", b"/ws", "1.1", HANDSHAKE[:3])  # no key, no version
+    assert ws.accept(None, []) is None
+    response, eof = ws.data_to_send()
+    assert response.startswith(b"HTTP/1.1 400 ") and eof == b""
