@@ -52,6 +52,7 @@ async def _receiver(db: str, members: int, expect: int, conn: Connection) -> Non
     latencies: list[int] = []
     first = last = 0
     received = 0
+    cpu = time.process_time()
     while received < expect:
         got, message = await layer.receive_local()
         now = time.monotonic_ns()
@@ -61,7 +62,7 @@ async def _receiver(db: str, members: int, expect: int, conn: Connection) -> Non
         last = now
         latencies.append(now - message["t"])
         received += len(got) if message["type"] == "bench.count" else 1
-    conn.send((latencies, first, last, received))
+    conn.send((latencies, first, last, received, time.process_time() - cpu))
     await layer.close()
 
 
@@ -131,16 +132,19 @@ async def bench_throughput(db: str, count: int, window: int) -> None:
         await asyncio.sleep(0.3)
         numbers = iter(range(total))
         start = time.monotonic_ns()
+        cpu = time.process_time()
         await asyncio.gather(*(_send_all(layer, numbers) for _ in range(in_flight)))
         sent = time.monotonic_ns()
-        latencies, _first, last, received = conn.recv()
+        cpu = time.process_time() - cpu
+        latencies, _first, last, received, receiver_cpu = conn.recv()
         proc.join()
         await layer.close()
         print(
             f"throughput group_send, {in_flight:>3} in flight: {total} messages, "
             f"sent at {total / ((sent - start) / 1e9):,.0f}/s, "
             f"delivered at {received / ((last - start) / 1e9):,.0f}/s in the other process; "
-            f"latency {percentiles(latencies)}"
+            f"latency {percentiles(latencies)}; CPU per message: sender "
+            f"{cpu / total * 1e6:.1f} us, receiver {receiver_cpu / total * 1e6:.1f} us"
         )
 
 
@@ -189,7 +193,10 @@ async def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=10)
     args = parser.parse_args()
     only = set(args.only.split(","))
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, sqlite {_sqlite_version()}")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, sqlite {_sqlite_version()}, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("latency", "throughput", "fanout", "idle"):
             if name not in only:
@@ -203,6 +210,7 @@ async def main() -> None:
                 await bench_fanout(db, args.rounds)
             else:
                 bench_idle(db, args.idle_seconds)
+    print(f"load average at the end {os.getloadavg()[0]:.2f} (other work shares these CPUs)")
 
 
 def _sqlite_version() -> str:

@@ -180,6 +180,7 @@ class SQLiteLayer(BaseLayer):
             assert self._writer is not None
             return self._writer
         starting = self._starting = asyncio.get_running_loop().create_future()
+        watcher: Watcher | None = None
         try:
             watcher = Watcher(
                 self.path,
@@ -209,7 +210,7 @@ class SQLiteLayer(BaseLayer):
             if not starting.done():
                 starting.set_exception(exc)
                 starting.exception()  # retrieved: waiters re-raise it themselves
-            if "watcher" in locals():
+            if watcher is not None:
                 watcher.stop()
             raise
         return self._writer
