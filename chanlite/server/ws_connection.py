@@ -40,6 +40,7 @@ class WebSocketConnection(asyncio.Protocol):
         "deadline",
         "drain",
         "drops",
+        "is_open",
         "loop",
         "next_ping",
         "queue",
@@ -69,6 +70,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.drain: asyncio.Future[None] | None = None
         self.accepted = False
+        self.is_open = False
         self.closed = False
         self.counted = False
         self.read_paused = False
@@ -121,6 +123,7 @@ class WebSocketConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
         self.closed = True
+        self.is_open = False
         self.queue.extend(self.ws.connection_lost())
         self._wake()
         drain, self.drain = self.drain, None
@@ -167,11 +170,16 @@ class WebSocketConnection(asyncio.Protocol):
                 # The protocol says: half-close. A server closes the TCP connection.
                 self._close_transport()
                 return
-        if self.ws.close_expected() and not self.deadline:
+        state = self.ws.proto.state
+        # Cached for send_frame, the broadcast hot path: one attribute read per member.
+        self.is_open = state is OPEN and self.accepted and not self.closed
+        if state is State.CLOSING and not self.deadline:
+            # Our close frame is out (or theirs echoed): the peer has this long to finish.
             self.deadline = self.loop.time() + self.state.config.ws_close_timeout
 
     def _close_transport(self) -> None:
         self.closed = True
+        self.is_open = False
         if not self.transport.is_closing():
             self.transport.close()
 
@@ -183,7 +191,7 @@ class WebSocketConnection(asyncio.Protocol):
     def send_frame(self, frame: bytes) -> bool:
         """Write an encoded, unmasked, complete frame now; False (nothing written) when the
         socket is not open or its client is too far behind (the drop is counted)."""
-        if not self.accepted or self.closed or self.ws.proto.state is not OPEN:
+        if not self.is_open:
             return False
         transport = self.transport
         if transport.get_write_buffer_size() > self.state.hard_cap:
