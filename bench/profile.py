@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench  # noqa: E402
+import bench
 
 LOADS = {
     "echo": lambda port, secs: bench.wsload(
