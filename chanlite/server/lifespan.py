@@ -66,8 +66,12 @@ class Lifespan:
                 logger.debug("The application does not support lifespan: %r", exc)
             else:
                 self.failed = f"{type(exc).__name__}: {exc}"
-                if self.mode == "on" or self._startup_done.is_set():
+                if self._startup_done.is_set():
                     logger.error("Exception in lifespan", exc_info=exc)
+                else:
+                    # startup() raises LifespanError with the message; the traceback is
+                    # for --log-level debug.
+                    logger.debug("Exception in lifespan startup", exc_info=exc)
             if not isinstance(exc, Exception):
                 raise
         finally:

@@ -52,6 +52,7 @@ class Server:
         self.lifespan: Lifespan | None = None
         self._signals_received = 0
         self._port: int | None = None
+        self.announce = False  # log the address once listening (serve(); the CLI prints its own)
 
     @property
     def should_exit(self) -> bool:
@@ -97,6 +98,9 @@ class Server:
             if isinstance(name, tuple) and self._port is None:
                 self._port = int(name[1])
         self.started.set()
+        if self.announce:
+            where = config.uds or f"http://{config.host}:{self._port}"
+            logger.info("chanlite serving on %s (Ctrl+C to quit)", where)
         ticker = loop.create_task(self._tick_forever())
         try:
             await self._exit.wait()
@@ -202,6 +206,7 @@ def _make_config(app: ASGIApp, options: dict[str, Any]) -> Config:
 async def serve_async(app: ASGIApp, **options: Any) -> None:
     """Serve *app* in the running loop until SIGINT/SIGTERM (options as in :class:`Config`)."""
     server = Server(_make_config(app, options))
+    server.announce = True
     server.install_signal_handlers()
     await server.serve()
 
@@ -210,7 +215,9 @@ def serve(app: ASGIApp, **options: Any) -> None:
     """Serve *app* until SIGINT/SIGTERM; uses uvloop when it is installed."""
     config = _make_config(app, options)
     setup_logging(config)
-    run_loop(Server(config).serve_with_signals())
+    server = Server(config)
+    server.announce = True
+    run_loop(server.serve_with_signals())
 
 
 def run_loop(main: Any) -> None:

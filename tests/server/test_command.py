@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -177,3 +179,27 @@ def test_inherited_file_descriptor(served: list[Running]) -> None:
     assert wait_until_serving(running).startswith("hello ")
     code, err = running.stop()
     assert code == 0, err
+
+
+def test_blocking_serve_function() -> None:
+    code = (
+        "from chanlite.server import serve\n"
+        "from tests.server.apps import pid_app\n"
+        "serve(pid_app, port=0, access_log=False)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        match = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert match, line
+        running = Running(proc, match.group(0), [line])
+        assert wait_until_serving(running).startswith("hello ")
+        exit_code, err = running.stop(signal.SIGINT)
+        assert exit_code == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
