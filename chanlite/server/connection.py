@@ -219,6 +219,8 @@ class HTTPConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         for event in self.parser.feed(data):
             if event.__class__ is Body:
+                if not self.cycles:
+                    continue  # the request's app is done (its connection is closing)
                 cycle = self.cycles[-1]
                 cycle.body.extend(event.data)
                 if len(cycle.body) > self.state.config.high_water:
@@ -227,9 +229,10 @@ class HTTPConnection(asyncio.Protocol):
             elif event.__class__ is RequestHead:
                 self._on_head(event)
             elif event.__class__ is MessageEnd:
-                cycle = self.cycles[-1]
-                cycle.more_body = False
-                cycle.wake()
+                if self.cycles:
+                    cycle = self.cycles[-1]
+                    cycle.more_body = False
+                    cycle.wake()
             elif event.__class__ is Upgrade:
                 self._on_upgrade(event)
                 return
@@ -303,7 +306,12 @@ class HTTPConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if not cycle.framer.keep_alive or not cycle.framer.complete or self.shutting_down:
+        if (
+            not cycle.framer.keep_alive
+            or not cycle.framer.complete
+            or cycle.more_body  # the app answered without reading the whole body
+            or self.shutting_down
+        ):
             transport.close()
             return
         if self.cycles:
@@ -492,6 +500,10 @@ class RequestCycle:
             try:
                 if not self.head_written:
                     self.head_written = True
+                    if self.more_body:
+                        # Unread request body: the connection closes after this response
+                        # rather than read and discard the rest.
+                        self.framer.keep_alive = False
                     status, headers = self.response_headers
                     head = self.framer.head(
                         status,
@@ -531,6 +543,8 @@ class RequestCycle:
         if transport is None or transport.is_closing():
             return
         self.head_written = True
+        if self.more_body:
+            self.framer.keep_alive = False
         status, headers = self.response_headers
         try:
             head = self.framer.head(

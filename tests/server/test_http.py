@@ -274,3 +274,24 @@ async def test_streaming_response_sends_headers_before_the_first_chunk() -> None
         go.set()
         assert await client.read_raw(timeout=2) == b"9\r\ndata: 1\n\n\r\n0\r\n\r\n"
         await client.close()
+
+
+async def test_response_without_reading_a_large_body_closes_cleanly() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 413, "headers": []})
+        await send({"type": "http.response.body", "body": b"too big"})
+
+    async with running(app, lifespan="off") as server:
+        client = await RawClient.connect(server.bound_port or 0)
+        await client.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n")
+        await client.send(b"x" * 100000)
+        response = await client.read_response()
+        assert response.status == 413 and response.headers[b"connection"] == b"close"
+        await client.wait_closed()
+        other = await RawClient.connect(server.bound_port or 0)
+        await other.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok")
+        response = await other.read_response()
+        assert response.status == 413 and b"connection" not in response.headers
+        await other.close()
