@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -38,16 +39,26 @@ class RedisServer:
         self.directory = directory
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.tls: tuple[Path, Path] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, *extra: str) -> None:
+    def start(self, *extra: str, tls: tuple[Path, Path] | None = None) -> None:
+        """Start (again) on the same port; with *tls* (cert, key) it speaks only TLS."""
+        self.tls = tls
+        ports = ["--port", str(self.port)]
+        if tls is not None:
+            ports = [
+                "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(tls[0]), "--tls-key-file", str(tls[1]),
+                "--tls-ca-cert-file", str(tls[0]), "--tls-auth-clients", "no",
+            ]  # fmt: skip
         self.process = subprocess.Popen(
             [
                 self.binary,
-                "--port", str(self.port),
+                *ports,
                 "--bind", "127.0.0.1",
                 "--dir", str(self.directory),
                 "--save", "",
@@ -65,14 +76,23 @@ class RedisServer:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
                 pytest.fail(f"redis-server exited at start: {err}", pytrace=False)
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):
-                        return
+                if self._answers():
+                    return
             except OSError:
                 pass
             time.sleep(0.02)
         pytest.fail(f"redis-server did not answer on port {self.port}", pytrace=False)
+
+    def _answers(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+            sock: socket.socket = raw
+            if self.tls is not None:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                sock = context.wrap_socket(raw)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
