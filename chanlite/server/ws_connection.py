@@ -245,7 +245,10 @@ class WebSocketConnection(asyncio.Protocol):
         try:
             await self.state.app(self.scope, self.receive, self.send)
         except BaseException as exc:
-            if not isinstance(exc, asyncio.CancelledError):
+            if isinstance(exc, ClientDisconnected):
+                # The client left while the app was sending: not an application bug.
+                logger.debug("WebSocket client disconnected: %s", exc)
+            elif not isinstance(exc, asyncio.CancelledError):
                 logger.error("Exception in ASGI application", exc_info=exc)
             if not self.closed:
                 if not self.accepted and self.ws.denial is None:
