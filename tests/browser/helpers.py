@@ -11,11 +11,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Playwright
+from playwright.sync_api import Browser, Page, Playwright
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHANLITE_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -198,3 +199,18 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(10)
+
+
+@contextlib.contextmanager
+def artifacts_on_failure(
+    folder: Path, pages: dict[str, Page], server: ChanliteServer
+) -> Iterator[None]:
+    """On failure, screenshot every page into *folder* and show the server's last lines."""
+    try:
+        yield
+    except BaseException:
+        for name, page in pages.items():
+            with contextlib.suppress(Exception):  # the page may be what broke
+                page.screenshot(path=str(folder / f"failure-{name}.png"))
+        print(f"\nfailure screenshots and server.log in {folder}\n{server.tail()}")
+        raise
