@@ -123,6 +123,8 @@ class Dispatcher:
     async def stop(self) -> None:
         """Stop the reader task."""
         task, self._task = self._task, None
+        # The next layer (an App served again) has a new client_id: names must follow it.
+        self._prefix = None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -173,3 +173,14 @@ async def test_fast_path_writes_encoded_frame_once() -> None:
     assert written == [b"\x81\x04fast", b"\x81\x04fast"]
     assert written[0] is written[1]  # the very same bytes object: encoded once
     assert app.stats.broadcast_frames == 2
+
+
+async def test_app_served_twice_gets_events_both_times() -> None:
+    # Each lifespan closes the layer; the next one builds a new layer with a new client_id.
+    app = feed_app()
+    for round_ in range(2):
+        async with TestClient(app) as client:
+            async with client.websocket("/feed/again") as ws:
+                await ws.receive_json()
+                await app.group_send("again", {"type": "count", "n": round_})
+                assert (await ws.receive_json())["n"] == round_
