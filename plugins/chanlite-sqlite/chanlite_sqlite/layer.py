@@ -17,7 +17,9 @@ Code without an event loop can use :meth:`SQLiteLayer.sync_send` and friends
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import secrets
 import threading
 import time
 from collections import deque
@@ -145,6 +147,22 @@ class SQLiteLayer(BaseLayer):
         self._plain: dict[str, _PlainQueue] = {}
         self._plain_loop: asyncio.AbstractEventLoop | None = None
         self._sync: SyncSender | None = None
+        self._pid = os.getpid()
+
+    def _after_fork(self) -> None:
+        # A layer made before a fork (a pre-fork server importing the app) must not share
+        # its client_id with its siblings: each process gets its own, before first use.
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._sync = None  # an sqlite3 connection must not cross a fork
+        if self._writer is None:
+            self.client_id = secrets.token_hex(6)
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """A new channel name local to this process (received through ``receive_local``)."""
+        self._after_fork()
+        return await super().new_channel(prefix)
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteLayer:
@@ -173,6 +191,7 @@ class SQLiteLayer(BaseLayer):
     async def _start(self) -> Writer:
         if self._writer is not None:
             return self._writer
+        self._after_fork()
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
         if self._starting is not None:
@@ -486,6 +505,7 @@ class SQLiteLayer(BaseLayer):
     # -- sync API -----------------------------------------------------------------------------
 
     def _sync_sender(self) -> SyncSender:
+        self._after_fork()
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
         sender = self._sync

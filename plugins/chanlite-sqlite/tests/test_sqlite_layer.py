@@ -120,3 +120,28 @@ async def test_drops_for_local_members_are_counted_where_they_live(tmp_path: Pat
     finally:
         await sender.close()
         await holder.close()
+
+
+def test_a_layer_made_before_fork_gets_a_client_id_per_process(tmp_path: Path) -> None:
+    import multiprocessing
+
+    layer = SQLiteLayer(tmp_path / "fork.db")
+    context = multiprocessing.get_context("fork")
+    parent, child = context.Pipe()
+
+    def in_child() -> None:
+        async def run() -> str:
+            channel = await layer.new_channel()
+            await layer.close()
+            return channel
+
+        channel = asyncio.run(run())
+        child.send((layer.client_id, channel))
+
+    proc = context.Process(target=in_child)
+    proc.start()
+    child_id, channel = parent.recv()
+    proc.join(10)
+    assert proc.exitcode == 0
+    assert child_id != layer.client_id
+    assert SQLiteLayer.owner_of(channel) == child_id
