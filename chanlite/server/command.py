@@ -141,13 +141,15 @@ def run(target: str, **options: Any) -> None:
                 debug,
             )
     sock = _bind(config, debug)
-    _banner(config, target, app, sock)
     if config.workers > 1 or config.reload:
         from chanlite.server.workers import Supervisor
 
-        code = Supervisor(target, options, sock).run()
+        supervisor = Supervisor(target, options, sock)
+        # The banner waits until every worker listens: "serving" should mean it.
+        code = supervisor.run(on_ready=lambda: _banner(config, target, app, sock))
         _remove_uds(config)
         sys.exit(code)
+    _banner(config, target, app, sock)
     _serve_one(app, config, sock, debug)
 
 

@@ -9,6 +9,7 @@ worker(s) when a watched Python file changes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -17,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
@@ -25,7 +27,9 @@ logger = logging.getLogger("chanlite.server")
 RESTART_BACKOFF = 1.0  # seconds between restarts of a worker that dies right after starting
 
 
-def worker_main(target: str, options: dict[str, Any], sock: socket.socket) -> None:
+def worker_main(
+    target: str, options: dict[str, Any], sock: socket.socket, ready: Any = None
+) -> None:
     """The body of one worker process: load the app, serve on the shared socket."""
     from chanlite.server.command import EXIT_STARTUP_FAILED, load_app
     from chanlite.server.config import Config
@@ -41,8 +45,18 @@ def worker_main(target: str, options: dict[str, Any], sock: socket.socket) -> No
     debug = config.log_level.lower() in ("debug", "trace")
     config.app = load_app(target, config.layer, debug)
     server = Server(config)
+
+    async def main() -> None:
+        serving = asyncio.ensure_future(server.serve_with_signals([sock], (signal.SIGTERM,)))
+        started = asyncio.ensure_future(server.started.wait())
+        await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
+        if server.started.is_set() and ready is not None:
+            ready.release()
+        started.cancel()
+        await serving
+
     try:
-        run_loop(server.serve_with_signals([sock], signals=(signal.SIGTERM,)))
+        run_loop(main())
     except LifespanError as exc:
         logger.error("%s", exc)
         sys.exit(EXIT_STARTUP_FAILED)
@@ -61,11 +75,12 @@ class Supervisor:
         self.processes: list[BaseProcess] = []
         self.started_at: dict[int, float] = {}
         self._ctx = multiprocessing.get_context("spawn")
+        self.ready = self._ctx.Semaphore(0)  # released by each worker once it listens
 
     def _spawn(self) -> BaseProcess:
         process = self._ctx.Process(
             target=worker_main,
-            args=(self.target, self.options, self.sock),
+            args=(self.target, self.options, self.sock, self.ready),
             name="chanlite-worker",
         )
         process.start()
@@ -80,11 +95,25 @@ class Supervisor:
             if process.pid is not None and process.exitcode is None:
                 os.kill(process.pid, signal.SIGTERM)
 
-    def run(self) -> int:
-        """Supervise until SIGINT/SIGTERM; returns the exit status."""
+    def run(self, on_ready: Callable[[], None] | None = None) -> int:
+        """Supervise until SIGINT/SIGTERM; returns the exit status. *on_ready* is called
+        once every worker listens; a worker that dies before that ends the run (status 1,
+        or 3 when its application start-up failed)."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
         self.processes = [self._spawn() for _ in range(self.count)]
+        waiting = self.count
+        while waiting and not self.exit.is_set():
+            if self.ready.acquire(timeout=0.1):
+                waiting -= 1
+                continue
+            dead = [p for p in self.processes if p.exitcode is not None]
+            if dead:
+                self.exit.set()
+                self._stop_all()
+                return 3 if dead[0].exitcode == 3 else 1
+        if on_ready is not None and not self.exit.is_set():
+            on_ready()
         reloader = None
         if self.options.get("reload"):
             from chanlite.server.reload import Reloader

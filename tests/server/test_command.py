@@ -203,3 +203,11 @@ def test_blocking_serve_function() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_workers_report_a_failed_startup() -> None:
+    proc = chanlite(f"{APPS}:failing_startup", "--workers", "2", "--port", "0")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert "database is on fire" in err
+    assert "layer:" not in err  # no banner: nothing is serving
