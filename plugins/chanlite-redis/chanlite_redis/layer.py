@@ -28,13 +28,12 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import msgpack  # type: ignore[import-untyped]
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
@@ -199,9 +198,9 @@ class RedisLayer(BaseLayer):
         self._wakes: dict[str, _Wake] = {}
         self._inbox_task: asyncio.Task[None] | None = None
         self._clock_offset = 0.0  # server clock minus ours, in milliseconds
-        self._blmpop = True
+        self._blmpop: bool | None = None  # BLMPOP needs Redis 7; found out on first read
+        # Delivered inbox messages whose counts Redis has yet to bring down.
         self._to_uncount: Counter[str] = Counter()
-        self._uncount_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._demux = LocalDemux(self.receive_local)
@@ -392,7 +391,8 @@ class RedisLayer(BaseLayer):
 
         One blocking call takes whatever is waiting (``BLMPOP ... COUNT``, or ``BLPOP``
         before Redis 7) and the messages are delivered at once; the per-channel counts
-        that enforce capacity are brought down afterwards, off the delivery path.
+        that enforce capacity are brought down by a script pipelined in front of the
+        next blocking call, so it costs no round trip of its own.
         """
         inbox = self.keys.inbox(self.client_id)
         delay = Listener.MIN_DELAY
@@ -420,48 +420,43 @@ class RedisLayer(BaseLayer):
                     channel = self._deliver_entry(entry, now)
                     if channel is not None:
                         taken[channel] += 1
-                self._uncount(taken)
+                self._to_uncount.update(taken)
 
     async def _take_from_inbox(self, client: Redis, inbox: str) -> list[bytes]:
-        popped: Any
-        if self._blmpop:
-            try:
-                popped = await client.blmpop(
-                    INBOX_WAIT, 1, inbox, direction="LEFT", count=INBOX_BATCH
-                )
-            except ResponseError as exc:
-                if "unknown command" not in str(exc).lower():
-                    raise
-                self._blmpop = False  # Redis before 7.0
-                return []
-            return [entry for entry in popped[1] if isinstance(entry, bytes)] if popped else []
-        popped = await client.blpop([inbox], timeout=INBOX_WAIT)
-        return [popped[1]] if popped and isinstance(popped[1], bytes) else []
-
-    def _uncount(self, taken: Counter[str]) -> None:
-        if not taken:
-            return
-        self._to_uncount.update(taken)
-        if self._uncount_task is None or self._uncount_task.done():
-            self._uncount_task = asyncio.ensure_future(self._flush_uncount())
-
-    async def _flush_uncount(self) -> None:
+        """Settle the counts of what was delivered and wait for more, in one round trip."""
+        if self._blmpop is None:
+            version = str((await client.info("server")).get("redis_version", "0"))
+            await client.script_load(scripts.UNCOUNT)
+            self._blmpop = int(version.split(".")[0]) >= 7
+        taken, self._to_uncount = self._to_uncount, Counter()
+        args: list[EncodableT] = []
+        for channel, n in taken.items():
+            args += [channel, n]
         counts = self.keys.counts(self.client_id)
-        while self._to_uncount:
-            batch, self._to_uncount = self._to_uncount, Counter()
-            args: list[EncodableT] = []
-            for channel, n in batch.items():
-                args += [channel, n]
-            try:
-                await self._call("inbox", partial(self._run_uncount, counts, args))
-            except LayerError as exc:
-                # Counted again next time: too low a count beats a channel stuck "full".
-                logger.debug("%r: inbox count update failed: %s", self, exc)
-                self._to_uncount.update(batch)
-                await asyncio.sleep(Listener.MAX_DELAY)
-
-    async def _run_uncount(self, counts: str, args: list[EncodableT], client: Redis) -> Any:
-        return await self._uncount_script(keys=[counts], args=args, client=client)
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                if taken:
+                    pipe.execute_command("EVALSHA", self._uncount_script.sha, 1, counts, *args)
+                if self._blmpop:
+                    pipe.blmpop(INBOX_WAIT, 1, inbox, direction="LEFT", count=INBOX_BATCH)
+                else:
+                    pipe.blpop([inbox], timeout=INBOX_WAIT)
+                results = await pipe.execute(raise_on_error=False)
+        except BaseException:
+            # Counted again next time: too low a count beats a channel stuck "full".
+            self._to_uncount.update(taken)
+            raise
+        if taken and isinstance(results[0], NoScriptError):
+            # Redis restarted and forgot the script (this call loads it again).
+            await self._uncount_script(keys=[counts], args=args, client=client)
+        popped: Any = results[-1]
+        if isinstance(popped, Exception):
+            raise popped
+        if not popped:
+            return []
+        if self._blmpop:
+            return [entry for entry in popped[1] if isinstance(entry, bytes)]
+        return [popped[1]] if isinstance(popped[1], bytes) else []
 
     def _deliver_entry(self, entry: bytes, now: float) -> str | None:
         """Queue one inbox entry locally; returns its channel (None if unreadable).
@@ -723,9 +718,7 @@ class RedisLayer(BaseLayer):
     async def close(self) -> None:
         """Stop background tasks, drop this process's heartbeat and close connections."""
         await self._demux.close()
-        tasks = [
-            t for t in (self._inbox_task, self._heartbeat_task, self._uncount_task) if t is not None
-        ]
+        tasks = [t for t in (self._inbox_task, self._heartbeat_task) if t is not None]
         tasks.extend(self._background)
         await _cancel_all(tasks)
         if self._listener is not None:
