@@ -13,6 +13,7 @@ Results are applied after the commit, in order, through :class:`Hooks`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -25,6 +26,8 @@ import aiosqlite
 
 from chanlite.layers.base import ChannelFull
 from chanlite_sqlite.schema import describe_error
+
+logger = logging.getLogger("chanlite.layers.sqlite")
 
 MAX_BATCH = 512
 
@@ -242,12 +245,18 @@ class Writer:
                     everyone = True
                 resolve(op.future)
             elif isinstance(op, GroupSend):
-                hooks.committed_group_send(op)
+                try:
+                    hooks.committed_group_send(op)
+                except Exception:  # the message is committed; other processes have it
+                    logger.exception("Local delivery of a group message to %r failed", op.group)
                 plain.update(op.plain)
                 everyone = True
                 resolve(op.future)
             elif isinstance(op, Claim):
-                op.done(op.result)
+                try:
+                    op.done(op.result)
+                except Exception:
+                    logger.exception("Handing out messages claimed from %r failed", op.channel)
             elif not isinstance(op, Ack):
                 resolve(op.future)
         if plain:

@@ -145,3 +145,19 @@ def test_a_layer_made_before_fork_gets_a_client_id_per_process(tmp_path: Path) -
     assert proc.exitcode == 0
     assert child_id != layer.client_id
     assert SQLiteLayer.owner_of(channel) == child_id
+
+
+async def test_group_expiry_applies_to_members_in_other_processes(tmp_path: Path) -> None:
+    sender = SQLiteLayer(tmp_path / "gexp.db")
+    holder = SQLiteLayer(tmp_path / "gexp.db", group_expiry=0.3)
+    try:
+        stale, fresh = await holder.new_channel(), await holder.new_channel()
+        await holder.group_add("room", stale)
+        await asyncio.sleep(0.5)
+        await holder.group_add("room", fresh)
+        await sender.group_send("room", {"type": "hello"})
+        channels, _ = await asyncio.wait_for(holder.receive_local(), 5)
+        assert list(channels) == [fresh]
+    finally:
+        await sender.close()
+        await holder.close()
