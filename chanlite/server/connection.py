@@ -239,7 +239,7 @@ class HTTPConnection(asyncio.Protocol):
             elif event.__class__ is BadRequest:
                 self._on_bad_request(event)
                 return
-        if self.deadline_kind == IDLE and self.parser.mid_request:
+        if self.deadline_kind == IDLE and self.parser.mid_request and not self.cycles:
             # The idle wait is over; the header deadline runs from the first byte.
             self.deadline = self.loop.time() + self.state.config.timeout_request_header
             self.deadline_kind = HEADER
