@@ -43,7 +43,19 @@ def deflate_factory() -> ServerExtensionFactory:
     )
 
 
+_DEFLATE = [deflate_factory()]  # the factory only holds settings: one for every socket
+
+
 class _ServerProtocol(ServerProtocol):
+    # The subprotocol the app passed to websocket.accept, set just before accept().
+    chosen_subprotocol: str | None = None
+
+    def select_subprotocol(self, subprotocols: Sequence[Subprotocol]) -> Subprotocol | None:
+        chosen = self.chosen_subprotocol
+        if chosen is not None and chosen in subprotocols:
+            return Subprotocol(chosen)
+        return None
+
     def parse(self) -> Generator[None]:
         # The handshake request was already parsed by httptools and is handed to accept();
         # parsing it again would cost time and keep a second copy alive for the life of
@@ -65,10 +77,8 @@ class WebSocketProtocol:
     """One server-side WebSocket: handshake, messages, close, keep-alive pings."""
 
     __slots__ = (
-        "_chosen",
         "_decoder",
         "_parts",
-        "_size",
         "_text",
         "denial",
         "disconnected",
@@ -84,33 +94,19 @@ class WebSocketProtocol:
         max_size: int | None = 2**20,
         per_message_deflate: bool = True,
     ) -> None:
-        extensions = [deflate_factory()] if per_message_deflate else None
-        self._chosen: str | None = None
         self.proto = _ServerProtocol(
-            extensions=extensions,
+            extensions=_DEFLATE if per_message_deflate else None,
             max_size=max_size,
-            select_subprotocol=self._select_subprotocol,
         )
         self.request: Request | None = None
         self._parts: list[bytes] = []
         self._decoder: Any = None
         self._text = False
-        self._size = 0
         self.disconnected = False
         self.failed = False
         self.denial: ResponseFramer | None = None
         self.ping_payload: bytes | None = None
         self.ping_sent_at = 0.0
-
-    @staticmethod
-    def _select_subprotocol(
-        proto: ServerProtocol, offered: Sequence[Subprotocol]
-    ) -> Subprotocol | None:
-        # Bound to the ServerProtocol by websockets; the app's choice rides on it.
-        chosen: str | None = getattr(proto, "chanlite_subprotocol", None)
-        if chosen is not None and chosen in offered:
-            return Subprotocol(chosen)
-        return None
 
     @property
     def state(self) -> State:
@@ -142,7 +138,7 @@ class WebSocketProtocol:
         request = self.request
         assert request is not None
         self.request = None
-        self.proto.chanlite_subprotocol = subprotocol  # type: ignore[attr-defined]
+        self.proto.chosen_subprotocol = subprotocol
         response = self.proto.accept(request)
         if response.status_code != 101:
             self.proto.send_response(response)
