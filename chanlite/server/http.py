@@ -363,6 +363,8 @@ class ResponseFramer:
             self.remaining = None
         if not self.keep_alive:
             out.append(b"connection: close\r\n")
+        elif not http11:
+            out.append(b"connection: keep-alive\r\n")  # HTTP/1.0 closes unless told
         out.append(b"\r\n")
         return b"".join(out)
 

@@ -295,3 +295,13 @@ async def test_response_without_reading_a_large_body_closes_cleanly() -> None:
         response = await other.read_response()
         assert response.status == 413 and b"connection" not in response.headers
         await other.close()
+
+
+async def test_http10_keep_alive_when_asked(echo_server: Server) -> None:
+    client = await RawClient.connect(echo_server.bound_port or 0)
+    for path in (b"/a", b"/b"):
+        await client.send(b"GET " + path + b" HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        response = await client.read_response()
+        assert response.headers[b"connection"] == b"keep-alive"
+        assert response.text == f"GET {path.decode()} \n"
+    await client.close()
