@@ -26,14 +26,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import msgpack  # type: ignore[import-untyped]
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
@@ -43,8 +42,10 @@ from chanlite_redis import scripts
 from chanlite_redis.codec import Codec
 from chanlite_redis.config import Host, describe, make_pool, strip_query, url_from_hosts
 from chanlite_redis.errors import RedisUnavailable
+from chanlite_redis.inbox import Inbox
 from chanlite_redis.listener import Listener
 from chanlite_redis.local import LocalQueue
+from chanlite_redis.plain import PlainChannels
 
 logger = logging.getLogger("chanlite.layers.redis")
 
@@ -53,15 +54,6 @@ T = TypeVar("T")
 #: Width of the sender tag in front of a published group message (a client_id).
 _SENDER = 12
 _NOBODY = "-" * _SENDER
-
-#: How long one BLPOP on the inbox blocks before looping (seconds).
-INBOX_WAIT = 5
-#: How many further inbox notes one read takes after the first.
-INBOX_BATCH = 256
-#: A plain channel's wake topic stays subscribed this long after its last receiver left.
-WAKE_LINGER = 5.0
-#: A plain-channel receiver re-checks its list this often even without a wake-up.
-PLAIN_RECHECK = 1.0
 
 
 def _float(value: str) -> float:
@@ -81,28 +73,6 @@ async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
     for task in tasks:
         if not task.cancelled():
             task.exception()  # retrieved, so asyncio does not log it
-
-
-class _Wake:
-    """Receivers waiting on one plain channel, woken by its pub/sub topic."""
-
-    __slots__ = ("event", "generation", "users")
-
-    def __init__(self) -> None:
-        self.users = 0
-        self.generation = 0
-        self.event = asyncio.Event()
-
-    def bump(self) -> None:
-        self.generation += 1
-        self.event.set()
-        self.event = asyncio.Event()
-
-    async def wait(self, seen: int, timeout: float) -> None:
-        if self.generation != seen:
-            return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.event.wait(), timeout)
 
 
 class RedisLayer(BaseLayer):
@@ -191,16 +161,13 @@ class RedisLayer(BaseLayer):
         """Fresh per-loop state: connections, the local queue, local memberships."""
         self._client: Redis | None = None
         self._blocking: Redis | None = None
+        self._inbox: Inbox | None = None
         self._listener: Listener | None = None
         self._local = LocalQueue(self.expiry, self.get_capacity)
         # group -> {local channel: monotonic join time}, in join order.
         self._groups: dict[str, dict[str, float]] = {}
-        self._wakes: dict[str, _Wake] = {}
+        self._plain = PlainChannels(self)
         self._inbox_task: asyncio.Task[None] | None = None
-        self._clock_offset = 0.0  # server clock minus ours, in milliseconds
-        self._blmpop: bool | None = None  # BLMPOP needs Redis 7; found out on first read
-        # Delivered inbox messages whose counts Redis has yet to bring down.
-        self._to_uncount: Counter[str] = Counter()
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._demux = LocalDemux(self.receive_local)
@@ -307,67 +274,7 @@ class RedisLayer(BaseLayer):
         self._require_home("receive")
         if self.is_local(channel):
             return await self._demux.receive(channel)
-        return await self._receive_plain(channel)
-
-    async def _receive_plain(self, channel: str) -> Message:
-        key = self.keys.channel(channel)
-        topic = self.keys.wake_topic(channel)
-        wake = self._wakes.get(channel)
-        if wake is None:
-            wake = self._wakes[channel] = _Wake()
-        wake.users += 1
-        try:
-            # Subscribed before looking, so a send after an empty look always wakes us.
-            await self._ensure_listener().subscribe(topic)
-            while True:
-                seen = wake.generation
-                entry = await self._pop_plain(key)
-                if entry is not None:
-                    try:
-                        return self._codec.decode(memoryview(entry)[scripts.STAMP :])
-                    except ValueError as exc:
-                        logger.error("Dropped a malformed message on %r: %s", channel, exc)
-                        continue
-                await wake.wait(seen, PLAIN_RECHECK)
-        finally:
-            wake.users -= 1
-            if wake.users == 0:
-                # Stay subscribed a while: a worker loop calls receive() again at once.
-                asyncio.get_running_loop().call_later(
-                    WAKE_LINGER, self._unwatch, channel, wake, topic
-                )
-
-    def _unwatch(self, channel: str, wake: _Wake, topic: str) -> None:
-        if wake.users == 0 and self._wakes.get(channel) is wake:
-            del self._wakes[channel]
-            if self._listener is not None:
-                self._spawn(self._listener.unsubscribe(topic))
-
-    async def _pop_plain(self, key: str) -> bytes | None:
-        # The pop runs to completion even if our caller is cancelled; a message it took
-        # is then put back at the head, so a cancelled receive() loses nothing.
-        pop = asyncio.ensure_future(
-            self._call("receive", lambda c: self._pop_script(keys=[key], client=c))
-        )
-        try:
-            entry = await asyncio.shield(pop)
-        except asyncio.CancelledError:
-            pop.add_done_callback(lambda done: self._put_back(key, done))
-            raise
-        return entry if isinstance(entry, bytes) else None
-
-    def _put_back(self, key: str, pop: asyncio.Future[Any]) -> None:
-        if pop.cancelled() or pop.exception() is not None:
-            return
-        entry = pop.result()
-        if isinstance(entry, bytes):
-            ttl = self._ms(self.expiry) + 1000
-            self._spawn(
-                self._call(
-                    "receive",
-                    lambda c: self._push_back_script(keys=[key], args=[entry, ttl], client=c),
-                )
-            )
+        return await self._plain.receive(channel)
 
     async def receive_local(self) -> tuple[Sequence[str], Message]:
         """Wait for the next message for any channel made by :meth:`new_channel` here."""
@@ -376,136 +283,25 @@ class RedisLayer(BaseLayer):
         return await self._local.get()
 
     def _start_receiving(self) -> None:
+        if self._inbox is None:
+            pool = make_pool(
+                self.url, timeout=self.timeout, blocking=True, max_connections=1, **self._extra
+            )
+            self._blocking = Redis(connection_pool=pool)
+            self._inbox = Inbox(
+                keys=self.keys,
+                client_id=self.client_id,
+                codec=self._codec,
+                local=self._local,
+                blocking=self._blocking,
+                uncount=self._uncount_script,
+            )
         if self._inbox_task is None or self._inbox_task.done():
-            if self._blocking is None:
-                pool = make_pool(
-                    self.url, timeout=self.timeout, blocking=True, max_connections=1, **self._extra
-                )
-                self._blocking = Redis(connection_pool=pool)
-            self._inbox_task = asyncio.ensure_future(self._read_inbox())
+            self._inbox_task = asyncio.ensure_future(self._inbox.run())
         if self._heartbeat_task is None or self._heartbeat_task.done():
-            self._heartbeat_task = asyncio.ensure_future(self._beat())
-
-    async def _read_inbox(self) -> None:
-        """Move messages from this process's inbox in Redis to the local queue.
-
-        One blocking call takes whatever is waiting (``BLMPOP ... COUNT``, or ``BLPOP``
-        before Redis 7) and the messages are delivered at once; the per-channel counts
-        that enforce capacity are brought down by a script pipelined in front of the
-        next blocking call, so it costs no round trip of its own.
-        """
-        inbox = self.keys.inbox(self.client_id)
-        delay = Listener.MIN_DELAY
-        failing = False
-        while True:
-            await self._local.drained.wait()
-            try:
-                assert self._blocking is not None
-                entries = await self._take_from_inbox(self._blocking, inbox)
-            except (RedisError, OSError) as exc:
-                if not failing:
-                    logger.warning("%r: inbox read failed (%s); retrying", self, exc)
-                failing = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, Listener.MAX_DELAY)
-                continue
-            if failing:
-                logger.warning("%r: inbox reader reconnected", self)
-            failing = False
-            delay = Listener.MIN_DELAY
-            if entries:
-                now = self._server_now()
-                taken: Counter[str] = Counter()
-                for entry in entries:
-                    channel = self._deliver_entry(entry, now)
-                    if channel is not None:
-                        taken[channel] += 1
-                self._to_uncount.update(taken)
-
-    async def _take_from_inbox(self, client: Redis, inbox: str) -> list[bytes]:
-        """Settle the counts of what was delivered and wait for more, in one round trip."""
-        if self._blmpop is None:
-            version = str((await client.info("server")).get("redis_version", "0"))
-            await client.script_load(scripts.UNCOUNT)
-            self._blmpop = int(version.split(".")[0]) >= 7
-        taken, self._to_uncount = self._to_uncount, Counter()
-        args: list[EncodableT] = []
-        for channel, n in taken.items():
-            args += [channel, n]
-        counts = self.keys.counts(self.client_id)
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                if taken:
-                    pipe.execute_command("EVALSHA", self._uncount_script.sha, 1, counts, *args)
-                if self._blmpop:
-                    pipe.blmpop(INBOX_WAIT, 1, inbox, direction="LEFT", count=INBOX_BATCH)
-                else:
-                    pipe.blpop([inbox], timeout=INBOX_WAIT)
-                results = await pipe.execute(raise_on_error=False)
-        except BaseException:
-            # Counted again next time: too low a count beats a channel stuck "full".
-            self._to_uncount.update(taken)
-            raise
-        if taken and isinstance(results[0], NoScriptError):
-            # Redis restarted and forgot the script (this call loads it again).
-            await self._uncount_script(keys=[counts], args=args, client=client)
-        popped: Any = results[-1]
-        if isinstance(popped, Exception):
-            raise popped
-        if not popped:
-            return []
-        if self._blmpop:
-            return [entry for entry in popped[1] if isinstance(entry, bytes)]
-        return [popped[1]] if isinstance(popped[1], bytes) else []
-
-    def _deliver_entry(self, entry: bytes, now: float) -> str | None:
-        """Queue one inbox entry locally; returns its channel (None if unreadable).
-
-        Expiry is checked against *now*, the server's clock as estimated here.
-        """
-        space = entry.find(b" ", scripts.STAMP)
-        if space < 0:
-            logger.error("Dropped a malformed inbox entry for %r", self)
-            return None
-        channel = entry[scripts.STAMP : space].decode(errors="replace")
-        if int(entry[: scripts.STAMP] or 0) <= now:
-            return channel
-        try:
-            message = self._codec.decode(memoryview(entry)[space + 1 :])
-        except ValueError as exc:
-            logger.error("Dropped a malformed message for %r: %s", channel, exc)
-            return channel
-        self._local.put((channel,), message)
-        return channel
-
-    def _server_now(self) -> float:
-        """The server's clock in milliseconds, from ours and the last measured offset."""
-        return time.time() * 1000 + self._clock_offset
-
-    async def _beat(self) -> None:
-        """Keep this process's heartbeat key alive so others know its channels are read.
-
-        Also measures the offset of the server's clock from ours, used to judge the
-        expiry of an inbox entry without another round trip.
-        """
-        key = self.keys.alive(self.client_id)
-        ttl = self._ms(self.heartbeat * 3)
-
-        async def beat(client: Redis) -> None:
-            before = time.time()
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.set(key, b"1", px=ttl)
-                pipe.time()
-                _, (seconds, micros) = await pipe.execute()
-            middle = (before + time.time()) / 2
-            self._clock_offset = (seconds + micros / 1e6 - middle) * 1000
-
-        while True:
-            try:
-                await self._call("heartbeat", beat)
-            except LayerError as exc:
-                logger.debug("%r: heartbeat failed: %s", self, exc)
-            await asyncio.sleep(self.heartbeat)
+            self._heartbeat_task = asyncio.ensure_future(
+                self._inbox.beat(self._call, self.heartbeat)
+            )
 
     # -- groups ----------------------------------------------------------------------------
 
@@ -623,9 +419,7 @@ class RedisLayer(BaseLayer):
         if topic.startswith(self._group_topic_prefix):
             self._on_group_message(topic[len(self._group_topic_prefix) :], data)
         elif topic.startswith(self._wake_topic_prefix):
-            wake = self._wakes.get(topic[len(self._wake_topic_prefix) :])
-            if wake is not None:
-                wake.bump()
+            self._plain.wake(topic[len(self._wake_topic_prefix) :])
         elif topic == self.keys.ctl:
             self._on_control(data)
 
@@ -683,8 +477,7 @@ class RedisLayer(BaseLayer):
 
     def _on_reconnect(self) -> None:
         # Wake-ups may have been missed while disconnected: let plain receivers look again.
-        for wake in self._wakes.values():
-            wake.bump()
+        self._plain.wake_all()
 
     # -- lifecycle ---------------------------------------------------------------------------
 

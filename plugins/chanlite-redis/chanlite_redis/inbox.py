@@ -1,0 +1,182 @@
+"""Reading one process's inbox: the messages other processes sent to its channels.
+
+Every channel made by ``new_channel()`` names its owner, so a send from anywhere appends
+``"<expiry><channel> <payload>"`` to the owner's inbox list and bumps the channel's count
+in the owner's counts hash (the send script refuses the push at capacity). The owner
+runs one :class:`Inbox` task: one blocking call takes whatever is waiting (``BLMPOP ...
+COUNT``, or ``BLPOP`` before Redis 7) and the messages go to the local queue at once; the
+counts are brought down by a script pipelined in front of the next blocking call, so it
+costs no round trip of its own. While the local queue is long the task stops pulling, so
+a slow process leaves messages in Redis, where senders see its channels fill up.
+
+The same task's sibling, :meth:`Inbox.beat`, refreshes the process's heartbeat key, which
+tells other processes that its channels are still read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
+from redis.typing import EncodableT
+
+from chanlite.layers.base import LayerError
+from chanlite_redis import scripts
+from chanlite_redis.codec import Codec
+from chanlite_redis.listener import Listener
+from chanlite_redis.local import LocalQueue
+
+logger = logging.getLogger("chanlite.layers.redis")
+
+#: How long one blocking read of the inbox waits before looping (seconds).
+INBOX_WAIT = 5
+#: Most entries taken by one read.
+INBOX_BATCH = 256
+
+Call = Callable[[str, Callable[[Redis], Awaitable[Any]]], Awaitable[Any]]
+
+
+class Inbox:
+    """Moves a process's inbox from Redis to its local queue, and keeps it alive."""
+
+    def __init__(
+        self,
+        *,
+        keys: scripts.Keys,
+        client_id: str,
+        codec: Codec,
+        local: LocalQueue,
+        blocking: Redis,
+        uncount: AsyncScript,
+    ) -> None:
+        self._inbox = keys.inbox(client_id)
+        self._counts = keys.counts(client_id)
+        self._alive = keys.alive(client_id)
+        self._codec = codec
+        self._local = local
+        self._blocking = blocking
+        self._uncount = uncount
+        self._blmpop: bool | None = None  # BLMPOP needs Redis 7; found out on first read
+        # Delivered messages whose counts Redis has yet to bring down.
+        self._to_uncount: Counter[str] = Counter()
+        self._clock_offset = 0.0  # server clock minus ours, in milliseconds
+
+    def __repr__(self) -> str:
+        return f"<Inbox {self._inbox}>"
+
+    async def run(self) -> None:
+        """Read until cancelled, riding out connection loss with backoff."""
+        delay = Listener.MIN_DELAY
+        failing = False
+        while True:
+            await self._local.drained.wait()
+            try:
+                entries = await self._take()
+            except (RedisError, OSError) as exc:
+                if not failing:
+                    logger.warning("%r: read failed (%s); retrying", self, exc)
+                failing = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, Listener.MAX_DELAY)
+                continue
+            if failing:
+                logger.warning("%r: reconnected", self)
+            failing = False
+            delay = Listener.MIN_DELAY
+            if entries:
+                now = self._server_now()
+                for entry in entries:
+                    channel = self._deliver(entry, now)
+                    if channel is not None:
+                        self._to_uncount[channel] += 1
+
+    async def _take(self) -> list[bytes]:
+        """Settle the counts of what was delivered and wait for more, in one round trip."""
+        client = self._blocking
+        if self._blmpop is None:
+            version = str((await client.info("server")).get("redis_version", "0"))
+            await client.script_load(scripts.UNCOUNT)
+            self._blmpop = int(version.split(".")[0]) >= 7
+        taken, self._to_uncount = self._to_uncount, Counter()
+        args: list[EncodableT] = []
+        for channel, n in taken.items():
+            args += [channel, n]
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                if taken:
+                    pipe.execute_command("EVALSHA", self._uncount.sha, 1, self._counts, *args)
+                if self._blmpop:
+                    pipe.blmpop(INBOX_WAIT, 1, self._inbox, direction="LEFT", count=INBOX_BATCH)
+                else:
+                    pipe.blpop([self._inbox], timeout=INBOX_WAIT)
+                results = await pipe.execute(raise_on_error=False)
+        except BaseException:
+            # Counted again next time: too low a count beats a channel stuck "full".
+            self._to_uncount.update(taken)
+            raise
+        if taken and isinstance(results[0], NoScriptError):
+            # Redis restarted and forgot the script (this call loads it again).
+            await self._uncount(keys=[self._counts], args=args, client=client)
+        popped: Any = results[-1]
+        if isinstance(popped, Exception):
+            raise popped
+        if not popped:
+            return []
+        if self._blmpop:
+            return [entry for entry in popped[1] if isinstance(entry, bytes)]
+        return [popped[1]] if isinstance(popped[1], bytes) else []
+
+    def _deliver(self, entry: bytes, now: float) -> str | None:
+        """Queue one entry locally unless expired; returns its channel (None if unreadable).
+
+        Expiry is judged by *now*, the server's clock as estimated here, so it needs no
+        round trip of its own.
+        """
+        space = entry.find(b" ", scripts.STAMP)
+        if space < 0:
+            logger.error("%r: dropped a malformed entry", self)
+            return None
+        channel = entry[scripts.STAMP : space].decode(errors="replace")
+        if int(entry[: scripts.STAMP] or 0) <= now:
+            return channel
+        try:
+            message = self._codec.decode(memoryview(entry)[space + 1 :])
+        except ValueError as exc:
+            logger.error("Dropped a malformed message for %r: %s", channel, exc)
+            return channel
+        self._local.put((channel,), message)
+        return channel
+
+    def _server_now(self) -> float:
+        """The server's clock in milliseconds, from ours and the last measured offset."""
+        return time.time() * 1000 + self._clock_offset
+
+    async def beat(self, call: Call, every: float) -> None:
+        """Refresh the heartbeat key (TTL three beats) every *every* seconds, forever.
+
+        Also measures the offset of the server's clock from ours, for :meth:`_deliver`.
+        """
+        ttl = max(1, int(every * 3000))
+
+        async def beat(client: Redis) -> None:
+            before = time.time()
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.set(self._alive, b"1", px=ttl)
+                pipe.time()
+                _, (seconds, micros) = await pipe.execute()
+            middle = (before + time.time()) / 2
+            self._clock_offset = (seconds + micros / 1e6 - middle) * 1000
+
+        while True:
+            try:
+                await call("heartbeat", beat)
+            except LayerError as exc:
+                logger.debug("%r: heartbeat failed: %s", self, exc)
+            await asyncio.sleep(every)
