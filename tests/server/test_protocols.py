@@ -161,3 +161,45 @@ def test_websocket_invalid_handshake_is_answered_400() -> None:
     assert ws.accept(None, []) is None
     response, eof = ws.data_to_send()
     assert response.startswith(b"HTTP/1.1 400 ") and eof == b""
+
+
+def test_deflate_state_is_created_on_first_use() -> None:
+    from websockets.client import ClientProtocol
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+    from websockets.protocol import State
+    from websockets.uri import parse_uri
+
+    from chanlite.server.websocket import LazyPerMessageDeflate
+
+    ws = WebSocketProtocol()
+    offer = (b"sec-websocket-extensions", b"permessage-deflate; client_max_window_bits")
+    ws.receive_handshake("GET", b"/ws", "1.1", [*HANDSHAKE, offer])
+    ws.accept(None, [])
+    response = ws.data_to_send()[0]
+    assert b"server_max_window_bits=12" in response and b"client_max_window_bits=12" in response
+    (extension,) = ws.proto.extensions
+    assert isinstance(extension, LazyPerMessageDeflate)
+    assert "encoder" not in vars(extension) and "decoder" not in vars(extension)
+    # A client with the same settings talks to it; both directions compress.
+    client = ClientProtocol(
+        parse_uri("ws://x/"),
+        extensions=[ClientPerMessageDeflateFactory(client_max_window_bits=12)],
+        state=State.OPEN,
+    )
+    client.extensions = [
+        ClientPerMessageDeflateFactory(client_max_window_bits=12).process_response_params(
+            [("server_max_window_bits", "12"), ("client_max_window_bits", "12")], []
+        )
+    ]
+    for text in ("hello " * 50, "again " * 50):
+        client.send_text(text.encode())
+        (data,) = client.data_to_send()
+        assert data[0] & 0x40  # RSV1: compressed
+        assert ws.receive_data(data) == [{"type": "websocket.receive", "text": text}]
+        ws.send_text(text)
+        (out,) = ws.data_to_send()
+        assert out[0] & 0x40 and len(out) < len(text)
+        client.receive_data(out)
+        (frame,) = client.events_received()
+        assert isinstance(frame, Frame) and frame.data.decode() == text
+    assert "encoder" in vars(extension) and "decoder" in vars(extension)
