@@ -58,7 +58,6 @@ class Listener:
         self._batch: set[str] = set()  # subscribed together right after (re)connecting
         self._confirms: dict[str, list[asyncio.Future[None]]] = {}
         self._conn: AbstractConnection | None = None
-        self._connected = asyncio.Event()
         self._down = False  # True once a connection was lost and not yet restored
         self._failures = 0  # connection attempts that failed, ever
         self._changed = asyncio.Event()  # set (and replaced) when connected or failed
@@ -102,18 +101,16 @@ class Listener:
 
     async def _subscribe(self, topic: str, future: asyncio.Future[None]) -> None:
         if topic not in self._sent:
+            # Not connected: wait for the next attempt (made at once when between retries)
+            # and fail as soon as one fails, rather than waiting out the timeout.
+            failures = self._failures
             if self._down:
-                # Between retries: try again now rather than fail on stale news.
-                failures = self._failures
                 self._kick.set()
-                while self._conn is None and self._failures == failures:
-                    await self._changed.wait()
-                if self._conn is None:
-                    raise RedisUnavailable("Redis is unreachable; the layer is reconnecting")
-            await self._connected.wait()
+            while self._conn is None and self._failures == failures:
+                await self._changed.wait()
             conn = self._conn
             if conn is None:
-                raise RedisUnavailable("Redis connection lost while subscribing")
+                raise RedisUnavailable("Redis is unreachable; the layer is reconnecting")
             if topic not in self._sent:
                 self._sent.add(topic)
                 await conn.send_command("SUBSCRIBE", topic, check_health=False)
@@ -154,7 +151,6 @@ class Listener:
                     await conn.send_command("SUBSCRIBE", *topics, check_health=False)
                 self._conn = conn
                 self._down = False
-                self._connected.set()
                 self._announce()
                 if ever_connected:
                     self.reconnects += 1
@@ -174,7 +170,6 @@ class Listener:
                     logger.debug("Redis pub/sub connect failed: %s", exc)
             finally:
                 self._conn = None
-                self._connected.clear()
                 self._sent.clear()
                 self._confirmed.clear()
                 with contextlib.suppress(Exception):

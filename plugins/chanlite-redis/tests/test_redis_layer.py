@@ -256,3 +256,15 @@ async def test_reading_frees_capacity_for_remote_senders(make_redis_layer: Any) 
     else:
         raise AssertionError("capacity was never freed")
     assert (await asyncio.wait_for(owner.receive_local(), WAIT))[1]["type"] == "room.again"
+
+
+async def test_group_add_without_a_server_fails_clearly(make_redis_layer: Any) -> None:
+    layer = RedisLayer("redis://127.0.0.1:1/0", timeout=3)
+    try:
+        mine = await layer.new_channel()
+        with pytest.raises(RedisUnavailable):
+            await asyncio.wait_for(layer.group_add("room", mine), WAIT)
+        # Not left half-joined: a later group_send (elsewhere) would not count on it.
+        assert "room" not in layer._groups
+    finally:
+        await layer.close()
