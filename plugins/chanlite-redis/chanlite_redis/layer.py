@@ -361,8 +361,9 @@ class RedisLayer(BaseLayer):
             return
         notice = None
         if self.owner_of(channel) is not None:
-            # Its owner may hold the membership itself: tell it too.
-            notice = msgpack.packb(["discard", self.client_id, group, channel])
+            # Its owner may hold the membership itself: tell it too (this layer object
+            # too, when called from a loop other than its own).
+            notice = msgpack.packb(["discard", _NOBODY, group, channel])
 
         async def discard(client: Redis) -> None:
             async with client.pipeline(transaction=False) as pipe:
@@ -484,7 +485,9 @@ class RedisLayer(BaseLayer):
     async def flush(self) -> None:
         """Delete every key under this layer's prefix and every process's memberships."""
         pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in self.prefix) + "*"
-        notice = msgpack.packb(["flush", self.client_id])
+        home = self._is_home(asyncio.get_running_loop())
+        # This layer object clears its own memberships itself when on its own loop.
+        notice = msgpack.packb(["flush", self.client_id if home else _NOBODY])
 
         async def wipe(client: Redis) -> None:
             batch: list[Any] = []
@@ -498,7 +501,7 @@ class RedisLayer(BaseLayer):
             await client.publish(self.keys.ctl, notice)
 
         await self._call("flush", wipe)
-        if self._is_home(asyncio.get_running_loop()):
+        if home:
             self._flush_local()
 
     def _flush_local(self) -> None:
