@@ -235,16 +235,18 @@ def run_loop(main: Any) -> None:
 
 
 def setup_logging(config: Config) -> None:
-    """Log lines to stderr at the configured level (once per process)."""
+    """Set chanlite's log levels; print to stderr unless logging is configured already."""
     level = config.log_level_number
     logging.addLevelName(5, "TRACE")
     for name in ("chanlite.server", "chanlite.access", "chanlite"):
         logging.getLogger(name).setLevel(level)
-    root = logging.getLogger("chanlite")
-    if not root.handlers:
+    package = logging.getLogger("chanlite")
+    if not package.handlers and not logging.getLogger().handlers:
+        # Nobody configured logging (the command line): print to stderr ourselves. When
+        # the embedding program did, its handlers get the records instead.
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s:  %(message)s"))
-        root.addHandler(handler)
-        root.propagate = False
+        package.addHandler(handler)
+        package.propagate = False
     if not config.access_log:
         logging.getLogger("chanlite.access").setLevel(logging.WARNING)
