@@ -17,6 +17,7 @@ Code without an event loop can use :meth:`SQLiteLayer.sync_send` and friends
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
@@ -136,7 +137,7 @@ class SQLiteLayer(BaseLayer):
         self._watcher: Watcher | None = None
         self._writer: Writer | None = None
         self._db: aiosqlite.Connection | None = None
-        self._starting: asyncio.Future[None] | None = None
+        self._starting: asyncio.Task[None] | None = None
         self._closed = False
         # Messages for local channels: (expires, channels, message, ack row id).
         self._lock = threading.Lock()
@@ -189,29 +190,39 @@ class SQLiteLayer(BaseLayer):
     # -- start-up ---------------------------------------------------------------------
 
     async def _start(self) -> Writer:
-        if self._writer is not None:
-            return self._writer
+        writer = self._writer
+        if writer is not None:
+            return writer
         self._after_fork()
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
-        if self._starting is not None:
-            await asyncio.shield(self._starting)
-            assert self._writer is not None
-            return self._writer
-        starting = self._starting = asyncio.get_running_loop().create_future()
-        watcher: Watcher | None = None
+        task = self._starting
+        if task is None:
+            # A task of its own: a caller cancelled while waiting does not cancel start-up
+            # for the others.
+            task = self._starting = asyncio.get_running_loop().create_task(self._open())
         try:
-            watcher = Watcher(
-                self.path,
-                self.client_id,
-                timeout=self.timeout,
-                poll_interval=self.poll_interval,
-                heartbeat=self.heartbeat,
-                heartbeat_timeout=self.heartbeat_timeout,
-                deliver=self._deliver_incoming,
-                changed=self._remote_change,
-            )
-            watcher.start()
+            await asyncio.shield(task)
+        finally:
+            if task.done() and self._starting is task and self._writer is None:
+                self._starting = None  # failed: the next call tries again
+        assert self._writer is not None
+        return self._writer
+
+    async def _open(self) -> None:
+        watcher = Watcher(
+            self.path,
+            self.client_id,
+            timeout=self.timeout,
+            poll_interval=self.poll_interval,
+            heartbeat=self.heartbeat,
+            heartbeat_timeout=self.heartbeat_timeout,
+            deliver=self._deliver_incoming,
+            changed=self._remote_change,
+        )
+        watcher.start()
+        db: aiosqlite.Connection | None = None
+        try:
             await asyncio.wrap_future(watcher.ready)
             db = aiosqlite.connect(self.path, timeout=self.timeout, isolation_level=None)
             # A layer that is never closed (Channels never closes its layers) must not
@@ -221,18 +232,14 @@ class SQLiteLayer(BaseLayer):
                 thread.daemon = True
             await db
             await db.execute("PRAGMA synchronous=NORMAL")
-            self._watcher, self._db = watcher, db
-            self._writer = Writer(db, self.path, self.timeout, self)
-            starting.set_result(None)
-        except BaseException as exc:
-            self._starting = None
-            if not starting.done():
-                starting.set_exception(exc)
-                starting.exception()  # retrieved: waiters re-raise it themselves
-            if watcher is not None:
-                watcher.stop()
+        except BaseException:
+            watcher.stop()
+            if db is not None:
+                with contextlib.suppress(Exception):
+                    await db.close()
             raise
-        return self._writer
+        self._watcher, self._db = watcher, db
+        self._writer = Writer(db, self.path, self.timeout, self)
 
     # -- writer hooks ---------------------------------------------------------------------
 
@@ -561,6 +568,10 @@ class SQLiteLayer(BaseLayer):
         if self._closed:
             return
         self._closed = True
+        starting = self._starting
+        if starting is not None and not starting.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(starting)  # then release what it opened
         await self._demux.close()
         writer, db, watcher = self._writer, self._db, self._watcher
         self._writer = self._db = self._watcher = None

@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
 from chanlite_sqlite import codec
@@ -114,14 +114,30 @@ class Watcher(threading.Thread):
             self._conn = open_database(self.path, self.timeout)
             self._register()
         except BaseException as exc:
-            self.ready.set_exception(exc)
+            with contextlib.suppress(InvalidStateError):
+                self.ready.set_exception(exc)
             self._close()
             return
-        self.ready.set_result(None)
+        try:
+            self.ready.set_result(None)
+        except InvalidStateError:  # whoever started us stopped waiting (its loop ended)
+            self._unregister()
+            self._close()
+            return
         try:
             self._loop()
         finally:
             self._close()
+
+    def _unregister(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            remove_process(conn, self.client_id)
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            pass  # the heartbeat timeout removes it instead
 
     def _loop(self) -> None:
         next_beat = time.monotonic() + self.heartbeat

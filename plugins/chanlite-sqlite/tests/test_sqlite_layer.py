@@ -161,3 +161,25 @@ async def test_group_expiry_applies_to_members_in_other_processes(tmp_path: Path
     finally:
         await sender.close()
         await holder.close()
+
+
+async def test_a_call_cancelled_during_start_up_does_not_break_it(tmp_path: Path) -> None:
+    layer = SQLiteLayer(tmp_path / "cancel.db")
+    first = asyncio.ensure_future(layer.receive("jobs"))
+    await asyncio.sleep(0)  # start-up has begun: the reader thread is opening the file
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await layer.send("jobs", {"type": "job"})
+    assert (await asyncio.wait_for(layer.receive("jobs"), 5))["type"] == "job"
+    await layer.close()
+
+
+async def test_close_during_start_up_releases_everything(tmp_path: Path) -> None:
+    layer = SQLiteLayer(tmp_path / "early.db")
+    starting = asyncio.ensure_future(layer.group_add("g", "c"))
+    await asyncio.sleep(0)
+    await layer.close()
+    await asyncio.gather(starting, return_exceptions=True)
+    assert _query(layer.path, "SELECT count(*) FROM chanlite_processes") == [(0,)]
+    assert f"chanlite-sqlite-{layer.client_id}" not in {t.name for t in threading.enumerate()}
