@@ -23,6 +23,9 @@ class Reloader:
             debounce=200,
             raise_interrupt=False,
         )
+        # The watcher starts on the first step of the generator: take it now, so a change
+        # made right after start-up is seen (it waits at most timeout_ms).
+        next(self._changes, None)
 
     def changed(self) -> list[str]:
         """Block until a change or the poll timeout; the changed paths (may be empty)."""

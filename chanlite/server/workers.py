@@ -38,6 +38,7 @@ def worker_main(
 
     # Ctrl+C reaches the whole process group; the supervisor turns it into SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     config = Config(**options)
     setup_logging(config)
     if os.getcwd() not in sys.path:
@@ -60,6 +61,24 @@ def worker_main(
     except LifespanError as exc:
         logger.error("%s", exc)
         sys.exit(EXIT_STARTUP_FAILED)
+
+
+def _exit_with_parent() -> None:
+    """Have the kernel send SIGTERM (a graceful stop) if the supervisor dies unannounced,
+    e.g. SIGKILL, so no worker is left serving as an orphan. Linux only; elsewhere the
+    supervisor's own signal handling is all there is."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        if libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM)) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Supervisor:
@@ -101,6 +120,12 @@ class Supervisor:
         or 3 when its application start-up failed)."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
+        reloader = None
+        if self.options.get("reload"):
+            from chanlite.server.reload import Reloader
+
+            reloader = Reloader(self.options.get("reload_dirs") or [], self.exit)
+            logger.info("Watching %s for changes", ", ".join(reloader.dirs))
         self.processes = [self._spawn() for _ in range(self.count)]
         waiting = self.count
         while waiting and not self.exit.is_set():
@@ -114,12 +139,6 @@ class Supervisor:
                 return 3 if dead[0].exitcode == 3 else 1
         if on_ready is not None and not self.exit.is_set():
             on_ready()
-        reloader = None
-        if self.options.get("reload"):
-            from chanlite.server.reload import Reloader
-
-            reloader = Reloader(self.options.get("reload_dirs") or [], self.exit)
-            logger.info("Watching %s for changes", ", ".join(reloader.dirs))
         while not self.exit.is_set():
             if reloader is not None:
                 changed = reloader.changed()

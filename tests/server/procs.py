@@ -89,4 +89,8 @@ def served() -> Iterator[list[Running]]:
     for running in started:
         if running.proc.poll() is None:
             running.proc.kill()
-            running.proc.communicate(timeout=10)
+            try:
+                running.proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:  # a child still holds the pipes open
+                if running.proc.stderr is not None:
+                    running.proc.stderr.close()

@@ -211,3 +211,26 @@ def test_workers_report_a_failed_startup() -> None:
     assert proc.returncode == 3, err
     assert "database is on fire" in err
     assert "layer:" not in err  # no banner: nothing is serving
+
+
+def test_workers_stop_when_the_supervisor_is_killed(served: list[Running]) -> None:
+    running = start(f"{APPS}:pid_app", "--workers", "2", "--no-access-log")
+    served.append(running)
+    pids: set[int] = set()
+    deadline = time.monotonic() + 20
+    while len(pids) < 2 and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            pids.add(int(running.get().split()[1]))
+    assert len(pids) == 2
+    running.proc.kill()  # no chance to stop its workers
+    running.proc.wait(10)
+    deadline = time.monotonic() + 15
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        for pid in list(alive):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                alive.discard(pid)
+        time.sleep(0.1)
+    assert not alive, f"orphaned workers still running: {alive}"
