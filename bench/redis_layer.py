@@ -1,7 +1,7 @@
 """chanlite's Redis layer against channels_redis, on one local Redis server, in one run.
 
     .venv/bin/python bench/redis_layer.py [--url redis://127.0.0.1:6379/0]
-        [--pings 2000] [--messages 300] [--members 200]
+        [--pings 1000] [--messages 200] [--members 200] [--concurrency 1] [--rounds 3]
 
 Without ``--url`` it starts its own ``redis-server`` (persistence off) on a free port.
 
@@ -237,8 +237,8 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str, tempfile.TemporaryDirec
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url")
-    parser.add_argument("--pings", type=int, default=2000)
-    parser.add_argument("--messages", type=int, default=300)
+    parser.add_argument("--pings", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--members", type=int, default=200)
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--concurrency", type=int, default=1, help="concurrent senders")
