@@ -56,7 +56,7 @@ def start(*args: str, env: dict[str, str] | None = None, pass_fds: tuple[int, ..
     proc = chanlite(*args, env=env, pass_fds=pass_fds)
     assert proc.stderr is not None
     banner: list[str] = []
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 40
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line:
@@ -68,7 +68,7 @@ def start(*args: str, env: dict[str, str] | None = None, pass_fds: tuple[int, ..
             assert match, banner
             return Running(proc, match.group(0), banner)
     proc.kill()
-    raise AssertionError(f"no banner within 20 s: {banner}")
+    raise AssertionError(f"no banner within 40 s: {banner}")
 
 
 def wait_until_serving(running: Running, timeout: float = 15.0) -> str:
