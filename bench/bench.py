@@ -213,9 +213,9 @@ def wsload(mode: str, port: int, *args: str, timeout: float = 120.0) -> dict[str
     return result
 
 
-def timed(pid: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def timed(pid: int | list[int], run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run *run* and add the server's CPU use (1.0 = one core busy) over its wall time."""
-    procs = descendants(pid)
+    procs = [p for top in ([pid] if isinstance(pid, int) else pid) for p in descendants(top)]
     cpu0, t0 = {p: cpu_seconds(p, tree=False) for p in procs}, time.monotonic()
     result = run()
     elapsed = time.monotonic() - t0
@@ -392,13 +392,19 @@ def _has_plugin(module: str) -> bool:
     return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
-def _xproc_load(port: int) -> dict[str, Any]:
-    args = ["--conns", "200", "--size", "64", "--window", "4"]
+def _xproc_load(port: int, port2: int) -> dict[str, Any]:
+    args = ["--conns", "200", "--size", "64", "--window", "4", "--port2", str(port2)]
     return wsload("bcast", port, *args, "--warmup", str(WARMUP), "--duration", str(DURATION))
 
 
 def run_xproc(only: set[str] | None) -> dict[str, Any]:
-    """Broadcast to 200 subscribers spread over two worker processes sharing a layer."""
+    """Broadcast to 200 subscribers split evenly over two server processes sharing a layer.
+
+    Two single-process servers on two ports rather than ``--workers 2``: behind one shared
+    listening socket the kernel may hand every connection to the same worker, and then
+    nothing crosses a process.  wsload sends every other subscriber to the second port and
+    the publisher to the first, so half of all deliveries cross the layer.
+    """
     results: dict[str, Any] = {}
     db = OUT / "xproc.db"
     for suffix in ("", "-wal", "-shm"):
@@ -409,46 +415,48 @@ def run_xproc(only: set[str] | None) -> dict[str, Any]:
             servers.append(
                 Server(
                     "chanlite-sqlite",
-                    _chanlite("--workers", "2", "--layer", f"sqlite:///{db}"),
+                    _chanlite("--layer", f"sqlite:///{db}"),
                     pin=False,
-                    label="chanlite, 2 workers, SQLite layer",
+                    label="chanlite, SQLite layer",
                 )
             )
         if _has_plugin("chanlite_redis"):
             servers.append(
                 Server(
                     "chanlite-redis",
-                    _chanlite("--workers", "2", "--layer", redis_url),
+                    _chanlite("--layer", redis_url),
                     pin=False,
-                    label="chanlite, 2 workers, Redis layer",
+                    label="chanlite, Redis layer",
                 )
             )
         servers.append(
             Server(
                 "channels-redis-uvicorn",
-                _uvicorn("channels_app:application", "--workers", "2"),
+                _uvicorn("channels_app:application"),
                 env={"BENCH_CHANNEL_LAYER": redis_url},
                 pin=False,
-                label="Channels + uvicorn, 2 workers, channels_redis",
+                label="Channels + uvicorn, channels_redis",
             )
         )
         servers.append(
             Server(
                 "channels-redispubsub-uvicorn",
-                _uvicorn("channels_app:application", "--workers", "2"),
+                _uvicorn("channels_app:application"),
                 env={"BENCH_CHANNEL_LAYER": redis_url, "BENCH_CHANNELS_REDIS": "pubsub"},
                 pin=False,
-                label="Channels + uvicorn, 2 workers, channels_redis pub/sub",
+                label="Channels + uvicorn, channels_redis pub/sub",
             )
         )
         for server in servers:
             if only and server.name not in only:
                 continue
             SERVERS.setdefault(server.name, server)
-            port = free_port()
+            port, port2 = free_port(), free_port()
             try:
-                with running(server, port) as pid:
-                    results[server.name] = timed(pid, lambda port=port: _xproc_load(port))
+                with running(server, port) as pid, running(server, port2) as pid2:
+                    results[server.name] = timed(
+                        [pid, pid2], lambda port=port, port2=port2: _xproc_load(port, port2)
+                    )
             except Exception as exc:  # one broken server must not lose the others' numbers
                 results[server.name] = {"error": str(exc)[:300]}
             print(f"  xproc {server.name}: {_summary(results[server.name])}", flush=True)

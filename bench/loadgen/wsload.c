@@ -9,7 +9,7 @@
  *
  *   wsload echo  --port P [--path /ws/echo] [--conns 50] [--size 32] [--warmup 1] [--duration 5]
  *   wsload bcast --port P [--sub-path /ws/sub] [--pub-path /ws/pub] [--conns 200] [--size 64]
- *                [--window 4] [--pub-port P2]
+ *                [--window 4] [--pub-port P] [--port2 P2: every other subscriber to P2]
  *   wsload idle  --port P [--path /ws/echo] [--conns 5000] [--hold 60]
  *   wsload hs    --port P [--path /ws/echo] [--conns 50]
  *   wsload serve --port P            (calibration server: echo, and /ws/pub -> every /ws/sub)
@@ -52,7 +52,7 @@ typedef struct {
 
 /* ---- options ---- */
 static const char *o_host = "127.0.0.1";
-static int o_port = 0, o_pub_port = 0;
+static int o_port = 0, o_pub_port = 0, o_port2 = 0;
 static const char *o_path = "/ws/echo", *o_sub_path = "/ws/sub", *o_pub_path = "/ws/pub";
 static int o_conns = 50, o_size = -1, o_window = 4;
 static double o_warmup = 1.0, o_duration = 5.0, o_hold = 60.0, o_connect_timeout = 20.0;
@@ -445,6 +445,7 @@ static int parse_args(int argc, char **argv) {
         if (!strcmp(a, "--host")) o_host = v;
         else if (!strcmp(a, "--port")) o_port = atoi(v);
         else if (!strcmp(a, "--pub-port")) o_pub_port = atoi(v);
+        else if (!strcmp(a, "--port2")) o_port2 = atoi(v);
         else if (!strcmp(a, "--path")) o_path = v;
         else if (!strcmp(a, "--sub-path")) o_sub_path = v;
         else if (!strcmp(a, "--pub-path")) o_pub_path = v;
@@ -532,7 +533,10 @@ int main(int argc, char **argv) {
                 if (conns[i].state == ST_CONNECTING || conns[i].state == ST_UPGRADING) pending++;
             while (next < nconns && pending < max_pending) {
                 conn_t *c = &conns[next++];
-                if (open_conn(c, c->role == R_PUB ? o_pub_port : o_port) < 0) errors++;
+                /* --port2: every other connection goes to a second server process */
+                int port = c->role == R_PUB ? o_pub_port
+                           : (o_port2 && (next & 1)) ? o_port2 : o_port;
+                if (open_conn(c, port) < 0) errors++;
                 else pending++;
             }
             if (!all_open && next == nconns && pending == 0) {
