@@ -61,7 +61,8 @@ class RequestHead:
         self.method = method
         self.target = target
         self.raw_path = raw_path
-        self.path = urllib.parse.unquote(raw_path.decode("ascii", "surrogateescape"))
+        path = raw_path.decode("ascii", "surrogateescape")
+        self.path = urllib.parse.unquote(path) if b"%" in raw_path else path
         self.query = query
         self.http_version = http_version
         self.headers = headers
