@@ -1,5 +1,12 @@
-"""chanlite-sqlite."""
+"""chanlite-sqlite: a channel layer shared by every process on one machine through one file.
+
+``App(layer="sqlite:///chat.db")``, ``chanlite run --layer sqlite:///chat.db``, or as a
+Django Channels backend: ``"BACKEND": "chanlite_sqlite.SQLiteLayer"``.
+"""
+
+from __future__ import annotations
 
 from chanlite_sqlite.layer import SQLiteLayer
+from chanlite_sqlite.schema import DatabaseFileError
 
-__all__ = ["SQLiteLayer"]
+__all__ = ["DatabaseFileError", "SQLiteLayer"]

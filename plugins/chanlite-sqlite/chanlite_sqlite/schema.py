@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
 
 from chanlite.layers.base import LayerError
 
@@ -68,8 +67,6 @@ CREATE INDEX chanlite_groups_owner ON chanlite_groups (owner, grp);
 
 #: ``MIGRATIONS[n]`` turns a version ``n - 1`` file into version ``n``.
 MIGRATIONS: dict[int, str] = {1: _V1}
-
-_TABLES = ("chanlite_meta", "chanlite_processes", "chanlite_messages", "chanlite_groups")
 
 
 class DatabaseFileError(LayerError):
@@ -207,6 +204,3 @@ def open_database(path: str, timeout: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
-
-
-OnConnection = Callable[[sqlite3.Connection], None]
