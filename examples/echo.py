@@ -1,7 +1,7 @@
 """The smallest chanlite app: a WebSocket echo.
 
-    chanlite run examples/echo.py:app
-    # then, from Python: websockets.connect("ws://127.0.0.1:8000/ws")
+chanlite run examples/echo.py:app
+# then, from Python: websockets.connect("ws://127.0.0.1:8000/ws")
 """
 
 from chanlite import App, WebSocket

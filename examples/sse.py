@@ -1,8 +1,8 @@
 """Server-sent events fed by the channel layer.
 
-    chanlite run examples/sse.py:app
-    curl -N http://127.0.0.1:8000/events           # in one terminal
-    curl -X POST -d 'hello' http://127.0.0.1:8000/publish   # in another
+chanlite run examples/sse.py:app
+curl -N http://127.0.0.1:8000/events           # in one terminal
+curl -X POST -d 'hello' http://127.0.0.1:8000/publish   # in another
 """
 
 import json

@@ -1,7 +1,7 @@
 """A background task broadcasting to a group every second, started from on_startup.
 
-    chanlite run examples/ticker.py:app
-    # connect to ws://127.0.0.1:8000/ticks and watch the counter
+chanlite run examples/ticker.py:app
+# connect to ws://127.0.0.1:8000/ticks and watch the counter
 """
 
 import asyncio
