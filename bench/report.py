@@ -227,15 +227,21 @@ def markdown(data: dict[str, Any]) -> str:
             "## The load generator's ceiling",
             "",
             "The same client (`bench/out/wsload`, one core) against its own C server on the "
-            "other core. Every Python server above stays well below these numbers, and the "
-            "client's CPU use during those runs (`client_cpu` in results.json) stays well "
-            "under one core, so the servers, not the generator, set the pace.",
+            "other core. The client's work per CPU-second is several times the best Python "
+            "server's (last two columns), and its CPU use during the servers' runs "
+            "(`client_cpu` in results.json) stays well under one core, so the servers, not "
+            "the generator, set the pace.",
             "",
-            "| scenario | rate | client CPU (cores) |",
-            "|---|---|---|",
+            "| scenario | rate | client CPU (cores) | per client CPU-s | best server per CPU-s |",
+            "|---|---|---|---|---|",
         ]
         for name, cell in calib.items():
-            lines.append(f"| {name} | {cell['rate']:,.0f}/s | {cell.get('client_cpu', 0):.2f} |")
+            cpu = float(cell.get("client_cpu") or 0)
+            own = f"{cell['rate'] / cpu:,.0f}" if cpu > 0.01 else "-"
+            cores = [per_core(c) for c in data.get("scenarios", {}).get(name, {}).values()]
+            best = max((c for c in cores if c is not None), default=None)
+            shown = f"{best:,.0f}" if best else "-"
+            lines.append(f"| {name} | {cell['rate']:,.0f}/s | {cpu:.2f} | {own} | {shown} |")
 
     layer_scripts = data.get("layer_scripts") or {}
     for name, out in layer_scripts.items():
