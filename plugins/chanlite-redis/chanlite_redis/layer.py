@@ -163,7 +163,8 @@ class RedisLayer(BaseLayer):
         self._blocking: Redis | None = None
         self._inbox: Inbox | None = None
         self._listener: Listener | None = None
-        self._local = LocalQueue(self.expiry, self.get_capacity)
+        floor = min([self.capacity, *(capacity for _, capacity in self.channel_capacity)])
+        self._local = LocalQueue(self.expiry, self.get_capacity, floor)
         # group -> {local channel: monotonic join time}, in join order.
         self._groups: dict[str, dict[str, float]] = {}
         self._plain = PlainChannels(self)

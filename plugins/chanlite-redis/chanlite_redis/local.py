@@ -2,8 +2,14 @@
 
 Everything addressed to this process's own channels ends up here: group messages heard on
 pub/sub (one entry naming every local member), direct sends made in this process, and
-direct sends from other processes pulled from the inbox. Capacity is counted per channel
-and expiry is checked at the head, as in the memory layer.
+direct sends from other processes pulled from the inbox. Expiry is checked at the head,
+as in the memory layer.
+
+Capacity is per channel, but counting every member of every group message costs
+O(members) dict updates per message. While the queue holds fewer entries than the
+smallest capacity, no channel can be full, so nothing is counted ("fast mode"); once it
+grows that long, the counts are built from the queue and kept until it has drained to
+half that length.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Sequence
 
 from chanlite.layers.base import Message
 
@@ -21,13 +27,16 @@ Entry = tuple[float, tuple[str, ...], Message]
 class LocalQueue:
     """FIFO of ``(channels, message)`` with per-channel pending counts."""
 
-    __slots__ = ("_capacity_of", "_expiry", "_items", "_pending", "_waiter", "drained")
+    __slots__ = ("_capacity_of", "_expiry", "_floor", "_items", "_pending", "_waiter", "drained")
 
-    def __init__(self, expiry: float, capacity_of: Callable[[str], int]) -> None:
+    def __init__(self, expiry: float, capacity_of: Callable[[str], int], floor: int) -> None:
+        """*floor* is the smallest capacity any channel can have."""
         self._expiry = expiry
         self._capacity_of = capacity_of
+        self._floor = max(1, floor)
         self._items: deque[Entry] = deque()
-        self._pending: dict[str, int] = {}
+        # Pending messages per channel; None in fast mode (fewer entries than _floor).
+        self._pending: dict[str, int] | None = None
         self._waiter: asyncio.Future[None] | None = None
         #: Set while the queue is short enough to pull more from the inbox.
         self.drained = asyncio.Event()
@@ -39,14 +48,19 @@ class LocalQueue:
     def has_room(self, channel: str) -> bool:
         """True if *channel* has fewer pending messages than its capacity."""
         self._expire(time.monotonic())
-        return self._pending.get(channel, 0) < self._capacity_of(channel)
+        pending = self._pending
+        if pending is None:
+            return True
+        return pending.get(channel, 0) < self._capacity_of(channel)
 
-    def split_by_room(self, channels: Iterable[str]) -> tuple[list[str], list[str]]:
+    def split_by_room(self, channels: Collection[str]) -> tuple[Sequence[str], Sequence[str]]:
         """Partition *channels* into those with room and those at capacity."""
+        pending = self._pending
+        if pending is None:
+            return tuple(channels), ()
         self._expire(time.monotonic())
         room: list[str] = []
         full: list[str] = []
-        pending = self._pending
         for channel in channels:
             if pending.get(channel, 0) < self._capacity_of(channel):
                 room.append(channel)
@@ -58,15 +72,26 @@ class LocalQueue:
         """Queue *message* for *channels* (capacity is the caller's business)."""
         if not channels:
             return
+        items = self._items
+        items.append((time.monotonic() + self._expiry, channels, message))
         pending = self._pending
-        for channel in channels:
-            pending[channel] = pending.get(channel, 0) + 1
-        self._items.append((time.monotonic() + self._expiry, channels, message))
-        if len(self._items) >= HIGH_WATER:
+        if pending is not None:
+            for channel in channels:
+                pending[channel] = pending.get(channel, 0) + 1
+        elif len(items) >= self._floor:
+            self._count_all()
+        if len(items) >= HIGH_WATER:
             self.drained.clear()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _count_all(self) -> None:
+        pending: dict[str, int] = {}
+        for _, channels, _ in self._items:
+            for channel in channels:
+                pending[channel] = pending.get(channel, 0) + 1
+        self._pending = pending
 
     async def get(self) -> tuple[tuple[str, ...], Message]:
         """Wait for the next unexpired entry."""
@@ -86,19 +111,24 @@ class LocalQueue:
     def clear(self) -> None:
         """Forget every queued message."""
         self._items.clear()
-        self._pending.clear()
+        self._pending = None
         self.drained.set()
 
     def _pop(self) -> Entry:
-        entry = self._items.popleft()
+        items = self._items
+        entry = items.popleft()
         pending = self._pending
-        for channel in entry[1]:
-            left = pending[channel] - 1
-            if left:
-                pending[channel] = left
+        if pending is not None:
+            if len(items) < self._floor // 2:
+                self._pending = None
             else:
-                del pending[channel]
-        if len(self._items) < LOW_WATER:
+                for channel in entry[1]:
+                    left = pending[channel] - 1
+                    if left:
+                        pending[channel] = left
+                    else:
+                        del pending[channel]
+        if len(items) < LOW_WATER:
             self.drained.set()
         return entry
 

@@ -268,3 +268,23 @@ async def test_group_add_without_a_server_fails_clearly(make_redis_layer: Any) -
         assert "room" not in layer._groups
     finally:
         await layer.close()
+
+
+async def test_local_capacity_holds_across_a_backlog(make_redis_layer: Any) -> None:
+    # Counting per member starts only once the queue could hold a full channel.
+    layer = await make_redis_layer(capacity=5)
+    other = await make_redis_layer(capacity=5)
+    members = [await layer.new_channel() for _ in range(50)]
+    for channel in members:
+        await layer.group_add("crowd", channel)
+    for i in range(8):
+        await layer.group_send("crowd", {"type": "n", "i": i})
+    assert layer.drops["crowd"] == 3 * 50
+    got = [await asyncio.wait_for(layer.receive_local(), WAIT) for _ in range(5)]
+    assert [message["i"] for _, message in got] == [0, 1, 2, 3, 4]
+    assert all(len(channels) == 50 for channels, _ in got)
+    # Drained: every member has room again, for messages from other processes too.
+    await other.group_send("crowd", {"type": "n", "i": 8})
+    channels, message = await asyncio.wait_for(layer.receive_local(), WAIT)
+    assert (len(channels), message["i"]) == (50, 8)
+    assert await _nothing_arrives(layer.receive_local())
