@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright
+
+try:
+    from playwright.sync_api import Browser, Page, sync_playwright
+except ImportError as exc:  # fail loudly with the fix, not a bare ModuleNotFoundError
+    raise ImportError(
+        "The browser tests need Playwright for Python: `.venv/bin/pip install playwright` "
+        "(only the Python package: the tests drive the OS Chromium, no browser download)."
+    ) from exc
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHANLITE_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -58,20 +65,26 @@ def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]
     return done
 
 
-def launch_chromium(playwright: Playwright) -> Browser:
-    """Start the system Chromium headless; fail (never skip) with the reason if it cannot."""
+@contextlib.contextmanager
+def chromium() -> Iterator[Browser]:
+    """The system Chromium, headless; fails (never skips) with the reason if it cannot start."""
     if not Path(CHROMIUM).exists():
         pytest.fail(
             f"{CHROMIUM} is missing: the browser tests drive the OS Chromium. Install it with "
             "`make system-deps` (apt-get install -y chromium), or point CHANLITE_TEST_CHROMIUM "
             "at a Chromium binary."
         )
-    try:
-        return playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=60_000
-        )
-    except Exception as exc:
-        pytest.fail(f"Chromium ({CHROMIUM}) did not start: {type(exc).__name__}: {exc}")
+    with sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=60_000
+            )
+        except Exception as exc:
+            pytest.fail(f"Chromium ({CHROMIUM}) did not start: {type(exc).__name__}: {exc}")
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 class ChanliteServer:
