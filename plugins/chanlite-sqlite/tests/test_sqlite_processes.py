@@ -159,3 +159,32 @@ async def test_sync_sender_in_a_separate_process(db: Path, start_peer: StartPeer
         ]
     direct = await b.wait_for(lambda e: e.get("message", {}).get("type") == "direct.sync")
     assert direct["channels"] == [channel_b]
+
+
+async def test_chanlite_send_cli_reaches_groups_and_channels(
+    db: Path, start_peer: StartPeer
+) -> None:
+    peer = await start_peer()
+    channel = (await peer.call("new_channel"))["channel"]
+    await peer.call("group_add", group="room.lobby", channel=channel)
+    url = f"sqlite:///{db}"
+    for args in (
+        ["room.lobby", '{"type": "chat.message", "text": "to the group"}'],
+        ["--channel", channel, '{"type": "chat.message", "text": "to the channel"}'],
+    ):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "chanlite",
+            "send",
+            "--layer",
+            url,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()
+    for text in ("to the group", "to the channel"):
+        item = await peer.wait_for(lambda e, text=text: e.get("message", {}).get("text") == text)
+        assert item["channels"] == [channel]
