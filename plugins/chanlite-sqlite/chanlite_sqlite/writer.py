@@ -310,15 +310,18 @@ class Writer:
     async def _backlog(self, channels: Iterable[str]) -> dict[str, int]:
         """Unexpired, unconsumed messages per channel."""
         names = list(set(channels))
-        if not names:
-            return {}
-        marks = ",".join("?" * len(names))
-        rows = await self.db.execute_fetchall(
-            f"SELECT channel, count(*) FROM chanlite_messages WHERE channel IN ({marks}) "
-            "AND channel != '' AND expires > ? GROUP BY channel",
-            (*names, time.time()),
-        )
-        return {channel: count for channel, count in rows}
+        counts: dict[str, int] = {}
+        now = time.time()
+        for start in range(0, len(names), 500):  # stay far below SQLite's parameter limit
+            chunk = names[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self.db.execute_fetchall(
+                f"SELECT channel, count(*) FROM chanlite_messages WHERE channel IN ({marks}) "
+                "AND channel != '' AND expires > ? GROUP BY channel",
+                (*chunk, now),
+            )
+            counts.update((channel, count) for channel, count in rows)
+        return counts
 
     async def _sends(self, ops: list[Send]) -> None:
         counts = await self._backlog(op.channel for op in ops)

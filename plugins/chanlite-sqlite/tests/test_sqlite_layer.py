@@ -183,3 +183,14 @@ async def test_close_during_start_up_releases_everything(tmp_path: Path) -> None
     await asyncio.gather(starting, return_exceptions=True)
     assert _query(layer.path, "SELECT count(*) FROM chanlite_processes") == [(0,)]
     assert f"chanlite-sqlite-{layer.client_id}" not in {t.name for t in threading.enumerate()}
+
+
+async def test_a_group_with_many_plain_members(layer: SQLiteLayer) -> None:
+    members = [f"worker-{i}" for i in range(1200)]
+    await asyncio.gather(*(layer.group_add("crowd", member) for member in members))
+    await layer.group_send("crowd", {"type": "all.hands"})
+    rows = _query(
+        layer.path, "SELECT count(*) FROM chanlite_messages WHERE channel LIKE 'worker-%'"
+    )
+    assert rows == [(1200,)]
+    assert (await asyncio.wait_for(layer.receive("worker-1199"), 5))["type"] == "all.hands"
