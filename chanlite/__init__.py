@@ -48,14 +48,15 @@ __all__ = [
     "async_to_sync",
     "get_layer",
     "serve",
+    "serve_async",
     "sync_to_async",
 ]
 
 
 def __getattr__(name: str) -> Any:
     # The server is imported on first use: apps mounted under another server never load it.
-    if name == "serve":
-        from chanlite.server import serve
+    if name in ("serve", "serve_async"):
+        from chanlite import server
 
-        return serve
+        return getattr(server, name)
     raise AttributeError(f"module 'chanlite' has no attribute {name!r}")
