@@ -337,6 +337,7 @@ class ResponseFramer:
                     content_length = int(value)
                 except ValueError:
                     raise ResponseError(f"invalid Content-Length {value!r}") from None
+                continue  # written once, below, after the framing decision
             elif lname == b"transfer-encoding":
                 has_te = True
                 continue  # framing is the server's job

@@ -305,3 +305,29 @@ async def test_http10_keep_alive_when_asked(echo_server: Server) -> None:
         assert response.headers[b"connection"] == b"keep-alive"
         assert response.text == f"GET {path.decode()} \n"
     await client.close()
+
+
+async def test_app_content_length_is_sent_once() -> None:
+    # An app that sets Content-Length itself (as every chanlite Response does) must not
+    # get a second copy from the server: strict clients (wrk, proxies) reject duplicates.
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    async with running(app, lifespan="off") as server:
+        client = await RawClient.connect(server.bound_port or 0)
+        for _ in range(2):  # and keep-alive still works after it
+            await client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            response = await client.read_response()
+            lengths = [v for n, v in response.raw_headers if n == b"content-length"]
+            assert lengths == [b"5"]
+            assert response.body == b"hello"
+        await client.close()
