@@ -356,7 +356,7 @@ class App:
                 )
                 try:
                     await ws.send(message)
-                except (WebSocketStateError, OSError):
+                except (WebSocketDisconnect, WebSocketStateError):
                     self.stats.broadcast_dropped += 1
             return
         func = handler.events.get(kind) if handler is not None and isinstance(kind, str) else None

@@ -53,6 +53,7 @@ class WebSocket(HTTPConnection):
         "client_state",
         "close_code",
         "close_reason",
+        "frame_writer",
     )
 
     def __init__(
@@ -80,6 +81,9 @@ class WebSocket(HTTPConnection):
         #: The close code once the connection has closed (from either side), else None.
         self.close_code: int | None = None
         self.close_reason: str = ""
+        #: The server's raw frame writer (``chanlite.frames`` extension) while accepted;
+        #: looked up once at accept so a broadcast costs no dict walk per member.
+        self.frame_writer: Callable[[bytes], bool] | None = None
 
     # -- the raw ASGI exchange ---------------------------------------------------------
 
@@ -97,11 +101,9 @@ class WebSocket(HTTPConnection):
                 raise WebSocketStateError(f"Expected websocket.connect, got {kind!r}")
             self.client_state = WebSocketState.CONNECTED
         elif kind == "websocket.disconnect":
-            self.client_state = WebSocketState.DISCONNECTED
-            self.application_state = WebSocketState.DISCONNECTED
             if self.close_code is None:
-                self.close_code = message.get("code", 1005)
                 self.close_reason = message.get("reason") or ""
+            self._mark_gone(message.get("code", 1005))
         elif kind != "websocket.receive":
             raise WebSocketStateError(f"Unexpected ASGI message {kind!r} from the server")
         return message
@@ -120,6 +122,10 @@ class WebSocket(HTTPConnection):
                 await self.receive()  # consume websocket.connect
             if kind == "websocket.accept":
                 self.application_state = WebSocketState.CONNECTED
+                extensions = self.scope.get("extensions")
+                frames = extensions.get("chanlite.frames") if extensions else None
+                writer = frames.get("send_frame") if frames else None
+                self.frame_writer = writer if callable(writer) else None
             elif kind == "websocket.close":
                 self.application_state = WebSocketState.DISCONNECTED
                 self.close_code = message.get("code", 1000)
@@ -133,6 +139,7 @@ class WebSocket(HTTPConnection):
                 )
             if kind == "websocket.close":
                 self.application_state = WebSocketState.DISCONNECTED
+                self.frame_writer = None
                 self.close_code = message.get("code", 1000)
                 self.close_reason = message.get("reason") or ""
             elif kind != "websocket.send":
@@ -141,7 +148,20 @@ class WebSocket(HTTPConnection):
             raise WebSocketStateError(
                 f"Cannot send {kind!r}: the connection is closed (close code {self.close_code})."
             )
-        await self._send(message)
+        try:
+            await self._send(message)
+        except OSError:
+            # The client went away mid-send: routine, not a handler bug. End the handler
+            # the way receive() would, instead of surfacing a transport error.
+            self._mark_gone(1006)
+            raise WebSocketDisconnect(self.close_code or 1006, self.close_reason) from None
+
+    def _mark_gone(self, code: int) -> None:
+        self.client_state = WebSocketState.DISCONNECTED
+        self.application_state = WebSocketState.DISCONNECTED
+        self.frame_writer = None
+        if self.close_code is None:
+            self.close_code = code
 
     # -- handshake and close ---------------------------------------------------------
 
@@ -166,17 +186,6 @@ class WebSocket(HTTPConnection):
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection (before accept, this rejects the handshake with 403)."""
         await self.send({"type": "websocket.close", "code": code, "reason": reason})
-
-    @property
-    def frame_writer(self) -> Callable[[bytes], bool] | None:
-        """The server's raw frame writer (``chanlite.frames`` extension) once accepted."""
-        if self.application_state is not WebSocketState.CONNECTED:
-            return None
-        extensions = self.scope.get("extensions")
-        if not extensions:
-            return None
-        frames = extensions.get("chanlite.frames")
-        return frames.get("send_frame") if frames else None
 
     @property
     def accepted(self) -> bool:

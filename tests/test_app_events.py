@@ -164,7 +164,8 @@ async def test_fast_path_writes_encoded_frame_once() -> None:
             await a.receive_json()
             await b.receive_json()
             for ws in app.dispatcher.connections.values():
-                ws.scope.setdefault("extensions", {})["chanlite.frames"] = {"send_frame": writer}
+                assert isinstance(ws, WebSocket)
+                ws.frame_writer = writer  # what accept() caches from the server's extension
             await app.broadcast("f", text="fast")
             for _ in range(100):
                 if len(written) == 2:

@@ -312,3 +312,53 @@ async def test_receive_json_invalid_raises_value_error() -> None:
             await ws.send_text("nope")
             assert await ws.receive_text() == "still here"
     assert errors == ["JSONDecodeError"]
+
+
+async def test_send_to_a_gone_client_ends_the_handler_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App()
+    ended = asyncio.Event()
+    codes: list[int | None] = []
+
+    @app.websocket("/ws")
+    async def chatty(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            while True:
+                await ws.send_text("tick")
+                await asyncio.sleep(0.01)
+        finally:
+            codes.append(ws.close_code)
+            ended.set()
+
+    async with TestClient(app) as client:
+        async with client.websocket("/ws") as ws:
+            assert await ws.receive_text() == "tick"
+            await ws.close()
+        await asyncio.wait_for(ended.wait(), 5)
+    assert codes and codes[0] is not None
+    assert not [rec for rec in caplog.records if rec.levelname == "ERROR"]
+
+
+async def test_frame_writer_is_cached_at_accept_and_cleared_on_close() -> None:
+    app = App()
+    states: list[object] = []
+
+    def writer(frame: bytes) -> bool:
+        return True
+
+    @app.websocket("/ws")
+    async def probe(ws: WebSocket) -> None:
+        ws.scope["extensions"] = {"chanlite.frames": {"send_frame": writer}}
+        states.append(ws.frame_writer)
+        await ws.accept()
+        states.append(ws.frame_writer)
+        await ws.close()
+        states.append(ws.frame_writer)
+
+    async with TestClient(app) as client:
+        async with client.websocket("/ws") as ws:
+            with pytest.raises(WebSocketDisconnect):
+                await ws.receive_text()
+    assert states == [None, writer, None]
