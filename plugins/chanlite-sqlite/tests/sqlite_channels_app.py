@@ -1,6 +1,6 @@
 """A Django Channels app on the SQLite layer, run in its own process by the tests.
 
-``python channels_app.py DB_PATH`` configures Django with
+``python sqlite_channels_app.py DB_PATH`` configures Django with
 ``CHANNEL_LAYERS = {"default": {"BACKEND": "chanlite_sqlite.SQLiteLayer", ...}}``, connects
 two WebSocket clients to an ``AsyncWebsocketConsumer`` through Channels'
 ``WebsocketCommunicator`` and checks that:

@@ -1,6 +1,6 @@
 """Django Channels with ``BACKEND = "chanlite_sqlite.SQLiteLayer"``.
 
-The consumer runs in its own process (``channels_app.py``) so its Django settings cannot
+The consumer runs in its own process (``sqlite_channels_app.py``) so its Django settings cannot
 clash with other test modules; this process sends to its group from outside, as another
 worker or a management command would.
 """
@@ -16,7 +16,7 @@ from chanlite_sqlite import SQLiteLayer
 
 pytestmark = pytest.mark.timeout(60)
 
-APP = Path(__file__).with_name("channels_app.py")
+APP = Path(__file__).with_name("sqlite_channels_app.py")
 
 
 async def test_channels_consumer_group_broadcast(tmp_path: Path) -> None:

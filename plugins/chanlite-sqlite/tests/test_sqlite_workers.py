@@ -25,7 +25,7 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
         "-m",
         "chanlite",
         "run",
-        "workers_app.py:app",
+        "sqlite_workers_app.py:app",
         "--workers",
         "2",
         "--layer",
