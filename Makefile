@@ -35,8 +35,8 @@ typecheck: setup
 pytest: setup system-deps
 	$(BIN)/pytest -q -p no:cacheprovider
 
-## Set up and run everything CI runs: lint, types, the whole test suite.
-test: lint typecheck pytest
+## Set up and run everything CI runs: lint, types, the whole test suite, the Autobahn subset.
+test: lint typecheck compliance pytest
 
 compliance: setup
 	bash compliance/run.sh
