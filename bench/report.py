@@ -271,21 +271,32 @@ def chart(data: dict[str, Any]) -> None:
     servers = _servers(data)
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (scenario, (title, unit)) in zip(axes.flat, SCENARIOS.items(), strict=True):
-        names, values, colors = [], [], []
+        names, notes, colors = [], [], []
+        values: list[float] = []
         for server in servers:
             cell = _get(data, scenario, server)
             if cell is None:
                 continue
+            if scenario == "idle":
+                value, note = float(cell["kb_per_conn"]), f" {cell['kb_per_conn']:.1f}"
+            else:
+                core = per_core(cell)
+                value = core if core is not None else float(cell["rate"])
+                note = f" {value:,.0f} ({cell['rate']:,.0f} raw)"
             names.append(labels.get(server, server).replace(" + ", "\n+ "))
-            values.append(float(cell["kb_per_conn"] if scenario == "idle" else cell["rate"]))
+            values.append(value)
+            notes.append(note)
             colors.append("#d9480f" if server == HERO else "#868e96")
         ax.barh(names[::-1], values[::-1], color=colors[::-1])
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel(unit + (" (lower is better)" if scenario == "idle" else ""))
+        if scenario == "idle":
+            ax.set_xlabel(unit + " (lower is better)")
+        else:
+            ax.set_xlabel(f"{unit} per second of server CPU")
         ax.tick_params(axis="y", labelsize=8)
-        for i, v in enumerate(values[::-1]):
-            ax.text(v, i, f" {v:,.0f}" if v >= 100 else f" {v:.1f}", va="center", fontsize=8)
-        ax.margins(x=0.2)
+        for i, note in enumerate(notes[::-1]):
+            ax.text(values[::-1][i], i, note, va="center", fontsize=7)
+        ax.margins(x=0.35)
     fig.suptitle(f"chanlite vs peers, one run ({data.get('date', '')}, 2 cores, shared)")
     fig.tight_layout()
     fig.savefig(CHART, dpi=90)
