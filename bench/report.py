@@ -266,6 +266,7 @@ def chart(data: dict[str, Any]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     labels: dict[str, str] = data.get("labels", {})
     servers = _servers(data)
@@ -294,6 +295,9 @@ def chart(data: dict[str, Any]) -> None:
         else:
             ax.set_xlabel(f"{unit} per second of server CPU")
         ax.tick_params(axis="y", labelsize=8)
+        ax.xaxis.set_major_formatter(
+            FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v >= 1000 else f"{v:g}")
+        )
         for i, note in enumerate(notes[::-1]):
             ax.text(values[::-1][i], i, note, va="center", fontsize=7)
         ax.margins(x=0.35)
