@@ -39,6 +39,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-quic",
 ]
+EXPECT_TIMEOUT_MS = 15_000  # for conditions that normally hold within milliseconds
 EXAMPLE_VARIABLES = ("CHAT_LAYER", "TICKER_INTERVAL")
 BANNER_URL = re.compile(r"^\s+(http://\S+?):(\d+)\s*$", re.MULTILINE)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.browser.helpers import ChanliteServer, artifacts_on_failure, run_cli
+from tests.browser.helpers import EXPECT_TIMEOUT_MS, ChanliteServer, artifacts_on_failure, run_cli
 
-TIMEOUT_MS = 15_000
+TIMEOUT_MS = EXPECT_TIMEOUT_MS
 # The page's backoff tops out at 8 s (plus a little), so a restart is noticed within that.
 RECONNECT_MS = 25_000
 WORKER_TRIES = 12
