@@ -1,8 +1,9 @@
 """The chat example in a real headless Chromium, served by `chanlite run --workers 2`.
 
-Two users (separate browser contexts) in one room on the SQLite layer, each page most
-likely on a different worker process: messages, typing, `chanlite send` from outside,
-and a server restart the pages ride out by reconnecting.
+Two users (separate browser contexts) in one room on the SQLite layer, their pages served
+by different worker processes (one reconnects until the kernel hands it to the other
+worker): messages, typing, `chanlite send` from outside, and a server restart the pages
+ride out by reconnecting. The screenshot and the server's log stay in the test's tmp dir.
 """
 
 from __future__ import annotations
