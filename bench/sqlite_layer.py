@@ -138,6 +138,9 @@ async def bench_throughput(db: str, count: int, window: int) -> None:
         cpu = time.process_time() - cpu
         latencies, _first, last, received, receiver_cpu = conn.recv()
         proc.join()
+        if in_flight > 1:
+            await asyncio.sleep(3)  # a few heartbeats: trimming has run
+            rows, sizes = _file_state(db)
         await layer.close()
         print(
             f"throughput group_send, {in_flight:>3} in flight: {total} messages, "
@@ -146,6 +149,23 @@ async def bench_throughput(db: str, count: int, window: int) -> None:
             f"latency {percentiles(latencies)}; CPU per message: sender "
             f"{cpu / total * 1e6:.1f} us, receiver {receiver_cpu / total * 1e6:.1f} us"
         )
+        if in_flight > 1:
+            print(
+                f"size     after {total} messages and 3 s: {rows} rows left, file "
+                f"{sizes[''] / 1e6:.1f} MB + WAL {sizes['-wal'] / 1e6:.1f} MB"
+            )
+
+
+def _file_state(db: str) -> tuple[int, dict[str, int]]:
+    """Rows left in the messages table, and the sizes of the file and its WAL."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        rows = int(conn.execute("SELECT count(*) FROM chanlite_messages").fetchone()[0])
+    finally:
+        conn.close()
+    return rows, {suffix: os.path.getsize(db + suffix) for suffix in ("", "-wal")}
 
 
 async def bench_fanout(db: str, rounds: int) -> None:
