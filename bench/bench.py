@@ -657,6 +657,9 @@ def main() -> int:
                         table[name] = result
                     print(f"  {name}: {_summary(result)}", flush=True)
             save()
+    data["machine"]["load after run"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    data["machine"]["run took"] = f"{time.monotonic() - started:.0f} s"
+    save()
     print(f"done in {time.monotonic() - started:.0f} s; results in {RESULTS}", flush=True)
     return 0
 
