@@ -2,17 +2,20 @@
 
 Two users (separate browser contexts) in one room on the SQLite layer, their pages served
 by different worker processes (one reconnects until the kernel hands it to the other
-worker): messages, typing, `chanlite send` from outside, and a server restart the pages
-ride out by reconnecting. The screenshot and the server's log stay in the test's tmp dir.
+worker): messages, typing, `chanlite send` from outside, a worker killed with SIGKILL and
+a server restart, both of which the pages ride out by reconnecting. The screenshot and
+the server's log stay in the test's tmp dir.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 from tests.browser.helpers import EXPECT_TIMEOUT_MS, ChanliteServer, artifacts_on_failure, run_cli
 
@@ -42,6 +45,11 @@ def worker_of(page: Page) -> str:
 
 def last_message(page: Page) -> str:
     return page.locator('#messages li[data-kind="message"]').last.inner_text()
+
+
+def notices(page: Page, text: str) -> Locator:
+    """The page's own connection notices containing *text*."""
+    return page.locator('#messages li[data-kind="system"]', has_text=text)
 
 
 def expect_message(page: Page, nick: str, text: str, timeout: int = TIMEOUT_MS) -> None:
@@ -113,15 +121,29 @@ def test_chat_across_workers_cli_and_restart(browser: Browser, tmp_path: Path) -
         ann.screenshot(path=str(shot))
         print(f"\nscreenshot of the chat page: {shot}")
 
+        # A worker dies (kill -9): its page reconnects to a live worker, the other page does
+        # not notice, and the room works both ways (the supervisor starts a replacement).
+        os.kill(int(ann_worker), signal.SIGKILL)
+        expect(ann.locator("#status")).not_to_have_attribute(
+            "data-worker", ann_worker, timeout=RECONNECT_MS
+        )
+        worker_of(ann)
+        expect(notices(ann, "Reconnected")).to_have_count(1)
+        ann.locator("#text").fill("after a crash")
+        ann.locator("#text").press("Enter")
+        expect_message(bob, "ann", "after a crash")
+        bob.locator("#text").fill("still here")
+        bob.locator("#text").press("Enter")
+        expect_message(ann, "bob", "still here")
+        expect(notices(bob, "Connection lost")).to_have_count(0)
+
         # Stop the server: both pages notice and start retrying.
         port = server.port
         server.stop()
-        for page in (ann, bob):
+        for page, outages in ((ann, 2), (bob, 1)):
             expect(page.locator("#status")).to_have_attribute("data-state", "waiting")
             expect(page.locator("#send")).to_be_disabled()
-            expect(
-                page.locator('#messages li[data-kind="system"]', has_text="Connection lost").first
-            ).to_be_visible()
+            expect(notices(page, "Connection lost")).to_have_count(outages)
 
         # A line typed while offline waits in the field rather than vanishing.
         bob.locator("#text").fill("are we back?")
@@ -130,13 +152,11 @@ def test_chat_across_workers_cli_and_restart(browser: Browser, tmp_path: Path) -
 
         # Same port again: the pages reconnect on their own and the chat keeps working.
         server.start(port=port)
-        for page in (ann, bob):
+        for page, outages in ((ann, 2), (bob, 1)):
             expect(page.locator("#status")).to_have_attribute(
                 "data-state", "open", timeout=RECONNECT_MS
             )
-            expect(
-                page.locator('#messages li[data-kind="system"]', has_text="Reconnected").first
-            ).to_be_visible()
+            expect(notices(page, "Reconnected")).to_have_count(outages)
         bob.locator("#send").click()
         expect_message(ann, "bob", "are we back?")
         expect_message(bob, "bob", "are we back?")
