@@ -558,7 +558,14 @@ def versions() -> dict[str, str]:
         text=True,
         check=False,
     ).stdout.strip()
-    found["chanlite commit"] = rev
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "chanlite", "plugins"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.splitlines()
+    # The tree is measured as it is on disk, which may be ahead of the commit.
+    found["chanlite commit"] = rev + (f" + {len(dirty)} uncommitted file(s)" if dirty else "")
     return found
 
 
