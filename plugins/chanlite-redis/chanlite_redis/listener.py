@@ -168,6 +168,9 @@ class Listener:
                     logger.warning("Redis pub/sub connection lost (%s); reconnecting", exc)
                 else:
                     logger.debug("Redis pub/sub connect failed: %s", exc)
+            except Exception:
+                # Whatever went wrong, a fresh connection is the way back.
+                logger.exception("Unexpected error on the Redis pub/sub connection")
             finally:
                 self._conn = None
                 self._sent.clear()
