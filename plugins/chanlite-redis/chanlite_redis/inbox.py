@@ -79,7 +79,7 @@ class Inbox:
             await self._local.drained.wait()
             try:
                 entries = await self._take()
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, ValueError) as exc:
                 if not failing:
                     logger.warning("%r: read failed (%s); retrying", self, exc)
                 failing = True
@@ -140,11 +140,12 @@ class Inbox:
         round trip of its own.
         """
         space = entry.find(b" ", scripts.STAMP)
-        if space < 0:
+        stamp = entry[: scripts.STAMP]
+        if space < 0 or not stamp.isdigit():
             logger.error("%r: dropped a malformed entry", self)
             return None
         channel = entry[scripts.STAMP : space].decode(errors="replace")
-        if int(entry[: scripts.STAMP] or 0) <= now:
+        if int(stamp) <= now:
             return channel
         try:
             message = self._codec.decode(memoryview(entry)[space + 1 :])

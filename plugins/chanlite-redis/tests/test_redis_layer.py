@@ -288,3 +288,22 @@ async def test_local_capacity_holds_across_a_backlog(make_redis_layer: Any) -> N
     channels, message = await asyncio.wait_for(layer.receive_local(), WAIT)
     assert (len(channels), message["i"]) == (50, 8)
     assert await _nothing_arrives(layer.receive_local())
+
+
+async def test_garbage_in_an_inbox_is_logged_and_skipped(
+    make_redis_layer: Any, redis_server: Any, prefix: str, caplog: Any
+) -> None:
+    layer = await make_redis_layer()
+    other = await make_redis_layer()
+    mine = await layer.new_channel()
+    client = Redis.from_url(redis_server.url)
+    try:
+        inbox = f"{prefix}i:{layer.client_id}"
+        await client.rpush(inbox, b"garbage", b"9999999999999" + mine.encode() + b" \xc1")
+    finally:
+        await client.aclose()
+    with caplog.at_level(logging.ERROR, logger="chanlite.layers.redis"):
+        await other.send(mine, {"type": "fine"})
+        got, message = await asyncio.wait_for(layer.receive_local(), WAIT)
+    assert (list(got), message) == ([mine], {"type": "fine"})
+    assert "malformed" in caplog.text
