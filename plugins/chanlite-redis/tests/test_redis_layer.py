@@ -307,3 +307,29 @@ async def test_garbage_in_an_inbox_is_logged_and_skipped(
         got, message = await asyncio.wait_for(layer.receive_local(), WAIT)
     assert (list(got), message) == ([mine], {"type": "fine"})
     assert "malformed" in caplog.text
+
+
+async def test_sync_senders_from_threads(
+    make_redis_layer: Any, redis_server: Any, prefix: str
+) -> None:
+    from chanlite.sync import SyncSender
+    from chanlite.sync import close as sync_close
+
+    layer = await make_redis_layer()
+    mine = await layer.new_channel()
+    await layer.group_add("from-threads", mine)
+    sender = SyncSender(f"{redis_server.url}?prefix={prefix}")
+
+    def work(i: int) -> None:
+        sender.group_send("from-threads", {"type": "n", "i": i})
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        await asyncio.get_running_loop().run_in_executor(None, thread.join)
+    try:
+        got = sorted([(await asyncio.wait_for(layer.receive(mine), WAIT))["i"] for _ in range(4)])
+        assert got == [0, 1, 2, 3]
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, sync_close)
