@@ -89,18 +89,10 @@ class MemoryLayer(BaseLayer):
     async def receive_local(self) -> tuple[Sequence[str], Message]:
         """Wait for the next message for any channel made by :meth:`new_channel` here."""
         while True:
-            now = time.monotonic()
-            local = self._local
-            while local:
-                expires, channels, message = local.popleft()
-                for channel in channels:
-                    left = self._local_pending[channel] - 1
-                    if left:
-                        self._local_pending[channel] = left
-                    else:
-                        del self._local_pending[channel]
-                if expires > now:
-                    return channels, message
+            self._expire_local(time.monotonic())
+            if self._local:
+                _, channels, message = self._pop_local()
+                return channels, message
             waiter = self._local_waiter = asyncio.get_running_loop().create_future()
             try:
                 await waiter
@@ -142,16 +134,22 @@ class MemoryLayer(BaseLayer):
             waiter.set_result(None)
         return True
 
+    def _pop_local(self) -> tuple[float, tuple[str, ...], Message]:
+        """Take the oldest local entry off the queue and release its capacity."""
+        entry = self._local.popleft()
+        pending = self._local_pending
+        for channel in entry[1]:
+            left = pending[channel] - 1
+            if left:
+                pending[channel] = left
+            else:
+                del pending[channel]
+        return entry
+
     def _expire_local(self, now: float) -> None:
         local = self._local
         while local and local[0][0] <= now:
-            _, channels, _ = local.popleft()
-            for channel in channels:
-                left = self._local_pending[channel] - 1
-                if left:
-                    self._local_pending[channel] = left
-                else:
-                    del self._local_pending[channel]
+            self._pop_local()
 
     def _forget_if_idle(self, channel: str, queue: _Queue) -> None:
         if not queue.items and not queue.waiters and self._queues.get(channel) is queue:
