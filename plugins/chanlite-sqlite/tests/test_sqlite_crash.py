@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -92,3 +93,36 @@ async def test_group_rows_are_trimmed_once_every_reader_has_passed_them(tmp_path
         await asyncio.wait_for(trimmed(), 10)
     finally:
         await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_paused_process_is_presumed_dead_then_registers_again(tmp_path: Path) -> None:
+    db = tmp_path / "pause.db"
+    sleeper, watcher = await asyncio.gather(
+        Peer.start(db, **FAST_HEARTBEAT), Peer.start(db, **FAST_HEARTBEAT)
+    )
+    try:
+        channel = (await sleeper.call("new_channel"))["channel"]
+        await sleeper.call("group_add", group="room", channel=channel)
+        sleeper.proc.send_signal(signal.SIGSTOP)
+        try:
+
+            async def removed() -> None:
+                while _scalar(db, "SELECT count(*) FROM chanlite_groups WHERE grp = 'room'"):
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(removed(), 10)
+        finally:
+            sleeper.proc.send_signal(signal.SIGCONT)
+
+        async def back() -> None:
+            query = "SELECT count(*) FROM chanlite_processes WHERE client_id = ?"
+            while not _scalar(db, query, sleeper.client_id):
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(back(), 10)
+        # Joining again after waking works as for any process.
+        await sleeper.call("group_add", group="room", channel=channel)
+        await watcher.call("group_send", group="room", message={"type": "welcome.back"})
+        await sleeper.wait_for(lambda e: e.get("message", {}).get("type") == "welcome.back")
+    finally:
+        await asyncio.gather(sleeper.stop(), watcher.stop())
