@@ -149,6 +149,8 @@ class SQLiteLayer(BaseLayer):
         self._plain_loop: asyncio.AbstractEventLoop | None = None
         self._sync: SyncSender | None = None
         self._pid = os.getpid()
+        # (group, local channel) -> membership expiry, as this process added them.
+        self._joined: dict[tuple[str, str], float] = {}
 
     def _after_fork(self) -> None:
         # A layer made before a fork (a pre-fork server importing the app) must not share
@@ -219,6 +221,7 @@ class SQLiteLayer(BaseLayer):
             heartbeat_timeout=self.heartbeat_timeout,
             deliver=self._deliver_incoming,
             changed=self._remote_change,
+            memberships=self._own_memberships,
         )
         watcher.start()
         db: aiosqlite.Connection | None = None
@@ -488,6 +491,14 @@ class SQLiteLayer(BaseLayer):
         self.require_valid_channel_name(channel)
         writer = await self._start()
         expires = time.time() + self.group_expiry
+        if self.is_local(channel):
+            with self._lock:
+                joined = self._joined
+                joined[group, channel] = expires
+                if len(joined) % 1024 == 0:  # forget memberships that expired meanwhile
+                    now = time.time()
+                    for key in [key for key, until in joined.items() if until <= now]:
+                        del joined[key]
         await writer.call(GroupAdd(group, channel, self._owner(channel), expires, None))
 
     async def group_discard(self, group: str, channel: str) -> None:
@@ -495,7 +506,14 @@ class SQLiteLayer(BaseLayer):
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
         writer = await self._start()
+        with self._lock:
+            self._joined.pop((group, channel), None)
         await writer.call(GroupDiscard(group, channel, None))
+
+    def _own_memberships(self) -> list[tuple[str, str, float]]:
+        # Watcher thread: what to restore if this process was presumed dead.
+        with self._lock:
+            return [(group, channel, expires) for (group, channel), expires in self._joined.items()]
 
     async def group_send(self, group: str, message: Message) -> None:
         """Write *message* once for the whole group; each process delivers to its members.
@@ -560,6 +578,7 @@ class SQLiteLayer(BaseLayer):
         with self._lock:
             self._inbox.clear()
             self._pending.clear()
+            self._joined.clear()
         for queue in self._plain.values():
             queue.buffer.clear()
 

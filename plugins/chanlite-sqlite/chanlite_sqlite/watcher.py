@@ -71,6 +71,7 @@ class Watcher(threading.Thread):
         heartbeat_timeout: float,
         deliver: Deliver,
         changed: Callable[[], None],
+        memberships: Callable[[], list[tuple[str, str, float]]] = list,
     ) -> None:
         super().__init__(name=f"chanlite-sqlite-{client_id}", daemon=True)
         self.path = path
@@ -81,6 +82,7 @@ class Watcher(threading.Thread):
         self.heartbeat_timeout = heartbeat_timeout
         self._deliver = deliver
         self._changed = changed
+        self._memberships = memberships
         self.ready: Future[None] = Future()
         self.cursor = 0
         #: client_id -> UDP port of every other live process (replaced, never mutated).
@@ -294,12 +296,23 @@ class Watcher(threading.Thread):
             ).rowcount
             if not updated:
                 logger.warning(
-                    "chanlite-sqlite process %s was presumed dead (no heartbeat for %g s) and "
-                    "its group memberships were removed; registering again",
+                    "chanlite-sqlite process %s was presumed dead (no heartbeat for %g s); "
+                    "registering again and restoring its group memberships",
                     self.client_id,
                     self.heartbeat_timeout,
                 )
                 self._upsert_process(conn)
+                # Others removed our memberships with our registration: put back the
+                # ones this process made for its own channels, unexpired.
+                conn.executemany(
+                    "INSERT INTO chanlite_groups (grp, channel, owner, expires) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (grp, channel) DO NOTHING",
+                    [
+                        (group, channel, self.client_id, expires)
+                        for group, channel, expires in self._memberships()
+                        if expires > now
+                    ],
+                )
             dead = [
                 client_id
                 for (client_id,) in conn.execute(
