@@ -51,6 +51,10 @@ class Server:
         self.state: ServerState | None = None
         self.lifespan: Lifespan | None = None
         self._signals_received = 0
+        #: Whether a second SIGINT/SIGTERM forces the exit. Workers turn it off: a signal
+        #: sent to the whole process group reaches them twice (directly and forwarded by
+        #: the supervisor), and that must not skip the app's shutdown.
+        self.repeat_signal_forces = True
         self._port: int | None = None
         self.announce = False  # log the address once listening (serve(); the CLI prints its own)
 
@@ -191,6 +195,8 @@ class Server:
 
     def handle_exit(self, sig: int) -> None:
         self._signals_received += 1
+        if self._signals_received > 1 and not self.repeat_signal_forces:
+            return  # a worker: the supervisor decides when a stop is forced
         if self._signals_received > 1 or self.should_exit:
             self.force_exit = True
         self.should_exit = True

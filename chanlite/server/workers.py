@@ -46,6 +46,7 @@ def worker_main(
     debug = config.log_level.lower() in ("debug", "trace")
     config.app = load_app(target, config.layer, debug)
     server = Server(config)
+    server.repeat_signal_forces = False
 
     async def main() -> None:
         serving = asyncio.ensure_future(server.serve_with_signals([sock], (signal.SIGTERM,)))
@@ -110,9 +111,11 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals += 1
         self.exit.set()
+        # The first signal asks every worker to drain; a second one forces them out.
+        force = self.signals > 1
         for process in self.processes:
             if process.pid is not None and process.exitcode is None:
-                os.kill(process.pid, signal.SIGTERM)
+                os.kill(process.pid, signal.SIGKILL if force else signal.SIGTERM)
 
     def run(self, on_ready: Callable[[], None] | None = None) -> int:
         """Supervise until SIGINT/SIGTERM; returns the exit status. *on_ready* is called

@@ -53,3 +53,21 @@ def _chanlite_app() -> object:
 chanlite_app = _chanlite_app()
 
 not_an_app = 42
+
+
+def _shutdown_marker_app() -> object:
+    import sys
+
+    from chanlite.app import App
+
+    app = App()
+
+    @app.on_shutdown
+    async def announce() -> None:
+        await asyncio.sleep(0.3)  # long enough for a duplicate signal to land meanwhile
+        print(f"shutdown hook done {os.getpid()}", file=sys.stderr, flush=True)
+
+    return app
+
+
+shutdown_marker_app = _shutdown_marker_app()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +23,7 @@ from chanlite.server.connection import HTTPConnection
 from chanlite.server.ws_connection import MAX_QUEUED, WebSocketConnection
 from chanlite.types import Receive, Scope, Send
 from tests.server.conftest import RawClient, running
-from tests.server.procs import APPS, start
+from tests.server.procs import APPS, ROOT, start
 from tests.server.test_websocket import RawWebSocket
 
 pytestmark = pytest.mark.timeout(30)
@@ -247,3 +251,48 @@ def test_sigterm_drains_and_second_signal_forces() -> None:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_group_sigterm_to_workers_still_runs_shutdown_hooks(tmp_path: Path) -> None:
+    # `kill -TERM -PGID` (systemd, timeout(1)) reaches each worker twice: directly and
+    # forwarded by the supervisor. The duplicate must not skip the app's shutdown.
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chanlite",
+            "run",
+            f"{APPS}:shutdown_marker_app",
+            "--workers",
+            "2",
+            "--port",
+            "0",
+            "--no-access-log",
+            "--layer",
+            f"sqlite:///{tmp_path / 'l.db'}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 40
+        seen = ""
+        while "layer:" not in seen and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen += line
+        assert "layer:" in seen, seen
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert err.count("shutdown hook done") == 2, err
+        assert "CancelledError" not in err and "Exception in lifespan" not in err, err
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
