@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -34,11 +35,11 @@ import aiosqlite
 from chanlite.layers.base import BaseLayer, ChannelFull, LayerConfigError, Message
 from chanlite.layers.demux import LocalDemux
 from chanlite_sqlite import codec
+from chanlite_sqlite.plain import PlainReceivers
 from chanlite_sqlite.sync import SyncSender
 from chanlite_sqlite.watcher import Incoming, Watcher
 from chanlite_sqlite.writer import (
     Ack,
-    Claim,
     Flush,
     GroupAdd,
     GroupDiscard,
@@ -48,6 +49,8 @@ from chanlite_sqlite.writer import (
     resolve,
 )
 
+logger = logging.getLogger("chanlite.layers.sqlite")
+
 _CLIENT_ID = re.compile(r"^[0-9a-f]{12}$")
 
 
@@ -56,18 +59,6 @@ def _seconds(value: str) -> float:
     if number <= 0:
         raise ValueError("must be a positive number of seconds")
     return number
-
-
-class _PlainQueue:
-    """Receivers in this process waiting on one plain channel, and what they left over."""
-
-    __slots__ = ("buffer", "claiming", "dirty", "waiters")
-
-    def __init__(self) -> None:
-        self.buffer: deque[Message] = deque()
-        self.waiters: deque[asyncio.Future[Message]] = deque()
-        self.claiming = False
-        self.dirty = False
 
 
 class SQLiteLayer(BaseLayer):
@@ -145,8 +136,7 @@ class SQLiteLayer(BaseLayer):
         self._pending: dict[str, int] = {}
         self._inbox_waiter: asyncio.Future[None] | None = None
         self._demux = LocalDemux(self.receive_local)
-        self._plain: dict[str, _PlainQueue] = {}
-        self._plain_loop: asyncio.AbstractEventLoop | None = None
+        self._plain = PlainReceivers(lambda: self._writer)
         self._sync: SyncSender | None = None
         self._pid = os.getpid()
         # (group, local channel) -> membership expiry, as this process added them.
@@ -220,7 +210,7 @@ class SQLiteLayer(BaseLayer):
             heartbeat=self.heartbeat,
             heartbeat_timeout=self.heartbeat_timeout,
             deliver=self._deliver_incoming,
-            changed=self._remote_change,
+            changed=self._plain.remote_change,
             memberships=self._own_memberships,
         )
         watcher.start()
@@ -255,10 +245,7 @@ class SQLiteLayer(BaseLayer):
 
     def committed_plain(self, channels: set[str]) -> None:
         """Rows were just added to *channels*: local receivers claim them now."""
-        for channel in channels:
-            queue = self._plain.get(channel)
-            if queue is not None and queue.waiters:
-                self._claim(channel, queue)
+        self._plain.committed(channels)
 
     def peer_ports(self, owners: set[str] | None) -> list[int]:
         """The wake-up ports of *owners*, or of every other process for None."""
@@ -322,8 +309,14 @@ class SQLiteLayer(BaseLayer):
             else:
                 accepted.append(channel)
         if not accepted:
-            # A direct row we cannot hold stays in the file, counting against the
-            # channel, until it expires and is trimmed.
+            if ack is not None:
+                # The sender saw room in the file, but group messages fill the channel
+                # here. The row stays (counting against the channel) until it expires.
+                logger.warning(
+                    "Direct message to %r dropped: the channel is full (capacity %d)",
+                    channels[0],
+                    self.get_capacity(channels[0]),
+                )
             return False
         for channel in accepted:
             pending[channel] = pending.get(channel, 0) + 1
@@ -379,76 +372,7 @@ class SQLiteLayer(BaseLayer):
             await self._start()
             return await self._demux.receive(channel)
         await self._start()
-        queue = self._plain.get(channel)
-        if queue is None:
-            queue = self._plain[channel] = _PlainQueue()
-        if queue.buffer:
-            message = queue.buffer.popleft()
-            self._forget_if_idle(channel, queue)
-            return message
-        loop = asyncio.get_running_loop()
-        self._plain_loop = loop
-        future: asyncio.Future[Message] = loop.create_future()
-        queue.waiters.append(future)
-        self._claim(channel, queue)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                # Handed a message and cancelled before resuming: keep it for the next one.
-                queue.buffer.appendleft(future.result())
-            elif future in queue.waiters:
-                queue.waiters.remove(future)
-            raise
-        finally:
-            self._forget_if_idle(channel, queue)
-
-    def _forget_if_idle(self, channel: str, queue: _PlainQueue) -> None:
-        if (
-            not queue.buffer
-            and not queue.waiters
-            and not queue.claiming
-            and self._plain.get(channel) is queue
-        ):
-            del self._plain[channel]
-
-    def _claim(self, channel: str, queue: _PlainQueue) -> None:
-        """Claim up to one row per waiting receiver from the file."""
-        writer = self._writer
-        if writer is None:
-            return
-        if queue.claiming:
-            queue.dirty = True
-            return
-        queue.claiming, queue.dirty = True, False
-
-        def done(payloads: list[bytes]) -> None:
-            queue.claiming = False
-            for payload in payloads:
-                message = codec.decode(payload)
-                while queue.waiters and queue.waiters[0].done():
-                    queue.waiters.popleft()
-                if queue.waiters:
-                    resolve(queue.waiters.popleft(), message)
-                else:
-                    queue.buffer.append(message)
-            if queue.waiters and (queue.dirty or payloads):
-                self._claim(channel, queue)
-            else:
-                self._forget_if_idle(channel, queue)
-
-        writer.submit(Claim(channel, max(1, len(queue.waiters)), done))
-
-    def _remote_change(self) -> None:
-        # Watcher thread: another process committed; waiting plain receivers look again.
-        loop = self._plain_loop
-        if loop is not None and self._plain and not loop.is_closed():
-            loop.call_soon_threadsafe(self._claim_all)
-
-    def _claim_all(self) -> None:
-        for channel, queue in list(self._plain.items()):
-            if queue.waiters:
-                self._claim(channel, queue)
+        return await self._plain.receive(channel)
 
     async def receive_local(self) -> tuple[Sequence[str], Message]:
         """Wait for the next message for any channel made by :meth:`new_channel` here."""
@@ -579,8 +503,7 @@ class SQLiteLayer(BaseLayer):
             self._inbox.clear()
             self._pending.clear()
             self._joined.clear()
-        for queue in self._plain.values():
-            queue.buffer.clear()
+        self._plain.clear()
 
     async def close(self) -> None:
         """Unregister this process (its memberships and inbox go), stop the reader thread."""
@@ -614,7 +537,4 @@ class SQLiteLayer(BaseLayer):
             await asyncio.get_running_loop().run_in_executor(None, watcher.join, 5)
         if self._sync is not None:
             self._sync.close()
-        for queue in self._plain.values():
-            for waiter in queue.waiters:
-                waiter.cancel()
-        self._plain.clear()
+        self._plain.close()

@@ -1,0 +1,130 @@
+"""Plain channels (``"jobs"``): queues in the file that any process may ``receive`` from.
+
+Receivers in one process wait on one :class:`PlainReceivers`; when rows may have arrived
+(a commit by this process, or a wake-up from another) it claims up to one row per waiting
+receiver with ``DELETE ... RETURNING`` through the writer, so two processes never get the
+same message. A receiver cancelled after it was handed a message puts it back for the
+next receiver in this process, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from chanlite.layers.base import Message
+from chanlite_sqlite import codec
+from chanlite_sqlite.writer import Claim, Writer, resolve
+
+
+class _Queue:
+    """Receivers in this process waiting on one plain channel, and what they left over."""
+
+    __slots__ = ("buffer", "claiming", "dirty", "waiters")
+
+    def __init__(self) -> None:
+        self.buffer: deque[Message] = deque()
+        self.waiters: deque[asyncio.Future[Message]] = deque()
+        self.claiming = False
+        self.dirty = False
+
+
+class PlainReceivers:
+    """``receive()`` for plain channel names, on top of the writer's claims."""
+
+    def __init__(self, writer: Callable[[], Writer | None]) -> None:
+        self._writer = writer
+        self._queues: dict[str, _Queue] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def receive(self, channel: str) -> Message:
+        """Wait for the next message on the plain *channel*."""
+        queue = self._queues.get(channel)
+        if queue is None:
+            queue = self._queues[channel] = _Queue()
+        if queue.buffer:
+            message = queue.buffer.popleft()
+            self._forget_if_idle(channel, queue)
+            return message
+        loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[Message] = loop.create_future()
+        queue.waiters.append(future)
+        self._claim(channel, queue)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                # Handed a message and cancelled before resuming: keep it for the next one.
+                queue.buffer.appendleft(future.result())
+            elif future in queue.waiters:
+                queue.waiters.remove(future)
+            raise
+        finally:
+            self._forget_if_idle(channel, queue)
+
+    def committed(self, channels: set[str]) -> None:
+        """This process just added rows to *channels*: waiting receivers claim them now."""
+        for channel in channels:
+            queue = self._queues.get(channel)
+            if queue is not None and queue.waiters:
+                self._claim(channel, queue)
+
+    def remote_change(self) -> None:
+        """Another process committed (called from the reader thread): look again."""
+        loop = self._loop
+        if loop is not None and self._queues and not loop.is_closed():
+            loop.call_soon_threadsafe(self._claim_all)
+
+    def clear(self) -> None:
+        """Forget messages claimed but not yet handed out (``flush``)."""
+        for queue in self._queues.values():
+            queue.buffer.clear()
+
+    def close(self) -> None:
+        """Cancel every waiting receiver."""
+        for queue in self._queues.values():
+            for waiter in queue.waiters:
+                waiter.cancel()
+        self._queues.clear()
+
+    def _claim_all(self) -> None:
+        for channel, queue in list(self._queues.items()):
+            if queue.waiters:
+                self._claim(channel, queue)
+
+    def _forget_if_idle(self, channel: str, queue: _Queue) -> None:
+        if (
+            not queue.buffer
+            and not queue.waiters
+            and not queue.claiming
+            and self._queues.get(channel) is queue
+        ):
+            del self._queues[channel]
+
+    def _claim(self, channel: str, queue: _Queue) -> None:
+        """Claim up to one row per waiting receiver from the file."""
+        writer = self._writer()
+        if writer is None:
+            return
+        if queue.claiming:
+            queue.dirty = True  # claim again when this one is done
+            return
+        queue.claiming, queue.dirty = True, False
+
+        def done(payloads: list[bytes]) -> None:
+            queue.claiming = False
+            for payload in payloads:
+                message = codec.decode(payload)
+                while queue.waiters and queue.waiters[0].done():
+                    queue.waiters.popleft()
+                if queue.waiters:
+                    resolve(queue.waiters.popleft(), message)
+                else:
+                    queue.buffer.append(message)
+            if queue.waiters and (queue.dirty or payloads):
+                self._claim(channel, queue)
+            else:
+                self._forget_if_idle(channel, queue)
+
+        writer.submit(Claim(channel, max(1, len(queue.waiters)), done))
