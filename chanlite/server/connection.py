@@ -52,6 +52,8 @@ class ServerState:
         "connections",
         "date",
         "default_headers",
+        "dirty",
+        "flush_scheduled",
         "hard_cap",
         "tasks",
     )
@@ -67,6 +69,17 @@ class ServerState:
         self.default_headers = b""
         self.access_log = config.access_log
         self.hard_cap = 4 * config.high_water
+        # WebSockets with broadcast frames queued this loop iteration; one call_soon
+        # callback writes each one's queue with a single transport.write.
+        self.dirty: list[Any] = []
+        self.flush_scheduled = False
+
+    def flush_dirty(self) -> None:
+        """Write every queued broadcast frame: one write per connection per iteration."""
+        self.flush_scheduled = False
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            conn.flush_pending()
 
     def over_limit(self) -> bool:
         limit = self.config.limit_concurrency

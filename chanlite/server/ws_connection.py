@@ -43,6 +43,8 @@ class WebSocketConnection(asyncio.Protocol):
         "is_open",
         "loop",
         "next_ping",
+        "pending",
+        "pending_size",
         "queue",
         "read_paused",
         "scope",
@@ -78,6 +80,9 @@ class WebSocketConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.next_ping = 0.0
         self.drops = 0  # frames refused by send_frame because the client was not reading
+        # Frames from send_frame not yet written (None: nothing queued, not on the dirty list).
+        self.pending: list[bytes] | None = None
+        self.pending_size = 0
 
     def start(
         self,
@@ -122,6 +127,7 @@ class WebSocketConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
+        self.pending = None  # still on the dirty list maybe; flush_pending skips it
         self.closed = True
         self.is_open = False
         self.queue.extend(self.ws.connection_lost())
@@ -162,6 +168,8 @@ class WebSocketConnection(asyncio.Protocol):
     # I/O helpers ----------------------------------------------------------------------
 
     def _flush(self) -> None:
+        if self.pending is not None:
+            self.flush_pending()  # queued broadcast frames go first: order is kept
         transport = self.transport
         for data in self.ws.data_to_send():
             if data:
@@ -189,16 +197,42 @@ class WebSocketConnection(asyncio.Protocol):
             waiter.set_result(None)
 
     def send_frame(self, frame: bytes) -> bool:
-        """Write an encoded, unmasked, complete frame now; False (nothing written) when the
-        socket is not open or its client is too far behind (the drop is counted)."""
+        """Queue an encoded, unmasked, complete frame; False (nothing queued) when the
+        socket is not open or its client is too far behind (the drop is counted).
+
+        Queued frames go out at the end of this loop iteration, every frame queued for
+        this connection in one ``transport.write`` (one ``send()`` for N broadcasts), or
+        earlier, before anything else is written to the connection, so order is kept.
+        """
         if not self.is_open:
             return False
-        transport = self.transport
-        if transport.get_write_buffer_size() > self.state.hard_cap:
+        pending = self.pending
+        size = self.pending_size
+        if size + self.transport.get_write_buffer_size() > self.state.hard_cap:
             self.drops += 1
             return False
-        transport.write(frame)
+        self.pending_size = size + len(frame)
+        if pending is None:
+            self.pending = [frame]
+            state = self.state
+            state.dirty.append(self)
+            if not state.flush_scheduled:
+                state.flush_scheduled = True
+                self.loop.call_soon(state.flush_dirty)
+        else:
+            pending.append(frame)
         return True
+
+    def flush_pending(self) -> None:
+        """Write the frames :meth:`send_frame` queued (the server's flush, or before any
+        other write to this connection)."""
+        pending = self.pending
+        if pending is None:
+            return
+        self.pending = None
+        self.pending_size = 0
+        if not self.closed:
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def tick(self, now: float) -> None:
         """The shared timer's visit: handshake/close deadlines and keep-alive pings."""

@@ -335,6 +335,66 @@ async def test_send_frame_drops_for_a_client_that_never_reads() -> None:
         ws.writer.close()
 
 
+async def test_send_frame_coalesced_keeps_order_with_asgi_sends() -> None:
+    """Frames queued by send_frame in one loop iteration go out before any later ordinary
+    send, close included, and in the order they were queued."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        send_frame = scope["extensions"]["chanlite.frames"]["send_frame"]
+        await receive()
+        await send({"type": "websocket.accept"})
+        for i in range(3):  # no await between these send_frame calls: all queued at once
+            assert send_frame(text_frame(f"q{i}a"))
+            assert send_frame(text_frame(f"q{i}b"))
+            await send({"type": "websocket.send", "text": f"asgi{i}"})
+        assert send_frame(text_frame("last"))
+        await send({"type": "websocket.close", "code": 1000})
+
+    async with running(app, lifespan="off") as server:
+        ws, _ = await RawWebSocket.connect(server.bound_port or 0)
+        received = []
+        while True:
+            frame = await ws.next_frame()
+            assert frame is not None
+            if frame.opcode is Opcode.CLOSE:
+                break
+            received.append(frame.data.decode())
+        ws.writer.close()
+    assert received == [
+        *("q0a", "q0b", "asgi0", "q1a", "q1b", "asgi1", "q2a", "q2b", "asgi2"),
+        "last",
+    ]
+
+
+async def test_send_frame_counts_drops_within_one_iteration() -> None:
+    """The hard cap counts frames still queued, not only the transport's buffer."""
+    outcome: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        send_frame = scope["extensions"]["chanlite.frames"]["send_frame"]
+        await receive()
+        await send({"type": "websocket.accept"})
+        frame = Frame(Opcode.BINARY, b"x" * 16384).serialize(mask=False, extensions=[])
+        written = sum(1 for _ in range(100) if send_frame(frame))  # 1.6 MiB, no yield
+        outcome.set_result((written, 100 - written))
+        await receive()
+
+    async with running(app, lifespan="off", high_water=65536) as server:
+        ws, _ = await RawWebSocket.connect(server.bound_port or 0)  # and never reads
+        written, dropped = await asyncio.wait_for(outcome, 10)
+        # A frame is refused once what is queued already exceeds the 4 x 64 KiB cap:
+        # 16 frames of 16388 bytes are 64 bytes over it, so the 17th and later are dropped.
+        assert (written, dropped) == (16, 84)
+        assert server.state is not None
+        conns = [c for c in server.state.connections if isinstance(c, WebSocketConnection)]
+        assert conns and conns[0].drops == 84
+        ws.writer.close()
+
+
 async def test_close_between_fragments_is_a_normal_close(echo_server: Server) -> None:
     ws, _ = await RawWebSocket.connect(echo_server.bound_port or 0)
     ws.send(Opcode.TEXT, b"first half", fin=False)
