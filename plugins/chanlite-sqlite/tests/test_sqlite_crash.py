@@ -71,6 +71,8 @@ async def test_kill_9_during_a_write_burst(tmp_path: Path) -> None:
         await survivor.call("group_send", group="crash", message={"type": "after"})
         await member.wait_for(lambda e: e.get("message", {}).get("type") == "after")
     finally:
+        if victim.proc.returncode is None:  # the test failed before the kill: no orphan
+            await victim.kill()
         await asyncio.gather(member.stop(), survivor.stop())
     assert _scalar(db, "PRAGMA integrity_check") == "ok"
 
