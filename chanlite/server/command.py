@@ -140,11 +140,17 @@ def run(target: str, **options: Any) -> None:
                 None,
                 debug,
             )
-    sock = _bind(config, debug)
+    # Several workers each listen on their own SO_REUSEPORT socket: the kernel then
+    # spreads connections evenly, where behind one shared socket one worker can take
+    # nearly all of them. The supervisor only binds, to hold the port (port 0 included).
+    own_sockets = config.workers > 1 and not config.reload and config.can_reuse_port()
+    sock = _bind(config, debug, own_sockets)
     if config.workers > 1 or config.reload:
         from chanlite.server.workers import Supervisor
 
-        supervisor = Supervisor(target, options, sock)
+        if own_sockets:
+            options["port"] = sock.getsockname()[1]
+        supervisor = Supervisor(target, options, sock, own_sockets=own_sockets)
         # The banner waits until every worker listens: "serving" should mean it.
         code = supervisor.run(on_ready=lambda: _banner(config, target, app, sock))
         _remove_uds(config)
@@ -173,9 +179,9 @@ def load_app(target: str, layer: str | None, debug: bool) -> Any:
     return app
 
 
-def _bind(config: Config, debug: bool) -> socket.socket:
+def _bind(config: Config, debug: bool, reuse_port: bool = False) -> socket.socket:
     try:
-        return config.bind_socket()
+        return config.bind_socket(reuse_port=reuse_port, listen=not reuse_port)
     except OSError as exc:
         where = config.uds or (f"fd {config.fd}" if config.fd is not None else None)
         where = where or f"{config.host}:{config.port}"

@@ -89,8 +89,16 @@ class Config:
     def log_level_number(self) -> int:
         return LOG_LEVELS[self.log_level.lower()]
 
-    def bind_socket(self) -> socket.socket:
-        """Create the listening socket the options describe (host/port, ``uds`` or ``fd``)."""
+    def can_reuse_port(self) -> bool:
+        """Whether each worker can bind its own socket to host/port (``SO_REUSEPORT``)."""
+        return hasattr(socket, "SO_REUSEPORT") and self.fd is None and self.uds is None
+
+    def bind_socket(self, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+        """Create the listening socket the options describe (host/port, ``uds`` or ``fd``).
+
+        *reuse_port* sets ``SO_REUSEPORT`` on a host/port socket, so that several processes
+        can each listen on the same port and the kernel spreads connections among them;
+        ``listen=False`` only binds (a supervisor holding the port for its workers)."""
         if self.fd is not None:
             sock = socket.socket(fileno=self.fd)  # family and type come from the socket
         elif self.uds is not None:
@@ -106,13 +114,16 @@ class Config:
             family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:
                 sock.bind((self.host, self.port))
             except OSError:
                 sock.close()
                 raise
         sock.set_inheritable(True)
-        sock.listen(self.backlog)
+        if listen:
+            sock.listen(self.backlog)
         sock.setblocking(False)
         return sock
 

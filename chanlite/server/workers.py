@@ -1,7 +1,10 @@
 """``--workers N`` and ``--reload``: a supervisor process and its worker processes.
 
-The supervisor binds the listening socket once and hands it to every worker (spawned, so
-each one imports the app afresh); the kernel spreads connections among them. A worker that
+Where the platform has ``SO_REUSEPORT`` and the address is a host and port, each worker
+(spawned, so each one imports the app afresh) binds its own listening socket to the port
+and the kernel spreads connections evenly among them; the supervisor only holds the port.
+Otherwise (``--fd``, ``--uds``, ``--reload``) the supervisor binds the listening socket
+once and hands it to every worker. A worker that
 dies is replaced. SIGINT/SIGTERM is forwarded to every worker as SIGTERM, each drains
 gracefully, and a second signal forces them. With ``--reload`` the supervisor restarts the
 worker(s) when a watched Python file changes.
@@ -28,9 +31,10 @@ RESTART_BACKOFF = 1.0  # seconds between restarts of a worker that dies right af
 
 
 def worker_main(
-    target: str, options: dict[str, Any], sock: socket.socket, ready: Any = None
+    target: str, options: dict[str, Any], sock: socket.socket | None, ready: Any = None
 ) -> None:
-    """The body of one worker process: load the app, serve on the shared socket."""
+    """The body of one worker process: load the app, serve on the shared socket, or on
+    a socket of its own bound with ``SO_REUSEPORT`` when *sock* is None."""
     from chanlite.server.command import EXIT_STARTUP_FAILED, load_app
     from chanlite.server.config import Config
     from chanlite.server.lifespan import LifespanError
@@ -45,11 +49,18 @@ def worker_main(
         sys.path.insert(0, os.getcwd())
     debug = config.log_level.lower() in ("debug", "trace")
     config.app = load_app(target, config.layer, debug)
+    if sock is None:
+        try:
+            sock = config.bind_socket(reuse_port=True)
+        except OSError as exc:
+            logger.error("Could not listen on %s:%s: %s", config.host, config.port, exc)
+            sys.exit(1)
+    listening = sock
     server = Server(config)
     server.repeat_signal_forces = False
 
     async def main() -> None:
-        serving = asyncio.ensure_future(server.serve_with_signals([sock], (signal.SIGTERM,)))
+        serving = asyncio.ensure_future(server.serve_with_signals([listening], (signal.SIGTERM,)))
         started = asyncio.ensure_future(server.started.wait())
         await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
         if server.started.is_set() and ready is not None:
@@ -85,10 +96,17 @@ def _exit_with_parent() -> None:
 class Supervisor:
     """Keeps ``options["workers"]`` worker processes alive (one with ``--reload``)."""
 
-    def __init__(self, target: str, options: dict[str, Any], sock: socket.socket) -> None:
+    def __init__(
+        self,
+        target: str,
+        options: dict[str, Any],
+        sock: socket.socket,
+        own_sockets: bool = False,
+    ) -> None:
         self.target = target
         self.options = options
-        self.sock = sock
+        self.sock = sock  # shared with the workers, or (own_sockets) only holding the port
+        self.own_sockets = own_sockets
         self.count = 1 if options.get("reload") else int(options.get("workers") or 1)
         self.exit = threading.Event()
         self.signals = 0
@@ -100,7 +118,7 @@ class Supervisor:
     def _spawn(self) -> BaseProcess:
         process = self._ctx.Process(
             target=worker_main,
-            args=(self.target, self.options, self.sock, self.ready),
+            args=(self.target, self.options, None if self.own_sockets else self.sock, self.ready),
             name="chanlite-worker",
         )
         process.start()

@@ -141,6 +141,34 @@ def test_workers_share_the_socket_and_are_replaced(served: list[Running]) -> Non
             os.kill(pid, 0)
 
 
+def test_workers_each_get_connections(served: list[Running]) -> None:
+    """With SO_REUSEPORT every worker listens on its own socket: 40 connections open at
+    once are spread by the kernel, so both workers answer some of them."""
+    assert hasattr(socket, "SO_REUSEPORT"), "this platform has no SO_REUSEPORT"
+    running = start(f"{APPS}:pid_app", "--workers", "2", "--no-access-log")
+    served.append(running)
+    wait_until_serving(running)
+    host, port = running.url.removeprefix("http://").split(":")
+    clients = [socket.create_connection((host, int(port)), timeout=10) for _ in range(40)]
+    pids: list[int] = []
+    try:
+        for client in clients:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for client in clients:
+            data = b""
+            while chunk := client.recv(65536):
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), data
+            pids.append(int(body.split()[1]))
+    finally:
+        for client in clients:
+            client.close()
+    assert len(set(pids)) == 2 and running.proc.pid not in pids, pids
+    code, err = running.stop()
+    assert code == 0, err
+
+
 def test_reload_restarts_on_change(tmp_path: Path, served: list[Running]) -> None:
     app_file = tmp_path / "reloadme.py"
     source = (ROOT / APPS).read_text()
