@@ -34,6 +34,8 @@ logger = logging.getLogger("chanlite.server")
 access_logger = logging.getLogger("chanlite.access")
 
 HEADER, IDLE = 1, 2  # deadline kinds
+# One dict for every scope instead of one per connection (apps only read it).
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
 
 class ClientDisconnected(OSError):
@@ -131,7 +133,7 @@ def base_scope(
     root_path = config.root_path
     return {
         "type": kind,
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "asgi": ASGI_VERSION,
         "http_version": head.http_version,
         "scheme": scheme,
         "server": server,

@@ -27,6 +27,27 @@ _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9a-zA-Z]+$")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 
 
+def _header_names(*canonical: str) -> dict[bytes, bytes]:
+    """Each name as clients usually spell it (canonical, lower, Title-Case) -> lower."""
+    names: dict[bytes, bytes] = {}
+    for name in canonical:
+        lower = name.lower().encode()
+        for spelling in (name, name.lower(), name.title()):
+            names[spelling.encode()] = lower
+    return names
+
+
+_HEADER_NAMES = _header_names(
+    "Host", "Connection", "Upgrade", "User-Agent", "Accept", "Accept-Encoding",
+    "Accept-Language", "Cache-Control", "Pragma", "Origin", "Cookie", "Referer",
+    "Authorization", "Content-Type", "Content-Length", "Transfer-Encoding", "Expect",
+    "Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions",
+    "Sec-WebSocket-Protocol", "X-Forwarded-For", "X-Forwarded-Proto", "X-Real-IP",
+    "If-None-Match", "If-Modified-Since", "Keep-Alive", "Sec-Fetch-Mode", "Sec-Fetch-Site",
+    "Sec-Fetch-Dest",
+)  # fmt: skip
+
+
 def status_line(status: int) -> bytes:
     line = _STATUS_LINES.get(status)
     return line if line is not None else b"HTTP/1.1 %d \r\n" % status
@@ -227,7 +248,9 @@ class RequestParser:
             self._fail(431, "Too many request header fields")
         if self._header_bytes > self.limit_header_size:
             self._fail(431, "Request header fields too large")
-        lname = name.lower()
+        # Common names map to one shared lower-case bytes object: no new object per header
+        # per request, and an idle WebSocket's scope["headers"] holds fewer of them.
+        lname = _HEADER_NAMES.get(name) or name.lower()
         if lname == b"content-length":
             if self._cl_seen:
                 self._fail(400, "Duplicate Content-Length")

@@ -12,6 +12,7 @@ feeds bytes in and writes whatever :meth:`WebSocketProtocol.data_to_send` return
 from __future__ import annotations
 
 import codecs
+import logging
 import os
 import zlib
 from collections.abc import Generator, Iterable, Sequence
@@ -93,6 +94,8 @@ def deflate_factory() -> ServerExtensionFactory:
 
 
 _DEFLATE = [deflate_factory()]  # the factory only holds settings: one for every socket
+# websockets looks its logger up by name for every connection unless given one.
+_LOGGER = logging.getLogger("websockets.server")
 
 
 class _ServerProtocol(ServerProtocol):
@@ -146,6 +149,7 @@ class WebSocketProtocol:
         self.proto = _ServerProtocol(
             extensions=_DEFLATE if per_message_deflate else None,
             max_size=max_size,
+            logger=_LOGGER,
         )
         self.request: Request | None = None
         self._parts: list[bytes] = []
@@ -187,7 +191,8 @@ class WebSocketProtocol:
         request = self.request
         assert request is not None
         self.request = None
-        self.proto.chosen_subprotocol = subprotocol
+        if subprotocol is not None:
+            self.proto.chosen_subprotocol = subprotocol
         response = self.proto.accept(request)
         if response.status_code != 101:
             self.proto.send_response(response)
@@ -196,7 +201,12 @@ class WebSocketProtocol:
             key = name.decode("latin-1")
             if key.lower() not in ("sec-websocket-protocol", "sec-websocket-extensions"):
                 response.headers[key] = value.decode("latin-1")
-        self.proto.send_response(response)
+        proto = self.proto
+        proto.send_response(response)
+        # Swap the waiting generator for websockets' frame parser itself: one generator
+        # frame less held by every open socket. Nothing was consumed from the reader yet.
+        proto.parser = Protocol.parse(proto)
+        next(proto.parser)
         return self.receive_data(b"")  # parse whatever the client sent early
 
     def reject(self) -> None:

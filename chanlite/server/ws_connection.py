@@ -28,6 +28,7 @@ from chanlite.types import Message, Scope
 
 OPEN = State.OPEN
 MAX_QUEUED = 16  # messages waiting for the app before reading pauses
+NO_OPTIONS: dict[str, object] = {}  # an extension without settings: one dict for all
 
 
 class WebSocketConnection(asyncio.Protocol):
@@ -104,7 +105,7 @@ class WebSocketConnection(asyncio.Protocol):
                 )
         scope["subprotocols"] = subprotocols
         scope["extensions"] = {
-            "websocket.http.response": {},
+            "websocket.http.response": NO_OPTIONS,
             "chanlite.frames": {"send_frame": self.send_frame},
         }
         self.scope = scope
