@@ -332,7 +332,7 @@ class App:
     async def _close_quietly(ws: WebSocket, code: int) -> None:
         if ws.application_state is WebSocketState.DISCONNECTED:
             return
-        with contextlib.suppress(WebSocketStateError, OSError, RuntimeError):
+        with contextlib.suppress(WebSocketDisconnect, WebSocketStateError, RuntimeError):
             await ws.close(code)  # may fail: the client can already be gone
 
     @staticmethod

@@ -362,3 +362,22 @@ async def test_frame_writer_is_cached_at_accept_and_cleared_on_close() -> None:
             with pytest.raises(WebSocketDisconnect):
                 await ws.receive_text()
     assert states == [None, writer, None]
+
+
+async def test_closing_after_the_client_left_is_quiet() -> None:
+    # The handler returns after the client has gone: the app's closing 1000 meets a closed
+    # transport, which is routine and must not surface as an app error.
+    app = App()
+    returned = asyncio.Event()
+
+    @app.websocket("/ws")
+    async def last_word(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.receive_text()
+        await asyncio.sleep(0.05)  # the client leaves meanwhile
+        returned.set()
+
+    async with TestClient(app) as client:
+        async with client.websocket("/ws") as ws:
+            await ws.send_text("bye")
+        await asyncio.wait_for(returned.wait(), 5)
