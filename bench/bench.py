@@ -72,6 +72,11 @@ def _chanlite(*extra: str) -> Callable[[int], list[str]]:
     return argv
 
 
+def _chanlite_asgi(port: int) -> list[str]:
+    cmd = [str(MAIN_BIN / "chanlite"), "run", "raw_asgi:app"]
+    return [*cmd, "--host", "127.0.0.1", "--port", str(port), *CHANLITE_FLAGS]
+
+
 def _uvicorn(target: str, *extra: str) -> Callable[[int], list[str]]:
     def argv(port: int) -> list[str]:
         return [str(PEER_BIN / "uvicorn"), target, "--port", str(port), *UVICORN, *extra]
@@ -103,6 +108,12 @@ SERVERS: dict[str, Server] = {
             _uvicorn("chanlite_app:app"),
             env={"PYTHONPATH": f"{APPS}:{ROOT}"},
             label="chanlite App on uvicorn",
+        ),
+        Server(
+            "asgi-chanlite",
+            _chanlite_asgi,
+            label="raw ASGI on chanlite's server",
+            scenarios=("echo", "idle", "handshake", "http"),
         ),
         Server("starlette-uvicorn", _uvicorn("starlette_app:app"), label="Starlette + uvicorn"),
         Server("asgi-uvicorn", _uvicorn("raw_asgi:app"), label="raw ASGI + uvicorn"),

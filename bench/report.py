@@ -17,7 +17,7 @@ CHART = BENCH / "results.png"
 
 HERO = "chanlite"
 PEERS = ["starlette-uvicorn", "asgi-uvicorn", "channels-uvicorn", "channels-daphne"]
-ALSO = ["chanlite-handlers", "chanlite-uvicorn"]
+ALSO = ["chanlite-handlers", "chanlite-uvicorn", "asgi-chanlite"]
 # scenario -> (title, unit of "rate", higher_is_better metric key)
 SCENARIOS = {
     "echo": ("WebSocket echo, 50 conns, 32 B", "round trips/s"),
