@@ -139,6 +139,14 @@ async def test_group_send_from_another_layer_drops_full_local_members(
     await owner.group_add("g", free)
     await owner.send(full, {"type": "fill"})
     await other.group_send("g", {"type": "news"})
+
+    # The message crosses pub/sub; wait until the owner has handled it while `full` is
+    # still full (receiving "fill" first would free the room and make the drop a race).
+    async def dropped() -> None:
+        while owner.drops["g"] < 1:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(dropped(), WAIT)
     assert await asyncio.wait_for(owner.receive_local(), WAIT) == ((full,), {"type": "fill"})
     assert await asyncio.wait_for(owner.receive_local(), WAIT) == ((free,), {"type": "news"})
     assert owner.drops["g"] == 1
