@@ -11,9 +11,13 @@ feeds bytes in and writes whatever :meth:`WebSocketProtocol.data_to_send` return
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
+import hashlib
 import logging
 import os
+import re
 import zlib
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any
@@ -125,6 +129,38 @@ class _ServerProtocol(ServerProtocol):
         super().recv_frame(frame)
 
 
+_RawRequest = tuple[str, bytes, str, Headers]  # method, target, HTTP version, headers
+_NEGOTIATED = ("sec-websocket-protocol", "sec-websocket-extensions")
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
+_101 = b"HTTP/1.1 101 Switching Protocols\r\n"
+_101_UPGRADE = b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+
+
+def _ws_request(request: _RawRequest) -> Request:
+    method, target, version, headers = request
+    return Request(
+        target.decode("ascii", "surrogateescape"),
+        WSHeaders([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]),
+        method,
+        f"HTTP/{version}",
+    )
+
+
+def _extra_headers(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The app's own response headers, as header lines (negotiated ones are ours)."""
+    lines = b""
+    for name, value in headers:
+        if name.lower().decode("latin-1") not in _NEGOTIATED:
+            if _BAD.search(name) or _BAD.search(value):
+                raise ValueError(f"invalid header in websocket.accept: {name!r}")
+            lines += name + b": " + value + b"\r\n"
+    return lines
+
+
+_BAD = re.compile(rb"[\x00\r\n]")
+
+
 class WebSocketProtocol:
     """One server-side WebSocket: handshake, messages, close, keep-alive pings."""
 
@@ -151,7 +187,7 @@ class WebSocketProtocol:
             max_size=max_size,
             logger=_LOGGER,
         )
-        self.request: Request | None = None
+        self.request: _RawRequest | None = None
         self._parts: list[bytes] = []
         self._decoder: Any = None
         self._text = False
@@ -175,39 +211,89 @@ class WebSocketProtocol:
         self, method: str, target: bytes, http_version: str, headers: Headers
     ) -> None:
         """Take the upgrade request (already parsed by the HTTP layer)."""
-        self.request = Request(
-            target.decode("ascii", "surrogateescape"),
-            WSHeaders([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]),
-            method,
-            f"HTTP/{http_version}",
-        )
+        self.request = (method, target, http_version, headers)
 
     def accept(
-        self, subprotocol: str | None, headers: Iterable[tuple[bytes, bytes]]
+        self,
+        subprotocol: str | None,
+        headers: Iterable[tuple[bytes, bytes]],
+        date: bytes | None = None,
     ) -> list[Message] | None:
         """Answer the handshake. Returns the messages that arrived before the answer, or
         None when the request was not a valid WebSocket one (a 4xx response was produced
-        instead; the caller writes it and closes)."""
-        request = self.request
+        instead; the caller writes it and closes). *date* is the server's cached ``Date``
+        header value."""
+        request, self.request = self.request, None
         assert request is not None
-        self.request = None
-        if subprotocol is not None:
-            self.proto.chosen_subprotocol = subprotocol
-        response = self.proto.accept(request)
-        if response.status_code != 101:
-            self.proto.send_response(response)
-            return None
-        for name, value in headers:
-            key = name.decode("latin-1")
-            if key.lower() not in ("sec-websocket-protocol", "sec-websocket-extensions"):
-                response.headers[key] = value.decode("latin-1")
         proto = self.proto
-        proto.send_response(response)
+        head = None if subprotocol is not None else self._plain_accept(request, date)
+        if head is not None:
+            # The common handshake (no extension, no subprotocol) from a template; what
+            # websockets' ServerProtocol.accept + send_response would do, without building
+            # a Request, Headers and a Response and formatting the date per connection.
+            proto.writes.append(head + _extra_headers(headers) + b"\r\n")
+            proto.state = OPEN
+        else:
+            if subprotocol is not None:
+                proto.chosen_subprotocol = subprotocol
+            response = proto.accept(_ws_request(request))
+            if response.status_code != 101:
+                proto.send_response(response)
+                return None
+            for name, value in headers:
+                key = name.decode("latin-1")
+                if key.lower() not in _NEGOTIATED:
+                    response.headers[key] = value.decode("latin-1")
+            proto.send_response(response)
         # Swap the waiting generator for websockets' frame parser itself: one generator
         # frame less held by every open socket. Nothing was consumed from the reader yet.
         proto.parser = Protocol.parse(proto)
         next(proto.parser)
         return self.receive_data(b"")  # parse whatever the client sent early
+
+    def _plain_accept(self, request: _RawRequest, date: bytes | None) -> bytes | None:
+        """The 101 response head (without the final CRLF) when the request is a valid
+        handshake that negotiates nothing; None for anything else, which websockets'
+        ServerProtocol then checks and answers (with its precise error responses)."""
+        method, _target, version, headers = request
+        if method != "GET" or version != "1.1":
+            return None
+        key = ws_version = None
+        upgrade = connection = False
+        offers_extensions = False
+        for name, value in headers:
+            if name == b"sec-websocket-key":
+                if key is not None:
+                    return None
+                key = value
+            elif name == b"sec-websocket-version":
+                if ws_version is not None:
+                    return None
+                ws_version = value
+            elif name == b"upgrade":
+                if upgrade or value.lower() != b"websocket":
+                    return None
+                upgrade = True
+            elif name == b"connection":
+                for token in value.split(b","):
+                    token = token.strip().lower()
+                    if not _TOKEN.match(token):
+                        return None
+                    connection = connection or token == b"upgrade"
+            elif name == b"sec-websocket-extensions":
+                offers_extensions = True
+        if not (upgrade and connection and key is not None and ws_version == b"13"):
+            return None
+        if offers_extensions and self.proto.available_extensions:
+            return None  # permessage-deflate negotiation: websockets does it
+        try:
+            if len(base64.b64decode(key, validate=True)) != 16:
+                return None
+        except binascii.Error:
+            return None
+        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        date_line = b"Date: " + date + b"\r\n" if date else b""
+        return _101 + date_line + _101_UPGRADE + accept + b"\r\n"
 
     def reject(self) -> None:
         """Refuse the handshake with 403 (the app closed before accepting)."""

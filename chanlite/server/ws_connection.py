@@ -348,7 +348,7 @@ class WebSocketConnection(asyncio.Protocol):
                 raise ClientDisconnected("the client went away during the handshake")
             self.deadline = 0.0
             headers = message.get("headers") or ()
-            early = ws.accept(message.get("subprotocol"), headers)
+            early = ws.accept(message.get("subprotocol"), headers, self.state.date)
             if early is not None:
                 self.accepted = True
                 interval = self.state.config.ws_ping_interval

@@ -252,6 +252,62 @@ async def test_bad_handshake_gets_400(echo_server: Server) -> None:
     writer.close()
 
 
+async def test_plain_handshake_response_from_the_template() -> None:
+    """No extension and no subprotocol: the 101 carries exactly the RFC 6455 headers, the
+    server's Date and the app's own headers, and the connection works."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept", "headers": [(b"x-room", b"7")]})
+        message = await receive()
+        await send({"type": "websocket.send", "text": message.get("text")})
+        await receive()
+
+    async with running(app, lifespan="off") as server:
+        ws, head = await RawWebSocket.connect(server.bound_port or 0)
+        lines = head.decode().split("\r\n")
+        assert lines[0] == "HTTP/1.1 101 Switching Protocols"
+        fields = dict(line.split(": ", 1) for line in lines[1:] if line)
+        # The RFC 6455 example key and its accept value.
+        assert fields.pop("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        assert fields.pop("Date").endswith(" GMT")
+        assert fields == {"Upgrade": "websocket", "Connection": "Upgrade", "x-room": "7"}
+        ws.send(Opcode.TEXT, b"hi")
+        frame = await ws.next_frame()
+        assert frame is not None and frame.data == b"hi"
+        ws.writer.close()
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        # Not base64 of 16 bytes.
+        (b"Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n", b"400"),
+        (b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n", b"400"),
+        # Two keys.
+        (
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+            b"400",
+        ),
+    ],
+)
+async def test_invalid_handshakes_get_websockets_answers(
+    echo_server: Server, request_head: bytes, status: bytes
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", echo_server.bound_port)
+    writer.write(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + request_head
+        + b"\r\n"
+    )
+    data = await asyncio.wait_for(reader.read(), 5)
+    assert data.startswith(b"HTTP/1.1 " + status), data
+    writer.close()
+
+
 async def test_client_eof_without_close_is_1006() -> None:
     events: asyncio.Queue[Message] = asyncio.Queue()
 
