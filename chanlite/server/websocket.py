@@ -159,6 +159,9 @@ def _extra_headers(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
 
 
 _BAD = re.compile(rb"[\x00\r\n]")
+# Headers of unfragmented, unmasked text / binary frames with a 0-125 byte payload.
+_SMALL_TEXT = [bytes((0x81, n)) for n in range(126)]
+_SMALL_BINARY = [bytes((0x82, n)) for n in range(126)]
 
 
 class WebSocketProtocol:
@@ -396,10 +399,21 @@ class WebSocketProtocol:
     # sending --------------------------------------------------------------------------
 
     def send_text(self, text: str) -> None:
-        self.proto.send_text(text.encode())
+        data = text.encode()
+        proto = self.proto
+        if len(data) < 126 and not proto.extensions and proto.state is OPEN:
+            # A small uncompressed frame is two header bytes and the payload: no Frame
+            # object, no extension pass, no struct packing (the echo hot path).
+            proto.writes.append(_SMALL_TEXT[len(data)] + data)
+        else:
+            proto.send_text(data)
 
     def send_bytes(self, data: bytes) -> None:
-        self.proto.send_binary(data)
+        proto = self.proto
+        if len(data) < 126 and not proto.extensions and proto.state is OPEN:
+            proto.writes.append(_SMALL_BINARY[len(data)] + data)
+        else:
+            proto.send_binary(data)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake (no-op once closing)."""

@@ -245,6 +245,7 @@ class WebSocketConnection(asyncio.Protocol):
                 logger.debug("WebSocket handshake timeout from %s", self.scope.get("client"))
             self.transport.abort()
             self.closed = True
+            self.is_open = False
             return
         config = self.state.config
         ws = self.ws
@@ -328,7 +329,7 @@ class WebSocketConnection(asyncio.Protocol):
         if kind == "websocket.send":
             if not self.accepted:
                 raise RuntimeError("websocket.send before websocket.accept")
-            if self.closed or ws.proto.state is not OPEN:
+            if not self.is_open:  # kept current by _flush: accepted, OPEN, not closed
                 raise ClientDisconnected("the WebSocket is closed")
             if self.write_paused:
                 self.drain = self.drain or self.loop.create_future()
