@@ -403,8 +403,10 @@ def _has_plugin(module: str) -> bool:
     return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
-def _xproc_load(port: int, port2: int) -> dict[str, Any]:
-    args = ["--conns", "200", "--size", "64", "--window", "4", "--port2", str(port2)]
+def _xproc_load(port: int, port2: int | None) -> dict[str, Any]:
+    args = ["--conns", "200", "--size", "64", "--window", "4"]
+    if port2 is not None:
+        args += ["--port2", str(port2)]
     return wsload("bcast", port, *args, "--warmup", str(WARMUP), "--duration", str(DURATION))
 
 
@@ -418,7 +420,7 @@ def run_xproc(only: set[str] | None) -> dict[str, Any]:
     """
     results: dict[str, Any] = {}
     db = OUT / "xproc.db"
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", "-w2", "-w2-wal", "-w2-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     with redis_server() as redis_url:
         servers = []
@@ -438,6 +440,28 @@ def run_xproc(only: set[str] | None) -> dict[str, Any]:
                     _chanlite("--layer", redis_url),
                     pin=False,
                     label="chanlite, Redis layer",
+                )
+            )
+        # The same through `chanlite run --workers 2` (one SO_REUSEPORT socket per worker,
+        # so the kernel spreads the connections; per-process CPU shows both took load).
+        if _has_plugin("chanlite_sqlite"):
+            servers.append(
+                Server(
+                    "chanlite-sqlite-workers2",
+                    _chanlite("--workers", "2", "--layer", f"sqlite:///{db}-w2"),
+                    pin=False,
+                    label="chanlite --workers 2, SQLite layer",
+                    bcast_args=("workers",),
+                )
+            )
+        if _has_plugin("chanlite_redis"):
+            servers.append(
+                Server(
+                    "chanlite-redis-workers2",
+                    _chanlite("--workers", "2", "--layer", redis_url),
+                    pin=False,
+                    label="chanlite --workers 2, Redis layer",
+                    bcast_args=("workers",),
                 )
             )
         servers.append(
@@ -464,10 +488,15 @@ def run_xproc(only: set[str] | None) -> dict[str, Any]:
             SERVERS.setdefault(server.name, server)
             port, port2 = free_port(), free_port()
             try:
-                with running(server, port) as pid, running(server, port2) as pid2:
-                    results[server.name] = timed(
-                        [pid, pid2], lambda port=port, port2=port2: _xproc_load(port, port2)
-                    )
+                if server.bcast_args == ("workers",):
+                    with running(server, port) as pid:
+                        time.sleep(1.5)  # the workers start after the supervisor listens
+                        results[server.name] = timed(pid, lambda port=port: _xproc_load(port, None))
+                else:
+                    with running(server, port) as pid, running(server, port2) as pid2:
+                        results[server.name] = timed(
+                            [pid, pid2], lambda port=port, port2=port2: _xproc_load(port, port2)
+                        )
             except Exception as exc:  # one broken server must not lose the others' numbers
                 results[server.name] = {"error": str(exc)[:300]}
             print(f"  xproc {server.name}: {_summary(results[server.name])}", flush=True)

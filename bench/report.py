@@ -202,8 +202,9 @@ def markdown(data: dict[str, Any]) -> str:
             "",
             "Two server processes share the layer; every other subscriber connects to the "
             "second one and the publisher to the first, so half of the deliveries cross "
-            "processes (see README.md for why not `--workers 2`). Servers not pinned. "
-            "redis-server's own CPU is not counted.",
+            "processes. The `--workers 2` rows run one `chanlite run --workers 2` instead and "
+            "let the kernel spread the connections (CPU per process: supervisor, then "
+            "workers). Servers not pinned. redis-server's own CPU is not counted.",
             "",
             "| server | deliveries/s | per server CPU-s | p50 | p99 | lost | CPU per process |",
             "|---|---|---|---|---|---|---|",
