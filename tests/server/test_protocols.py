@@ -203,3 +203,72 @@ def test_deflate_state_is_created_on_first_use() -> None:
         (frame,) = client.events_received()
         assert isinstance(frame, Frame) and frame.data.decode() == text
     assert "encoder" in vars(extension) and "decoder" in vars(extension)
+
+
+def _stream() -> tuple[bytes, list[dict[str, object]]]:
+    """Client bytes mixing small frames (read without websockets' parser), bigger ones,
+    fragments, pings and empty payloads; and the messages they carry."""
+    frames = [
+        masked(Opcode.TEXT, b"a"),
+        masked(Opcode.BINARY, b"\x00\x01"),
+        masked(Opcode.TEXT, b""),
+        masked(Opcode.PING, b"p"),
+        masked(Opcode.TEXT, "é".encode() * 60),  # 120 bytes: still small
+        masked(Opcode.BINARY, b"x" * 126),  # 16-bit length
+        masked(Opcode.TEXT, b"y" * 70000),  # 64-bit length
+        masked(Opcode.TEXT, b"frag", fin=False),
+        masked(Opcode.PING, b""),
+        masked(Opcode.CONT, b"ment", fin=False),
+        masked(Opcode.CONT, b"ed"),
+        masked(Opcode.TEXT, b"z" * 125),
+    ]
+    messages: list[dict[str, object]] = [
+        {"type": "websocket.receive", "text": "a"},
+        {"type": "websocket.receive", "bytes": b"\x00\x01"},
+        {"type": "websocket.receive", "text": ""},
+        {"type": "websocket.receive", "text": "é" * 60},
+        {"type": "websocket.receive", "bytes": b"x" * 126},
+        {"type": "websocket.receive", "text": "y" * 70000},
+        {"type": "websocket.receive", "text": "fragmented"},
+        {"type": "websocket.receive", "text": "z" * 125},
+    ]
+    return b"".join(frames) * 3, messages * 3
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7, 64, 1000, 1 << 20])
+def test_websocket_small_frames_and_websockets_parser_take_turns(chunk: int) -> None:
+    """Whatever the read sizes, the messages and their order come out the same, and the
+    pings are answered: frame boundaries are followed across both parsers."""
+    ws = WebSocketProtocol(max_size=None, per_message_deflate=False)
+    ws.receive_handshake("GET", b"/ws", "1.1", HANDSHAKE)
+    data, expected = _stream()
+    assert ws.accept(None, []) == []
+    ws.data_to_send()
+    received: list[object] = []
+    for start in range(0, len(data), chunk):
+        received.extend(ws.receive_data(data[start : start + chunk]))
+    assert received == expected
+    pongs = [out for out in ws.data_to_send() if out[:1] == b"\x8a"]
+    assert len(pongs) == 6
+    assert ws.is_open
+
+
+def test_websocket_small_frame_with_bad_utf8_fails_1007() -> None:
+    ws = WebSocketProtocol(per_message_deflate=False)
+    ws.receive_handshake("GET", b"/ws", "1.1", HANDSHAKE)
+    ws.accept(None, [])
+    ws.data_to_send()
+    data = masked(Opcode.TEXT, b"ok") + masked(Opcode.TEXT, b"\xff") + masked(Opcode.TEXT, b"x")
+    messages = ws.receive_data(data)
+    assert messages[0] == {"type": "websocket.receive", "text": "ok"}
+    assert messages[-1]["type"] == "websocket.disconnect" and messages[-1]["code"] == 1007
+    assert len(messages) == 2
+
+
+def test_websocket_small_frames_respect_max_size() -> None:
+    ws = WebSocketProtocol(max_size=10, per_message_deflate=False)
+    ws.receive_handshake("GET", b"/ws", "1.1", HANDSHAKE)
+    ws.accept(None, [])
+    messages = ws.receive_data(masked(Opcode.TEXT, b"short") + masked(Opcode.TEXT, b"x" * 11))
+    assert messages[0] == {"type": "websocket.receive", "text": "short"}
+    assert messages[-1]["type"] == "websocket.disconnect" and messages[-1]["code"] == 1009
