@@ -34,11 +34,6 @@ from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 from websockets.typing import ExtensionParameter, Subprotocol
 
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # websockets built without its C extension
-    from websockets.utils import apply_mask
-
 from chanlite.server.http import Headers, ResponseFramer, default_headers
 from chanlite.types import Message
 
@@ -174,9 +169,7 @@ class WebSocketProtocol:
 
     __slots__ = (
         "_decoder",
-        "_head",
         "_parts",
-        "_skip",
         "_text",
         "denial",
         "disconnected",
@@ -199,10 +192,6 @@ class WebSocketProtocol:
         )
         self.request: _RawRequest | None = None
         self._parts: list[bytes] = []
-        # Bytes websockets' parser still needs to finish the frame it is in (-1: not
-        # followed, before the handshake is answered) and a partial frame header.
-        self._skip = -1
-        self._head = b""
         self._decoder: Any = None
         self._text = False
         self.disconnected = False
@@ -261,13 +250,9 @@ class WebSocketProtocol:
             proto.send_response(response)
         # Swap the waiting generator for websockets' frame parser itself: one generator
         # frame less held by every open socket. Nothing was consumed from the reader yet.
-        early = bytes(proto.reader.buffer)
         proto.parser = Protocol.parse(proto)
         next(proto.parser)
-        self._skip = 0  # from here on, follow the frame boundaries
-        self._track(early)
-        # Starting the parser parsed whatever the client sent early.
-        return self._messages(proto.events_received())
+        return self.receive_data(b"")  # parse whatever the client sent early
 
     def _plain_accept(self, request: _RawRequest, date: bytes | None) -> bytes | None:
         """The 101 response head (without the final CRLF) when the request is a valid
@@ -331,89 +316,8 @@ class WebSocketProtocol:
 
     def receive_data(self, data: bytes) -> list[Message]:
         """Feed bytes from the network; returns ASGI messages for the application."""
-        proto = self.proto
-        out: list[Message] = []
-        if (
-            self._skip == 0
-            and not self._head
-            and proto.state is OPEN
-            and proto.current_size is None
-            and not proto.extensions
-        ):
-            # websockets' parser waits at a frame boundary: read the small, whole,
-            # unfragmented data frames here, and hand it the rest from the next boundary.
-            out, used = self._small_frames(data)
-            if used == len(data):
-                return out
-            data = data[used:]
-        proto.receive_data(data)
-        if self._skip >= 0:
-            self._track(data)
-        messages = self._messages(proto.events_received())
-        if out:
-            out.extend(messages)
-            return out
-        return messages
-
-    def _small_frames(self, data: bytes) -> tuple[list[Message], int]:
-        """Messages from the leading masked, final, text or binary frames of *data* with
-        payloads under 126 bytes, and how many bytes they took. Anything else (control
-        frames, fragments, bigger frames, bad UTF-8, a partial frame) stops the scan, and
-        websockets' parser takes over from that frame on."""
-        out: list[Message] = []
-        used = 0
-        size = len(data)
-        limit = self.proto.max_message_size
-        while size - used >= 6:
-            first = data[used]
-            second = data[used + 1]
-            if (first != 0x81 and first != 0x82) or not 0x80 <= second <= 0xFD:
-                break
-            length = second - 0x80
-            end = used + 6 + length
-            if end > size or (limit is not None and length > limit):
-                break
-            payload = apply_mask(data[used + 6 : end], data[used + 2 : used + 6])
-            if first == 0x81:
-                try:
-                    out.append({"type": "websocket.receive", "text": payload.decode()})
-                except UnicodeDecodeError:
-                    break  # websockets' path fails the connection with 1007
-            else:
-                out.append({"type": "websocket.receive", "bytes": payload})
-            used = end
-        return out, used
-
-    def _track(self, data: bytes) -> None:
-        """Follow frame boundaries in the bytes given to websockets' parser, so that
-        :meth:`receive_data` knows when it waits for a new frame with nothing buffered."""
-        used = self._skip
-        if used >= len(data):
-            self._skip = used - len(data)
-            return
-        if self._head:
-            data = self._head + data
-        size = len(data)
-        while size - used >= 2:
-            second = data[used + 1]
-            length = second & 0x7F
-            head = 2 if length < 126 else 4 if length == 126 else 10
-            if second & 0x80:
-                head += 4
-            if size - used < head:
-                break
-            if length == 126:
-                length = int.from_bytes(data[used + 2 : used + 4])
-            elif length == 127:
-                length = int.from_bytes(data[used + 2 : used + 10])
-            end = used + head + length
-            if end > size:
-                self._skip = end - size
-                self._head = b""
-                return
-            used = end
-        self._skip = 0
-        self._head = data[used:]  # a partial frame header, or nothing
+        self.proto.receive_data(data)
+        return self._messages(self.proto.events_received())
 
     def receive_eof(self) -> list[Message]:
         """The peer closed the TCP stream."""
