@@ -21,7 +21,7 @@ setup: .stamp-setup
 run: setup
 	$(BIN)/chanlite run examples/chat/app.py:app --layer sqlite:///chat.db --host 127.0.0.1 --port 8000
 
-## OS packages the tests drive for real (redis-server, chromium); installs only what is missing.
+## OS packages the tests and benchmarks drive for real (redis-server, chromium, wrk); installs only what is missing.
 system-deps:
 	bash scripts/system-deps.sh
 
@@ -44,7 +44,7 @@ compliance: setup
 compliance-full: setup
 	FULL=1 bash compliance/run.sh
 
-bench: setup
+bench: setup system-deps
 	bash bench/run.sh
 
 clean:
