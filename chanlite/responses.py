@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import stat as stat_module
@@ -34,6 +35,14 @@ __all__ = [
 ]
 
 _NO_BODY_STATUSES = frozenset({204, 304})
+
+
+@functools.lru_cache(maxsize=64)
+def _content_type(media_type: str, charset: str) -> bytes:
+    """The ``content-type`` value for *media_type*, with a charset for ``text/*`` types."""
+    if media_type.startswith("text/") and "charset=" not in media_type.lower():
+        media_type += f"; charset={charset}"
+    return media_type.encode("latin-1")
 
 
 class Response:
@@ -74,6 +83,17 @@ class Response:
 
     def _init_headers(self, content_length: bool = True) -> None:
         headers = self._headers
+        if not headers.raw:
+            # Nothing from the caller (the common case): append the trusted pairs directly,
+            # skipping the per-header search and CR/LF check that user values need.
+            raw = headers.raw
+            if content_length and not (
+                self.status_code < 200 or self.status_code in _NO_BODY_STATUSES
+            ):
+                raw.append((b"content-length", b"%d" % len(self.body)))
+            if self.media_type is not None:
+                raw.append((b"content-type", _content_type(self.media_type, self.charset)))
+            return
         if (
             content_length
             and "content-length" not in headers
