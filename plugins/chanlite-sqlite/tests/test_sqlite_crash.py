@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,28 @@ async def test_group_rows_are_trimmed_once_every_reader_has_passed_them(tmp_path
         await asyncio.gather(a.stop(), b.stop())
 
 
+def _stop_outside_a_write(peer: Peer, db: Path) -> None:
+    """SIGSTOP *peer* at a moment it holds no write lock.
+
+    A process frozen inside a write transaction blocks every writer until it resumes
+    (SQLite has one writer at a time), so nobody could clean up after it; that is not the
+    case under test, so retry until the freeze lands between writes.
+    """
+    for _ in range(100):
+        peer.proc.send_signal(signal.SIGSTOP)
+        conn = sqlite3.connect(db, timeout=0.2)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.rollback()
+            return
+        except sqlite3.OperationalError:
+            peer.proc.send_signal(signal.SIGCONT)
+            time.sleep(0.02)
+        finally:
+            conn.close()
+    raise AssertionError("could not freeze the process outside a write transaction")
+
+
 async def test_a_paused_process_is_presumed_dead_then_comes_back(tmp_path: Path) -> None:
     db = tmp_path / "pause.db"
     sleeper, watcher = await asyncio.gather(
@@ -105,7 +128,7 @@ async def test_a_paused_process_is_presumed_dead_then_comes_back(tmp_path: Path)
     try:
         channel = (await sleeper.call("new_channel"))["channel"]
         await sleeper.call("group_add", group="room", channel=channel)
-        sleeper.proc.send_signal(signal.SIGSTOP)
+        _stop_outside_a_write(sleeper, db)
         try:
 
             async def removed() -> None:
