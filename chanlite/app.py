@@ -7,7 +7,7 @@ import contextlib
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chanlite.dispatcher import BROADCAST, Dispatcher, DispatchStats, broadcast_event
 from chanlite.endpoints import WebSocketHandler, as_async
@@ -25,6 +25,9 @@ from chanlite.routing import BaseRoute, HTTPRoute, Match, Mount, PathRoute, WebS
 from chanlite.subscription import Subscription
 from chanlite.types import ASGIApp, Receive, Scope, Send
 from chanlite.websocket import WebSocket, WebSocketState
+
+if TYPE_CHECKING:
+    from chanlite.sync import SyncSender
 
 logger = logging.getLogger("chanlite")
 
@@ -221,7 +224,7 @@ class App:
         return Subscription(self, groups, max_pending=max_pending)
 
     @property
-    def sync(self) -> Any:
+    def sync(self) -> SyncSender:
         """Blocking senders for code with no event loop: ``app.sync.group_send(...)``."""
         from chanlite.sync import SyncSender
 
