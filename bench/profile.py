@@ -3,7 +3,7 @@
     bash bench/run.sh profile echo                       # chanlite on its built-in server
     bash bench/run.sh profile broadcast1000 --server starlette-uvicorn --seconds 8
 
-The load runs from CPU 1 as in bench.py, py-spy samples the server (``--nonblocking``, so
+The load runs from CPU 1 as in scenarios.py, py-spy samples the server (``--nonblocking``, so
 the server is not paused) and writes collapsed stacks to ``bench/out/profile-*.txt``; the
 summary lists the functions with the most samples on top of the stack (self) and anywhere
 in it (inclusive).  Load ``--format speedscope`` output into https://speedscope.app for a

@@ -5,7 +5,7 @@
 Serves ``bench/apps/chanlite_app.py`` in this process with tracemalloc on, opens --conns
 idle connections with ``bench/out/wsload idle`` and prints the allocation sites that grew,
 per connection.  Python allocations only: the kernel's socket buffers and uvloop's C
-structures show up in RSS (bench.py's idle scenario), not here.
+structures show up in RSS (the idle scenario in scenarios.py), not here.
 """
 
 from __future__ import annotations
