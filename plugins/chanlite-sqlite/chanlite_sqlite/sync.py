@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from chanlite.layers.base import ChannelFull
@@ -47,21 +48,47 @@ class SyncSender:
     def send(self, channel: str, owner: str, payload: bytes) -> None:
         """Store one direct message; raise :class:`ChannelFull` at capacity."""
         layer = self.layer
+
+        def write(conn: sqlite3.Connection, now: float) -> list[int]:
+            if not self._has_room(conn, channel, now):
+                raise ChannelFull(channel)
+            conn.execute(_INSERT, (channel, owner, "", now + layer.expiry, payload))
+            return self._ports(conn, owner)
+
+        self._transaction(write)
+
+    def group_send(self, group: str, payload: bytes) -> None:
+        """Store one group message (plus one row per plain-named member)."""
+        layer = self.layer
+        dropped: list[str] = []
+
+        def write(conn: sqlite3.Connection, now: float) -> list[int]:
+            expires = now + layer.expiry
+            conn.execute(_INSERT, ("", "", group, expires, payload))
+            plain = conn.execute(
+                "SELECT channel FROM chanlite_groups WHERE grp = ? AND owner = '' AND expires > ?",
+                (group, now),
+            ).fetchall()
+            for (channel,) in plain:
+                if self._has_room(conn, channel, now):
+                    conn.execute(_INSERT, (channel, "", "", expires, payload))
+                else:
+                    dropped.append(channel)
+            return self._ports(conn, None)
+
+        self._transaction(write)
+        for channel in dropped:
+            layer.count_drop(group, channel)
+
+    def _transaction(self, write: Callable[[sqlite3.Connection, float], list[int]]) -> None:
+        """Run *write* in one ``BEGIN IMMEDIATE ... COMMIT``, then poke the readers it names."""
+        layer = self.layer
         with self._lock:
             conn = self._open()
             try:
-                now = time.time()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    (count,) = conn.execute(
-                        "SELECT count(*) FROM chanlite_messages WHERE channel = ? "
-                        "AND channel != '' AND expires > ?",
-                        (channel, now),
-                    ).fetchone()
-                    if count >= layer.get_capacity(channel):
-                        raise ChannelFull(channel)
-                    conn.execute(_INSERT, (channel, owner, "", now + layer.expiry, payload))
-                    ports = self._ports(conn, owner)
+                    ports = write(conn, time.time())
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
@@ -70,46 +97,13 @@ class SyncSender:
                 raise describe_error(layer.path, exc, layer.timeout) from None
             self._poke(ports)
 
-    def group_send(self, group: str, payload: bytes) -> None:
-        """Store one group message (plus one row per plain-named member)."""
-        layer = self.layer
-        dropped = []
-        with self._lock:
-            conn = self._open()
-            try:
-                now = time.time()
-                expires = now + layer.expiry
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.execute(_INSERT, ("", "", group, expires, payload))
-                    plain = [
-                        channel
-                        for (channel,) in conn.execute(
-                            "SELECT channel FROM chanlite_groups WHERE grp = ? AND owner = '' "
-                            "AND expires > ?",
-                            (group, now),
-                        )
-                    ]
-                    for channel in plain:
-                        (count,) = conn.execute(
-                            "SELECT count(*) FROM chanlite_messages WHERE channel = ? "
-                            "AND channel != '' AND expires > ?",
-                            (channel, now),
-                        ).fetchone()
-                        if count >= layer.get_capacity(channel):
-                            dropped.append(channel)
-                        else:
-                            conn.execute(_INSERT, (channel, "", "", expires, payload))
-                    ports = self._ports(conn, None)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise describe_error(layer.path, exc, layer.timeout) from None
-            self._poke(ports)
-        for channel in dropped:
-            layer.count_drop(group, channel)
+    def _has_room(self, conn: sqlite3.Connection, channel: str, now: float) -> bool:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM chanlite_messages WHERE channel = ? "
+            "AND channel != '' AND expires > ?",
+            (channel, now),
+        ).fetchone()
+        return bool(count < self.layer.get_capacity(channel))
 
     @staticmethod
     def _ports(conn: sqlite3.Connection, owner: str | None) -> list[int]:
