@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 
 from chanlite.layers.base import LayerError
 
@@ -109,22 +110,39 @@ def connect(path: str, timeout: float) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise describe_error(path, exc, timeout) from None
     try:
-        configure(conn)
+        configure(conn, timeout)
     except sqlite3.Error as exc:
         conn.close()
         raise describe_error(path, exc, timeout) from None
     return conn
 
 
-def configure(conn: sqlite3.Connection) -> None:
+def configure(conn: sqlite3.Connection, timeout: float) -> None:
     """Per-connection settings: WAL (readers never block the writer), NORMAL sync."""
-    row = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+    row = _switch_to_wal(conn, timeout)
     if row is None or str(row[0]).lower() != "wal":
         raise sqlite3.OperationalError(f"cannot switch to WAL mode (journal_mode is {row})")
     # In WAL mode NORMAL never corrupts the file; a power cut may lose the last commits,
     # a killed process loses nothing that was committed.
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA journal_size_limit=8388608")
+
+
+def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> tuple[object, ...] | None:
+    # Switching a new file to WAL needs an exclusive lock, and SQLite answers a conflict
+    # here with SQLITE_BUSY at once, without its busy timeout: processes that open a new
+    # file together (``--workers N`` on first start) would fail. Retry until *timeout*.
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            row: tuple[object, ...] | None = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            return row
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def prepare(conn: sqlite3.Connection, path: str, timeout: float) -> None:

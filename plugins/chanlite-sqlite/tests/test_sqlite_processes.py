@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -188,3 +189,35 @@ async def test_chanlite_send_cli_reaches_groups_and_channels(
     for text in ("to the group", "to the channel"):
         item = await peer.wait_for(lambda e, text=text: e.get("message", {}).get("text") == text)
         assert item["channels"] == [channel]
+
+
+OPEN_AT = textwrap.dedent(
+    """
+    import sys, time
+    from chanlite_sqlite.schema import open_database
+    path, start = sys.argv[1], float(sys.argv[2])
+    time.sleep(max(0.0, start - time.time()))  # every process opens at the same instant
+    open_database(path, 5.0).close()
+    """
+)
+
+
+def test_processes_creating_the_file_together_all_open_it(tmp_path: Path) -> None:
+    # `chanlite run --workers N` on first start: N processes create one file at once.
+    # Switching a new file to WAL gets an immediate SQLITE_BUSY for all but one of them
+    # (SQLite bypasses its busy timeout there); each must wait its turn instead of failing.
+    for attempt in range(6):
+        path = tmp_path / f"new-{attempt}.db"
+        start = f"{time.time() + 0.7:.6f}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPEN_AT, str(path), start],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(5)
+        ]
+        failures = [p.communicate(timeout=30)[1] for p in procs]
+        failures = [err for p, err in zip(procs, failures, strict=True) if p.returncode != 0]
+        assert not failures, failures[0]
+        assert path.exists()
