@@ -71,7 +71,13 @@ static uint64_t rng = 0x9E3779B97F4A7C15ULL;
 #define RING (1u << 16)
 static uint64_t *pub_sendt;
 static uint32_t *pub_count;
-static uint64_t pub_sent, pub_oldest, pub_lost;
+static uint64_t pub_sent, pub_oldest, pub_lost, pub_late;
+/* Per ring slot: 1 once the message was given up on (counted lost); receipts after that
+   are counted late, so a stall longer than the give-up time is told apart from a loss. */
+static uint8_t *pub_gaveup;
+/* Losses count from the first message published once every subscriber had one (all joined):
+   a subscriber may rightly miss what was broadcast before its join took effect. */
+static uint64_t pub_counted_from = UINT64_MAX;
 static int nsubs;
 
 static uint64_t now_ns(void) {
@@ -208,6 +214,7 @@ static void publish(conn_t *c) {
     for (int i = n; i < o_size; i++) p[i] = '.';
     pub_sendt[seq & (RING - 1)] = now_ns();
     pub_count[seq & (RING - 1)] = 0;
+    pub_gaveup[seq & (RING - 1)] = 0;
     pub_sent++;
     send_frame(c, 0x1, p, (size_t)(o_size > n ? o_size : n));
 }
@@ -385,6 +392,7 @@ static void on_message(conn_t *c, const char *p, size_t len) {
         uint64_t seq = strtoull(p + 4, NULL, 10);
         if (seq >= pub_sent || pub_sent - seq >= RING) return;
         pub_count[seq & (RING - 1)]++;
+        if (pub_gaveup[seq & (RING - 1)]) pub_late++;
         if (measuring) {
             count++;
             add_sample(t - pub_sendt[seq & (RING - 1)]);
@@ -399,7 +407,8 @@ static void pump_publisher(uint64_t t) {
         if (pub_count[i] >= (uint32_t)nsubs) {
             pub_oldest++;
         } else if (t - pub_sendt[i] > 2000000000ull) {
-            pub_lost += (uint64_t)nsubs - pub_count[i];
+            if (pub_oldest >= pub_counted_from) pub_lost += (uint64_t)nsubs - pub_count[i];
+            pub_gaveup[i] = 1;
             pub_oldest++;
         } else {
             break;
@@ -503,6 +512,7 @@ int main(int argc, char **argv) {
     conns = calloc((size_t)nconns, sizeof *conns);
     pub_sendt = calloc(RING, sizeof *pub_sendt);
     pub_count = calloc(RING, sizeof *pub_count);
+    pub_gaveup = calloc(RING, sizeof *pub_gaveup);
     for (int i = 0; i < nconns; i++) {
         conns[i].fd = -1;
         conns[i].state = ST_DONE;
@@ -581,6 +591,7 @@ int main(int argc, char **argv) {
                 for (int i = 0; i < nsubs && all_got; i++)
                     if (conns[i].fd >= 0 && !conns[i].got_any) all_got = 0;
                 if ((double)(t - t_ready) / 1e9 > o_connect_timeout) all_got = 1;
+                if (all_got && pub_counted_from == UINT64_MAX) pub_counted_from = pub_sent;
                 if (all_got && (double)(t - t_ready) / 1e9 >= o_warmup) {
                     measuring = 1;
                     t_measure_start = t;
@@ -635,10 +646,11 @@ int main(int argc, char **argv) {
     qsort(samples, nsamples, sizeof *samples, cmp_u32);
     printf("{\"mode\":\"%s\",\"conns\":%d,\"size\":%d,\"seconds\":%.3f,\"count\":%llu,"
            "\"rate\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"errors\":%llu,"
-           "\"opened\":%d,\"lost\":%llu,\"published\":%llu,\"client_cpu\":%.3f}\n",
+           "\"opened\":%d,\"lost\":%llu,\"late\":%llu,\"published\":%llu,\"client_cpu\":%.3f}\n",
            mode, o_conns, o_size, secs, (unsigned long long)count, (double)count / secs,
            pct_ms(0.5), pct_ms(0.99), pct_ms(1.0), (unsigned long long)errors, opened,
-           (unsigned long long)pub_lost, (unsigned long long)pub_sent, cpu / secs);
+           (unsigned long long)pub_lost, (unsigned long long)pub_late,
+           (unsigned long long)pub_sent, cpu / secs);
     return 0;
 }
 
