@@ -49,6 +49,7 @@ class WebSocket(HTTPConnection):
         "_handler",
         "_receive",
         "_send",
+        "_send_now",
         "application_state",
         "client_state",
         "close_code",
@@ -84,6 +85,8 @@ class WebSocket(HTTPConnection):
         #: The server's raw frame writer (``chanlite.frames`` extension) while accepted;
         #: looked up once at accept so a broadcast costs no dict walk per member.
         self.frame_writer: Callable[[bytes], bool] | None = None
+        # The server's direct writer (``send_now`` in the same extension) while accepted.
+        self._send_now: Callable[[str | bytes, bool], bool] | None = None
 
     # -- the raw ASGI exchange ---------------------------------------------------------
 
@@ -94,7 +97,9 @@ class WebSocket(HTTPConnection):
                 "The client has disconnected; stop receiving (catch WebSocketDisconnect "
                 "or use iter_text()/iter_json(), which end cleanly)."
             )
-        message = await self._receive()
+        return self._received(await self._receive())
+
+    def _received(self, message: Message) -> Message:
         kind = message["type"]
         if self.client_state is WebSocketState.CONNECTING:
             if kind != "websocket.connect":
@@ -126,6 +131,8 @@ class WebSocket(HTTPConnection):
                 frames = extensions.get("chanlite.frames") if extensions else None
                 writer = frames.get("send_frame") if frames else None
                 self.frame_writer = writer if callable(writer) else None
+                send_now = frames.get("send_now") if frames else None
+                self._send_now = send_now if callable(send_now) else None
             elif kind == "websocket.close":
                 self.application_state = WebSocketState.DISCONNECTED
                 self.close_code = message.get("code", 1000)
@@ -139,7 +146,7 @@ class WebSocket(HTTPConnection):
                 )
             if kind == "websocket.close":
                 self.application_state = WebSocketState.DISCONNECTED
-                self.frame_writer = None
+                self.frame_writer = self._send_now = None
                 self.close_code = message.get("code", 1000)
                 self.close_reason = message.get("reason") or ""
             elif kind != "websocket.send":
@@ -159,7 +166,7 @@ class WebSocket(HTTPConnection):
     def _mark_gone(self, code: int) -> None:
         self.client_state = WebSocketState.DISCONNECTED
         self.application_state = WebSocketState.DISCONNECTED
-        self.frame_writer = None
+        self.frame_writer = self._send_now = None
         if self.close_code is None:
             self.close_code = code
 
@@ -196,11 +203,17 @@ class WebSocket(HTTPConnection):
 
     async def send_text(self, data: str) -> None:
         """Send a text frame."""
-        await self.send({"type": "websocket.send", "text": data})
+        # On chanlite's server, an open socket whose client keeps up is written to
+        # directly: no message dict, no state dispatch, no await.
+        send_now = self._send_now
+        if send_now is None or not send_now(data, True):
+            await self.send({"type": "websocket.send", "text": data})
 
     async def send_bytes(self, data: bytes) -> None:
         """Send a binary frame."""
-        await self.send({"type": "websocket.send", "bytes": data})
+        send_now = self._send_now
+        if send_now is None or not send_now(data, False):
+            await self.send({"type": "websocket.send", "bytes": data})
 
     async def send_json(self, data: Any, mode: str = "text") -> None:
         """Send *data* as compact JSON in a text frame (or a binary one with mode="binary")."""
@@ -213,7 +226,13 @@ class WebSocket(HTTPConnection):
     async def _receive_data(self) -> Message:
         if self.application_state is WebSocketState.CONNECTING:
             raise WebSocketStateError("Call await ws.accept() before receiving messages.")
-        message = await self.receive()
+        if self.client_state is WebSocketState.CONNECTED:
+            # The steady state, one coroutine less: a data message needs no bookkeeping.
+            message = await self._receive()
+            if message["type"] != "websocket.receive":
+                message = self._received(message)
+        else:
+            message = await self.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(self.close_code or 1005, self.close_reason)
         return message

@@ -431,6 +431,10 @@ class WebSocketProtocol:
         if self.proto.state is OPEN or self.proto.state is State.CLOSING:
             self.proto.fail(code, reason)
 
+    def has_output(self) -> bool:
+        """True when :meth:`data_to_send` has something (every state change writes)."""
+        return bool(self.proto.writes)
+
     def data_to_send(self) -> list[bytes]:
         """Bytes to write; an empty ``b""`` item means: half-close (send EOF)."""
         return self.proto.data_to_send()

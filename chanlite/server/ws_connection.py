@@ -106,7 +106,7 @@ class WebSocketConnection(asyncio.Protocol):
         scope["subprotocols"] = subprotocols
         scope["extensions"] = {
             "websocket.http.response": NO_OPTIONS,
-            "chanlite.frames": {"send_frame": self.send_frame},
+            "chanlite.frames": {"send_frame": self.send_frame, "send_now": self.send_now},
         }
         self.scope = scope
         self.ws.receive_handshake(head.method, head.target, head.http_version, head.headers)
@@ -151,8 +151,10 @@ class WebSocketConnection(asyncio.Protocol):
             # Nothing is parsed before the handshake is answered: buffer one read, no more.
             self.read_paused = True
             self.transport.pause_reading()
-        messages = self.ws.receive_data(data)
-        self._flush()
+        ws = self.ws
+        messages = ws.receive_data(data)
+        if ws.has_output():  # a pong, a close reply, an error close; usually nothing
+            self._flush()
         if messages:
             self.queue.extend(messages)
             self._wake()
@@ -222,6 +224,19 @@ class WebSocketConnection(asyncio.Protocol):
                 self.loop.call_soon(state.flush_dirty)
         else:
             pending.append(frame)
+        return True
+
+    def send_now(self, data: str | bytes, text: bool) -> bool:
+        """Write one message at once when nothing stands in the way (accepted, open, the
+        client keeping up); False sends nothing and leaves it to the ASGI ``send``, which
+        waits for the client or raises. The app's fast path past the message dicts."""
+        if not self.is_open or self.write_paused:
+            return False
+        if text:
+            self.ws.send_text(data)  # type: ignore[arg-type]
+        else:
+            self.ws.send_bytes(data)  # type: ignore[arg-type]
+        self._flush()
         return True
 
     def flush_pending(self) -> None:

@@ -18,6 +18,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from chanlite import App, WebSocket, WebSocketDisconnect
 from chanlite.server import ClientDisconnected, Server
 from chanlite.server.connection import HTTPConnection
 from chanlite.server.ws_connection import MAX_QUEUED, WebSocketConnection
@@ -152,6 +153,37 @@ async def test_websocket_send_waits_and_raises_after_disconnect() -> None:
         assert len(progress) == sent < 2000
         ws.writer.transport.abort()
         assert isinstance(await asyncio.wait_for(outcome, 5), ClientDisconnected)
+
+
+async def test_app_sends_wait_for_a_slow_client_too() -> None:
+    # A chanlite App on its own server writes straight to the connection while the
+    # client keeps up; once the buffer is over the high-water mark it must wait the
+    # same way, and end with WebSocketDisconnect when the client goes.
+    progress: list[int] = []
+    outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+    app = App()
+
+    @app.websocket("/ws")
+    async def flood(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            for i in range(2000):
+                await (ws.send_bytes(b"w" * 65536) if i % 2 else ws.send_text("t" * 65536))
+                progress.append(i)
+        except WebSocketDisconnect as exc:
+            outcome.set_result(exc)
+        else:
+            outcome.set_result(None)
+
+    options = {"high_water": HIGH, "ws_per_message_deflate": False}
+    async with running(app, lifespan="off", **options) as server:
+        ws, _ = await RawWebSocket.connect(server.bound_port or 0)  # never reads
+        await asyncio.sleep(0.5)
+        sent = len(progress)
+        await asyncio.sleep(0.3)
+        assert 0 < len(progress) == sent < 2000
+        ws.writer.transport.abort()
+        assert isinstance(await asyncio.wait_for(outcome, 5), WebSocketDisconnect)
 
 
 async def test_graceful_shutdown_finishes_http_and_closes_websockets_1001() -> None:
