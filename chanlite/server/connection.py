@@ -55,6 +55,7 @@ class ServerState:
         "date",
         "default_headers",
         "dirty",
+        "flush_deferred",
         "flush_scheduled",
         "hard_cap",
         "tasks",
@@ -75,9 +76,21 @@ class ServerState:
         # callback writes each one's queue with a single transport.write.
         self.dirty: list[Any] = []
         self.flush_scheduled = False
+        self.flush_deferred = False
 
     def flush_dirty(self) -> None:
-        """Write every queued broadcast frame: one write per connection per iteration."""
+        """Write every queued broadcast frame: one write per connection per iteration.
+
+        The first call only re-queues itself: the flush then runs after the callbacks
+        already waiting (a publisher's next messages, woken by the same poll), so their
+        frames join the same write. Under a steady stream of broadcasts this doubled the
+        frames per ``send()`` and raised deliveries per CPU-second by half (bench/README).
+        """
+        if not self.flush_deferred:
+            self.flush_deferred = True
+            asyncio.get_running_loop().call_soon(self.flush_dirty)
+            return
+        self.flush_deferred = False
         self.flush_scheduled = False
         dirty, self.dirty = self.dirty, []
         for conn in dirty:
