@@ -325,6 +325,15 @@ class WebSocketProtocol:
         return self._disconnect()
 
     def _messages(self, events: list[Any]) -> list[Message]:
+        if len(events) == 1 and not self.failed and self.proto.parser_exc is None:
+            frame = events[0]
+            if frame.fin and frame.opcode is Opcode.TEXT:
+                # One whole text message, the usual read: skip the general loop.
+                try:
+                    return [{"type": "websocket.receive", "text": bytes(frame.data).decode()}]
+                except UnicodeDecodeError as exc:
+                    self._fail_utf8(exc)
+                    return self._disconnect()
         out: list[Message] = []
         for frame in events:
             opcode = frame.opcode

@@ -232,11 +232,16 @@ class WebSocketConnection(asyncio.Protocol):
         waits for the client or raises. The app's fast path past the message dicts."""
         if not self.is_open or self.write_paused:
             return False
+        if self.pending is not None:
+            self.flush_pending()  # queued broadcast frames go first
+        ws = self.ws
         if text:
-            self.ws.send_text(data)  # type: ignore[arg-type]
+            ws.send_text(data)  # type: ignore[arg-type]
         else:
-            self.ws.send_bytes(data)  # type: ignore[arg-type]
-        self._flush()
+            ws.send_bytes(data)  # type: ignore[arg-type]
+        # A data frame changes no protocol state: write it, skip _flush's state checks.
+        for chunk in ws.data_to_send():
+            self.transport.write(chunk)
         return True
 
     def flush_pending(self) -> None:
