@@ -310,7 +310,8 @@ class App:
         try:
             await response(scope, receive, send)
         finally:
-            await request.close()  # release spooled upload files now, not at GC
+            if request.has_form:
+                await request.close()  # release spooled upload files now, not at GC
 
     async def _serve_websocket(
         self, route: Any, scope: Scope, receive: Receive, send: Send

@@ -312,6 +312,11 @@ class Request(HTTPConnection):
             self._form = FormData()
         return self._form
 
+    @property
+    def has_form(self) -> bool:
+        """True once :meth:`form` has parsed the body (its files need :meth:`close`)."""
+        return self._form is not None
+
     async def close(self) -> None:
         """Release uploaded files of a parsed form."""
         if self._form is not None:

@@ -118,9 +118,16 @@ class PathRoute(BaseRoute):
         self.endpoint = endpoint
         self.name: str = name or str(getattr(endpoint, "__name__", type(endpoint).__name__))
         self.regex, self.convertors = compile_path(path)
+        # A path without parameters is matched by string comparison, not the regex.
+        self.static: str | None = None if self.convertors else path
 
     def match_path(self, scope: Scope) -> dict[str, Any] | None:
         """The converted path parameters if the scope's path fits, else None."""
+        static = self.static
+        if static is not None:
+            if _route_path(scope) != static:
+                return None
+            return dict(scope.get("path_params", ()))
         found = self.regex.match(_route_path(scope))
         if found is None:
             return None
