@@ -40,6 +40,10 @@ test: lint typecheck compliance pytest
 
 compliance: setup
 	bash compliance/run.sh
+	COMPLIANCE_AGENT=chanlite-app COMPLIANCE_REPORTS=compliance/reports/app \
+	COMPLIANCE_SERVER_CMD="$(BIN)/chanlite run compliance/app_echo.py:app --host 127.0.0.1 \
+	--port {port} --ws-max-size 16777216 --ws-ping-interval 0 --log-level warning" \
+	bash compliance/run.sh
 
 compliance-full: setup
 	FULL=1 bash compliance/run.sh
