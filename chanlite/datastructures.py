@@ -157,6 +157,13 @@ class MutableHeaders(Headers):
         # Always own a list: mutations must never leak into a caller's sequence.
         self._raw = [_checked(k, v) for k, v in self._raw]
 
+    @classmethod
+    def empty(cls) -> MutableHeaders:
+        """A new empty instance (what ``MutableHeaders()`` gives, built faster)."""
+        headers = cls.__new__(cls)
+        headers._raw = []
+        return headers
+
     @property
     def raw(self) -> RawHeaders:
         """The live ASGI header list (mutations through this object show up here)."""

@@ -66,7 +66,7 @@ class Response:
         if media_type is not None:
             self.media_type = media_type
         self.body = self.render(content)
-        self._headers = MutableHeaders(headers)
+        self._headers = MutableHeaders.empty() if headers is None else MutableHeaders(headers)
         self._init_headers()
 
     def render(self, content: Any) -> bytes:
@@ -498,6 +498,8 @@ def to_response(value: Any) -> Response:
 
 
 def _convert(value: Any, status: int | None) -> Response:
+    if value.__class__ is str:  # the most common return, checked first
+        return PlainTextResponse(value, status or 200)
     if isinstance(value, Response):
         if status is not None:
             value.status_code = status
