@@ -20,7 +20,7 @@ from chanlite.exceptions import (
 from chanlite.layers.base import BaseLayer, Message
 from chanlite.layers.registry import get_layer
 from chanlite.requests import ClientDisconnect, Request
-from chanlite.responses import PlainTextResponse, Response, to_response
+from chanlite.responses import PlainTextResponse, Response, plain_messages, to_response
 from chanlite.routing import BaseRoute, HTTPRoute, Match, Mount, PathRoute, WebSocketRoute
 from chanlite.subscription import Subscription
 from chanlite.types import ASGIApp, Receive, Scope, Send
@@ -292,9 +292,12 @@ class App:
     async def _serve_http(self, route: Any, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         response: Response
+        messages = None
         try:
             result = await route.endpoint(request, **scope["path_params"])
-            response = to_response(result)
+            messages = plain_messages(result, scope["method"])
+            if messages is None:
+                response = to_response(result)
         except ClientDisconnect:
             logger.debug("Client left during %s %s", scope["method"], scope["path"])
             await request.close()
@@ -308,7 +311,11 @@ class App:
                 body = "".join(traceback.format_exception(exc))
             response = PlainTextResponse(body, 500)
         try:
-            await response(scope, receive, send)
+            if messages is not None:  # a str, dict or list return: no Response object
+                await send(messages[0])
+                await send(messages[1])
+            else:
+                await response(scope, receive, send)
         finally:
             if request.has_form:
                 await request.close()  # release spooled upload files now, not at GC

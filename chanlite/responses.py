@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Literal
 from urllib.parse import quote
 
 from chanlite.datastructures import MutableHeaders
-from chanlite.types import Receive, Scope, Send
+from chanlite.types import Message, Receive, Scope, Send
 
 __all__ = [
     "FileResponse",
@@ -221,9 +221,13 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         """Serialise *content*; a value JSON cannot represent raises ``TypeError``."""
-        return json.dumps(
-            content, ensure_ascii=False, allow_nan=False, separators=(",", ":")
-        ).encode("utf-8")
+        return _json_bytes(content)
+
+
+def _json_bytes(content: Any) -> bytes:
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
+        "utf-8"
+    )
 
 
 class RedirectResponse(Response):
@@ -495,6 +499,33 @@ def to_response(value: Any) -> Response:
             )
         response.headers.update(headers)
     return response
+
+
+_TEXT_TYPE = (b"content-type", _content_type(PlainTextResponse.media_type, Response.charset))
+_JSON_TYPE = (b"content-type", _content_type(JSONResponse.media_type, Response.charset))
+
+
+def plain_messages(value: Any, method: str) -> tuple[Message, Message] | None:
+    """The ``http.response.start`` and ``http.response.body`` messages ``to_response``
+    would send for a returned ``str``, ``dict`` or ``list``, built without a Response
+    object (the common returns, on every request's path); None for any other value.
+
+    Raises ``TypeError`` for a dict or list JSON cannot represent, as ``JSONResponse``.
+    """
+    cls = value.__class__
+    if cls is str:
+        body = value.encode("utf-8")
+        content_type = _TEXT_TYPE
+    elif cls is dict or cls is list:
+        body = _json_bytes(value)
+        content_type = _JSON_TYPE
+    else:
+        return None
+    headers = [(b"content-length", b"%d" % len(body)), content_type]
+    return (
+        {"type": "http.response.start", "status": 200, "headers": headers},
+        {"type": "http.response.body", "body": b"" if method == "HEAD" else body},
+    )
 
 
 def _convert(value: Any, status: int | None) -> Response:

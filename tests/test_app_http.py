@@ -105,6 +105,21 @@ async def test_exception_is_500_and_logged(caplog: pytest.LogCaptureFixture) -> 
     assert any(rec.exc_info for rec in caplog.records)
 
 
+async def test_a_return_json_cannot_hold_is_500_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App()
+
+    @app.http("/set")
+    async def returns_a_set(request: Request) -> dict[str, object]:
+        return {"ids": {1, 2}}
+
+    async with TestClient(app, raise_server_exceptions=False) as client:
+        r = await client.get("/set")
+    assert (r.status_code, r.text) == (500, "Internal Server Error")
+    assert any("Exception in HTTP handler returns_a_set" in rec.message for rec in caplog.records)
+
+
 async def test_debug_shows_traceback() -> None:
     async with TestClient(make_app(debug=True), raise_server_exceptions=False) as client:
         r = await client.get("/boom")

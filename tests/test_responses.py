@@ -19,6 +19,7 @@ from chanlite.responses import (
     Response,
     StreamingResponse,
     format_sse,
+    plain_messages,
     to_response,
 )
 from chanlite.types import Message
@@ -349,6 +350,26 @@ class TestToResponse:
         r = await call(to_response("hé"))
         assert r.headers["content-type"] == "text/plain; charset=utf-8"
         assert r.text == "hé"
+
+    @pytest.mark.parametrize("value", ["hé", "", {"a": [1, "é"], "b": None}, [], [1.5, "x"]])
+    @pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
+    async def test_plain_messages_are_what_the_response_sends(
+        self, value: object, method: str
+    ) -> None:
+        # The App sends these for str/dict/list returns instead of building a Response:
+        # they must be the very messages the Response would have sent.
+        sent = (await call(to_response(value), http_scope(method=method))).messages
+        assert plain_messages(value, method) == tuple(sent)
+
+    @pytest.mark.parametrize("value", [b"x", None, ("x", 201), HTMLResponse("x"), 3, ("a",)])
+    def test_plain_messages_leave_other_returns_to_to_response(self, value: object) -> None:
+        assert plain_messages(value, "GET") is None
+
+    def test_plain_messages_refuse_what_json_cannot_hold(self) -> None:
+        with pytest.raises(TypeError):
+            plain_messages({"when": {1, 2}}, "GET")
+        with pytest.raises(ValueError):
+            plain_messages([float("nan")], "GET")
 
     async def test_bytes(self) -> None:
         r = await call(to_response(b"\x00\x01"))

@@ -144,15 +144,26 @@ async def test_websocket_send_waits_and_raises_after_disconnect() -> None:
         else:
             outcome.set_result(None)
 
+    await _sends_stall_until_the_client_goes(app, progress, outcome, ClientDisconnected)
+
+
+async def _sends_stall_until_the_client_goes(
+    app: Any,
+    progress: list[int],
+    outcome: asyncio.Future[BaseException | None],
+    raised: type[BaseException],
+) -> None:
+    """Serve *app* to a client that never reads: its sends must stop making progress
+    (the buffer is full), and end with *raised* once the client is gone."""
     options = {"high_water": HIGH, "ws_per_message_deflate": False}
     async with running(app, lifespan="off", **options) as server:
         ws, _ = await RawWebSocket.connect(server.bound_port or 0)  # never reads
         await asyncio.sleep(0.5)
         sent = len(progress)
         await asyncio.sleep(0.3)
-        assert len(progress) == sent < 2000
+        assert 0 < len(progress) == sent < 2000
         ws.writer.transport.abort()
-        assert isinstance(await asyncio.wait_for(outcome, 5), ClientDisconnected)
+        assert isinstance(await asyncio.wait_for(outcome, 5), raised)
 
 
 async def test_app_sends_wait_for_a_slow_client_too() -> None:
@@ -175,15 +186,7 @@ async def test_app_sends_wait_for_a_slow_client_too() -> None:
         else:
             outcome.set_result(None)
 
-    options = {"high_water": HIGH, "ws_per_message_deflate": False}
-    async with running(app, lifespan="off", **options) as server:
-        ws, _ = await RawWebSocket.connect(server.bound_port or 0)  # never reads
-        await asyncio.sleep(0.5)
-        sent = len(progress)
-        await asyncio.sleep(0.3)
-        assert 0 < len(progress) == sent < 2000
-        ws.writer.transport.abort()
-        assert isinstance(await asyncio.wait_for(outcome, 5), WebSocketDisconnect)
+    await _sends_stall_until_the_client_goes(app, progress, outcome, WebSocketDisconnect)
 
 
 async def test_graceful_shutdown_finishes_http_and_closes_websockets_1001() -> None:
