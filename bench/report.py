@@ -247,8 +247,7 @@ def markdown(data: dict[str, Any]) -> str:
             shown = f"{best:,.0f}" if best else "-"
             busiest = max((float(c.get("client_cpu") or 0) for c in cells), default=0.0)
             lines.append(
-                f"| {name} | {cell['rate']:,.0f}/s | {cpu:.2f} | {own} | {shown} "
-                f"| {busiest:.2f} |"
+                f"| {name} | {cell['rate']:,.0f}/s | {cpu:.2f} | {own} | {shown} | {busiest:.2f} |"
             )
 
     layer_scripts = data.get("layer_scripts") or {}
