@@ -21,7 +21,16 @@ from chanlite.layers.base import BaseLayer, Message
 from chanlite.layers.registry import get_layer
 from chanlite.requests import ClientDisconnect, Request
 from chanlite.responses import PlainTextResponse, Response, plain_messages, to_response
-from chanlite.routing import BaseRoute, HTTPRoute, Match, Mount, PathRoute, WebSocketRoute
+from chanlite.routing import (
+    BaseRoute,
+    HTTPRoute,
+    Match,
+    Mount,
+    PathRoute,
+    WebSocketRoute,
+    route_path,
+    static_routes,
+)
 from chanlite.subscription import Subscription
 from chanlite.types import ASGIApp, Receive, Scope, Send
 from chanlite.websocket import WebSocket, WebSocketState
@@ -68,6 +77,7 @@ class App:
         self._shutdown: list[Callable[[], Awaitable[Any]]] = []
         self._middleware: list[tuple[Callable[..., ASGIApp], dict[str, Any]]] = []
         self._stack: ASGIApp | None = None
+        self._static: dict[tuple[str, str], HTTPRoute | WebSocketRoute] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.dispatcher = Dispatcher(self)
 
@@ -251,6 +261,7 @@ class App:
         await stack(scope, receive, send)
 
     def _build_stack(self) -> ASGIApp:
+        self._static = static_routes(self.routes)
         app: ASGIApp = self._route
         for middleware, options in self._middleware:
             app = middleware(app, **options)
@@ -263,6 +274,19 @@ class App:
             return
         if kind not in ("http", "websocket"):
             raise ValueError(f"chanlite cannot serve ASGI scope type {kind!r}")
+        # Most requests are for a path without parameters: one dictionary lookup.
+        hit = self._static.get((kind, route_path(scope)))
+        if hit is not None:
+            if isinstance(hit, WebSocketRoute):
+                scope["path_params"] = dict(scope.get("path_params", ()))
+                scope["route"] = hit
+                await self._serve_websocket(hit, scope, receive, send)
+                return
+            if scope["method"] in hit.methods:  # else the walk below answers 405
+                scope["path_params"] = dict(scope.get("path_params", ()))
+                scope["route"] = hit
+                await self._serve_http(hit, scope, receive, send)
+                return
         partial: dict[str, Any] | None = None
         for route in self.routes:
             match, child = route.matches(scope)

@@ -87,7 +87,7 @@ class Match(Enum):
     FULL = 2
 
 
-def _route_path(scope: Scope) -> str:
+def route_path(scope: Scope) -> str:
     # Under a mount the matched prefix moved into root_path; match what is left.
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
@@ -125,10 +125,10 @@ class PathRoute(BaseRoute):
         """The converted path parameters if the scope's path fits, else None."""
         static = self.static
         if static is not None:
-            if _route_path(scope) != static:
+            if route_path(scope) != static:
                 return None
             return dict(scope.get("path_params", ()))
-        found = self.regex.match(_route_path(scope))
+        found = self.regex.match(route_path(scope))
         if found is None:
             return None
         params = dict(scope.get("path_params", {}))
@@ -214,7 +214,7 @@ class Mount(BaseRoute):
     def matches(self, scope: Scope) -> tuple[Match, dict[str, Any]]:
         if scope["type"] not in self.scope_types:
             return Match.NONE, {}
-        path = _route_path(scope)
+        path = route_path(scope)
         if path == self.prefix or path.startswith(self.prefix + "/"):
             root = scope.get("root_path", "") + self.prefix
             return Match.FULL, {"root_path": root, "app_root_path": scope.get("root_path", "")}
@@ -222,3 +222,39 @@ class Mount(BaseRoute):
 
     def describe(self) -> tuple[str, str, str]:
         return ("MOUNT", self.prefix or "/", self.name)
+
+
+def static_routes(
+    routes: Sequence[BaseRoute],
+) -> dict[tuple[str, str], HTTPRoute | WebSocketRoute]:
+    """``(scope type, path) -> route`` for the paths a dictionary lookup can answer.
+
+    A route without path parameters goes in when the in-order walk of *routes* would pick
+    it for every request to its path: no earlier route of its scope type could match that
+    path (a pattern, a mount) and, for HTTP, no other HTTP route has the same path (the
+    method then decides, and a miss must become 405). Everything else stays with the walk.
+    """
+    table: dict[tuple[str, str], HTTPRoute | WebSocketRoute] = {}
+    http_paths = [r.path for r in routes if isinstance(r, HTTPRoute)]
+    for index, route in enumerate(routes):
+        if not isinstance(route, HTTPRoute | WebSocketRoute) or route.static is None:
+            continue
+        path = route.static
+        (kind,) = route.scope_types
+        if kind == "http" and http_paths.count(path) > 1:
+            continue
+        key = (kind, path)
+        if key in table or any(_may_match(other, kind, path) for other in routes[:index]):
+            continue
+        table[key] = route
+    return table
+
+
+def _may_match(route: BaseRoute, kind: str, path: str) -> bool:
+    if kind not in route.scope_types:
+        return False
+    if isinstance(route, PathRoute):
+        return route.regex.match(path) is not None
+    if isinstance(route, Mount):
+        return path == route.prefix or path.startswith(route.prefix + "/")
+    return True  # a route type this function does not know: assume it may

@@ -4,7 +4,16 @@ import uuid
 
 import pytest
 
-from chanlite.routing import HTTPRoute, Match, Mount, WebSocketRoute, compile_path
+from chanlite import App, Request
+from chanlite.routing import (
+    HTTPRoute,
+    Match,
+    Mount,
+    WebSocketRoute,
+    compile_path,
+    static_routes,
+)
+from chanlite.testing import TestClient
 
 
 def http_scope(path: str, method: str = "GET") -> dict[str, object]:
@@ -87,3 +96,61 @@ def test_url_path() -> None:
     assert route.url_path(id=3, name="hat") == "/items/3/hat"
     with pytest.raises(KeyError, match="needs the parameter 'name'"):
         route.url_path(id=3)
+
+
+def _endpoint() -> None:  # pragma: no cover - never called
+    pass
+
+
+def test_static_routes_only_where_the_walk_would_pick_them() -> None:
+    routes = [
+        HTTPRoute("/", _endpoint),
+        WebSocketRoute("/ws/{room}", _endpoint),  # matches /ws/lobby: shadows the next one
+        WebSocketRoute("/ws/lobby", _endpoint),
+        WebSocketRoute("/chat", _endpoint),
+        HTTPRoute("/chat", _endpoint),  # other scope type: no clash with the WebSocket
+        HTTPRoute("/items", _endpoint, methods=["GET"]),
+        HTTPRoute("/items", _endpoint, methods=["POST"]),  # same path: the method decides
+        Mount("/api", _endpoint),  # type: ignore[arg-type]
+        HTTPRoute("/api/status", _endpoint),  # under the mount: the mount wins
+        HTTPRoute("/", _endpoint),  # a second HTTP "/": the walk decides for both
+        WebSocketRoute("/chat", _endpoint),  # a second WebSocket "/chat": the first wins
+    ]
+    table = static_routes(routes)
+    assert table == {
+        ("websocket", "/chat"): routes[3],
+        ("http", "/chat"): routes[4],
+    }
+
+
+async def test_app_routes_by_lookup_and_by_walk_alike() -> None:
+    app = App()
+
+    @app.http("/items", methods=["GET"])
+    async def list_items(request: Request) -> str:
+        return "list"
+
+    @app.http("/items", methods=["POST"])
+    async def add_item(request: Request) -> str:
+        return "added"
+
+    @app.http("/{name}")
+    async def by_name(request: Request, name: str) -> str:
+        return f"name {name}"
+
+    @app.http("/about")  # shadowed by /{name}, registered first
+    async def about(request: Request) -> str:  # pragma: no cover - never reached
+        return "about"
+
+    @app.http("/static/page")
+    async def page(request: Request) -> str:
+        return "page"
+
+    async with TestClient(app) as client:
+        assert (await client.get("/items")).text == "list"
+        assert (await client.post("/items")).text == "added"
+        assert (await client.get("/about")).text == "name about"
+        assert (await client.get("/static/page")).text == "page"
+        refused = await client.put("/static/page")
+        assert (refused.status_code, refused.headers["allow"]) == (405, "GET, HEAD")
+        assert (await client.get("/static/page/more")).status_code == 404
