@@ -457,3 +457,43 @@ async def test_close_between_fragments_is_a_normal_close(echo_server: Server) ->
     ws.send(Opcode.CLOSE, Close(1000, "").serialize())
     assert (await ws.close_frame()).code == 1000
     await ws.eof()
+
+
+async def test_a_middleware_that_drops_the_frames_extension_sees_every_send() -> None:
+    from chanlite import App, WebSocket
+
+    seen: list[Any] = []
+
+    def watching(inner: Any) -> Any:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            async def watched_send(message: Message) -> None:
+                seen.append(message.get("text", message.get("bytes")))
+                await send(message)
+
+            if scope.get("path") == "/ws/watched":
+                scope = dict(scope)
+                scope["extensions"] = {
+                    k: v for k, v in scope["extensions"].items() if k != "chanlite.frames"
+                }
+            await inner(scope, receive, watched_send)
+
+        return middleware
+
+    app = App()
+    app.add_middleware(watching)
+
+    @app.websocket("/ws/{name}")
+    async def echo(ws: WebSocket, name: str) -> None:
+        await ws.accept()
+        async for text in ws.iter_text():
+            await ws.send_text(text)
+            await ws.send_bytes(text.encode())
+
+    async with running(app, lifespan="off") as server:
+        for path in ("/ws/watched", "/ws/direct"):
+            async with connect(url(server, path)) as ws:
+                await ws.send(path)
+                assert [await ws.recv(), await ws.recv()] == [path, path.encode()]
+    # Both accepts pass the wrapper; data frames only where the extension was dropped,
+    # the other connection's went straight to the server.
+    assert seen == [None, "/ws/watched", b"/ws/watched", None]
