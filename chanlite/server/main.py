@@ -26,9 +26,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from chanlite.server.config import Config
-from chanlite.server.connection import HTTPConnection, ServerState
+from chanlite.server.connection import HTTPConnection
 from chanlite.server.http import default_headers
 from chanlite.server.lifespan import Lifespan
+from chanlite.server.state import ServerState
 from chanlite.types import ASGIApp
 
 logger = logging.getLogger("chanlite.server")

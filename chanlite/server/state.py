@@ -1,0 +1,137 @@
+"""What every connection of one server shares, and the scope keys HTTP and WebSocket share.
+
+:class:`ServerState` holds the config, the app, the counters, the cached ``Date`` and the
+list of WebSockets with broadcast frames waiting for this loop iteration's flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from chanlite.server.http import RequestHead
+from chanlite.types import ASGIApp, Scope
+
+if TYPE_CHECKING:
+    from chanlite.server.config import Config
+
+# One dict for every scope instead of one per connection (apps only read it).
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+
+
+class ServerState:
+    """What every connection of one server shares: config, app, counters, the Date."""
+
+    __slots__ = (
+        "access_log",
+        "active",
+        "app",
+        "app_state",
+        "config",
+        "connections",
+        "date",
+        "default_headers",
+        "dirty",
+        "flush_deferred",
+        "flush_scheduled",
+        "hard_cap",
+        "tasks",
+    )
+
+    def __init__(self, config: Config, app: ASGIApp) -> None:
+        self.config = config
+        self.app = app
+        self.connections: set[Any] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.active = 0  # requests being served plus open WebSockets
+        self.app_state: dict[str, Any] = {}
+        self.date: bytes | None = None
+        self.default_headers = b""
+        self.access_log = config.access_log
+        self.hard_cap = 4 * config.high_water
+        # WebSockets with broadcast frames queued this loop iteration; one call_soon
+        # callback writes each one's queue with a single transport.write.
+        self.dirty: list[Any] = []
+        self.flush_scheduled = False
+        self.flush_deferred = False
+
+    def flush_dirty(self) -> None:
+        """Write every queued broadcast frame: one write per connection per iteration.
+
+        The first call only re-queues itself: the flush then runs after the callbacks
+        already waiting (a publisher's next messages, woken by the same poll), so their
+        frames join the same write. Under a steady stream of broadcasts this doubled the
+        frames per ``send()`` and raised deliveries per CPU-second by half (bench/README).
+        """
+        if not self.flush_deferred:
+            self.flush_deferred = True
+            asyncio.get_running_loop().call_soon(self.flush_dirty)
+            return
+        self.flush_deferred = False
+        self.flush_scheduled = False
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            conn.flush_pending()
+
+    def over_limit(self) -> bool:
+        limit = self.config.limit_concurrency
+        return limit is not None and self.active >= limit
+
+
+def client_address(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple | list) and len(peer) >= 2:
+        return (str(peer[0]), int(peer[1]))
+    return None
+
+
+def server_address(transport: asyncio.BaseTransport) -> tuple[str, int | None] | None:
+    sock = transport.get_extra_info("sockname")
+    if isinstance(sock, tuple | list) and len(sock) >= 2:
+        return (str(sock[0]), int(sock[1]))
+    if isinstance(sock, str) and sock:
+        return (sock, None)
+    return None
+
+
+def base_scope(
+    state: ServerState,
+    kind: str,
+    head: RequestHead,
+    client: tuple[str, int] | None,
+    server: tuple[str, int | None] | None,
+    secure: bool,
+) -> Scope:
+    """The scope keys HTTP and WebSocket share, with trusted proxy headers applied."""
+    config = state.config
+    scheme = ("https" if secure else "http") if kind == "http" else ("wss" if secure else "ws")
+    if config.proxy_headers and client is not None and client[0] in config.trusted_hosts:
+        for name, value in head.headers:
+            if name == b"x-forwarded-proto":
+                proto = value.decode("latin-1").split(",")[-1].strip().lower()
+                if proto in ("https", "wss"):
+                    scheme = "https" if kind == "http" else "wss"
+                elif proto in ("http", "ws"):
+                    scheme = "http" if kind == "http" else "ws"
+            elif name == b"x-forwarded-for":
+                hosts = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
+                # The right-most address not itself a trusted proxy is the client.
+                for host in reversed(hosts):
+                    if host not in config.trusted_hosts or host == hosts[0]:
+                        client = (host, 0)
+                        break
+    root_path = config.root_path
+    return {
+        "type": kind,
+        "asgi": ASGI_VERSION,
+        "http_version": head.http_version,
+        "scheme": scheme,
+        "server": server,
+        "client": client,
+        "root_path": root_path,
+        "path": root_path + head.path,
+        "raw_path": head.raw_path,
+        "query_string": head.query,
+        "headers": head.headers,
+        "state": state.app_state.copy(),
+    }
