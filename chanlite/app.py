@@ -361,7 +361,8 @@ class App:
                 # Returned without closing: close normally (or reject, if never accepted).
                 await self._close_quietly(ws, 1000)
         finally:
-            await ws._cleanup()
+            if ws.needs_cleanup:
+                await ws._cleanup()
 
     @staticmethod
     async def _close_quietly(ws: WebSocket, code: int) -> None:

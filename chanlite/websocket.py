@@ -223,7 +223,9 @@ class WebSocket(HTTPConnection):
         else:
             await self.send_text(text)
 
-    async def _receive_data(self) -> Message:
+    async def _next_data(self) -> Message | None:
+        """The next ``websocket.receive`` message, or None once the client has left
+        (no exception: the ``iter_*`` loops end without one)."""
         if self.application_state is WebSocketState.CONNECTING:
             raise WebSocketStateError("Call await ws.accept() before receiving messages.")
         if self.client_state is WebSocketState.CONNECTED:
@@ -233,52 +235,44 @@ class WebSocket(HTTPConnection):
                 message = self._received(message)
         else:
             message = await self.receive()
-        if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(self.close_code or 1005, self.close_reason)
-        return message
+        return None if message["type"] == "websocket.disconnect" else message
+
+    def _disconnected(self) -> WebSocketDisconnect:
+        return WebSocketDisconnect(self.close_code or 1005, self.close_reason)
 
     async def receive_text(self) -> str:
         """Wait for a text frame; raise WebSocketDisconnect when the client leaves."""
-        message = await self._receive_data()
-        text = message.get("text")
-        if text is None:
-            raise WebSocketStateError("Expected a text frame, got a binary one")
-        return str(text)
+        message = await self._next_data()
+        if message is None:
+            raise self._disconnected()
+        return _text_of(message)
 
     async def receive_bytes(self) -> bytes:
         """Wait for a binary frame; raise WebSocketDisconnect when the client leaves."""
-        message = await self._receive_data()
-        data = message.get("bytes")
-        if data is None:
-            raise WebSocketStateError("Expected a binary frame, got a text one")
-        return bytes(data)
+        message = await self._next_data()
+        if message is None:
+            raise self._disconnected()
+        return _bytes_of(message)
 
     async def receive_json(self) -> Any:
         """Wait for a frame holding JSON (text or binary) and decode it.
 
         Invalid JSON raises ``ValueError``; the handler may catch it and carry on.
         """
-        message = await self._receive_data()
-        raw = message.get("text")
-        if raw is None:
-            raw = message.get("bytes") or b""
-        return json.loads(raw)
+        message = await self._next_data()
+        if message is None:
+            raise self._disconnected()
+        return _json_of(message)
 
     async def iter_text(self) -> AsyncIterator[str]:
         """Yield text frames until the client disconnects."""
-        try:
-            while True:
-                yield await self.receive_text()
-        except WebSocketDisconnect:
-            pass
+        while (message := await self._next_data()) is not None:
+            yield _text_of(message)
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         """Yield binary frames until the client disconnects."""
-        try:
-            while True:
-                yield await self.receive_bytes()
-        except WebSocketDisconnect:
-            pass
+        while (message := await self._next_data()) is not None:
+            yield _bytes_of(message)
 
     async def iter_json(self) -> AsyncIterator[Any]:
         """Yield decoded JSON frames until the client disconnects.
@@ -286,16 +280,14 @@ class WebSocket(HTTPConnection):
         A frame that is not JSON ends the loop too: the connection is closed with 1007
         (invalid payload), since the client broke the protocol the handler expects.
         """
-        try:
-            while True:
-                try:
-                    yield await self.receive_json()
-                except ValueError as exc:
-                    logger.info("Closing %s: frame is not JSON (%s)", self.scope.get("path"), exc)
-                    await self.close(1007, "invalid JSON")
-                    return
-        except WebSocketDisconnect:
-            pass
+        while (message := await self._next_data()) is not None:
+            try:
+                value = _json_of(message)
+            except ValueError as exc:
+                logger.info("Closing %s: frame is not JSON (%s)", self.scope.get("path"), exc)
+                await self.close(1007, "invalid JSON")
+                return
+            yield value
 
     # -- the channel layer ---------------------------------------------------------------
 
@@ -384,6 +376,11 @@ class WebSocket(HTTPConnection):
         finally:
             self._drain = None
 
+    @property
+    def needs_cleanup(self) -> bool:
+        """True when :meth:`_cleanup` has something to undo (a channel, queued events)."""
+        return self._channel_name is not None or self._drain is not None or bool(self._events)
+
     async def _cleanup(self) -> None:
         """Forget the channel, drop group memberships and pending events."""
         drain = self._drain
@@ -401,3 +398,24 @@ class WebSocket(HTTPConnection):
                 except Exception:
                     logger.warning("Could not leave group %r on disconnect", group, exc_info=True)
             self._groups = None
+
+
+def _text_of(message: Message) -> str:
+    text = message.get("text")
+    if text is None:
+        raise WebSocketStateError("Expected a text frame, got a binary one")
+    return str(text)
+
+
+def _bytes_of(message: Message) -> bytes:
+    data = message.get("bytes")
+    if data is None:
+        raise WebSocketStateError("Expected a binary frame, got a text one")
+    return bytes(data)
+
+
+def _json_of(message: Message) -> Any:
+    raw = message.get("text")
+    if raw is None:
+        raw = message.get("bytes") or b""
+    return json.loads(raw)
