@@ -294,6 +294,45 @@ async def test_iter_json_closes_1007_on_invalid_json() -> None:
     assert got == [{"ok": 1}]
 
 
+async def test_iter_loops_end_quietly_at_disconnect_and_refuse_the_other_frame_type() -> None:
+    app = App()
+    seen: list[Any] = []
+
+    @app.websocket("/ws/bytes")
+    async def binary(ws: WebSocket) -> None:
+        await ws.accept()
+        async for data in ws.iter_bytes():
+            seen.append(data)
+        seen.append(("ended", ws.close_code))
+
+    @app.websocket("/ws/text")
+    async def text(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            async for item in ws.iter_text():
+                seen.append(item)
+        except WebSocketStateError as exc:
+            seen.append(str(exc))
+
+    async with TestClient(app) as client:
+        async with client.websocket("/ws/bytes") as ws:
+            await ws.send_bytes(b"\x00\x01")
+            await ws.send_bytes(b"")
+            await ws.close(4001)
+        async with client.websocket("/ws/text") as ws:
+            await ws.send_text("a")
+            await ws.send_bytes(b"b")
+            with pytest.raises(WebSocketDisconnect):
+                await ws.receive_text()
+    assert seen == [
+        b"\x00\x01",
+        b"",
+        ("ended", 4001),
+        "a",
+        "Expected a text frame, got a binary one",
+    ]
+
+
 async def test_receive_json_invalid_raises_value_error() -> None:
     app = App()
     errors: list[str] = []
