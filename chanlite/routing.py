@@ -88,6 +88,7 @@ class Match(Enum):
 
 
 def route_path(scope: Scope) -> str:
+    """The part of the scope's path routes match: under a mount, what follows its prefix."""
     # Under a mount the matched prefix moved into root_path; match what is left.
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
@@ -237,7 +238,11 @@ def static_routes(
     table: dict[tuple[str, str], HTTPRoute | WebSocketRoute] = {}
     http_paths = [r.path for r in routes if isinstance(r, HTTPRoute)]
     for index, route in enumerate(routes):
-        if not isinstance(route, HTTPRoute | WebSocketRoute) or route.static is None:
+        # Exactly these classes: a subclass may match differently (hosts, headers...).
+        if type(route) not in (HTTPRoute, WebSocketRoute):
+            continue
+        assert isinstance(route, HTTPRoute | WebSocketRoute)
+        if route.static is None:
             continue
         path = route.static
         (kind,) = route.scope_types
@@ -251,10 +256,12 @@ def static_routes(
 
 
 def _may_match(route: BaseRoute, kind: str, path: str) -> bool:
-    if kind not in route.scope_types:
-        return False
-    if isinstance(route, PathRoute):
-        return route.regex.match(path) is not None
-    if isinstance(route, Mount):
-        return path == route.prefix or path.startswith(route.prefix + "/")
+    if type(route) in (HTTPRoute, WebSocketRoute):
+        assert isinstance(route, PathRoute)
+        return kind in route.scope_types and route.regex.match(path) is not None
+    if type(route) is Mount:
+        assert isinstance(route, Mount)
+        return kind in route.scope_types and (
+            path == route.prefix or path.startswith(route.prefix + "/")
+        )
     return True  # a route type this function does not know: assume it may

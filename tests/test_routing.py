@@ -154,3 +154,16 @@ async def test_app_routes_by_lookup_and_by_walk_alike() -> None:
         refused = await client.put("/static/page")
         assert (refused.status_code, refused.headers["allow"]) == (405, "GET, HEAD")
         assert (await client.get("/static/page/more")).status_code == 404
+
+
+def test_static_routes_leave_route_subclasses_to_the_walk() -> None:
+    class HostRoute(HTTPRoute):
+        def matches(self, scope: dict[str, object]) -> tuple[Match, dict[str, object]]:  # type: ignore[override]
+            return Match.NONE, {}  # e.g. a route for another host
+
+    custom = HostRoute("/", _endpoint)
+    after = HTTPRoute("/after", _endpoint)
+    ws = WebSocketRoute("/ws", _endpoint)
+    # The subclass decides for itself; what follows it cannot be looked up past it either.
+    assert static_routes([custom, after, ws]) == {}
+    assert static_routes([ws, custom, after]) == {("websocket", "/ws"): ws}
