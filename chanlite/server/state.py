@@ -7,6 +7,7 @@ list of WebSockets with broadcast frames waiting for this loop iteration's flush
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from chanlite.server.http import RequestHead
@@ -15,6 +16,7 @@ from chanlite.types import ASGIApp, Scope
 if TYPE_CHECKING:
     from chanlite.server.config import Config
 
+logger = logging.getLogger("chanlite.server")
 # One dict for every scope instead of one per connection (apps only read it).
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
@@ -71,7 +73,10 @@ class ServerState:
         self.flush_scheduled = False
         dirty, self.dirty = self.dirty, []
         for conn in dirty:
-            conn.flush_pending()
+            try:
+                conn.flush_pending()
+            except Exception:  # one broken transport must not hold back everyone's frames
+                logger.exception("Writing queued broadcast frames failed")
 
     def over_limit(self) -> bool:
         limit = self.config.limit_concurrency

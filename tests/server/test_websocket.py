@@ -497,3 +497,35 @@ async def test_a_middleware_that_drops_the_frames_extension_sees_every_send() ->
     # Both accepts pass the wrapper; data frames only where the extension was dropped,
     # the other connection's went straight to the server.
     assert seen == [None, "/ws/watched", b"/ws/watched", None]
+
+
+async def test_broadcast_flush_goes_on_past_a_connection_that_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from chanlite.server.config import Config
+    from chanlite.server.state import ServerState
+
+    async def no_app(scope: Scope, receive: Receive, send: Send) -> None:  # pragma: no cover
+        pass
+
+    flushed: list[str] = []
+
+    class Queued:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def flush_pending(self) -> None:
+            if self.name == "broken":
+                raise RuntimeError("transport gone bad")
+            flushed.append(self.name)
+
+    state = ServerState(Config(no_app, port=0), no_app)
+    state.dirty = [Queued("a"), Queued("broken"), Queued("c")]
+    state.flush_scheduled = True
+    state.flush_dirty()  # defers itself once, behind what is already waiting
+    assert flushed == []
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert flushed == ["a", "c"]
+    assert not state.flush_scheduled and not state.dirty
+    assert "Writing queued broadcast frames failed" in caplog.text
