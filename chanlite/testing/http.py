@@ -193,6 +193,7 @@ class _HTTPExchange:
         self._request_done = False
         self._finished = asyncio.Event()  # complete or disconnected: receive() -> http.disconnect
         self._drained = asyncio.Event()
+        self._last_chunk: float | None = None  # when the app last sent body bytes
         self.client = client
         self.call = AppCall(
             client, client.app(scope, self._receive, self._send), self.label, timeout
@@ -245,6 +246,7 @@ class _HTTPExchange:
                 raise ClientDisconnected(f"{self.label}: the client disconnected")
             if body and not self.head:
                 self.chunks.append(bytes(body))
+                self._last_chunk = time.monotonic()
             if not message.get("more_body", False):
                 self.complete = True
                 self._finished.set()
@@ -269,22 +271,33 @@ class _HTTPExchange:
 
     async def next_chunk(self) -> bytes | None:
         call = self.call
-        await call.wait_for(
-            lambda: bool(self.chunks) or self.complete or call.done,
-            "the app did not send the rest of the response body",
-            None,
-        )
-        if call.deadline is not None and time.monotonic() > call.deadline:
-            raise TimeoutError(
-                f"{self.label}: the response body did not end within {call.timeout:g}s "
-                "(read endless responses with client.stream())"
+        try:
+            await call.wait_for(
+                lambda: bool(self.chunks) or self.complete or call.done,
+                "the app did not send the rest of the response body",
+                None,
             )
+        except TimeoutError:
+            # The whole-request budget ran out while waiting. If chunks were still coming
+            # the body is endless rather than stalled: say so, with the way out.
+            last = self._last_chunk
+            if last is not None and time.monotonic() - last < call.timeout / 2:
+                raise self._endless() from None
+            raise
+        if call.deadline is not None and time.monotonic() > call.deadline:
+            raise self._endless()
         if self.chunks:
             self._drained.set()
             return self.chunks.popleft()
         if not self.complete:
             call.report("the app returned before the end of the body (more_body=True)")
         return None
+
+    def _endless(self) -> TimeoutError:
+        return TimeoutError(
+            f"{self.label}: the response body did not end within {self.call.timeout:g}s "
+            "(read endless responses with client.stream())"
+        )
 
     async def close(self, exc: BaseException | None) -> None:
         """End the exchange: a complete response waits for the app to return (background
