@@ -362,8 +362,11 @@ async def test_send_frame_fast_path() -> None:
     assert results == {"before_accept": False, "open": True, "closing": False}
 
 
-async def test_send_frame_drops_for_a_client_that_never_reads() -> None:
-    outcome: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+def flooding_app(
+    outcome: asyncio.Future[tuple[int, int]], offered: int, yield_between: bool
+) -> Any:
+    """An app offering *offered* 16 KiB frames to send_frame (yielding to the loop after
+    each, or all in one iteration), then reporting ``(written, dropped)``."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -373,21 +376,35 @@ async def test_send_frame_drops_for_a_client_that_never_reads() -> None:
         await send({"type": "websocket.accept"})
         frame = Frame(Opcode.BINARY, b"x" * 16384).serialize(mask=False, extensions=[])
         written = 0
-        for _ in range(2000):  # 32 MiB offered; the socket buffers are far smaller
+        for _ in range(offered):
             if send_frame(frame):
                 written += 1
-            await asyncio.sleep(0)
-        outcome.set_result((written, 2000 - written))
+            if yield_between:
+                await asyncio.sleep(0)
+        outcome.set_result((written, offered - written))
         await receive()
 
+    return app
+
+
+def ws_connection(server: Server) -> WebSocketConnection:
+    assert server.state is not None
+    conns = [c for c in server.state.connections if isinstance(c, WebSocketConnection)]
+    assert len(conns) == 1
+    return conns[0]
+
+
+async def test_send_frame_drops_for_a_client_that_never_reads() -> None:
+    outcome: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+    # 32 MiB offered; the socket buffers are far smaller.
+    app = flooding_app(outcome, 2000, yield_between=True)
     async with running(app, lifespan="off", high_water=65536) as server:
         ws, _ = await RawWebSocket.connect(server.bound_port or 0)  # and never reads
         written, dropped = await asyncio.wait_for(outcome, 15)
         assert dropped > 0 and written < 2000
-        assert server.state is not None
-        conns = [c for c in server.state.connections if isinstance(c, WebSocketConnection)]
-        assert conns and conns[0].drops == dropped
-        assert conns[0].transport.get_write_buffer_size() <= 4 * 65536 + 16384 + 16
+        conn = ws_connection(server)
+        assert conn.drops == dropped
+        assert conn.transport.get_write_buffer_size() <= 4 * 65536 + 16384 + 16
         ws.writer.close()
 
 
@@ -427,27 +444,14 @@ async def test_send_frame_coalesced_keeps_order_with_asgi_sends() -> None:
 async def test_send_frame_counts_drops_within_one_iteration() -> None:
     """The hard cap counts frames still queued, not only the transport's buffer."""
     outcome: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
-            return
-        send_frame = scope["extensions"]["chanlite.frames"]["send_frame"]
-        await receive()
-        await send({"type": "websocket.accept"})
-        frame = Frame(Opcode.BINARY, b"x" * 16384).serialize(mask=False, extensions=[])
-        written = sum(1 for _ in range(100) if send_frame(frame))  # 1.6 MiB, no yield
-        outcome.set_result((written, 100 - written))
-        await receive()
-
+    app = flooding_app(outcome, 100, yield_between=False)  # 1.6 MiB, no yield
     async with running(app, lifespan="off", high_water=65536) as server:
         ws, _ = await RawWebSocket.connect(server.bound_port or 0)  # and never reads
         written, dropped = await asyncio.wait_for(outcome, 10)
         # A frame is refused once what is queued already exceeds the 4 x 64 KiB cap:
         # 16 frames of 16388 bytes are 64 bytes over it, so the 17th and later are dropped.
         assert (written, dropped) == (16, 84)
-        assert server.state is not None
-        conns = [c for c in server.state.connections if isinstance(c, WebSocketConnection)]
-        assert conns and conns[0].drops == 84
+        assert ws_connection(server).drops == 84
         ws.writer.close()
 
 
