@@ -64,6 +64,20 @@ def _float(value: str) -> float:
     return float(value)
 
 
+def release_pending(pending: dict[str, int], channels: Sequence[str]) -> None:
+    """Take one off each of *channels*' counts of queued messages, forgetting zeros.
+
+    The bookkeeping behind per-channel capacity for a queue whose entries name the
+    channels they are for (the in-process queue of a layer's ``receive_local``).
+    """
+    for channel in channels:
+        left = pending[channel] - 1
+        if left:
+            pending[channel] = left
+        else:
+            del pending[channel]
+
+
 class BaseLayer(ABC):
     """Abstract channel layer: one class per backend, one contract for all of them.
 

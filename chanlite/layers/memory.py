@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from chanlite.layers.base import BaseLayer, ChannelFull, Message
+from chanlite.layers.base import BaseLayer, ChannelFull, Message, release_pending
 from chanlite.layers.demux import LocalDemux
 
 
@@ -137,13 +137,7 @@ class MemoryLayer(BaseLayer):
     def _pop_local(self) -> tuple[float, tuple[str, ...], Message]:
         """Take the oldest local entry off the queue and release its capacity."""
         entry = self._local.popleft()
-        pending = self._local_pending
-        for channel in entry[1]:
-            left = pending[channel] - 1
-            if left:
-                pending[channel] = left
-            else:
-                del pending[channel]
+        release_pending(self._local_pending, entry[1])
         return entry
 
     def _expire_local(self, now: float) -> None:

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 
-from chanlite.layers.base import Message
+from chanlite.layers.base import Message, release_pending
 
 Entry = tuple[float, tuple[str, ...], Message]
 
@@ -122,12 +122,7 @@ class LocalQueue:
             if len(items) < self._floor // 2:
                 self._pending = None
             else:
-                for channel in entry[1]:
-                    left = pending[channel] - 1
-                    if left:
-                        pending[channel] = left
-                    else:
-                        del pending[channel]
+                release_pending(pending, entry[1])
         if len(items) < LOW_WATER:
             self.drained.set()
         return entry
