@@ -32,7 +32,13 @@ from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
-from chanlite.layers.base import BaseLayer, ChannelFull, LayerConfigError, Message
+from chanlite.layers.base import (
+    BaseLayer,
+    ChannelFull,
+    LayerConfigError,
+    Message,
+    release_pending,
+)
 from chanlite.layers.demux import LocalDemux
 from chanlite_sqlite import codec
 from chanlite_sqlite.plain import PlainReceivers
@@ -330,13 +336,7 @@ class SQLiteLayer(BaseLayer):
             self._release(inbox.popleft()[1])
 
     def _release(self, channels: tuple[str, ...]) -> None:
-        pending = self._pending
-        for channel in channels:
-            left = pending[channel] - 1
-            if left:
-                pending[channel] = left
-            else:
-                del pending[channel]
+        release_pending(self._pending, channels)
 
     # -- direct messages -------------------------------------------------------------------
 
