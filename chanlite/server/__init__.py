@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 from chanlite.server.config import Config
-from chanlite.server.connection import ClientDisconnected
 from chanlite.server.lifespan import LifespanError
 from chanlite.server.main import Server, serve, serve_async
+from chanlite.server.state import ClientDisconnected
 
 __all__ = ["ClientDisconnected", "Config", "LifespanError", "Server", "serve", "serve_async"]

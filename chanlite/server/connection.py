@@ -25,17 +25,18 @@ from chanlite.server.http import (
     Upgrade,
     simple_response,
 )
-from chanlite.server.state import ServerState, base_scope, client_address, server_address
+from chanlite.server.state import (
+    ServerState,
+    access_logger,
+    base_scope,
+    client_address,
+    logger,
+    server_address,
+)
+from chanlite.server.ws_connection import WebSocketConnection
 from chanlite.types import ASGIApp, Message, Receive, Scope, Send
 
-logger = logging.getLogger("chanlite.server")
-access_logger = logging.getLogger("chanlite.access")
-
 HEADER, IDLE = 1, 2  # deadline kinds
-
-
-class ClientDisconnected(OSError):
-    """``send`` was called on a connection the client has closed."""
 
 
 async def service_unavailable(scope: Scope, receive: Receive, send: Send) -> None:
@@ -66,7 +67,12 @@ class HTTPConnection(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        state: ServerState,
+        loop: asyncio.AbstractEventLoop,
+        server: tuple[str, int | None] | None = None,
+    ) -> None:
         config = state.config
         self.state = state
         self.loop = loop
@@ -78,7 +84,9 @@ class HTTPConnection(asyncio.Protocol):
         self.cycles: deque[RequestCycle] = deque()
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client: tuple[str, int] | None = None
-        self.server: tuple[str, int | None] | None = None
+        # The listener's address when it is the same for all its connections (not a
+        # wildcard bind); else looked up per connection.
+        self.server = server
         self.secure = False
         self.read_paused = False
         self.write_paused = False
@@ -97,7 +105,8 @@ class HTTPConnection(asyncio.Protocol):
         high = self.state.config.high_water
         transport.set_write_buffer_limits(high=high, low=high // 4)
         self.client = client_address(transport)
-        self.server = server_address(transport)
+        if self.server is None:
+            self.server = server_address(transport)
         self.secure = transport.get_extra_info("sslcontext") is not None
         self.deadline = self.loop.time() + self.state.config.timeout_request_header
         self.deadline_kind = HEADER
@@ -171,8 +180,6 @@ class HTTPConnection(asyncio.Protocol):
             # An upgrade pipelined behind other requests: refuse it once they are done.
             self.pending_error = BadRequest(400, "WebSocket upgrade after pipelined requests")
             return
-        from chanlite.server.ws_connection import WebSocketConnection
-
         self.state.connections.discard(self)
         ws = WebSocketConnection(self.state, self.loop, self.transport)
         self.transport.set_protocol(ws)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import logging
 import signal
 import socket
@@ -29,7 +30,7 @@ from chanlite.server.config import Config
 from chanlite.server.connection import HTTPConnection
 from chanlite.server.http import default_headers
 from chanlite.server.lifespan import Lifespan
-from chanlite.server.state import ServerState
+from chanlite.server.state import ServerState, listener_address
 from chanlite.types import ASGIApp
 
 logger = logging.getLogger("chanlite.server")
@@ -91,10 +92,8 @@ class Server:
 
         self.sockets = list(sockets) if sockets is not None else [config.bind_socket()]
 
-        def factory() -> HTTPConnection:
-            return HTTPConnection(state, loop)
-
         for sock in self.sockets:
+            factory = functools.partial(HTTPConnection, state, loop, listener_address(sock))
             self.servers.append(
                 await loop.create_server(factory, sock=sock, backlog=config.backlog)
             )

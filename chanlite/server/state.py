@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import TYPE_CHECKING, Any
 
 from chanlite.server.http import RequestHead
@@ -17,8 +18,13 @@ if TYPE_CHECKING:
     from chanlite.server.config import Config
 
 logger = logging.getLogger("chanlite.server")
+access_logger = logging.getLogger("chanlite.access")
 # One dict for every scope instead of one per connection (apps only read it).
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+
+
+class ClientDisconnected(OSError):
+    """``send`` was called on a connection the client has closed."""
 
 
 class ServerState:
@@ -91,7 +97,20 @@ def client_address(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
 
 
 def server_address(transport: asyncio.BaseTransport) -> tuple[str, int | None] | None:
-    sock = transport.get_extra_info("sockname")
+    return _address(transport.get_extra_info("sockname"))
+
+
+def listener_address(sock: socket.socket) -> tuple[str, int | None] | None:
+    """The server address every connection accepted on *sock* shares, or None when it
+    varies (a wildcard bind: each connection has the local address it arrived on). Known
+    up front, it saves a ``getsockname`` call per connection."""
+    name = sock.getsockname()
+    if isinstance(name, tuple | list) and str(name[0]) in ("0.0.0.0", "::", ""):
+        return None
+    return _address(name)
+
+
+def _address(sock: Any) -> tuple[str, int | None] | None:
     if isinstance(sock, tuple | list) and len(sock) >= 2:
         return (str(sock[0]), int(sock[1]))
     if isinstance(sock, str) and sock:

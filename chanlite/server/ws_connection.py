@@ -15,9 +15,14 @@ import logging
 
 from websockets.protocol import State
 
-from chanlite.server.connection import ClientDisconnected, access_logger, logger
 from chanlite.server.http import RequestHead, ResponseError, simple_response
-from chanlite.server.state import ServerState, base_scope
+from chanlite.server.state import (
+    ClientDisconnected,
+    ServerState,
+    access_logger,
+    base_scope,
+    logger,
+)
 from chanlite.server.websocket import WebSocketProtocol
 from chanlite.types import Message, Scope
 

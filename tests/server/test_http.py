@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+from pathlib import Path
 
 import pytest
 
 from chanlite.server import Server
+from chanlite.server.state import listener_address
 from chanlite.types import Message, Receive, Scope, Send
 from tests.server.conftest import RawClient, running
 
@@ -253,6 +256,41 @@ async def test_root_path_and_scope_basics() -> None:
     assert scope["client"][0] == "127.0.0.1"
     assert scope["server"] == ("127.0.0.1", server.bound_port)
     assert (b"host", b"t") in scope["headers"]
+
+
+async def test_scope_server_is_the_local_address_the_connection_arrived_on() -> None:
+    # A wildcard bind looks the address up per connection; a specific one knows it.
+    servers: list[object] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        servers.append(scope["server"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    for host in ("0.0.0.0", "127.0.0.1"):
+        async with running(app, lifespan="off", host=host) as server:
+            client = await RawClient.connect(server.bound_port or 0)
+            await client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert (await client.read_response()).status == 204
+            await client.close()
+        assert servers.pop() == ("127.0.0.1", server.bound_port)
+
+
+def test_listener_address_is_known_only_for_a_specific_bind(tmp_path: Path) -> None:
+    with socket.socket() as wildcard, socket.socket() as loopback:
+        wildcard.bind(("0.0.0.0", 0))
+        loopback.bind(("127.0.0.1", 0))
+        assert listener_address(wildcard) is None
+        assert listener_address(loopback) == ("127.0.0.1", loopback.getsockname()[1])
+    with socket.socket(socket.AF_UNIX) as unix:
+        unix.bind(str(tmp_path / "s.sock"))
+        assert listener_address(unix) == (str(tmp_path / "s.sock"), None)
+    if socket.has_ipv6:
+        with socket.socket(socket.AF_INET6) as any6:
+            any6.bind(("::", 0))
+            assert listener_address(any6) is None
 
 
 async def test_streaming_response_sends_headers_before_the_first_chunk() -> None:
