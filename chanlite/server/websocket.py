@@ -407,22 +407,33 @@ class WebSocketProtocol:
 
     # sending --------------------------------------------------------------------------
 
-    def send_text(self, text: str) -> None:
-        data = text.encode()
+    def small_frame(self, data: str | bytes, text: bool) -> bytes | None:
+        """The wire bytes of a message of 0-125 bytes on an open socket without
+        extensions, else None (the message needs :meth:`send_text` / :meth:`send_bytes`).
+
+        Such a frame is two header bytes and the payload: no Frame object, no extension
+        pass, no struct packing (the echo hot path)."""
         proto = self.proto
-        if len(data) < 126 and not proto.extensions and proto.state is OPEN:
-            # A small uncompressed frame is two header bytes and the payload: no Frame
-            # object, no extension pass, no struct packing (the echo hot path).
-            proto.writes.append(_SMALL_TEXT[len(data)] + data)
+        if len(data) >= 126 or proto.extensions or proto.state is not OPEN:
+            return None  # a str of 126+ characters is 126+ bytes of UTF-8 too
+        if text:
+            payload = data.encode()  # type: ignore[union-attr]
+            return _SMALL_TEXT[len(payload)] + payload if len(payload) < 126 else None
+        return _SMALL_BINARY[len(data)] + data  # type: ignore[operator]
+
+    def send_text(self, text: str) -> None:
+        frame = self.small_frame(text, True)
+        if frame is not None:
+            self.proto.writes.append(frame)
         else:
-            proto.send_text(data)
+            self.proto.send_text(text.encode())
 
     def send_bytes(self, data: bytes) -> None:
-        proto = self.proto
-        if len(data) < 126 and not proto.extensions and proto.state is OPEN:
-            proto.writes.append(_SMALL_BINARY[len(data)] + data)
+        frame = self.small_frame(data, False)
+        if frame is not None:
+            self.proto.writes.append(frame)
         else:
-            proto.send_binary(data)
+            self.proto.send_binary(data)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake (no-op once closing)."""

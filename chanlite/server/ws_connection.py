@@ -235,6 +235,10 @@ class WebSocketConnection(asyncio.Protocol):
         if self.pending is not None:
             self.flush_pending()  # queued broadcast frames go first
         ws = self.ws
+        frame = ws.small_frame(data, text)
+        if frame is not None:
+            self.transport.write(frame)
+            return True
         if text:
             ws.send_text(data)  # type: ignore[arg-type]
         else:
