@@ -103,7 +103,8 @@ def server_address(transport: asyncio.BaseTransport) -> tuple[str, int | None] |
 def listener_address(sock: socket.socket) -> tuple[str, int | None] | None:
     """The server address every connection accepted on *sock* shares, or None when it
     varies (a wildcard bind: each connection has the local address it arrived on). Known
-    up front, it saves a ``getsockname`` call per connection."""
+    up front, every connection shares one tuple instead of converting the transport's
+    address for itself."""
     name = sock.getsockname()
     if isinstance(name, tuple | list) and str(name[0]) in ("0.0.0.0", "::", ""):
         return None
