@@ -407,29 +407,30 @@ class WebSocketProtocol:
 
     # sending --------------------------------------------------------------------------
 
-    def small_frame(self, data: str | bytes, text: bool) -> bytes | None:
-        """The wire bytes of a message of 0-125 bytes on an open socket without
-        extensions, else None (the message needs :meth:`send_text` / :meth:`send_bytes`).
+    def small_frame(self, data: str | bytes) -> bytes | None:
+        """The wire bytes of a text (str) or binary (bytes) message of 0-125 bytes on an
+        open socket without extensions, else None (the message needs :meth:`send_text` /
+        :meth:`send_bytes`).
 
         Such a frame is two header bytes and the payload: no Frame object, no extension
         pass, no struct packing (the echo hot path)."""
         proto = self.proto
         if len(data) >= 126 or proto.extensions or proto.state is not OPEN:
             return None  # a str of 126+ characters is 126+ bytes of UTF-8 too
-        if text:
-            payload = data.encode()  # type: ignore[union-attr]
+        if isinstance(data, str):
+            payload = data.encode()
             return _SMALL_TEXT[len(payload)] + payload if len(payload) < 126 else None
-        return _SMALL_BINARY[len(data)] + data  # type: ignore[operator]
+        return _SMALL_BINARY[len(data)] + data
 
     def send_text(self, text: str) -> None:
-        frame = self.small_frame(text, True)
+        frame = self.small_frame(text)
         if frame is not None:
             self.proto.writes.append(frame)
         else:
             self.proto.send_text(text.encode())
 
     def send_bytes(self, data: bytes) -> None:
-        frame = self.small_frame(data, False)
+        frame = self.small_frame(data)
         if frame is not None:
             self.proto.writes.append(frame)
         else:

@@ -230,12 +230,15 @@ class WebSocketConnection(asyncio.Protocol):
         """Write one message at once when nothing stands in the way (accepted, open, the
         client keeping up); False sends nothing and leaves it to the ASGI ``send``, which
         waits for the client or raises. The app's fast path past the message dicts."""
+        if isinstance(data, str) is not text:
+            kind = "a str" if text else "bytes"
+            raise TypeError(f"send_now(text={text}) needs {kind}, not {type(data).__name__}")
         if not self.is_open or self.write_paused:
             return False
         if self.pending is not None:
             self.flush_pending()  # queued broadcast frames go first
         ws = self.ws
-        frame = ws.small_frame(data, text)
+        frame = ws.small_frame(data)
         if frame is not None:
             self.transport.write(frame)
             return True

@@ -503,6 +503,36 @@ async def test_a_middleware_that_drops_the_frames_extension_sees_every_send() ->
     assert seen == [None, "/ws/watched", b"/ws/watched", None]
 
 
+async def test_send_now_frames_text_and_binary_small_and_large() -> None:
+    errors: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        send_now = scope["extensions"]["chanlite.frames"]["send_now"]
+        for data, text in (("hé", True), (b"\x00\xff", False), ("é" * 100, True)):
+            assert send_now(data, text) is True  # "é" * 100: 200 bytes, the general path
+        assert send_now(b"\x01" * 300, False) is True
+        for data, text in ((b"raw", True), ("str", False)):
+            try:
+                send_now(data, text)
+            except TypeError as exc:
+                errors.append(str(exc))
+        await send({"type": "websocket.send", "text": "done"})
+        await receive()
+
+    async with running(app, lifespan="off") as server:
+        async with connect(url(server, "/ws")) as ws:
+            received = [await ws.recv() for _ in range(5)]
+    assert received == ["hé", b"\x00\xff", "é" * 100, b"\x01" * 300, "done"]
+    assert errors == [
+        "send_now(text=True) needs a str, not bytes",
+        "send_now(text=False) needs bytes, not str",
+    ]
+
+
 async def test_broadcast_flush_goes_on_past_a_connection_that_fails(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
