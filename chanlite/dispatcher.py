@@ -10,17 +10,14 @@ member's transport when the server offers the ``chanlite.frames`` extension.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import itertools
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from websockets.frames import Frame, Opcode
-
+from chanlite.broadcast import BROADCAST, broadcast_event, encode_frame
 from chanlite.layers.base import Message
 
 if TYPE_CHECKING:
@@ -41,41 +38,14 @@ class Receiver(Protocol):
 
 logger = logging.getLogger("chanlite.dispatcher")
 
-#: The reserved event type of :meth:`chanlite.App.broadcast`: its frame goes straight to
-#: member sockets, with no Python handler per member.
-BROADCAST = "chanlite.broadcast"
-
-
-def broadcast_event(
-    *, text: str | None = None, bytes: bytes | None = None, json: Any = None
-) -> Message:
-    """Build the layer event for a broadcast of exactly one of *text*, *bytes* or *json*."""
-    given = [name for name, value in (("text", text), ("bytes", bytes)) if value is not None]
-    if json is not None:
-        given.append("json")
-    if len(given) != 1:
-        raise TypeError("broadcast() takes exactly one of text=, bytes= or json=")
-    if text is not None:
-        if not isinstance(text, str):
-            raise TypeError(f"broadcast(text=...) needs a str, not {type(text).__name__}")
-        return {"type": BROADCAST, "text": text}
-    if bytes is not None:
-        if not isinstance(bytes, (builtins.bytes, bytearray, memoryview)):
-            raise TypeError(f"broadcast(bytes=...) needs bytes, not {type(bytes).__name__}")
-        return {"type": BROADCAST, "bytes": builtins.bytes(bytes)}
-    return {"type": BROADCAST, "text": _dumps(json)}
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def encode_frame(event: Message) -> bytes:
-    """The complete unmasked WebSocket frame for a broadcast event."""
-    text = event.get("text")
-    if text is not None:
-        return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
-    return Frame(Opcode.BINARY, bytes(event.get("bytes") or b"")).serialize(mask=False)
+__all__ = [
+    "BROADCAST",
+    "DispatchStats",
+    "Dispatcher",
+    "Receiver",
+    "broadcast_event",
+    "encode_frame",
+]
 
 
 @dataclass

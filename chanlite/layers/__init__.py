@@ -2,7 +2,9 @@
 
 from chanlite.layers.base import (
     BaseLayer,
+    BlockingSends,
     ChannelFull,
+    Event,
     LayerConfigError,
     LayerError,
     LayerNotFound,
@@ -12,7 +14,9 @@ from chanlite.layers.registry import get_layer, installed_layers, layer_class
 
 __all__ = [
     "BaseLayer",
+    "BlockingSends",
     "ChannelFull",
+    "Event",
     "LayerConfigError",
     "LayerError",
     "LayerNotFound",

@@ -29,13 +29,22 @@ import secrets
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
 logger = logging.getLogger("chanlite.layers")
 
-Message = dict[str, Any]
-"""A layer message: a dict with a ``"type"`` key naming its handler, e.g. ``"chat.message"``."""
+Event = dict[str, Any]
+"""An event: a dict with a ``"type"`` key naming its handler, e.g. ``"chat.message"``.
+
+What travels through a channel layer is called an *event* everywhere in chanlite (the
+Channels spec calls it a "message"; the layer methods keep its parameter name ``message``
+so Channels code calling them by keyword still works). ``chanlite.types.Message`` is an
+ASGI message, a different thing.
+"""
+
+Message = Event
+"""The Channels spec's name for :data:`Event`, kept for code written against it."""
 
 L = TypeVar("L", bound="BaseLayer")
 
@@ -54,6 +63,22 @@ class LayerConfigError(LayerError, ValueError):
 
 class LayerNotFound(LayerError, LookupError):
     """No installed plugin provides the layer URL's scheme."""
+
+
+@runtime_checkable
+class BlockingSends(Protocol):
+    """What a layer offers when it can send from plain threads with no event loop.
+
+    :mod:`chanlite.sync` (Django views, scripts, cron) uses these when the layer has them,
+    and otherwise runs the async methods on a private loop. Both must be safe to call
+    from any thread and must not start an event loop.
+    """
+
+    def send_blocking(self, channel: str, message: Event) -> None:
+        """Blocking :meth:`BaseLayer.send`; raises :class:`ChannelFull` at capacity."""
+
+    def group_send_blocking(self, group: str, message: Event) -> None:
+        """Blocking :meth:`BaseLayer.group_send`."""
 
 
 def _int(value: str) -> int:

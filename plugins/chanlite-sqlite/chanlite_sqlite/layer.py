@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
+from chanlite.broadcast import BROADCAST
 from chanlite.layers.base import (
     BaseLayer,
     ChannelFull,
@@ -486,7 +487,7 @@ class SQLiteLayer(BaseLayer):
         """Have every member socket of *group* sent one frame (chanlite's broadcast event)."""
         if (text is None) == (bytes is None):
             raise TypeError("sync_broadcast() takes exactly one of text= or bytes=")
-        event: Message = {"type": "chanlite.broadcast"}
+        event: Message = {"type": BROADCAST}
         if text is not None:
             event["text"] = text
         else:
