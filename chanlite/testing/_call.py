@@ -1,5 +1,8 @@
 """What the test client shares between its HTTP, WebSocket and lifespan calls of the app.
 
+A ``Session`` carries the values every call needs (the app, how to surface its errors,
+the grace and the timeout, the cookie jar, the calls still running); the ``TestClient``
+builds one for each call, so the HTTP and WebSocket pieces never need the client itself.
 One ``AppCall`` per run of the app: its task, bounded waits that name what did not happen,
 and the single place where the app's exception is raised or logged.
 """
@@ -10,11 +13,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
 
-if TYPE_CHECKING:
-    from chanlite.testing.client import TestClient
+from chanlite.types import ASGIApp
 
 logger = logging.getLogger("chanlite.testing")
 
@@ -30,15 +35,62 @@ class ClientDisconnected(OSError):
     """
 
 
+@dataclass(frozen=True, eq=False)
+class Session:
+    """What one call of the app needs from the test client, as values.
+
+    ``cookies`` and ``calls`` are the client's own jar and set of running calls (shared, so
+    a cookie set by one call is sent by the next, and the client's exit finds every call).
+    """
+
+    app: ASGIApp
+    raise_server_exceptions: bool
+    grace: float  # how long an app may run on after its client went away
+    timeout: float  # the bound of every wait of this call
+    cookies: dict[str, str]
+    calls: set[AppCall]
+
+    def store_cookies(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """Keep the cookies of the ``set-cookie`` headers among *headers* (expired ones go)."""
+        for name, value in headers:
+            if name.lower() == b"set-cookie":
+                self._store_cookie(value.decode("latin-1"))
+
+    def _store_cookie(self, line: str) -> None:
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(line)
+        except CookieError:
+            logger.warning("ignoring a malformed set-cookie header: %r", line)
+            return
+        for name, morsel in jar.items():
+            if _expired(morsel["max-age"], morsel["expires"]):
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = morsel.value
+
+
+def _expired(max_age: str, expires: str) -> bool:
+    if max_age:
+        try:
+            return int(max_age) <= 0
+        except ValueError:
+            return False
+    if expires:
+        try:
+            return parsedate_to_datetime(expires).timestamp() <= time.time()
+        except (TypeError, ValueError):
+            return False
+    return False
+
+
 class AppCall:
     """One running call of the app: its task, a wake-up event for waiters, its error."""
 
-    def __init__(
-        self, client: TestClient, coro: Awaitable[None], label: str, timeout: float
-    ) -> None:
-        self.client = client
+    def __init__(self, session: Session, coro: Awaitable[None], label: str) -> None:
+        self.session = session
         self.label = label
-        self.timeout = timeout
+        self.timeout = session.timeout
         self.deadline: float | None = None  # one budget for a whole request()
         self.changed = asyncio.Event()
         self.done = False
@@ -46,7 +98,7 @@ class AppCall:
         self.on_done: Callable[[], None] | None = None
         self.task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self.task.add_done_callback(self._finished)
-        client._calls.add(self)
+        session.calls.add(self)
 
     def _finished(self, _: asyncio.Task[None]) -> None:
         self.done = True
@@ -82,7 +134,7 @@ class AppCall:
         self.reported = True
         if exc is None:
             exc = RuntimeError(f"{self.label}: {missing}")
-        if self.client.raise_server_exceptions:
+        if self.session.raise_server_exceptions:
             raise exc
         logger.error("Exception in ASGI application (%s)", self.label, exc_info=exc)
 
@@ -94,12 +146,12 @@ class AppCall:
             if not self.task.done():
                 logger.debug("%s: cancelling the app, still running after %gs", self.label, grace)
                 self.task.cancel()
-                await asyncio.wait({self.task}, timeout=self.client._disconnect_grace)
+                await asyncio.wait({self.task}, timeout=self.session.grace)
                 if not self.task.done():
                     raise TimeoutError(f"{self.label}: the app ignored cancellation")
         finally:
             if self.task.done():
-                self.client._calls.discard(self)
+                self.session.calls.discard(self)
                 self.error()  # marks the exception retrieved
 
 

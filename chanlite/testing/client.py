@@ -29,14 +29,12 @@ import os
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from email.utils import parsedate_to_datetime
-from http.cookies import CookieError, SimpleCookie
 from types import TracebackType
 from typing import Any, TypeAlias
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
 from chanlite.exceptions import WebSocketDisconnect as WebSocketDisconnect
-from chanlite.testing._call import AppCall, ClientDisconnected, logger
+from chanlite.testing._call import AppCall, ClientDisconnected, Session, logger
 from chanlite.testing.http import (
     Content,
     FileInput,
@@ -139,11 +137,20 @@ class TestClient:
         self._lifespan_inbox: asyncio.Queue[Message] | None = None
         self._lifespan_replies: deque[Message] = deque()
 
-    @property
-    def _disconnect_grace(self) -> float:
-        # Read on every use, from this module, so that tests can shorten it by patching
-        # chanlite.testing.client.DISCONNECT_GRACE whichever module does the waiting.
-        return DISCONNECT_GRACE
+    def _session(self, timeout: float | None = None) -> Session:
+        """The values one call of the app needs, taken now (a test may have changed them).
+
+        DISCONNECT_GRACE is read here, on every call, so that tests can shorten it by
+        patching ``chanlite.testing.client.DISCONNECT_GRACE``.
+        """
+        return Session(
+            app=self.app,
+            raise_server_exceptions=self.raise_server_exceptions,
+            grace=DISCONNECT_GRACE,
+            timeout=self.timeout if timeout is None else timeout,
+            cookies=self.cookies,
+            calls=self._calls,
+        )
 
     # -- lifespan ------------------------------------------------------------------------
 
@@ -168,7 +175,8 @@ class TestClient:
 
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
         scope["state"] = state
-        call = AppCall(self, self.app(scope, receive, send), "lifespan", self.timeout)
+        session = self._session()
+        call = AppCall(session, session.app(scope, receive, send), "lifespan")
         inbox.put_nowait({"type": "lifespan.startup"})
         try:
             await call.wait_for(
@@ -304,7 +312,7 @@ class TestClient:
         sent = _merge_headers(extra, headers)
         scope = self._scope("http", path, params, sent, cookies)
         scope["method"] = method
-        return _HTTPExchange(self, scope, body, self.timeout if timeout is None else timeout)
+        return _HTTPExchange(self._session(timeout), scope, body)
 
     async def request(
         self,
@@ -428,34 +436,4 @@ class TestClient:
         scope = self._scope("websocket", path, params, _merge_headers(sent, headers), cookies)
         scope["subprotocols"] = offered
         scope["extensions"] = {"websocket.http.response": {}}
-        return WebSocketTestSession(
-            self, scope, offered, self.timeout if timeout is None else timeout
-        )
-
-    def _store_cookies(self, headers: ResponseHeaders) -> None:
-        for line in headers.get_list("set-cookie"):
-            jar: SimpleCookie = SimpleCookie()
-            try:
-                jar.load(line)
-            except CookieError:
-                logger.warning("ignoring a malformed set-cookie header: %r", line)
-                continue
-            for name, morsel in jar.items():
-                if _expired(morsel["max-age"], morsel["expires"]):
-                    self.cookies.pop(name, None)
-                else:
-                    self.cookies[name] = morsel.value
-
-
-def _expired(max_age: str, expires: str) -> bool:
-    if max_age:
-        try:
-            return int(max_age) <= 0
-        except ValueError:
-            return False
-    if expires:
-        try:
-            return parsedate_to_datetime(expires).timestamp() <= time.time()
-        except (TypeError, ValueError):
-            return False
-    return False
+        return WebSocketTestSession(self._session(timeout), scope, offered)

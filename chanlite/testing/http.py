@@ -15,14 +15,18 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 from urllib.parse import urlencode
 
-from chanlite.testing._call import BUFFER_LIMIT, AppCall, ClientDisconnected, check_headers, logger
+from chanlite.testing._call import (
+    BUFFER_LIMIT,
+    AppCall,
+    ClientDisconnected,
+    Session,
+    check_headers,
+    logger,
+)
 from chanlite.types import Message, Scope
-
-if TYPE_CHECKING:
-    from chanlite.testing.client import TestClient
 
 __all__ = ["ResponseHeaders", "TestResponse"]
 
@@ -179,9 +183,7 @@ async def _aiter_content(content: Iterable[bytes] | AsyncIterable[bytes]) -> Asy
 class _HTTPExchange:
     """One HTTP request/response between the test and the app."""
 
-    def __init__(
-        self, client: TestClient, scope: Scope, body: bytes | AsyncIterator[bytes], timeout: float
-    ) -> None:
+    def __init__(self, session: Session, scope: Scope, body: bytes | AsyncIterator[bytes]) -> None:
         self.label = f"{scope['method']} {scope['path']}"
         self.head = scope["method"] == "HEAD"
         self.status: int | None = None
@@ -194,10 +196,8 @@ class _HTTPExchange:
         self._finished = asyncio.Event()  # complete or disconnected: receive() -> http.disconnect
         self._drained = asyncio.Event()
         self._last_chunk: float | None = None  # when the app last sent body bytes
-        self.client = client
-        self.call = AppCall(
-            client, client.app(scope, self._receive, self._send), self.label, timeout
-        )
+        self.session = session
+        self.call = AppCall(session, session.app(scope, self._receive, self._send), self.label)
 
     async def _receive(self) -> Message:
         if not self._request_done:
@@ -227,7 +227,7 @@ class _HTTPExchange:
                 raise ValueError(f"{self.label}: bad status in http.response.start: {status!r}")
             self.raw_headers = check_headers(message.get("headers", []), self.label)
             self.status = status
-            self.client._store_cookies(ResponseHeaders(self.raw_headers))
+            self.session.store_cookies(self.raw_headers)
         elif kind == "http.response.body":
             if self.status is None:
                 raise RuntimeError(f"{self.label}: http.response.body sent before response.start")
@@ -313,9 +313,7 @@ class _HTTPExchange:
                 self.disconnected = True
                 self._finished.set()
                 self._drained.set()
-            await call.finish(
-                0 if exc is not None or self.complete else self.client._disconnect_grace
-            )
+            await call.finish(0 if exc is not None or self.complete else self.session.grace)
         if exc is None:
             call.report()
         elif call.error() is not None and not call.reported:

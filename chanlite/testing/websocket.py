@@ -11,15 +11,19 @@ import json as jsonlib
 from collections import deque
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chanlite.exceptions import WebSocketDisconnect
-from chanlite.testing._call import BUFFER_LIMIT, AppCall, ClientDisconnected, check_headers, logger
+from chanlite.testing._call import (
+    BUFFER_LIMIT,
+    AppCall,
+    ClientDisconnected,
+    Session,
+    check_headers,
+    logger,
+)
 from chanlite.testing.http import ResponseHeaders, TestResponse
 from chanlite.types import Message, Scope
-
-if TYPE_CHECKING:
-    from chanlite.testing.client import TestClient
 
 __all__ = ["WebSocketRejected", "WebSocketTestSession"]
 
@@ -63,16 +67,13 @@ class WebSocketTestSession:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(
-        self, client: TestClient, scope: Scope, subprotocols: Sequence[str], timeout: float
-    ) -> None:
+    def __init__(self, session: Session, scope: Scope, subprotocols: Sequence[str]) -> None:
         self.scope = scope
         self.accepted_subprotocol: str | None = None
         self.accept_headers = ResponseHeaders()
         self.close_code: int | None = None
         self.close_reason: str | None = None
-        self._client = client
-        self._timeout = timeout
+        self._session = session
         self._label = f"websocket {scope['path']}"
         self._offered = list(subprotocols)
         self._state = "connecting"  # -> open | denying -> closed
@@ -126,7 +127,7 @@ class WebSocketTestSession:
                 raise ValueError(f"{label}: use the 'subprotocol' key, not a header")
             self.accepted_subprotocol = sub
             self.accept_headers = ResponseHeaders(headers)
-            self._client._store_cookies(self.accept_headers)
+            self._session.store_cookies(headers)
             self._state, self._accepted = "open", True
         elif kind == "websocket.send":
             if state != "open":
@@ -197,9 +198,9 @@ class WebSocketTestSession:
     async def __aenter__(self) -> WebSocketTestSession:
         if self._call is not None:
             raise RuntimeError(f"{self._label}: this session was already opened; make a new one")
-        client = self._client
+        session = self._session
         self._call = call = AppCall(
-            client, client.app(self.scope, self._receive, self._send), self._label, self._timeout
+            session, session.app(self.scope, self._receive, self._send), self._label
         )
         call.on_done = self._app_returned
         try:
@@ -214,11 +215,11 @@ class WebSocketTestSession:
         if self._accepted:  # it may already have sent, closed or returned: all readable
             return self
         if self._rejection is None:  # the app failed or returned during the handshake
-            await call.finish(client._disconnect_grace)
+            await call.finish(session.grace)
             call.report("the app returned without accepting or rejecting the handshake")
             response = TestResponse(500, ResponseHeaders(), b"")
             raise WebSocketRejected(response)
-        await call.finish(client._disconnect_grace)
+        await call.finish(session.grace)
         call.report()
         raise self._rejection
 
@@ -323,5 +324,5 @@ class WebSocketTestSession:
             self._end(code, reason)
         self._client_closed = True
         self._drained.set()
-        await self._call.finish(self._client._disconnect_grace)
+        await self._call.finish(self._session.grace)
         self._call.report()
