@@ -7,6 +7,7 @@
      +-- WebSocketDisconnect    (the client went away; .code, .reason)
      +-- WebSocketStateError    (also RuntimeError: an API call in the wrong state)
      +-- RegistrationClosed     (also RuntimeError: a route added after serving began)
+     +-- ClientDisconnected     (also OSError: ``send`` after the client went away)
 """
 
 from __future__ import annotations
@@ -61,3 +62,9 @@ class WebSocketStateError(ChanliteError, RuntimeError):
 
 class RegistrationClosed(ChanliteError, RuntimeError):
     """A route, handler or middleware was added after the app started serving."""
+
+
+class ClientDisconnected(ChanliteError, OSError):
+    """``send`` was called on a connection the client has closed (ASGI spec 2.4 asks for
+    an ``OSError``). Raised by the built-in server and by the TestClient alike; an app
+    that ends with it is taken to have finished normally."""

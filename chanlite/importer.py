@@ -1,4 +1,13 @@
-"""Load an application from a ``module:attr`` or ``path/to/file.py:attr`` string."""
+"""Load an application from a ``module:attr`` or ``path/to/file.py:attr`` string.
+
+::
+
+    AppLoadError               (the app could not be loaded; str() is the one-line message)
+     +-- ImportFromStringError (the target string names nothing importable)
+
+:func:`load_app` is what ``chanlite run`` and its worker processes call; they turn an
+:class:`AppLoadError` into one line on stderr and a non-zero exit.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +18,14 @@ import sys
 from typing import Any
 
 
-class ImportFromStringError(Exception):
+class AppLoadError(Exception):
+    """The application could not be loaded; ``str()`` is the one-line message to show.
+
+    When the app's own code raised, that error is the ``__cause__`` (for a traceback at
+    ``--log-level debug``)."""
+
+
+class ImportFromStringError(AppLoadError):
     """The target string could not be resolved to an object; the message says why."""
 
 
@@ -63,3 +79,27 @@ def _load_file(path: str, target: str) -> Any:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_app(target: str, layer: str | None = None) -> Any:
+    """Import the ASGI application *target* and apply a layer URL to it (``--layer``).
+
+    Raises :class:`AppLoadError` with one line that says what went wrong: the target
+    cannot be found, importing it raised (the error is the ``__cause__``), it is not
+    callable, or the layer URL was refused.
+    """
+    try:
+        app = import_from_string(target)
+    except ImportFromStringError as exc:
+        raise AppLoadError(f"Could not load {target}: {exc}") from None
+    except Exception as exc:
+        raise AppLoadError(f"Could not load {target}: {type(exc).__name__}: {exc}") from exc
+    if not callable(app):
+        raise AppLoadError(f"{target} is a {type(app).__name__}, not an ASGI application")
+    if layer and hasattr(app, "configure_layer"):
+        try:
+            app.configure_layer(layer)
+        except Exception as exc:
+            message = f"Could not use --layer {layer}: {type(exc).__name__}: {exc}"
+            raise AppLoadError(message) from exc
+    return app

@@ -18,9 +18,11 @@ from typing import Any, NoReturn
 
 import click
 
+from chanlite.importer import AppLoadError
+from chanlite.server import boot
 from chanlite.server.config import LOG_LEVELS, Config
+from chanlite.server.lifespan import LifespanError
 
-EXIT_STARTUP_FAILED = 3
 logger = logging.getLogger("chanlite.server")
 
 
@@ -120,16 +122,13 @@ def run(target: str, **options: Any) -> None:
     options["ws_ping_timeout"] = _off_if_zero(options["ws_ping_timeout"])
     debug = options["log_level"].lower() in ("debug", "trace")
     try:
-        config = Config(**options)
+        config = boot.configure(options)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    from chanlite.server.main import setup_logging
-
-    setup_logging(config)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # so `chanlite run app:app` finds ./app.py
-
-    app = load_app(target, config.layer, debug)
+    try:
+        app = boot.load(config, target)
+    except AppLoadError as exc:
+        _fail(str(exc), exc.__cause__, debug)
     if config.workers > 1:
         layer_url = getattr(app, "layer_url", None)
         if isinstance(layer_url, str) and layer_url.startswith("memory:"):
@@ -150,33 +149,21 @@ def run(target: str, **options: Any) -> None:
 
         if own_sockets:
             options["port"] = sock.getsockname()[1]
-        supervisor = Supervisor(target, options, sock, own_sockets=own_sockets)
+        supervisor = Supervisor(boot.worker, (target, options), options, sock, own_sockets)
         # The banner waits until every worker listens: "serving" should mean it.
         code = supervisor.run(on_ready=lambda: _banner(config, target, app, sock))
         _remove_uds(config)
         sys.exit(code)
     _banner(config, target, app, sock)
-    _serve_one(app, config, sock, debug)
-
-
-def load_app(target: str, layer: str | None, debug: bool) -> Any:
-    """Import TARGET and apply ``--layer``; exits with one clear line on failure."""
-    from chanlite.importer import ImportFromStringError, import_from_string
-
     try:
-        app = import_from_string(target)
-    except ImportFromStringError as exc:
-        _fail(f"Could not load {target}: {exc}", None, debug)
-    except Exception as exc:
-        _fail(f"Could not load {target}: {type(exc).__name__}: {exc}", exc, debug)
-    if not callable(app):
-        _fail(f"{target} is a {type(app).__name__}, not an ASGI application", None, debug)
-    if layer and hasattr(app, "configure_layer"):
-        try:
-            app.configure_layer(layer)
-        except Exception as exc:
-            _fail(f"Could not use --layer {layer}: {type(exc).__name__}: {exc}", exc, debug)
-    return app
+        boot.serve_sockets(config, [sock])
+    except LifespanError as exc:
+        _fail(str(exc), exc, debug, code=boot.EXIT_STARTUP_FAILED)
+    except KeyboardInterrupt:  # pragma: no cover - signals are handled by the server
+        pass
+    finally:
+        sock.close()
+        _remove_uds(config)
 
 
 def _bind(config: Config, debug: bool, reuse_port: bool = False) -> socket.socket:
@@ -186,23 +173,6 @@ def _bind(config: Config, debug: bool, reuse_port: bool = False) -> socket.socke
         where = config.uds or (f"fd {config.fd}" if config.fd is not None else None)
         where = where or f"{config.host}:{config.port}"
         _fail(f"Could not listen on {where}: {exc.strerror or exc}", exc, debug)
-
-
-def _serve_one(app: Any, config: Config, sock: socket.socket, debug: bool) -> None:
-    from chanlite.server.lifespan import LifespanError
-    from chanlite.server.main import Server, run_loop
-
-    config.app = app
-    server = Server(config)
-    try:
-        run_loop(server.serve_with_signals([sock]))
-    except LifespanError as exc:
-        _fail(str(exc), exc, debug, code=EXIT_STARTUP_FAILED)
-    except KeyboardInterrupt:  # pragma: no cover - signals are handled by the server
-        pass
-    finally:
-        sock.close()
-        _remove_uds(config)
 
 
 def _remove_uds(config: Config) -> None:

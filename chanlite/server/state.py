@@ -11,6 +11,7 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
+from chanlite.exceptions import ClientDisconnected
 from chanlite.server.http import RequestHead
 from chanlite.types import ASGIApp, Scope
 
@@ -22,9 +23,7 @@ access_logger = logging.getLogger("chanlite.access")
 # One dict for every scope instead of one per connection (apps only read it).
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
-
-class ClientDisconnected(OSError):
-    """``send`` was called on a connection the client has closed."""
+__all__ = ["ClientDisconnected", "ServerState", "base_scope"]
 
 
 class ServerState:

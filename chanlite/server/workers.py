@@ -12,13 +12,11 @@ worker(s) when a watched Python file changes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import multiprocessing
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,49 +28,14 @@ logger = logging.getLogger("chanlite.server")
 RESTART_BACKOFF = 1.0  # seconds between restarts of a worker that dies right after starting
 
 
-def worker_main(
-    target: str, options: dict[str, Any], sock: socket.socket | None, ready: Any = None
+def _worker_process(
+    target: Callable[..., None], args: tuple[Any, ...], sock: socket.socket | None, ready: Any
 ) -> None:
-    """The body of one worker process: load the app, serve on the shared socket, or on
-    a socket of its own bound with ``SO_REUSEPORT`` when *sock* is None."""
-    from chanlite.server.command import EXIT_STARTUP_FAILED, load_app
-    from chanlite.server.config import Config
-    from chanlite.server.lifespan import LifespanError
-    from chanlite.server.main import Server, run_loop, setup_logging
-
-    # Ctrl+C reaches the whole process group; the supervisor turns it into SIGTERM.
+    """What runs in each spawned process: ignore Ctrl+C (the supervisor forwards it as
+    SIGTERM), stop with the supervisor, then ``target(*args, sock, ready)``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
-    config = Config(**options)
-    setup_logging(config)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    debug = config.log_level.lower() in ("debug", "trace")
-    config.app = load_app(target, config.layer, debug)
-    if sock is None:
-        try:
-            sock = config.bind_socket(reuse_port=True)
-        except OSError as exc:
-            logger.error("Could not listen on %s:%s: %s", config.host, config.port, exc)
-            sys.exit(1)
-    listening = sock
-    server = Server(config)
-    server.repeat_signal_forces = False
-
-    async def main() -> None:
-        serving = asyncio.ensure_future(server.serve_with_signals([listening], (signal.SIGTERM,)))
-        started = asyncio.ensure_future(server.started.wait())
-        await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
-        if server.started.is_set() and ready is not None:
-            ready.release()
-        started.cancel()
-        await serving
-
-    try:
-        run_loop(main())
-    except LifespanError as exc:
-        logger.error("%s", exc)
-        sys.exit(EXIT_STARTUP_FAILED)
+    target(*args, sock, ready)
 
 
 def _exit_with_parent() -> None:
@@ -94,16 +57,24 @@ def _exit_with_parent() -> None:
 
 
 class Supervisor:
-    """Keeps ``options["workers"]`` worker processes alive (one with ``--reload``)."""
+    """Keeps ``options["workers"]`` worker processes alive (one with ``--reload``).
+
+    Each worker runs ``target(*args, sock, ready)`` in a spawned process: *target* must be
+    importable by name (a module-level function, e.g. :func:`chanlite.server.boot.worker`),
+    *sock* is the shared listening socket or None (``own_sockets``: each worker binds its
+    own), and *ready* a semaphore the worker releases once it listens.
+    """
 
     def __init__(
         self,
-        target: str,
+        target: Callable[..., None],
+        args: tuple[Any, ...],
         options: dict[str, Any],
         sock: socket.socket,
         own_sockets: bool = False,
     ) -> None:
         self.target = target
+        self.args = args
         self.options = options
         self.sock = sock  # shared with the workers, or (own_sockets) only holding the port
         self.own_sockets = own_sockets
@@ -117,8 +88,8 @@ class Supervisor:
 
     def _spawn(self) -> BaseProcess:
         process = self._ctx.Process(
-            target=worker_main,
-            args=(self.target, self.options, None if self.own_sockets else self.sock, self.ready),
+            target=_worker_process,
+            args=(self.target, self.args, None if self.own_sockets else self.sock, self.ready),
             name="chanlite-worker",
         )
         process.start()

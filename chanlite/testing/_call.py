@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
+from chanlite.exceptions import ClientDisconnected as ClientDisconnected  # re-exported
 from chanlite.types import ASGIApp
 
 logger = logging.getLogger("chanlite.testing")
@@ -26,13 +27,6 @@ logger = logging.getLogger("chanlite.testing")
 # Messages the app may queue towards the test before its send() waits (backpressure, so a
 # tight sending loop cannot starve the event loop or eat memory).
 BUFFER_LIMIT = 256
-
-
-class ClientDisconnected(OSError):
-    """Raised inside the app by ``send()`` once the test client has gone (ASGI spec 2.4).
-
-    An app that ends with this error is treated as having finished normally.
-    """
 
 
 @dataclass(frozen=True, eq=False)

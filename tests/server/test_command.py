@@ -262,3 +262,29 @@ def test_workers_stop_when_the_supervisor_is_killed(served: list[Running]) -> No
                 alive.discard(pid)
         time.sleep(0.1)
     assert not alive, f"orphaned workers still running: {alive}"
+
+
+def test_load_app_raises_a_typed_error_with_one_line() -> None:
+    from chanlite.importer import AppLoadError, ImportFromStringError, load_app
+
+    with pytest.raises(AppLoadError, match=r"^Could not load nowhere:app: Could not import"):
+        load_app("nowhere:app")
+    with pytest.raises(AppLoadError, match="is a int, not an ASGI application"):
+        load_app("tests.server.apps:not_an_app")
+    with pytest.raises(AppLoadError, match="RuntimeError: this module is broken") as info:
+        load_app("tests/server/broken_app.py:app")
+    assert isinstance(info.value.__cause__, RuntimeError)  # the traceback --log-level debug shows
+    assert issubclass(ImportFromStringError, AppLoadError)
+    assert callable(load_app("tests.server.apps:pid_app"))
+
+
+def test_the_worker_supervisor_and_the_boot_sequence_never_import_the_command_line() -> None:
+    code = (
+        "import sys, chanlite.server.workers, chanlite.server.boot; "
+        "print(sorted(m for m in sys.modules if m == 'click' or m.startswith('chanlite.cli') "
+        "or m == 'chanlite.server.command'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
