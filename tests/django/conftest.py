@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,21 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         runner.teardown_databases(old_config)
         teardown_test_environment()
         sys.path.remove(str(PROJECT))
+
+
+@pytest.fixture
+async def client(site: Any) -> AsyncIterator[Any]:
+    """A TestClient on the site's App (served as get_asgi_application() serves it)."""
+    from chanlite.contrib.django import get_asgi_application
+    from chanlite.testing import TestClient
+
+    app = get_asgi_application()
+    # The site's App outlives each test's event loop; its lifespan shutdown closes the
+    # layer, and the next test's layer is a new one, whose channel names the dispatcher
+    # must not take from the old one.
+    app.dispatcher._prefix = None
+    async with TestClient(app) as test_client:
+        yield test_client
 
 
 @pytest.fixture(scope="module")

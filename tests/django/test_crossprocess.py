@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -120,3 +121,33 @@ async def test_served_site_knows_the_user_and_checks_origins(servers: dict[str, 
         lambda: urllib.request.urlopen(f"http://127.0.0.1:{servers['ws']}/page/", timeout=10)
     )
     assert page.read() == b"django page for anonymous"
+
+
+async def test_served_site_refuses_cross_site_posts_to_chanlite_routes(
+    servers: dict[str, Any],
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(PROJECT / "manage.py"), "shell", "-c", PRINT_SESSION_KEY,
+        cwd=PROJECT, env=servers["env"], stdout=subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    cookie = out.decode().strip().splitlines()[-1]
+    base = f"http://127.0.0.1:{servers['ws']}"
+
+    def attempt(path: str) -> tuple[int, bytes]:
+        # A form another site's page would submit: the victim's cookie rides along.
+        request = urllib.request.Request(
+            base + path,
+            data=b"text=pwned",
+            headers={"Cookie": f"sessionid={cookie}", "Origin": "https://evil.example"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    status, body = await asyncio.to_thread(attempt, "/api/note")
+    assert status == 403 and b"CSRF verification failed" in body
+    assert (await asyncio.to_thread(attempt, "/change/"))[0] == 403  # as a Django view
+    assert (await asyncio.to_thread(attempt, "/api/hook"))[0] == 200  # @csrf_exempt

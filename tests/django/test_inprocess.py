@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,19 +13,6 @@ from chanlite.testing import TestClient
 from chanlite.testing.client import WebSocketRejected
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-async def client(site: Any) -> AsyncIterator[TestClient]:
-    from chanlite.contrib.django import get_asgi_application
-
-    app = get_asgi_application()
-    # The site's App outlives each test's event loop; its lifespan shutdown closes the
-    # layer, and the next test's layer is a new one, whose channel names the dispatcher
-    # must not take from the old one.
-    app.dispatcher._prefix = None
-    async with TestClient(app) as test_client:
-        yield test_client
 
 
 async def run_sync(func: Any, *args: Any) -> Any:
@@ -121,11 +107,56 @@ async def test_unrouted_websocket_is_refused(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "origin",
-    ["http://testserver", "https://localhost:8443", "http://127.0.0.1:8000"],
+    ["http://testserver", "http://localhost", "http://127.0.0.1", "http://127.0.0.1:80"],
 )
 async def test_origin_allowed_by_allowed_hosts(client: TestClient, origin: str) -> None:
+    # Hosts of ALLOWED_HOSTS, served like the request: ws:// (so http) on port 80.
     async with client.websocket("/ws/whoami", headers={"origin": origin}) as ws:
         assert (await ws.receive_json())["authenticated"] is False
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://testserver",
+        "http://testserver:8080",
+        "https://localhost:8443",
+        "http://127.0.0.1:8000",
+        "http://localhost:80x",
+    ],
+)
+async def test_another_port_or_scheme_on_an_allowed_host_is_rejected(
+    client: TestClient, origin: str
+) -> None:
+    # Another port or scheme is another origin: another server, maybe not the project's.
+    with pytest.raises(WebSocketRejected) as info:
+        async with client.websocket("/ws/whoami", headers={"origin": origin}):
+            pass
+    assert info.value.status_code == 403
+
+
+async def test_secure_requests_want_https_origins(site: Any) -> None:
+    from django.test import override_settings
+
+    from chanlite.contrib.django import get_asgi_application
+
+    app = get_asgi_application()
+    app.dispatcher._prefix = None
+    async with TestClient(app, base_url="https://testserver") as secure:
+        async with secure.websocket("/ws/whoami", headers={"origin": "https://testserver"}):
+            pass
+        with pytest.raises(WebSocketRejected):
+            async with secure.websocket("/ws/whoami", headers={"origin": "http://testserver"}):
+                pass
+    proxied = {"origin": "https://testserver", "x-forwarded-proto": "https"}
+    async with TestClient(app) as plain:
+        with pytest.raises(WebSocketRejected):
+            async with plain.websocket("/ws/whoami", headers=proxied):
+                pass
+        # Behind a TLS proxy Django trusts (SECURE_PROXY_SSL_HEADER), as request.is_secure().
+        with override_settings(SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https")):
+            async with plain.websocket("/ws/whoami", headers=proxied):
+                pass
 
 
 @pytest.mark.parametrize(

@@ -20,10 +20,10 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from chanlite.contrib.django import conf
+from chanlite.contrib.django import conf, csrf
 from chanlite.contrib.django.auth import COOKIES_KEY, populate_scope
 from chanlite.contrib.django.origin import header, origin_allowed
-from chanlite.routing import Match
+from chanlite.routing import BaseRoute, Match
 from chanlite.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -72,22 +72,27 @@ class DjangoFallback:
 
 
 class DjangoMiddleware:
-    """Origin check for every handshake; ``session`` and ``user`` for chanlite's routes.
+    """Origin check for every handshake; ``session`` and ``user`` for chanlite's routes;
+    Django's CSRF check for unsafe requests to chanlite's HTTP routes (see ``csrf``).
 
-    Requests that fall through to Django skip the session load: Django's own middleware
-    does it for them.
+    Requests that fall through to Django skip all three: Django's own middleware does
+    them.
     """
 
     def __init__(self, app: ASGIApp, *, chanlite_app: App) -> None:
         self.app = app
         self.chanlite_app = chanlite_app
 
-    def _routed(self, scope: Scope) -> bool:
-        return any(route.matches(scope)[0] is Match.FULL for route in self.chanlite_app.routes)
+    def _route(self, scope: Scope) -> BaseRoute | None:
+        for route in self.chanlite_app.routes:
+            if route.matches(scope)[0] is Match.FULL:
+                return route
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket") or not self._routed(scope):
+        route = self._route(scope) if kind in ("http", "websocket") else None
+        if route is None:
             await self.app(scope, receive, send)
             return
         if kind == "websocket" and not origin_allowed(scope):
@@ -103,6 +108,14 @@ class DjangoMiddleware:
         await populate_scope(scope)
         if kind == "websocket":
             send = _cookie_sender(scope, send)
+        else:
+            # The handler (for @csrf_exempt), or the mounted app for a Mount.
+            endpoint = getattr(route, "endpoint", getattr(route, "app", None))
+            if csrf.needs_check(scope, endpoint):
+                checked = await csrf.protect(scope, receive, send, endpoint)
+                if checked is None:
+                    return
+                receive = checked
         await self.app(scope, receive, send)
 
 

@@ -11,10 +11,12 @@ that. A handshake is allowed when:
 * the origin is listed in ``CHANLITE["ALLOWED_ORIGINS"]`` or ``CSRF_TRUSTED_ORIGINS``
   (``https://*.example.com`` wildcards as Django's CSRF check reads them; ``"*"`` allows
   every origin, ``"null"`` the opaque origin of sandboxed frames and files);
-* the origin's host matches an explicit ``ALLOWED_HOSTS`` pattern (``"*"`` is not taken as
-  a blanket allow for origins);
-* or the origin is the site itself: its host and port equal the ``Host`` header, which
-  ``ALLOWED_HOSTS`` allows.
+* or the origin is served the way the request is, with the same scheme (``https`` for a
+  secure request: ``wss``, or ``SECURE_PROXY_SSL_HEADER`` as Django reads it) and the same
+  port as the ``Host`` header, and its host either matches an explicit ``ALLOWED_HOSTS``
+  pattern (``"*"`` is not taken as a blanket allow for origins) or is the ``Host`` itself,
+  which ``ALLOWED_HOSTS`` allows. Another port or scheme on an allowed host is another
+  origin (another server, perhaps not the project's), so it must be listed.
 """
 
 from __future__ import annotations
@@ -74,6 +76,25 @@ def origin_allowed(scope: Scope) -> bool:
         return False
 
 
+def is_secure(scope: Scope) -> bool:
+    """Whether the request came over TLS, as Django's ``request.is_secure()`` decides."""
+    from django.conf import settings
+
+    if scope.get("scheme") in ("https", "wss"):
+        return True
+    proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if not proxy:
+        return False
+    meta_name, secure_value = proxy
+    if not meta_name.startswith("HTTP_"):
+        return False
+    value = header(scope, meta_name[5:].lower().replace("_", "-").encode("latin-1"))
+    return value is not None and value.split(",", 1)[0].strip() == secure_value
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _allowed(origin: str, scope: Scope, allowed_origins: Iterable[str]) -> bool:
     from django.conf import settings as django_settings
     from django.http.request import split_domain_port, validate_host
@@ -84,15 +105,18 @@ def _allowed(origin: str, scope: Scope, allowed_origins: Iterable[str]) -> bool:
     if origin == "null":
         return False
     parsed = urlsplit(origin)
-    netloc = parsed.netloc
-    if parsed.scheme not in ("http", "https") or not netloc:
+    scheme = "https" if is_secure(scope) else "http"
+    # Browsers never put credentials in an Origin; a netloc with "@" is not a host.
+    if parsed.scheme != scheme or not parsed.netloc or "@" in parsed.netloc:
         return False
+    host = (header(scope, b"host") or "").strip().lower()
+    host_domain, host_port = split_domain_port(host)
+    if not host_domain:
+        return False
+    if (parsed.port or _DEFAULT_PORTS[scheme]) != int(host_port or _DEFAULT_PORTS[scheme]):
+        return False
+    domain, _ = split_domain_port(parsed.netloc)
     hosts = allowed_hosts()
-    domain, _ = split_domain_port(netloc)
     if domain and validate_host(domain, [h for h in hosts if h != "*"]):
         return True
-    host = (header(scope, b"host") or "").strip().lower()
-    if host and host == netloc:
-        host_domain, _ = split_domain_port(host)
-        return bool(host_domain) and bool(validate_host(host_domain, hosts))
-    return False
+    return domain == host_domain and bool(validate_host(host_domain, hosts))

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import Group, User
+from django.views.decorators.csrf import csrf_exempt
 
 from chanlite import App, Request, WebSocket
 from chanlite.contrib.django import db, login, logout
@@ -121,3 +122,31 @@ async def write(ws: WebSocket) -> None:
 @app.http("/api/me")
 async def me(request: Request) -> dict[str, Any]:
     return describe(request.scope["user"])
+
+
+#: Requests the unsafe routes below ran (a refused request must never get here).
+ran: list[str] = []
+
+
+@app.http("/api/note", methods=["POST", "PUT", "DELETE"])
+async def note(request: Request) -> dict[str, Any]:
+    """A state-changing route in the user's name: CSRF-protected like a Django view."""
+    ran.append("note")
+    body = await request.body()
+    form = await request.form()
+    return {**describe(request.scope["user"]), "size": len(body), "text": form.get("text")}
+
+
+@app.http("/api/hook", methods=["POST"])
+@csrf_exempt
+def hook(request: Request) -> dict[str, Any]:
+    """A plain def route that opts out of the CSRF check (a webhook, say)."""
+    ran.append("hook")
+    return {"hook": True}
+
+
+@app.http("/api/ahook", methods=["POST"])
+@csrf_exempt
+async def ahook(request: Request) -> dict[str, Any]:
+    ran.append("ahook")
+    return {"hook": len(await request.body())}

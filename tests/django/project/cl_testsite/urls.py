@@ -21,7 +21,13 @@ def notify(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"sent": text})
 
 
+def change(request: HttpRequest) -> JsonResponse:
+    """A Django view that changes state: Django's CSRF check guards it."""
+    return JsonResponse({"changed": request.user.get_username()})
+
+
 urlpatterns = [
+    path("change/", change),
     path("page/", page),
     path("notify/", notify),
 ]
