@@ -15,118 +15,20 @@ import base64
 import binascii
 import codecs
 import hashlib
-import logging
 import os
 import re
-import zlib
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from websockets.datastructures import Headers as WSHeaders
-from websockets.extensions.base import Extension, ServerExtensionFactory
-from websockets.extensions.permessage_deflate import (
-    PerMessageDeflate,
-    ServerPerMessageDeflateFactory,
-)
-from websockets.frames import Close, CloseCode, Frame, Opcode
-from websockets.http11 import Request
-from websockets.protocol import Protocol, State
-from websockets.server import ServerProtocol
-from websockets.typing import ExtensionParameter, Subprotocol
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.protocol import State
 
 from chanlite.server.http import Headers, ResponseFramer, default_headers
+from chanlite.server.ws_core import ServerCore
 from chanlite.types import Message
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 OPEN = State.OPEN
-CONNECTING = State.CONNECTING
-
-
-class LazyPerMessageDeflate(PerMessageDeflate):
-    """permessage-deflate whose zlib streams are created on first use.
-
-    websockets allocates both zlib streams when the handshake completes: ~35 KiB per
-    socket even with small windows, most of an idle socket's memory. Here a socket that
-    never sends or receives a compressed message never pays for them.
-    """
-
-    def __init__(self, eager: PerMessageDeflate) -> None:
-        # Ask the parent for no zlib state (no context takeover), then restore the real
-        # settings; decoder/encoder appear in __getattr__ when first used.
-        super().__init__(
-            True,
-            True,
-            eager.remote_max_window_bits,
-            eager.local_max_window_bits,
-            eager.compress_settings,
-        )
-        self.remote_no_context_takeover = eager.remote_no_context_takeover
-        self.local_no_context_takeover = eager.local_no_context_takeover
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "decoder":
-            self.decoder = zlib.decompressobj(wbits=-self.remote_max_window_bits)
-            return self.decoder
-        if name == "encoder":
-            self.encoder = zlib.compressobj(
-                wbits=-self.local_max_window_bits, **self.compress_settings
-            )
-            return self.encoder
-        raise AttributeError(name)
-
-
-class LazyDeflateFactory(ServerPerMessageDeflateFactory):
-    """Negotiates like websockets' factory; hands out :class:`LazyPerMessageDeflate`."""
-
-    def process_request_params(
-        self,
-        params: Sequence[ExtensionParameter],
-        accepted_extensions: Sequence[Extension],
-    ) -> tuple[list[ExtensionParameter], PerMessageDeflate]:
-        response, eager = super().process_request_params(params, accepted_extensions)
-        return response, LazyPerMessageDeflate(eager)
-
-
-def deflate_factory() -> ServerExtensionFactory:
-    """permessage-deflate with 4 KiB windows and a small memLevel: ~20 KiB of zlib state
-    per busy connection instead of ~300 KiB, at a small cost in ratio; none while idle."""
-    return LazyDeflateFactory(
-        server_max_window_bits=12,
-        client_max_window_bits=12,
-        compress_settings={"memLevel": 5},
-    )
-
-
-_DEFLATE = [deflate_factory()]  # the factory only holds settings: one for every socket
-# websockets looks its logger up by name for every connection unless given one.
-_LOGGER = logging.getLogger("websockets.server")
-
-
-class _ServerProtocol(ServerProtocol):
-    # The subprotocol the app passed to websocket.accept, set just before accept().
-    chosen_subprotocol: str | None = None
-
-    def select_subprotocol(self, subprotocols: Sequence[Subprotocol]) -> Subprotocol | None:
-        chosen = self.chosen_subprotocol
-        if chosen is not None and chosen in subprotocols:
-            return Subprotocol(chosen)
-        return None
-
-    def parse(self) -> Generator[None]:
-        # The handshake request was already parsed by httptools and is handed to accept();
-        # parsing it again would cost time and keep a second copy alive for the life of
-        # the connection. Bytes that arrive before the answer wait in the reader.
-        while self.state is CONNECTING:
-            yield
-        yield from Protocol.parse(self)
-
-    def recv_frame(self, frame: Frame) -> None:
-        if frame.opcode is Opcode.CLOSE and self.current_size is not None:
-            # RFC 6455 5.4 lets control frames arrive between the fragments of a message,
-            # and a Close ends the connection, unfinished message included: answer it
-            # normally instead of failing with 1002 (Autobahn case 7.1.5).
-            self.current_size = None
-        super().recv_frame(frame)
 
 
 _RawRequest = tuple[str, bytes, str, Headers]  # method, target, HTTP version, headers
@@ -135,16 +37,6 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
 _101 = b"HTTP/1.1 101 Switching Protocols\r\n"
 _101_UPGRADE = b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
-
-
-def _ws_request(request: _RawRequest) -> Request:
-    method, target, version, headers = request
-    return Request(
-        target.decode("ascii", "surrogateescape"),
-        WSHeaders([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]),
-        method,
-        f"HTTP/{version}",
-    )
 
 
 def _extra_headers(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
@@ -184,12 +76,10 @@ class WebSocketProtocol:
         self,
         max_size: int | None = 2**20,
         per_message_deflate: bool = True,
+        max_fragments: int | None = None,
+        max_control_frames: int | None = None,
     ) -> None:
-        self.proto = _ServerProtocol(
-            extensions=_DEFLATE if per_message_deflate else None,
-            max_size=max_size,
-            logger=_LOGGER,
-        )
+        self.proto = ServerCore(max_size, per_message_deflate, max_fragments, max_control_frames)
         self.request: _RawRequest | None = None
         self._parts: list[bytes] = []
         self._decoder: Any = None
@@ -234,12 +124,17 @@ class WebSocketProtocol:
             # The common handshake (no extension, no subprotocol) from a template; what
             # websockets' ServerProtocol.accept + send_response would do, without building
             # a Request, Headers and a Response and formatting the date per connection.
-            proto.writes.append(head + _extra_headers(headers) + b"\r\n")
-            proto.state = OPEN
+            proto.open_with(head + _extra_headers(headers) + b"\r\n")
         else:
             if subprotocol is not None:
                 proto.chosen_subprotocol = subprotocol
-            response = proto.accept(_ws_request(request))
+            method, target, version, raw_headers = request
+            response = proto.accept_request(
+                method,
+                target.decode("ascii", "surrogateescape"),
+                version,
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers],
+            )
             if response.status_code != 101:
                 proto.send_response(response)
                 return None
@@ -250,8 +145,7 @@ class WebSocketProtocol:
             proto.send_response(response)
         # Swap the waiting generator for websockets' frame parser itself: one generator
         # frame less held by every open socket. Nothing was consumed from the reader yet.
-        proto.parser = Protocol.parse(proto)
-        next(proto.parser)
+        proto.start_frame_parser()
         return self.receive_data(b"")  # parse whatever the client sent early
 
     def _plain_accept(self, request: _RawRequest, date: bytes | None) -> bytes | None:
@@ -287,7 +181,7 @@ class WebSocketProtocol:
                 offers_extensions = True
         if not (upgrade and connection and key is not None and ws_version == b"13"):
             return None
-        if offers_extensions and self.proto.available_extensions:
+        if offers_extensions and self.proto.offers_extensions():
             return None  # permessage-deflate negotiation: websockets does it
         try:
             if len(base64.b64decode(key, validate=True)) != 16:
@@ -325,7 +219,7 @@ class WebSocketProtocol:
         return self._disconnect()
 
     def _messages(self, events: list[Any]) -> list[Message]:
-        if len(events) == 1 and not self.failed and self.proto.parser_exc is None:
+        if len(events) == 1 and not self.failed and not self.proto.protocol_failed:
             frame = events[0]
             if frame.fin and frame.opcode is Opcode.TEXT:
                 # One whole text message, the usual read: skip the general loop.
@@ -349,7 +243,7 @@ class WebSocketProtocol:
             elif opcode is Opcode.CLOSE:
                 self._parts, self._decoder = [], None
                 out.extend(self._disconnect())
-        if (self.proto.parser_exc is not None or self.failed) and not self.disconnected:
+        if (self.proto.protocol_failed or self.failed) and not self.disconnected:
             # The connection failed (1002, 1007, 1009...): the app learns of it once.
             out.extend(self._disconnect())
         return out
@@ -394,9 +288,7 @@ class WebSocketProtocol:
         if self.disconnected:
             return []
         self.disconnected = True
-        close: Close | None = self.proto.close_rcvd
-        if close is None or self.proto.close_rcvd_then_sent is None:
-            close = self.proto.close_sent if self.proto.close_sent is not None else close
+        close = self.proto.close_to_report()
         if close is None:
             return [{"type": "websocket.disconnect", "code": 1006, "reason": ""}]
         return [{"type": "websocket.disconnect", "code": close.code, "reason": close.reason}]
@@ -415,7 +307,7 @@ class WebSocketProtocol:
         Such a frame is two header bytes and the payload: no Frame object, no extension
         pass, no struct packing (the echo hot path)."""
         proto = self.proto
-        if len(data) >= 126 or proto.extensions or proto.state is not OPEN:
+        if len(data) >= 126 or proto.state is not OPEN or proto.extensions:
             return None  # a str of 126+ characters is 126+ bytes of UTF-8 too
         if isinstance(data, str):
             payload = data.encode()
@@ -425,14 +317,14 @@ class WebSocketProtocol:
     def send_text(self, text: str) -> None:
         frame = self.small_frame(text)
         if frame is not None:
-            self.proto.writes.append(frame)
+            self.proto.queue_frame(frame)
         else:
             self.proto.send_text(text.encode())
 
     def send_bytes(self, data: bytes) -> None:
         frame = self.small_frame(data)
         if frame is not None:
-            self.proto.writes.append(frame)
+            self.proto.queue_frame(frame)
         else:
             self.proto.send_binary(data)
 
@@ -454,7 +346,7 @@ class WebSocketProtocol:
 
     def has_output(self) -> bool:
         """True when :meth:`data_to_send` has something (every state change writes)."""
-        return bool(self.proto.writes)
+        return self.proto.has_output
 
     def data_to_send(self) -> list[bytes]:
         """Bytes to write; an empty ``b""`` item means: half-close (send EOF)."""

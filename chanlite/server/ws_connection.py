@@ -181,7 +181,7 @@ class WebSocketConnection(asyncio.Protocol):
                 # The protocol says: half-close. A server closes the TCP connection.
                 self._close_transport()
                 return
-        state = self.ws.proto.state
+        state = self.ws.state
         # Cached for send_frame, the broadcast hot path: one attribute read per member.
         self.is_open = state is OPEN and self.accepted and not self.closed
         if state is State.CLOSING and not self.deadline:
@@ -276,7 +276,7 @@ class WebSocketConnection(asyncio.Protocol):
             return
         config = self.state.config
         ws = self.ws
-        if not self.accepted or config.ws_ping_interval is None or ws.proto.state is not OPEN:
+        if not self.accepted or config.ws_ping_interval is None or ws.state is not OPEN:
             return
         if ws.ping_payload is not None:
             timeout = config.ws_ping_timeout
@@ -296,7 +296,7 @@ class WebSocketConnection(asyncio.Protocol):
         """Graceful shutdown: close with 1001 "going away"."""
         if self.closed:
             return
-        if self.accepted and self.ws.proto.state is OPEN:
+        if self.accepted and self.ws.state is OPEN:
             self.ws.close(1001, "server shutting down")
             self._flush()
         elif not self.accepted:
@@ -330,7 +330,7 @@ class WebSocketConnection(asyncio.Protocol):
                     self.ws.reject()  # returning without accept means 403
                     self._flush()
                     self._close_transport()
-                elif self.accepted and self.ws.proto.state is OPEN:
+                elif self.accepted and self.ws.state is OPEN:
                     self.ws.close(1000, "")
                     self._flush()
         finally:
@@ -361,7 +361,7 @@ class WebSocketConnection(asyncio.Protocol):
             if self.write_paused:
                 self.drain = self.drain or self.loop.create_future()
                 await self.drain
-                if self.closed or ws.proto.state is not OPEN:
+                if self.closed or ws.state is not OPEN:
                     raise ClientDisconnected("the WebSocket is closed")
             text = message.get("text")
             if text is not None:
@@ -394,7 +394,7 @@ class WebSocketConnection(asyncio.Protocol):
                 self._close_transport()
         elif kind == "websocket.close":
             if self.accepted:
-                if ws.proto.state is OPEN:
+                if ws.state is OPEN:
                     ws.close(int(message.get("code") or 1000), message.get("reason") or "")
                     self._flush()
             elif ws.denial is None and not self.closed:

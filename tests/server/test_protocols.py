@@ -169,7 +169,7 @@ def test_deflate_state_is_created_on_first_use() -> None:
     from websockets.protocol import State
     from websockets.uri import parse_uri
 
-    from chanlite.server.websocket import LazyPerMessageDeflate
+    from chanlite.server.ws_core import LazyPerMessageDeflate
 
     ws = WebSocketProtocol()
     offer = (b"sec-websocket-extensions", b"permessage-deflate; client_max_window_bits")
