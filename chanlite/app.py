@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import traceback
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from chanlite.dispatcher import BROADCAST, Dispatcher, DispatchStats, broadcast_event
 from chanlite.endpoints import WebSocketHandler, as_async
-from chanlite.exceptions import (
-    HTTPException,
-    RegistrationClosed,
-    WebSocketDisconnect,
-    WebSocketStateError,
-)
-from chanlite.layers.base import BaseLayer, Message
-from chanlite.layers.registry import get_layer
+from chanlite.exceptions import HTTPException, RegistrationClosed
+from chanlite.hub import Hub, HubStats
+from chanlite.layers.base import BaseLayer, Event
 from chanlite.requests import ClientDisconnect, Request
 from chanlite.responses import PlainTextResponse, Response, plain_messages, to_response
 from chanlite.routing import (
@@ -32,11 +26,9 @@ from chanlite.routing import (
     static_routes,
 )
 from chanlite.subscription import Subscription
+from chanlite.sync import SyncSender
 from chanlite.types import ASGIApp, Receive, Scope, Send
-from chanlite.websocket import WebSocket, WebSocketState
-
-if TYPE_CHECKING:
-    from chanlite.sync import SyncSender
+from chanlite.websocket import WebSocket
 
 logger = logging.getLogger("chanlite")
 
@@ -57,7 +49,10 @@ class App:
 
     *layer* is a layer URL (``memory://``, ``sqlite:///chat.db``, ``redis://...``) or a
     layer object; *fallback* is an ASGI app for everything no route matches (e.g. Django's
-    ``get_asgi_application()``); *debug* shows tracebacks in 500 responses.
+    ``get_asgi_application()``); *debug* shows tracebacks in 500 responses;
+    *max_pending_events* bounds the layer events waiting for one connection's ``on``
+    handlers (default: the layer's capacity for its channel) before its client is closed
+    as a slow consumer (1013).
     """
 
     def __init__(
@@ -66,51 +61,46 @@ class App:
         *,
         fallback: ASGIApp | None = None,
         debug: bool = False,
+        max_pending_events: int | None = None,
     ) -> None:
         self.routes: list[BaseRoute] = []
         self.fallback = fallback
         self.debug = debug
-        self._layer_url: str | None = layer if isinstance(layer, str) else None
-        self._layer: BaseLayer | None = layer if isinstance(layer, BaseLayer) else None
-        self._owns_layer = self._layer is None
+        #: This process's link to the layer: the layer, its reader, channels, tasks, stats.
+        self.hub = Hub(layer, max_pending_events=max_pending_events)
         self._startup: list[Callable[[], Awaitable[Any]]] = []
         self._shutdown: list[Callable[[], Awaitable[Any]]] = []
         self._middleware: list[tuple[Callable[..., ASGIApp], dict[str, Any]]] = []
         self._stack: ASGIApp | None = None
         self._static: dict[tuple[str, str], HTTPRoute | WebSocketRoute] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.dispatcher = Dispatcher(self)
 
-    # -- the layer ------------------------------------------------------------------------
+    # -- the layer (held by the hub) ------------------------------------------------------
 
     @property
     def layer(self) -> BaseLayer:
         """The channel layer, built from its URL on first use."""
-        layer = self._layer
-        if layer is None:
-            if self._layer_url is None:
-                raise RuntimeError("This App has no channel layer (it was created with layer=None)")
-            layer = self._layer = get_layer(self._layer_url)
-        return layer
+        return self.hub.layer
 
     @property
     def layer_url(self) -> str | None:
         """The layer URL, or None when the layer was given as an object (or disabled)."""
-        return self._layer_url
+        return self.hub.layer_url
 
     def configure_layer(self, layer: str | BaseLayer) -> None:
         """Replace the layer (e.g. ``chanlite run --layer``) before the app starts serving."""
         self._check_open("configure the layer")
-        if isinstance(layer, str):
-            get_layer(layer)  # validate now: a bad URL is an error at start-up, not later
-            self._layer_url, self._layer, self._owns_layer = layer, None, True
-        else:
-            self._layer_url, self._layer, self._owns_layer = None, layer, False
+        self.hub.configure_layer(layer)
 
     @property
-    def stats(self) -> DispatchStats:
-        """Counters of what the dispatcher delivered, dropped or could not handle."""
-        return self.dispatcher.stats
+    def stats(self) -> HubStats:
+        """Counters of what the hub delivered, could not deliver or closed as slow."""
+        return self.hub.stats
+
+    @property
+    def dispatcher(self) -> Hub:
+        """Deprecated: the hub (``app.hub``) does what the dispatcher did."""
+        warnings.warn("App.dispatcher is deprecated; use App.hub", DeprecationWarning, stacklevel=2)
+        return self.hub
 
     # -- registration -----------------------------------------------------------------------
 
@@ -204,13 +194,13 @@ class App:
 
     # -- talking to connections ---------------------------------------------------------
 
-    async def send(self, channel: str, event: Message) -> None:
+    async def send(self, channel: str, event: Event) -> None:
         """Send *event* to one connection's ``on`` handler, in any process on the layer."""
-        await self.layer.send(channel, event)
+        await self.hub.send(channel, event)
 
-    async def group_send(self, group: str, event: Message) -> None:
+    async def group_send(self, group: str, event: Event) -> None:
         """Send *event* to the ``on`` handlers of every member of *group*."""
-        await self.layer.group_send(group, event)
+        await self.hub.group_send(group, event)
 
     async def broadcast(
         self,
@@ -224,33 +214,23 @@ class App:
 
         The frame is encoded once per process and the same bytes go to every member.
         """
-        await self.layer.group_send(group, broadcast_event(text=text, bytes=bytes, json=json))
+        await self.hub.broadcast(group, text=text, bytes=bytes, json=json)
 
     def subscribe(self, *groups: str, max_pending: int = 1000) -> Subscription:
         """Receive the layer events of *groups* outside a WebSocket (e.g. to feed SSE).
 
         ``async with app.subscribe("ticks") as events: async for event in events: ...``
         """
-        return Subscription(self, groups, max_pending=max_pending)
+        return Subscription(self.hub, groups, max_pending=max_pending)
 
     @property
     def sync(self) -> SyncSender:
         """Blocking senders for code with no event loop: ``app.sync.group_send(...)``."""
-        from chanlite.sync import SyncSender
-
-        return SyncSender(self)
+        return SyncSender(self.hub)
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run *coro* as a background task the app keeps a reference to and logs on failure."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("Background task failed", exc_info=task.exception())
+        return self.hub.spawn(coro)
 
     # -- ASGI ---------------------------------------------------------------------------------
 
@@ -347,29 +327,9 @@ class App:
     async def _serve_websocket(
         self, route: Any, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        handler: WebSocketHandler[Any] = route.endpoint
-        ws = WebSocket(scope, receive, send, app=self, handler=handler)
-        try:
-            await handler(ws, **scope["path_params"])
-        except WebSocketDisconnect:
-            pass
-        except Exception:
-            logger.exception("Exception in WebSocket handler %s for %s", route.name, scope["path"])
-            await self._close_quietly(ws, 1011)
-        else:
-            if ws.application_state is not WebSocketState.DISCONNECTED:
-                # Returned without closing: close normally (or reject, if never accepted).
-                await self._close_quietly(ws, 1000)
-        finally:
-            if ws.needs_cleanup:
-                await ws._cleanup()
-
-    @staticmethod
-    async def _close_quietly(ws: WebSocket, code: int) -> None:
-        if ws.application_state is WebSocketState.DISCONNECTED:
-            return
-        with contextlib.suppress(WebSocketDisconnect, WebSocketStateError, RuntimeError):
-            await ws.close(code)  # may fail: the client can already be gone
+        scope["app"] = self
+        ws = WebSocket(scope, receive, send, hub=self.hub, handler=route.endpoint)
+        await ws.run_handler(**scope["path_params"])
 
     @staticmethod
     async def _reject_websocket(receive: Receive, send: Send) -> None:
@@ -377,41 +337,14 @@ class App:
         if message["type"] == "websocket.connect":
             await send({"type": "websocket.close", "code": 1000, "reason": ""})
 
-    async def handle_event(
-        self, ws: WebSocket, handler: WebSocketHandler[Any] | None, event: Message
-    ) -> None:
-        """Run the ``on`` handler for one layer *event* on *ws* (called in arrival order)."""
-        kind = event.get("type")
-        if kind == BROADCAST:
-            if ws.application_state is WebSocketState.CONNECTED:
-                text = event.get("text")
-                message = (
-                    {"type": "websocket.send", "text": text}
-                    if text is not None
-                    else {"type": "websocket.send", "bytes": event.get("bytes", b"")}
-                )
-                try:
-                    await ws.send(message)
-                except (WebSocketDisconnect, WebSocketStateError):
-                    self.stats.broadcast_dropped += 1
-            return
-        func = handler.events.get(kind) if handler is not None and isinstance(kind, str) else None
-        if func is None:
-            self.stats.events_unhandled += 1
-            logger.warning(
-                "No on(%r) handler on %s; event dropped",
-                kind,
-                getattr(handler, "__qualname__", "this connection"),
-            )
-            return
-        try:
-            await func(ws, event)
-        except (WebSocketDisconnect, WebSocketStateError):
-            if ws.application_state is not WebSocketState.DISCONNECTED:
-                raise
-        except Exception:
-            logger.exception("Exception in on(%r) handler for %s", kind, ws.scope.get("path"))
-            await self._close_quietly(ws, 1011)
+    async def handle_event(self, ws: WebSocket, handler: Any, event: Event) -> None:
+        """Deprecated: a connection runs its own ``on`` handlers (``ws.handle_event``)."""
+        warnings.warn(
+            "App.handle_event is deprecated; use WebSocket.handle_event",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        await ws.handle_event(event)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -436,22 +369,14 @@ class App:
                 return
 
     async def aclose(self) -> None:
-        """Run shutdown hooks, stop the dispatcher and background tasks, close the layer."""
+        """Run shutdown hooks, stop the hub's reader and background tasks, close the layer."""
         errors: list[BaseException] = []
         for hook in self._shutdown:
             try:
                 await hook()
             except Exception as exc:
                 errors.append(exc)
-        await self.dispatcher.stop()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if self._layer is not None and self._owns_layer:
-            layer, self._layer = self._layer, None
-            await layer.close()
+        await self.hub.aclose()
         if errors:
             raise errors[0]
 

@@ -5,19 +5,16 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
 
-from chanlite.layers.base import Message
+from chanlite.websocket import EventHandler
 
-if TYPE_CHECKING:
-    from chanlite.websocket import WebSocket
+__all__ = ["EventHandler", "WebSocketHandler", "as_async"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 H = TypeVar("H", bound=Callable[..., Awaitable[None]])
-
-EventHandler = Callable[["WebSocket", Message], Awaitable[None]]
 
 
 def as_async(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:

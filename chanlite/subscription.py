@@ -10,7 +10,7 @@
                     yield f"data: {json.dumps(event['n'])}\\n\\n"
         return StreamingResponse(stream(), media_type="text/event-stream")
 
-A subscription is one more receiver of the process's dispatcher: it gets a channel name,
+A subscription is one more receiver of the process's hub: it gets a channel name,
 joins groups, and buffers events in a bounded queue (oldest dropped and counted when a
 slow consumer falls behind, so a stalled reader never grows memory without bound).
 """
@@ -24,10 +24,10 @@ from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from chanlite.layers.base import Message
+from chanlite.layers.base import Event
 
 if TYPE_CHECKING:
-    from chanlite.app import App
+    from chanlite.hub import Hub
 
 logger = logging.getLogger("chanlite.subscription")
 
@@ -38,30 +38,34 @@ class Subscription:
     frame_writer: Callable[[bytes], bool] | None = None  # events, never raw frames
     events_pending = False  # broadcasts may always go straight to push_event
 
-    def __init__(self, app: App, groups: tuple[str, ...], max_pending: int = 1000) -> None:
-        self.app = app
+    def __init__(self, hub: Hub, groups: tuple[str, ...], max_pending: int = 1000) -> None:
+        self.hub = hub
         self.groups = groups
         self.max_pending = max_pending
         #: Events dropped because the reader fell more than ``max_pending`` behind.
         self.dropped = 0
         self.channel_name = ""
-        self._events: deque[Message] = deque()
+        self._events: deque[Event] = deque()
         self._ready: asyncio.Event = asyncio.Event()
         self._closed = False
 
-    def push_event(self, event: Message) -> None:
-        """Called by the dispatcher for each event (including broadcast frames)."""
+    def push_event(self, event: Event) -> bool:
+        """Called by the hub for each event (including broadcast frames); always taken."""
         if len(self._events) >= self.max_pending:
             self._events.popleft()
             self.dropped += 1
             logger.warning("Subscription %s is behind; oldest event dropped", self.channel_name)
         self._events.append(event)
         self._ready.set()
+        return True
+
+    async def wait_for_room(self, timeout: float) -> None:
+        """Never needed: :meth:`push_event` always takes the event (the oldest may go)."""
 
     async def __aenter__(self) -> Subscription:
-        self.channel_name = self.app.dispatcher.register(self)
+        self.channel_name = self.hub.register(self)
         for group in self.groups:
-            await self.app.layer.group_add(group, self.channel_name)
+            await self.hub.group_add(group, self.channel_name)
         return self
 
     async def __aexit__(
@@ -71,24 +75,24 @@ class Subscription:
         tb: TracebackType | None,
     ) -> None:
         self._closed = True
-        self.app.dispatcher.unregister(self.channel_name)
+        self.hub.unregister(self.channel_name)
         for group in self.groups:
             try:
-                await self.app.layer.group_discard(group, self.channel_name)
+                await self.hub.group_discard(group, self.channel_name)
             except Exception:
                 logger.warning("Could not leave group %r", group, exc_info=True)
 
-    def __aiter__(self) -> AsyncIterator[Message]:
+    def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
 
-    async def _iterate(self) -> AsyncIterator[Message]:
+    async def _iterate(self) -> AsyncIterator[Event]:
         while not self._closed:
             while self._events:
                 yield self._events.popleft()
             self._ready.clear()
             await self._ready.wait()
 
-    async def receive(self, timeout: float | None = None) -> Message:
+    async def receive(self, timeout: float | None = None) -> Event:
         """Wait for the next event (``asyncio.TimeoutError`` after *timeout* seconds)."""
         while not self._events:
             self._ready.clear()

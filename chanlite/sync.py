@@ -7,10 +7,12 @@
     sender.group_send("chat.lobby", {"type": "chat.message", "text": "hi"})
     sender.broadcast("chat.lobby", json={"text": "hi"})
 
-Calls are safe from any thread. Layer coroutines run on one private event loop in a daemon
-thread shared by the whole process, so no loop leaks into the caller. Given an :class:`App`
-whose loop is running in this process (a view called from a handler's thread pool, say),
-the call is handed to that loop instead, so the in-memory layer works too.
+Calls are safe from any thread. A layer that can send from plain threads
+(:class:`~chanlite.layers.base.BlockingSends`, e.g. SQLite) is called directly: no event
+loop, no thread hop. Otherwise the layer's coroutines run on one private event loop in a
+daemon thread shared by the whole process, so no loop leaks into the caller. Given an App
+(or its hub) serving in this process (a view called from a handler's thread pool, say),
+its own layer is used, on its own loop, so the in-memory layer works too.
 """
 
 from __future__ import annotations
@@ -18,14 +20,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from chanlite.dispatcher import broadcast_event
-from chanlite.layers.base import BaseLayer, Message
+from chanlite.broadcast import broadcast_event
+from chanlite.hub import HasHub, Hub
+from chanlite.layers.base import BaseLayer, BlockingSends, Event
 from chanlite.layers.registry import get_layer
-
-if TYPE_CHECKING:
-    from chanlite.app import App
 
 T = TypeVar("T")
 
@@ -62,39 +62,57 @@ def run(coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop | None = N
 
 
 class SyncSender:
-    """Send to channels and groups through a layer, from plain synchronous code."""
+    """Send to channels and groups through a layer, from plain synchronous code.
 
-    def __init__(self, target: str | App) -> None:
-        self._target = target
+    *target* is a layer URL, a :class:`~chanlite.hub.Hub`, or anything with a ``hub``
+    (an :class:`~chanlite.App`).
+    """
 
-    def _layer_and_loop(self) -> tuple[BaseLayer, asyncio.AbstractEventLoop]:
+    def __init__(self, target: str | Hub | HasHub) -> None:
+        self._target: str | Hub = target if isinstance(target, (str, Hub)) else target.hub
+
+    def layer_and_loop(self) -> tuple[BaseLayer, asyncio.AbstractEventLoop | None]:
+        """The layer to send through and the loop to run its coroutines on.
+
+        The loop is None when the layer offers blocking sends (no loop is needed). For a
+        hub that is serving, its own layer and loop; else a private layer built from the
+        URL, shared by the process, and the private loop.
+        """
         target = self._target
-        if not isinstance(target, str):
-            task = target.dispatcher._task
-            if target._layer is not None and task is not None and not task.done():
-                return target.layer, task.get_loop()
+        if isinstance(target, Hub):
+            loop = target.running_loop()
+            if loop is not None:
+                layer = target.layer
+                return layer, None if isinstance(layer, BlockingSends) else loop
             if target.layer_url is None:
                 raise RuntimeError(
                     "This App's layer is an object and its loop is not running; "
                     "give SyncSender a layer URL instead."
                 )
             target = target.layer_url
-        loop = _private_loop()
         with _lock:
-            layer = _layers.get(target)
-            if layer is None:
-                layer = _layers[target] = get_layer(target)
-        return layer, loop
+            private = _layers.get(target)
+            if private is None:
+                private = _layers[target] = get_layer(target)
+        if isinstance(private, BlockingSends):
+            return private, None
+        return private, _private_loop()
 
-    def send(self, channel: str, event: Message) -> None:
+    def send(self, channel: str, event: Event) -> None:
         """Send *event* to *channel*; raises ChannelFull when it is at capacity."""
-        layer, loop = self._layer_and_loop()
-        run(layer.send(channel, event), loop)
+        layer, loop = self.layer_and_loop()
+        if loop is None and isinstance(layer, BlockingSends):
+            layer.send_blocking(channel, event)
+        else:
+            run(layer.send(channel, event), loop)
 
-    def group_send(self, group: str, event: Message) -> None:
+    def group_send(self, group: str, event: Event) -> None:
         """Send *event* to every member of *group*."""
-        layer, loop = self._layer_and_loop()
-        run(layer.group_send(group, event), loop)
+        layer, loop = self.layer_and_loop()
+        if loop is None and isinstance(layer, BlockingSends):
+            layer.group_send_blocking(group, event)
+        else:
+            run(layer.group_send(group, event), loop)
 
     def broadcast(
         self,
@@ -105,16 +123,15 @@ class SyncSender:
         json: Any = None,
     ) -> None:
         """Write one frame (exactly one of text/bytes/json) to every member socket of *group*."""
-        layer, loop = self._layer_and_loop()
-        run(layer.group_send(group, broadcast_event(text=text, bytes=bytes, json=json)), loop)
+        self.group_send(group, broadcast_event(text=text, bytes=bytes, json=json))
 
 
-def send(layer_url: str, channel: str, event: Message) -> None:
+def send(layer_url: str, channel: str, event: Event) -> None:
     """Send *event* to *channel* through the layer at *layer_url*."""
     SyncSender(layer_url).send(channel, event)
 
 
-def group_send(layer_url: str, group: str, event: Message) -> None:
+def group_send(layer_url: str, group: str, event: Event) -> None:
     """Send *event* to *group* through the layer at *layer_url*."""
     SyncSender(layer_url).group_send(group, event)
 
@@ -136,6 +153,7 @@ def close() -> None:
     with _lock:
         layers = list(_layers.values())
         _layers.clear()
-    if layers and _loop is not None:
+    if layers:
+        loop = _private_loop()  # a layer with blocking sends may never have needed it
         for layer in layers:
-            run(layer.close(), _loop)
+            run(layer.close(), loop)

@@ -1,32 +1,55 @@
 """The WebSocket connection object handed to a handler: one per socket.
 
 An explicit state machine guards the ASGI exchange, so misuse fails with a message that
-says what to do. Layer events for the connection (``@handler.on("type")``) are queued in
-arrival order and run by a short-lived drain task that exists only while events are
-pending: an idle connection costs no task, no timer and no queue.
+says what to do. The connection dispatches its own layer events, as a Channels consumer
+does: events for it (``@handler.on("type")``) are queued in arrival order and run by a
+short-lived drain task that exists only while events are pending, so an idle connection
+costs no task, no timer and no queue. It knows the process's :class:`~chanlite.hub.Hub`
+(its link to the layer), never the App.
+
+The queue of events waiting for a handler is bounded (``App(max_pending_events=...)``,
+by default the layer's capacity for the channel). A client that does not read while the
+queue is full gets the slow-consumer policy: closed with 1013 "slow consumer", counted in
+``stats.slow_consumers`` and logged once at WARNING with its address; its queue is dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from chanlite.broadcast import BROADCAST
+from chanlite.closecodes import SLOW_CONSUMER, CloseCode
 from chanlite.exceptions import WebSocketDisconnect, WebSocketStateError
-from chanlite.layers.base import Message as Event
+from chanlite.layers.base import Event
 from chanlite.requests import HTTPConnection
 from chanlite.types import Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    import asyncio
-
-    from chanlite.app import App
-    from chanlite.endpoints import WebSocketHandler
+    from chanlite.hub import HasHub, Hub
 
 logger = logging.getLogger("chanlite.websocket")
+
+EventHandler = Callable[["WebSocket", Event], Awaitable[None]]
+"""An ``on`` handler: ``async def handler(ws, event)``."""
+
+
+class ConnectionHandler(Protocol):
+    """What runs a connection: called once with the socket, with ``on`` handlers by type
+    (:class:`~chanlite.endpoints.WebSocketHandler` is one)."""
+
+    @property
+    def events(self) -> Mapping[str, EventHandler]:
+        """The ``on`` handlers, by event type."""
+
+    def __call__(self, ws: WebSocket, /, **path_params: Any) -> Awaitable[None]:
+        """Run the connection's handler."""
 
 
 class WebSocketState(Enum):
@@ -41,15 +64,19 @@ class WebSocket(HTTPConnection):
     """A WebSocket connection: accept, send, receive, join groups, get layer events."""
 
     __slots__ = (
-        "_app",
         "_channel_name",
         "_drain",
         "_events",
         "_groups",
         "_handler",
+        "_hub",
+        "_max_pending",
         "_receive",
+        "_room",
         "_send",
         "_send_now",
+        "_slow",
+        "_writing",
         "application_state",
         "client_state",
         "close_code",
@@ -63,20 +90,36 @@ class WebSocket(HTTPConnection):
         receive: Receive,
         send: Send,
         *,
-        app: App | None = None,
-        handler: WebSocketHandler[Any] | None = None,
+        hub: Hub | None = None,
+        handler: ConnectionHandler | None = None,
+        app: HasHub | None = None,
     ) -> None:
         if scope["type"] != "websocket":
             raise ValueError(f"WebSocket needs a websocket scope, not {scope['type']!r}")
         super().__init__(scope)
         self._receive = receive
         self._send = send
-        self._app = app
+        if app is not None:
+            import warnings
+
+            warnings.warn(
+                "WebSocket(app=...) is deprecated; pass hub=app.hub",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if hub is None:
+                hub = app.hub
+        self._hub = hub
         self._handler = handler
         self._channel_name: str | None = None
         self._groups: set[str] | None = None
         self._events: deque[Event] | None = None
         self._drain: asyncio.Task[None] | None = None
+        # Set with the channel name (no event arrives before it has one).
+        self._max_pending = 100
+        self._room: asyncio.Future[None] | None = None
+        self._slow = False
+        self._writing = 0  # ASGI sends in progress (waiting for the client, if suspended)
         self.client_state = WebSocketState.CONNECTING
         self.application_state = WebSocketState.CONNECTING
         #: The close code once the connection has closed (from either side), else None.
@@ -155,6 +198,9 @@ class WebSocket(HTTPConnection):
             raise WebSocketStateError(
                 f"Cannot send {kind!r}: the connection is closed (close code {self.close_code})."
             )
+        # Counted while in progress: a send still suspended when the next event arrives
+        # means the client is not reading what it was sent (see push_event).
+        self._writing += 1
         try:
             await self._send(message)
         except OSError:
@@ -162,6 +208,8 @@ class WebSocket(HTTPConnection):
             # the way receive() would, instead of surfacing a transport error.
             self._mark_gone(1006)
             raise WebSocketDisconnect(self.close_code or 1006, self.close_reason) from None
+        finally:
+            self._writing -= 1
 
     def _mark_gone(self, code: int) -> None:
         self.client_state = WebSocketState.DISCONNECTED
@@ -240,19 +288,48 @@ class WebSocket(HTTPConnection):
     def _disconnected(self) -> WebSocketDisconnect:
         return WebSocketDisconnect(self.close_code or 1005, self.close_reason)
 
+    async def _refuse(self, code: CloseCode, reason: str, detail: str) -> WebSocketDisconnect:
+        """Close for a frame the handler cannot take: the client's error, not the app's.
+
+        Logged at INFO (no traceback); returns the exception ``receive_*`` raises.
+        """
+        logger.info(
+            "Closing WebSocket %s from %s with %d: %s",
+            self.scope.get("path"),
+            _peer(self.scope),
+            code,
+            detail,
+        )
+        if self.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(WebSocketDisconnect, WebSocketStateError):
+                await self.close(code, reason)
+        return WebSocketDisconnect(int(code), reason)
+
     async def receive_text(self) -> str:
-        """Wait for a text frame; raise WebSocketDisconnect when the client leaves."""
+        """Wait for a text frame; raise WebSocketDisconnect when the client leaves.
+
+        A binary frame closes the connection with 1003 and raises WebSocketDisconnect.
+        """
         message = await self._next_data()
         if message is None:
             raise self._disconnected()
-        return _text_of(message)
+        text = message.get("text")
+        if text is None:
+            raise await self._refuse(*_WANT_TEXT)
+        return str(text)
 
     async def receive_bytes(self) -> bytes:
-        """Wait for a binary frame; raise WebSocketDisconnect when the client leaves."""
+        """Wait for a binary frame; raise WebSocketDisconnect when the client leaves.
+
+        A text frame closes the connection with 1003 and raises WebSocketDisconnect.
+        """
         message = await self._next_data()
         if message is None:
             raise self._disconnected()
-        return _bytes_of(message)
+        data = message.get("bytes")
+        if data is None:
+            raise await self._refuse(*_WANT_BYTES)
+        return bytes(data)
 
     async def receive_json(self) -> Any:
         """Wait for a frame holding JSON (text or binary) and decode it.
@@ -265,14 +342,29 @@ class WebSocket(HTTPConnection):
         return _json_of(message)
 
     async def iter_text(self) -> AsyncIterator[str]:
-        """Yield text frames until the client disconnects."""
+        """Yield text frames until the client disconnects.
+
+        A binary frame ends the loop too, closing the connection with 1003 (unsupported
+        data): the client broke the protocol the handler expects.
+        """
         while (message := await self._next_data()) is not None:
-            yield _text_of(message)
+            text = message.get("text")
+            if text is None:
+                await self._refuse(*_WANT_TEXT)
+                return
+            yield text
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
-        """Yield binary frames until the client disconnects."""
+        """Yield binary frames until the client disconnects.
+
+        A text frame ends the loop too, closing the connection with 1003 (unsupported data).
+        """
         while (message := await self._next_data()) is not None:
-            yield _bytes_of(message)
+            data = message.get("bytes")
+            if data is None:
+                await self._refuse(*_WANT_BYTES)
+                return
+            yield data
 
     async def iter_json(self) -> AsyncIterator[Any]:
         """Yield decoded JSON frames until the client disconnects.
@@ -284,26 +376,38 @@ class WebSocket(HTTPConnection):
             try:
                 value = _json_of(message)
             except ValueError as exc:
-                logger.info("Closing %s: frame is not JSON (%s)", self.scope.get("path"), exc)
-                await self.close(1007, "invalid JSON")
+                await self._refuse(
+                    CloseCode.INVALID_PAYLOAD, "invalid JSON", f"frame is not JSON ({exc})"
+                )
                 return
             yield value
 
     # -- the channel layer ---------------------------------------------------------------
 
     @property
-    def app(self) -> App:
-        """The chanlite App serving this connection."""
-        if self._app is None:
+    def hub(self) -> Hub:
+        """The process's link to the channel layer (``app.hub``)."""
+        hub = self._hub
+        if hub is None:
             raise WebSocketStateError("This WebSocket is not attached to a chanlite App")
-        return self._app
+        return hub
+
+    @property
+    def app(self) -> Any:
+        """The application serving this connection (``scope["app"]``)."""
+        try:
+            return self.scope["app"]
+        except KeyError:
+            raise WebSocketStateError("This WebSocket is not attached to a chanlite App") from None
 
     @property
     def channel_name(self) -> str:
         """This connection's channel: ``await app.send(ws.channel_name, event)`` reaches it."""
         name = self._channel_name
         if name is None:
-            name = self._channel_name = self.app.dispatcher.register(self)
+            hub = self.hub
+            name = self._channel_name = hub.register(self)
+            self._max_pending = hub.max_pending(name)
         return name
 
     @property
@@ -335,7 +439,7 @@ class WebSocket(HTTPConnection):
 
     async def join(self, group: str) -> None:
         """Join *group*: its events and broadcasts reach this connection until it ends."""
-        await self.app.layer.group_add(group, self.channel_name)
+        await self.hub.group_add(group, self.channel_name)
         if self._groups is None:
             self._groups = set()
         self._groups.add(group)
@@ -344,22 +448,57 @@ class WebSocket(HTTPConnection):
         """Leave *group*."""
         if self._groups and group in self._groups:
             self._groups.discard(group)
-            await self.app.layer.group_discard(group, self.channel_name)
+            await self.hub.group_discard(group, self.channel_name)
 
     async def group_send(self, group: str, event: Event) -> None:
         """Send *event* to every member of *group* (this connection too, if a member)."""
-        await self.app.layer.group_send(group, dict(event))
+        await self.hub.group_send(group, dict(event))
 
-    # -- events from the dispatcher ----------------------------------------------------
+    # -- events from the hub -----------------------------------------------------------
 
-    def push_event(self, event: Event) -> None:
-        """Queue a layer event for this connection's ``on`` handlers (arrival order)."""
+    def push_event(self, event: Event) -> bool:
+        """Queue a layer event for this connection's ``on`` handlers (arrival order).
+
+        Returns False when the queue is full while the handlers are still working through
+        it: the hub then waits (:meth:`wait_for_room`). A full queue whose handler waits
+        on a client that does not read gets the slow-consumer policy instead.
+        """
         events = self._events
         if events is None:
             events = self._events = deque()
+        elif self._slow:
+            self._undeliverable(event, "closed as a slow consumer")
+            return True
+        elif len(events) >= self._max_pending:
+            if not self._writing:
+                return False
+            self._slow_consumer()
+            self._undeliverable(event, "closed as a slow consumer")
+            return True
         events.append(event)
         if self._drain is None:
-            self._drain = self.app.spawn(self._run_events())
+            self._drain = self.hub.spawn(self._run_events())
+        return True
+
+    async def wait_for_room(self, timeout: float) -> None:
+        """Wait until :meth:`push_event` takes another event.
+
+        Past *timeout* with the queue still full (its handler stuck), or as soon as the
+        handler waits on a client that does not read, the slow-consumer policy applies.
+        """
+        events = self._events
+        while events and not self._slow and len(events) >= self._max_pending:
+            if self._writing:
+                self._slow_consumer()
+                return
+            room = self._room = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(room, timeout)
+            except asyncio.TimeoutError:
+                self._slow_consumer()
+                return
+            finally:
+                self._room = None
 
     @property
     def events_pending(self) -> bool:
@@ -370,48 +509,151 @@ class WebSocket(HTTPConnection):
         events = self._events
         try:
             while events:
-                event = events[0]
-                await self.app.handle_event(self, self._handler, event)
-                events.popleft()
+                # The event leaves the queue only once handled: a broadcast frame arriving
+                # meanwhile sees events_pending and queues behind it, keeping the order.
+                await self.handle_event(events[0])
+                if events:  # emptied meanwhile by the slow-consumer policy or aclose()
+                    events.popleft()
+                room = self._room
+                if room is not None and not room.done():
+                    room.set_result(None)
         finally:
             self._drain = None
 
+    async def handle_event(self, event: Event) -> None:
+        """Run the ``on`` handler for one layer *event* (a broadcast: write its frame)."""
+        kind = event.get("type")
+        if kind == BROADCAST:
+            if self.application_state is not WebSocketState.CONNECTED:
+                self._undeliverable(event, "its socket is closed")
+                return
+            text = event.get("text")
+            try:
+                if text is not None:
+                    await self.send_text(text)
+                else:
+                    await self.send_bytes(event.get("bytes") or b"")
+            except (WebSocketDisconnect, WebSocketStateError):
+                self._undeliverable(event, "its socket closed")
+            return
+        handler = self._handler
+        func = handler.events.get(kind) if handler is not None and isinstance(kind, str) else None
+        if func is None:
+            self.hub.stats.events_unhandled += 1
+            logger.warning(
+                "No on(%r) handler on %s; event dropped",
+                kind,
+                getattr(handler, "__qualname__", "this connection"),
+            )
+            return
+        try:
+            await func(self, event)
+        except (WebSocketDisconnect, WebSocketStateError):
+            if self.application_state is not WebSocketState.DISCONNECTED:
+                raise
+        except Exception:
+            logger.exception("Exception in on(%r) handler for %s", kind, self.scope.get("path"))
+            await self._close_quietly(CloseCode.INTERNAL_ERROR)
+
+    def _undeliverable(self, event: Event, why: str) -> None:
+        self.hub.stats.events_undeliverable += 1
+        logger.debug(
+            "%r event for %s not delivered: %s", event.get("type"), self._channel_name, why
+        )
+
+    def _slow_consumer(self) -> None:
+        """Close with 1013 "slow consumer", count it, log it once, drop the queue."""
+        if self._slow:
+            return
+        self._slow = True
+        hub = self.hub
+        hub.stats.slow_consumers += 1
+        dropped = len(self._events or ())
+        if self._events:
+            self._events.clear()
+        hub.stats.events_undeliverable += dropped
+        logger.warning(
+            "Closing WebSocket %s from %s with 1013: slow consumer (%d events waiting for it "
+            "dropped; its client does not read)",
+            self.scope.get("path"),
+            _peer(self.scope),
+            dropped,
+        )
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
+        hub.spawn(self._close_quietly(CloseCode.TRY_AGAIN_LATER, SLOW_CONSUMER))
+
+    # -- the handler's life -------------------------------------------------------------
+
+    async def run_handler(self, **path_params: Any) -> None:
+        """Run this connection's handler to its end, then close and release the connection.
+
+        A handler that returns without closing closes with 1000 (or rejects, before
+        accept); one that raises is logged and closes with 1011. Either way the channel,
+        the group memberships and the queued events are released (:meth:`aclose`).
+        """
+        handler = self._handler
+        if handler is None:
+            raise WebSocketStateError("This WebSocket has no handler to run")
+        try:
+            await handler(self, **path_params)
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            logger.exception(
+                "Exception in WebSocket handler %s for %s",
+                getattr(handler, "__name__", handler),
+                self.scope.get("path"),
+            )
+            await self._close_quietly(CloseCode.INTERNAL_ERROR)
+        finally:
+            await self.aclose()
+
+    async def _close_quietly(self, code: int, reason: str = "") -> None:
+        if self.application_state is WebSocketState.DISCONNECTED:
+            return
+        with contextlib.suppress(WebSocketDisconnect, WebSocketStateError, RuntimeError):
+            await self.close(code, reason)  # may fail: the client can already be gone
+
     @property
     def needs_cleanup(self) -> bool:
-        """True when :meth:`_cleanup` has something to undo (a channel, queued events)."""
+        """True when :meth:`aclose` has something to release (a channel, queued events)."""
         return self._channel_name is not None or self._drain is not None or bool(self._events)
 
-    async def _cleanup(self) -> None:
-        """Forget the channel, drop group memberships and pending events."""
+    async def aclose(self) -> None:
+        """Close the socket (1000) if still open; forget the channel, leave the groups and
+        drop pending events. Safe to call more than once."""
+        await self._close_quietly(CloseCode.NORMAL)
         drain = self._drain
         if drain is not None:
             drain.cancel()
             self._drain = None
         if self._events:
             self._events.clear()
-        if self._channel_name is not None and self._app is not None:
-            self._app.dispatcher.unregister(self._channel_name)
-            layer = self._app.layer
+        name = self._channel_name
+        hub = self._hub
+        if name is not None and hub is not None:
+            hub.unregister(name)
             for group in self._groups or ():
                 try:
-                    await layer.group_discard(group, self._channel_name)
+                    await hub.group_discard(group, name)
                 except Exception:
                     logger.warning("Could not leave group %r on disconnect", group, exc_info=True)
             self._groups = None
 
 
-def _text_of(message: Message) -> str:
-    text = message.get("text")
-    if text is None:
-        raise WebSocketStateError("Expected a text frame, got a binary one")
-    return str(text)
+_WANT_TEXT = (CloseCode.UNSUPPORTED_DATA, "expected text frames", "a binary frame to a text reader")
+_WANT_BYTES = (
+    CloseCode.UNSUPPORTED_DATA,
+    "expected binary frames",
+    "a text frame to a binary reader",
+)
 
 
-def _bytes_of(message: Message) -> bytes:
-    data = message.get("bytes")
-    if data is None:
-        raise WebSocketStateError("Expected a binary frame, got a text one")
-    return bytes(data)
+def _peer(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "an unknown peer"
 
 
 def _json_of(message: Message) -> Any:

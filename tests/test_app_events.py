@@ -1,4 +1,4 @@
-"""Layer events, groups and broadcast through the dispatcher."""
+"""Layer events, groups and broadcast through the hub."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chanlite import App, WebSocket
-from chanlite.dispatcher import BROADCAST, broadcast_event, encode_frame
+from chanlite.broadcast import BROADCAST, broadcast_event, encode_frame
 from chanlite.testing import TestClient
 
 
@@ -163,7 +163,7 @@ async def test_fast_path_writes_encoded_frame_once() -> None:
         async with client.websocket("/feed/f") as a, client.websocket("/feed/f") as b:
             await a.receive_json()
             await b.receive_json()
-            for ws in app.dispatcher.connections.values():
+            for ws in app.hub.connections.values():
                 assert isinstance(ws, WebSocket)
                 ws.frame_writer = writer  # what accept() caches from the server's extension
             await app.broadcast("f", text="fast")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -73,10 +74,10 @@ async def test_membership_dropped_on_disconnect() -> None:
             channel = (await ws.receive_json())["channel"]
         # After the socket closed, the group no longer lists the channel.
         for _ in range(50):
-            if channel not in app.dispatcher.connections:
+            if channel not in app.hub.connections:
                 break
             await asyncio.sleep(0.01)
-        assert channel not in app.dispatcher.connections
+        assert channel not in app.hub.connections
         members = app.layer._groups.get("chat.gone", {})  # type: ignore[attr-defined]
         assert channel not in members
 
@@ -294,7 +295,9 @@ async def test_iter_json_closes_1007_on_invalid_json() -> None:
     assert got == [{"ok": 1}]
 
 
-async def test_iter_loops_end_quietly_at_disconnect_and_refuse_the_other_frame_type() -> None:
+async def test_iter_loops_end_quietly_at_disconnect_and_refuse_the_other_frame_type(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     app = App()
     seen: list[Any] = []
 
@@ -308,12 +311,11 @@ async def test_iter_loops_end_quietly_at_disconnect_and_refuse_the_other_frame_t
     @app.websocket("/ws/text")
     async def text(ws: WebSocket) -> None:
         await ws.accept()
-        try:
-            async for item in ws.iter_text():
-                seen.append(item)
-        except WebSocketStateError as exc:
-            seen.append(str(exc))
+        async for item in ws.iter_text():
+            seen.append(item)
+        seen.append(("text ended", ws.close_code))
 
+    caplog.set_level(logging.INFO, logger="chanlite")
     async with TestClient(app) as client:
         async with client.websocket("/ws/bytes") as ws:
             await ws.send_bytes(b"\x00\x01")
@@ -321,16 +323,60 @@ async def test_iter_loops_end_quietly_at_disconnect_and_refuse_the_other_frame_t
             await ws.close(4001)
         async with client.websocket("/ws/text") as ws:
             await ws.send_text("a")
-            await ws.send_bytes(b"b")
-            with pytest.raises(WebSocketDisconnect):
+            await ws.send_bytes(b"b")  # the client's mistake: a 1003 close, not a crash
+            with pytest.raises(WebSocketDisconnect) as info:
                 await ws.receive_text()
+            assert info.value.code == 1003
+        async with client.websocket("/ws/bytes") as ws:
+            await ws.send_text("not bytes")
+            with pytest.raises(WebSocketDisconnect) as info:
+                await ws.receive_bytes()
+            assert info.value.code == 1003
     assert seen == [
         b"\x00\x01",
         b"",
         ("ended", 4001),
         "a",
-        "Expected a text frame, got a binary one",
+        ("text ended", 1003),
+        ("ended", 1003),
     ]
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+    refusals = [rec for rec in caplog.records if "with 1003" in rec.getMessage()]
+    assert [rec.levelno for rec in refusals] == [logging.INFO, logging.INFO]
+
+
+@pytest.mark.parametrize("wrong", ["text", "bytes"])
+async def test_receive_text_or_bytes_of_the_wrong_kind_closes_1003(
+    wrong: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+    outcome: list[Any] = []
+
+    @app.websocket("/ws")
+    async def strict(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            if wrong == "bytes":
+                await ws.receive_text()
+            else:
+                await ws.receive_bytes()
+        except WebSocketDisconnect as exc:
+            outcome.append(exc.code)
+            raise
+
+    caplog.set_level(logging.INFO, logger="chanlite")
+    async with TestClient(app) as client:
+        async with client.websocket("/ws") as ws:
+            if wrong == "bytes":
+                await ws.send_bytes(b"\x00")
+            else:
+                await ws.send_text("x")
+            with pytest.raises(WebSocketDisconnect):
+                await ws.receive_text()
+            assert ws.close_code == 1003
+    assert outcome == [1003]
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+    assert any(rec.levelno == logging.INFO and "1003" in rec.getMessage() for rec in caplog.records)
 
 
 async def test_receive_json_invalid_raises_value_error() -> None:

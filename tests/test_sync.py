@@ -55,7 +55,7 @@ async def test_sync_call_on_the_loop_is_refused() -> None:
 def test_url_sender_uses_a_private_loop_thread() -> None:
     # No event loop in this test: the call works and leaves none behind in this thread.
     sync.send("memory://?capacity=5", "plain-channel", {"type": "hello"})
-    layer, loop = sync.SyncSender("memory://?capacity=5")._layer_and_loop()
+    layer, loop = sync.SyncSender("memory://?capacity=5").layer_and_loop()
     assert loop is not None and loop.is_running()
     message = sync.run(layer.receive("plain-channel"), loop)
     assert message == {"type": "hello"}
@@ -74,7 +74,7 @@ def test_sync_senders_are_thread_safe() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    layer, loop = sync.SyncSender(url)._layer_and_loop()
+    layer, loop = sync.SyncSender(url).layer_and_loop()
     got = sorted(sync.run(layer.receive("many"), loop)["i"] for _ in range(20))
     assert got == list(range(20))
     sync.close()

@@ -73,10 +73,6 @@ async def client(site: Any) -> AsyncIterator[Any]:
     from chanlite.testing import TestClient
 
     app = get_asgi_application()
-    # The site's App outlives each test's event loop; its lifespan shutdown closes the
-    # layer, and the next test's layer is a new one, whose channel names the dispatcher
-    # must not take from the old one.
-    app.dispatcher._prefix = None
     async with TestClient(app) as test_client:
         yield test_client
 

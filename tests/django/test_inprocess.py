@@ -141,7 +141,6 @@ async def test_secure_requests_want_https_origins(site: Any) -> None:
     from chanlite.contrib.django import get_asgi_application
 
     app = get_asgi_application()
-    app.dispatcher._prefix = None
     async with TestClient(app, base_url="https://testserver") as secure:
         async with secure.websocket("/ws/whoami", headers={"origin": "https://testserver"}):
             pass

@@ -1,0 +1,340 @@
+"""The hub: this process's link to the channel layer, one per :class:`~chanlite.App`.
+
+It owns the layer (built lazily from its URL), the *single* ``receive_local()`` reader
+that feeds every local connection, the channel names of those connections, the
+background tasks the app spawns, and the counters of what was delivered. Connections
+(:class:`~chanlite.websocket.WebSocket`, :class:`~chanlite.subscription.Subscription`)
+and the blocking senders (:mod:`chanlite.sync`) talk to the hub, never to the App.
+
+Connections get channel names lazily (only when they join a group or read
+``ws.channel_name``), so adding connections adds no polling. A group event names every
+local member at once: a broadcast frame (:mod:`chanlite.broadcast`) is then encoded once
+and the same bytes are written to each member's transport when the server offers the
+``chanlite.frames`` extension.
+
+Backpressure: a connection takes at most :meth:`Hub.max_pending` events waiting for its
+``on`` handlers. When one is full but its handler is still working through them, the
+reader waits for room (so a sender in this process that never yields is held back by
+the layer instead of overflowing anyone); a connection that cannot make room because its
+client does not read is closed by the slow-consumer policy (:mod:`chanlite.closecodes`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from chanlite.broadcast import BROADCAST, broadcast_event, encode_frame
+from chanlite.layers.base import BaseLayer, Event
+from chanlite.layers.registry import get_layer
+
+logger = logging.getLogger("chanlite.hub")
+
+T = TypeVar("T")
+
+#: Longest the reader waits for a full connection that is still handling its events
+#: before the slow-consumer policy applies to it (seconds).
+ROOM_WAIT = 1.0
+
+
+class Receiver(Protocol):
+    """What the hub delivers events to: a WebSocket, or a :class:`Subscription`."""
+
+    @property
+    def frame_writer(self) -> Callable[[bytes], bool] | None:
+        """The server's raw frame writer for broadcasts, or None (events only)."""
+
+    @property
+    def events_pending(self) -> bool:
+        """True while earlier events wait: a broadcast frame must then queue behind them."""
+
+    def push_event(self, event: Event) -> bool:
+        """Queue *event*; False when the receiver is full and the hub should wait."""
+
+    async def wait_for_room(self, timeout: float) -> None:
+        """Return once :meth:`push_event` will take an event (or the receiver gave up)."""
+
+
+class HasHub(Protocol):
+    """Anything that carries a hub (an :class:`~chanlite.App`)."""
+
+    @property
+    def hub(self) -> Hub: ...
+
+
+@dataclass
+class HubStats:
+    """Counters an app can read (``app.stats``) to see what the hub did."""
+
+    events_delivered: int = 0
+    """Events handed to a local connection's queue."""
+    events_unhandled: int = 0
+    """Events with no ``on`` handler for their type (logged)."""
+    events_undeliverable: int = 0
+    """Events and frames for a connection that was gone or closing (logged at debug)."""
+    broadcast_frames: int = 0
+    """Broadcast frames written straight to a member's transport."""
+    slow_consumers: int = 0
+    """Connections closed with 1013 because their client did not read."""
+    layer_errors: int = 0
+    """Failed ``receive_local()`` calls (the reader retries)."""
+
+    @property
+    def broadcast_dropped(self) -> int:
+        """Always 0: a frame is delivered, or counted in :attr:`events_undeliverable`
+        when its connection is closing, or its client is closed as a slow consumer."""
+        return 0
+
+
+#: The former name of :class:`HubStats`.
+DispatchStats = HubStats
+
+
+class Hub:
+    """One process's link to a channel layer: its reader, its channels, its tasks."""
+
+    def __init__(
+        self, layer: str | BaseLayer | None = "memory://", *, max_pending_events: int | None = None
+    ) -> None:
+        if max_pending_events is not None and max_pending_events < 1:
+            raise ValueError(f"max_pending_events must be at least 1, not {max_pending_events}")
+        self._layer_url: str | None = layer if isinstance(layer, str) else None
+        self._layer: BaseLayer | None = layer if isinstance(layer, BaseLayer) else None
+        self._owns_layer = self._layer is None
+        self.max_pending_events = max_pending_events
+        self.connections: dict[str, Receiver] = {}
+        self.stats = HubStats()
+        self._counter = itertools.count(1)
+        self._prefix: tuple[BaseLayer, str] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- the layer ----------------------------------------------------------------------
+
+    @property
+    def layer(self) -> BaseLayer:
+        """The channel layer, built from its URL on first use."""
+        layer = self._layer
+        if layer is None:
+            if self._layer_url is None:
+                raise RuntimeError("This App has no channel layer (it was created with layer=None)")
+            layer = self._layer = get_layer(self._layer_url)
+        return layer
+
+    @property
+    def layer_url(self) -> str | None:
+        """The layer URL, or None when the layer was given as an object (or disabled)."""
+        return self._layer_url
+
+    def configure_layer(self, layer: str | BaseLayer) -> None:
+        """Replace the layer; a URL is validated now (a bad one fails at start-up)."""
+        if isinstance(layer, str):
+            get_layer(layer)
+            self._layer_url, self._layer, self._owns_layer = layer, None, True
+        else:
+            self._layer_url, self._layer, self._owns_layer = None, layer, False
+
+    def max_pending(self, channel: str) -> int:
+        """How many events *channel*'s connection may hold waiting for its handlers:
+        the App's ``max_pending_events``, else the layer's capacity for the channel."""
+        limit = self.max_pending_events
+        return limit if limit is not None else self.layer.get_capacity(channel)
+
+    def running_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the hub serves on (its reader is running there), else None.
+
+        Blocking senders in other threads hand their calls to this loop.
+        """
+        reader = self._reader
+        if reader is None or reader.done() or self._layer is None:
+            return None
+        return reader.get_loop()
+
+    # -- sending --------------------------------------------------------------------------
+
+    async def send(self, channel: str, event: Event) -> None:
+        """Send *event* to one channel (a connection's ``on`` handlers), in any process."""
+        await self.layer.send(channel, event)
+
+    async def group_send(self, group: str, event: Event) -> None:
+        """Send *event* to every member of *group*."""
+        await self.layer.group_send(group, event)
+
+    async def broadcast(
+        self,
+        group: str,
+        *,
+        text: str | None = None,
+        bytes: bytes | None = None,
+        json: Any = None,
+    ) -> None:
+        """Write one frame (exactly one of text/bytes/json) to every member socket of *group*."""
+        await self.layer.group_send(group, broadcast_event(text=text, bytes=bytes, json=json))
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add *channel* to *group*."""
+        await self.layer.group_add(group, channel)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove *channel* from *group*."""
+        await self.layer.group_discard(group, channel)
+
+    # -- channels ---------------------------------------------------------------------------
+
+    def register(self, receiver: Receiver) -> str:
+        """Give *receiver* a channel name local to this process and start reading."""
+        layer = self.layer
+        prefix = self._prefix
+        if prefix is None or prefix[0] is not layer:
+            # A new layer (the App served again) has a new client_id: names follow it.
+            prefix = self._prefix = (layer, f"ws.{layer.client_id}!")
+        name = f"{prefix[1]}{next(self._counter)}"
+        self.connections[name] = receiver
+        self.start()
+        return name
+
+    def unregister(self, name: str) -> None:
+        """Forget a channel: events for it are counted as undeliverable from now on."""
+        self.connections.pop(name, None)
+
+    # -- background tasks -----------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run *coro* as a background task the hub keeps a reference to and logs on failure."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("Background task failed", exc_info=task.exception())
+
+    # -- the reader -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reader on the running loop, once."""
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def aclose(self) -> None:
+        """Stop the reader and the background tasks; close the layer if the hub built it."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._layer is not None and self._owns_layer:
+            layer, self._layer = self._layer, None
+            await layer.close()
+
+    async def _read(self) -> None:
+        layer = self.layer
+        delay = 0.05
+        failures = 0
+        while True:
+            try:
+                channels, event = await layer.receive_local()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A layer outage must not kill the reader: back off and try again. The
+                # first failure is logged with its traceback, the rest only counted, so
+                # a layer that stays down does not fill the log.
+                self.stats.layer_errors += 1
+                failures += 1
+                if failures == 1:
+                    logger.exception("Channel layer receive failed; retrying until it recovers")
+                else:
+                    logger.debug("Channel layer receive failed again (%d in a row)", failures)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if failures:
+                logger.warning(
+                    "Channel layer receive recovered after %d failed attempt%s",
+                    failures,
+                    "" if failures == 1 else "s",
+                )
+                failures = 0
+                delay = 0.05
+            try:
+                full = self.deliver(channels, event)
+            except Exception:  # never let one bad event stop delivery to everyone
+                logger.exception("Delivering a %r event failed", event.get("type"))
+                continue
+            if full:
+                await self._wait_for_room(full, event)
+
+    async def _wait_for_room(self, full: list[Receiver], event: Event) -> None:
+        # Connections whose handlers are behind but still working: hold the reader (and
+        # so, through the layer's capacity, the senders) until each has room again.
+        for receiver in full:
+            await receiver.wait_for_room(ROOM_WAIT)
+            # Room now, or the receiver gave up on its client and drops what it is given.
+            receiver.push_event(event)
+
+    def deliver(self, channels: Sequence[str], event: Event) -> list[Receiver] | None:
+        """Hand *event* to the connections behind *channels* (no awaiting, no copies).
+
+        Returns the receivers that were full (the event is not queued for them yet), or
+        None.
+        """
+        if event.get("type") == BROADCAST:
+            return self._broadcast(channels, event)
+        connections = self.connections
+        stats = self.stats
+        full: list[Receiver] | None = None
+        for channel in channels:
+            receiver = connections.get(channel)
+            if receiver is None:
+                stats.events_undeliverable += 1
+                logger.debug("No local connection for %r; event dropped", channel)
+                continue
+            stats.events_delivered += 1
+            if not receiver.push_event(event):
+                if full is None:
+                    full = []
+                full.append(receiver)
+        return full
+
+    def _broadcast(self, channels: Sequence[str], event: Event) -> list[Receiver] | None:
+        frame: bytes | None = None
+        stats = self.stats
+        connections = self.connections
+        full: list[Receiver] | None = None
+        for channel in channels:
+            receiver = connections.get(channel)
+            if receiver is None:
+                stats.events_undeliverable += 1
+                logger.debug("No local connection for %r; broadcast frame dropped", channel)
+                continue
+            writer = receiver.frame_writer
+            if writer is None or receiver.events_pending:
+                # No raw transport (a foreign server), or earlier events still queued:
+                # go through the connection's ordered queue.
+                if not receiver.push_event(event):
+                    if full is None:
+                        full = []
+                    full.append(receiver)
+                continue
+            if frame is None:
+                frame = encode_frame(event)
+            if writer(frame):
+                stats.broadcast_frames += 1
+            else:
+                # The server refuses only a socket that is closing or closed.
+                stats.events_undeliverable += 1
+                logger.debug("Broadcast frame for %r refused: its socket is closing", channel)
+        return full

@@ -1,0 +1,150 @@
+"""The hub: the one layer reader, delivery, backpressure and what it counts and logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from chanlite import App, WebSocket
+from chanlite.hub import Hub
+from chanlite.layers.base import Event
+from chanlite.layers.memory import MemoryLayer
+from chanlite.testing import TestClient
+
+
+class FlakyLayer(MemoryLayer):
+    """A memory layer whose ``receive_local`` fails *failures* times, then recovers."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def receive_local(self) -> tuple[Sequence[str], Event]:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("layer backend unreachable")
+        return await super().receive_local()
+
+
+def feed_app(layer: Any = "memory://", **options: Any) -> App:
+    app = App(layer=layer, **options)
+
+    @app.websocket("/feed")
+    async def feed(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.join("feed")
+        await ws.send_text("ready")
+        async for _ in ws.iter_text():
+            pass
+
+    @feed.on("note")
+    async def note(ws: WebSocket, event: dict[str, Any]) -> None:
+        await ws.send_text(str(event["n"]))
+
+    @feed.on("slow")
+    async def slow(ws: WebSocket, event: dict[str, Any]) -> None:
+        await asyncio.sleep(0.05)
+        await ws.send_text(f"slow {event['n']}")
+
+    return app
+
+
+async def test_a_broken_layer_logs_once_then_once_on_recovery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = feed_app(FlakyLayer(failures=4))
+    caplog.set_level(logging.DEBUG, logger="chanlite.hub")
+    async with TestClient(app) as client:
+        async with client.websocket("/feed") as ws:
+            assert await ws.receive_text() == "ready"
+            await app.group_send("feed", {"type": "note", "n": 1})
+            assert await ws.receive_text(timeout=10) == "1"  # delivered once recovered
+    assert app.stats.layer_errors == 4
+    hub_records = [rec for rec in caplog.records if rec.name == "chanlite.hub"]
+    errors = [rec for rec in hub_records if rec.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert "layer backend unreachable" in str(errors[0].exc_info[1])
+    recovered = [rec for rec in hub_records if rec.levelno == logging.WARNING]
+    assert [rec.getMessage() for rec in recovered] == [
+        "Channel layer receive recovered after 4 failed attempts"
+    ]
+    assert all(rec.exc_info is None for rec in hub_records if rec is not errors[0])
+
+
+async def test_a_refused_broadcast_frame_is_counted_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A frame the server refuses (its socket is closing) is undeliverable, never silent."""
+    app = feed_app()
+    caplog.set_level(logging.DEBUG, logger="chanlite.hub")
+
+    def closing_socket(frame: bytes) -> bool:
+        return False
+
+    async with TestClient(app) as client:
+        async with client.websocket("/feed") as ws:
+            await ws.receive_text()
+            (member,) = app.hub.connections.values()
+            assert isinstance(member, WebSocket)
+            member.frame_writer = closing_socket
+            await app.broadcast("feed", text="lost")
+            await app.group_send("feed", {"type": "note", "n": 2})  # after the frame
+            assert await ws.receive_text() == "2"
+    assert app.stats.events_undeliverable == 1
+    assert app.stats.broadcast_frames == 0
+    assert any("refused" in rec.getMessage() for rec in caplog.records)
+
+
+async def test_a_broadcast_behind_pending_events_keeps_its_place() -> None:
+    app = feed_app()
+    written: list[bytes] = []
+    async with TestClient(app) as client:
+        async with client.websocket("/feed") as ws:
+            await ws.receive_text()
+            (member,) = app.hub.connections.values()
+            assert isinstance(member, WebSocket)
+            member.frame_writer = lambda frame: bool(written.append(frame)) or True
+            await app.group_send("feed", {"type": "slow", "n": 1})
+            await app.broadcast("feed", text="after")
+            assert await ws.receive_text() == "slow 1"
+            assert await ws.receive_text() == "after"  # queued, not written past the event
+    assert written == []
+
+
+async def test_max_pending_events_bounds_the_queue_of_a_busy_handler() -> None:
+    """A handler behind on its events holds the reader back (bounded), losing nothing."""
+    app = feed_app(max_pending_events=3)
+    assert app.hub.max_pending("x") == 3
+    async with TestClient(app) as client:
+        async with client.websocket("/feed") as ws:
+            await ws.receive_text()
+            for n in range(10):
+                await app.group_send("feed", {"type": "slow", "n": n})
+            got = [await ws.receive_text(timeout=10) for _ in range(10)]
+    assert got == [f"slow {n}" for n in range(10)]
+    assert app.stats.slow_consumers == 0
+
+
+def test_max_pending_defaults_to_the_layer_capacity() -> None:
+    hub = Hub(MemoryLayer(capacity=7, channel_capacity={"big.*": 50}))
+    assert hub.max_pending("ws.x!1") == 7
+    assert hub.max_pending("big.x!1") == 50
+    with pytest.raises(ValueError):
+        Hub(max_pending_events=0)
+
+
+def test_the_old_names_still_work_with_a_warning() -> None:
+    app = App()
+    with pytest.warns(DeprecationWarning, match="App.hub"):
+        assert app.dispatcher is app.hub
+    with pytest.warns(DeprecationWarning, match="chanlite.broadcast"):
+        from chanlite.dispatcher import BROADCAST  # noqa: F401
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert app.stats is app.hub.stats
+        assert app.stats.broadcast_dropped == 0
