@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 
+from chanlite import WebSocketDisconnect
 from chanlite.importer import import_from_string
 from chanlite.testing import TestClient
+from chanlite.testing.client import WebSocketRejected
 
 
 async def test_echo_example() -> None:
@@ -69,13 +72,40 @@ async def test_chat_example_events_from_other_programs() -> None:
             assert await ann.receive_text() == "plain words"
 
 
-async def test_chat_example_rejects_bad_room_name() -> None:
+async def test_chat_example_rejects_bad_room_name(caplog: pytest.LogCaptureFixture) -> None:
     app = import_from_string("examples/chat/app.py:app")
+    caplog.set_level(logging.INFO)
     async with TestClient(app) as client:
-        async with client.websocket("/ws/bad%20room") as ws:
-            with pytest.raises(Exception):  # noqa: B017 - the server closed it
-                await ws.receive_json()
-            assert ws.close_code == 4400
+        with pytest.raises(WebSocketRejected) as info:
+            async with client.websocket("/ws/bad%20room"):
+                pass
+    assert info.value.status_code == 403
+    assert any("room 'bad room'" in rec.getMessage() for rec in caplog.records)
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+
+
+async def test_chat_example_answers_frames_it_does_not_take(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Input the page never sends is refused with a reason, never a traceback."""
+    app = import_from_string("examples/chat/app.py:app")
+    caplog.set_level(logging.INFO)
+    async with TestClient(app) as client:
+        async with client.websocket("/ws/lobby?nick=eve") as eve:
+            assert (await eve.receive_json())["kind"] == "welcome"
+            assert (await eve.receive_json())["kind"] == "joined"
+            for frame in ([1, 2], "text", None, {"nick": "x"}, {"text": 5}, {"text": ["a"]}):
+                await eve.send_json(frame)
+                got = await eve.receive_json()
+                assert got["kind"] == "error" and '"text"' in got["text"], (frame, got)
+            await eve.send_json({"text": "still here"})
+            assert (await eve.receive_json())["text"] == "still here"
+            await eve.send_text("{not json")
+            with pytest.raises(WebSocketDisconnect):
+                await eve.receive_json()
+            assert eve.close_code == 1007
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+    assert sum("Refused a frame" in rec.getMessage() for rec in caplog.records) == 6
 
 
 async def test_ticker_example(monkeypatch: pytest.MonkeyPatch) -> None:

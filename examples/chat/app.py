@@ -9,7 +9,13 @@ Every frame the app writes to the page is a JSON object with a "kind":
 * ``joined`` / ``left`` - someone entered or left the room;
 * ``message`` - a chat line: nick, text, at (Unix time);
 * ``typing`` - someone is typing;
-* ``notice`` - a line from the operator (see below).
+* ``notice`` - a line from the operator (see below);
+* ``error`` - only to the socket that sent a frame the app does not take.
+
+The page sends ``{"text": "..."}`` for a chat line and ``{"kind": "typing"}``. Anything
+else is answered with an ``error`` frame and logged at INFO; a frame that is not JSON
+closes the socket with 1007 (``ws.iter_json``); a room name that is not valid is refused
+before the handshake is accepted (403), with a log line. No client input is a traceback.
 
 Fan-out uses ``app.broadcast``: one encode per process, no Python handler per member. The
 socket's group is ``room.NAME``, so other programs sharing the layer can talk to a room:
@@ -25,6 +31,7 @@ JSON as a system notice.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -33,6 +40,7 @@ from typing import Any
 
 from chanlite import App, HTMLResponse, Request, WebSocket
 
+logger = logging.getLogger("chanlite.example.chat")
 HERE = Path(__file__).parent
 PAGE = HERE / "static" / "index.html"
 app = App(layer=os.environ.get("CHAT_LAYER", "memory://"))
@@ -42,6 +50,7 @@ ROOM = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 MAX_NICK = 32
 MAX_TEXT = 2000
 BAD_ROOM = "room names are 1-40 letters, digits, - and _"
+BAD_FRAME = 'frames are {"text": "a line"} or {"kind": "typing"}'
 
 
 def group_for(room: str) -> str:
@@ -81,9 +90,9 @@ async def room_page(request: Request, room: str) -> HTMLResponse:
 async def chat(ws: WebSocket, room: str) -> None:
     """One chat member: joins the room's group, relays their lines, says goodbye."""
     if not ROOM.match(room):
-        # Accept first so the page is told why (a refused handshake carries no reason).
-        await ws.accept()
-        await ws.close(4400, BAD_ROOM)
+        # The page checks the name before connecting, so only another client gets here.
+        logger.info("Refused a chat socket for room %r from %s: %s", room, ws.client, BAD_ROOM)
+        await ws.close()  # before accept: the handshake is refused with 403
         return
     nick = clean_nick(ws.query_params.get("nick"), "anonymous")
     group = group_for(room)
@@ -95,12 +104,15 @@ async def chat(ws: WebSocket, room: str) -> None:
     await app.broadcast(group, json={"kind": "joined", "nick": nick, "room": room})
     try:
         async for data in ws.iter_json():
-            if not isinstance(data, dict):
-                continue  # not a frame this page sends; ignore rather than drop the member
-            if data.get("kind") == "typing":
+            if isinstance(data, dict) and data.get("kind") == "typing":
                 await app.broadcast(group, json={"kind": "typing", "nick": nick})
                 continue
-            text = clean_text(data.get("text"))
+            if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+                # Not a frame the page sends: tell this client, keep the member.
+                logger.info("Refused a frame from %s in %s: %.80r", ws.client, room, data)
+                await ws.send_json({"kind": "error", "text": BAD_FRAME})
+                continue
+            text = clean_text(data["text"])
             if text:
                 await app.broadcast(
                     group,

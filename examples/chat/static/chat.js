@@ -179,6 +179,9 @@
       case "notice":
         addNotice(msg.text, "notice");
         break;
+      case "error":
+        addNotice("The server refused a frame: " + msg.text, "error");
+        break;
       default:
         addNotice(data, "raw");
     }
