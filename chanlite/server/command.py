@@ -35,7 +35,7 @@ def _opt(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[
     return click.option(*decls, **kwargs)
 
 
-def _off_if_zero(value: float | None) -> float | None:
+def _off_if_zero(value: Any) -> Any:
     return value or None
 
 
@@ -84,7 +84,50 @@ def _off_if_zero(value: float | None) -> float | None:
 )
 @_opt("--ws-close-timeout", type=float, default=5.0, help="Seconds to finish a close handshake.")
 @_opt("--ws-handshake-timeout", type=float, default=10.0, help="Seconds for the app to accept.")
+@_opt(
+    "--ws-max-fragments",
+    type=click.IntRange(min=0),
+    default=65536,
+    help="Most frames in one WebSocket message; more closes 1002 (0: no limit).",
+)
+@_opt(
+    "--ws-max-control-frames",
+    type=click.IntRange(min=0),
+    default=100,
+    help="Most pings + pongs a client may send per second; more closes 1002 (0: no limit).",
+)
+@_opt(
+    "--ws-send-limit",
+    type=click.IntRange(min=1),
+    default=8 * 1024 * 1024,
+    help="Most bytes queued for one WebSocket client; more closes it 1013 (slow consumer).",
+)
+@_opt(
+    "--ws-send-timeout",
+    type=float,
+    default=30.0,
+    help="Seconds a client's queue may stay above --high-water before it is closed 1013 "
+    "(0: no limit).",
+)
+@_opt(
+    "--high-water",
+    type=click.IntRange(min=1),
+    default=64 * 1024,
+    help="Buffered bytes per connection above which reading pauses and sends wait.",
+)
 @_opt("--timeout-keep-alive", type=float, default=5.0, help="Close idle keep-alive connections.")
+@_opt(
+    "--timeout-request-body",
+    type=float,
+    default=30.0,
+    help="Seconds a request body may stall while the app waits for it (0: no limit).",
+)
+@_opt(
+    "--timeout-response-write",
+    type=float,
+    default=30.0,
+    help="Seconds a client may leave a response unread before it is dropped (0: no limit).",
+)
 @_opt("--timeout-request-header", type=float, default=10.0, help="Seconds to receive headers.")
 @_opt(
     "--timeout-graceful-shutdown",
@@ -119,7 +162,15 @@ def run(target: str, **options: Any) -> None:
     """
     options["reload_dirs"] = list(options["reload_dirs"])
     options["ws_ping_interval"] = _off_if_zero(options["ws_ping_interval"])
-    options["ws_ping_timeout"] = _off_if_zero(options["ws_ping_timeout"])
+    for name in (
+        "ws_ping_timeout",
+        "ws_max_fragments",
+        "ws_max_control_frames",
+        "ws_send_timeout",
+        "timeout_request_body",
+        "timeout_response_write",
+    ):
+        options[name] = _off_if_zero(options[name])
     debug = options["log_level"].lower() in ("debug", "trace")
     try:
         config = boot.configure(options)

@@ -53,6 +53,15 @@ class Config:
     ws_per_message_deflate: bool = True
     ws_close_timeout: float = 5.0
     ws_handshake_timeout: float = 10.0
+    # Limits on what one WebSocket client may cost (see README.md, "The per-connection
+    # budget"). Frames of one message, and pings + pongs received per second:
+    ws_max_fragments: int | None = 65536
+    ws_max_control_frames: int | None = 100
+    # Outgoing bytes: above ``high_water`` the server stops reading from the client; past
+    # ``ws_send_limit`` bytes queued, or above ``high_water`` for ``ws_send_timeout``
+    # seconds, the slow-consumer policy closes it (1013 "slow consumer").
+    ws_send_limit: int = 8 * 1024 * 1024
+    ws_send_timeout: float | None = 30.0
     # HTTP limits: httptools has no header limits of its own, so the server keeps them.
     limit_request_line: int = 8190
     limit_request_fields: int = 100
@@ -60,6 +69,11 @@ class Config:
     # Timeouts
     timeout_request_header: float = 10.0
     timeout_keep_alive: float = 5.0
+    # A request body that stalls (no byte for this long while the app waits for it), and a
+    # response the client does not read (the write buffer stays full this long, also the
+    # grace a closed connection gets to take what was written before it is aborted).
+    timeout_request_body: float | None = 30.0
+    timeout_response_write: float | None = 30.0
     timeout_graceful_shutdown: float | None = 30.0
     limit_concurrency: int | None = None
     lifespan: LifespanMode = "auto"
@@ -78,6 +92,8 @@ class Config:
             raise ValueError("workers must be at least 1")
         if self.limit_concurrency is not None and self.limit_concurrency < 1:
             raise ValueError("limit_concurrency must be at least 1")
+        if self.ws_send_limit < self.high_water:
+            raise ValueError("ws_send_limit must be at least high_water")
         self.trusted_hosts = TrustedHosts(self.forwarded_allow_ips)
 
     @classmethod

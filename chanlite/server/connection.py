@@ -36,7 +36,7 @@ from chanlite.server.state import (
 from chanlite.server.ws_connection import WebSocketConnection
 from chanlite.types import ASGIApp, Message, Receive, Scope, Send
 
-HEADER, IDLE = 1, 2  # deadline kinds
+HEADER, IDLE, BODY, WRITE, LINGER = 1, 2, 3, 4, 5  # deadline kinds
 
 
 async def service_unavailable(scope: Scope, receive: Receive, send: Send) -> None:
@@ -55,6 +55,7 @@ class HTTPConnection(asyncio.Protocol):
         "deadline",
         "deadline_kind",
         "drain",
+        "lingering",
         "loop",
         "parser",
         "pending_error",
@@ -95,6 +96,7 @@ class HTTPConnection(asyncio.Protocol):
         self.deadline_kind = HEADER
         self.pending_error: BadRequest | None = None
         self.shutting_down = False
+        self.lingering = False  # closed by us with bytes still unsent (state.lingering)
 
     # asyncio.Protocol -----------------------------------------------------------------
 
@@ -114,6 +116,9 @@ class HTTPConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
+        if self.lingering:
+            self.lingering = False
+            self.state.lingering -= 1
         for cycle in self.cycles:
             cycle.disconnected = True
             cycle.wake()
@@ -195,7 +200,7 @@ class HTTPConnection(asyncio.Protocol):
             if len(self.cycles) == 1 and not first.head_written:
                 self._send_error(bad)
             else:
-                self.transport.close()
+                self.close()
             for cycle in self.cycles:
                 cycle.disconnected = True
                 cycle.wake()
@@ -211,7 +216,25 @@ class HTTPConnection(asyncio.Protocol):
             self.transport.write(
                 simple_response(bad.status, bad.reason, self.state.default_headers)
             )
-            self.transport.close()
+            self.close()
+
+    def close(self) -> None:
+        """Close the connection; what is still unsent gets ``timeout_response_write``
+        seconds to reach the client before the transport is aborted (a client that never
+        reads must not keep the socket, and its descriptor, open for ever)."""
+        transport = self.transport
+        if transport is None:
+            return
+        if not transport.is_closing():
+            transport.close()
+        grace = self.state.config.timeout_response_write
+        if transport.get_write_buffer_size() and not self.lingering:
+            self.lingering = True
+            self.state.lingering += 1
+            if grace is None:
+                return
+            self.deadline = self.loop.time() + grace
+            self.deadline_kind = LINGER
 
     def cycle_done(self, cycle: RequestCycle) -> None:
         """Called when a request's app returns: start the next one or close."""
@@ -225,7 +248,7 @@ class HTTPConnection(asyncio.Protocol):
             or cycle.more_body  # the app answered without reading the whole body
             or self.shutting_down
         ):
-            transport.close()
+            self.close()
             return
         if self.cycles:
             self.cycles[0].start()
@@ -252,10 +275,33 @@ class HTTPConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     async def wait_writable(self) -> None:
-        """Wait while the transport's buffer is above the high-water mark."""
+        """Wait while the transport's buffer is above the high-water mark (at most
+        ``timeout_response_write`` seconds: then the client is dropped)."""
         if self.drain is None:
             self.drain = self.loop.create_future()
-        await self.drain
+        self._set_deadline(WRITE, self.state.config.timeout_response_write)
+        try:
+            await self.drain
+        finally:
+            self._clear_deadline(WRITE)
+
+    async def wait_body(self, waiter: asyncio.Future[None]) -> None:
+        """Wait for more of the request body (at most ``timeout_request_body`` seconds
+        without a byte: then the client is dropped)."""
+        self._set_deadline(BODY, self.state.config.timeout_request_body)
+        try:
+            await waiter
+        finally:
+            self._clear_deadline(BODY)
+
+    def _set_deadline(self, kind: int, timeout: float | None) -> None:
+        if timeout is not None and not self.lingering:
+            self.deadline = self.loop.time() + timeout
+            self.deadline_kind = kind
+
+    def _clear_deadline(self, kind: int) -> None:
+        if self.deadline_kind == kind and not self.lingering:
+            self.deadline = 0.0
 
     def _release_drain(self) -> None:
         drain, self.drain = self.drain, None
@@ -263,12 +309,19 @@ class HTTPConnection(asyncio.Protocol):
             drain.set_result(None)
 
     def tick(self, now: float) -> None:
-        """The shared timer's visit: enforce header and keep-alive deadlines."""
+        """The shared timer's visit: enforce the header, keep-alive, body, write and
+        linger deadlines."""
         if self.deadline and now >= self.deadline and self.transport is not None:
-            if self.deadline_kind == HEADER and logger.isEnabledFor(logging.DEBUG):
-                logger.debug("Request header timeout from %s", self.client)
+            kind = self.deadline_kind
             self.deadline = 0.0
-            self.transport.close()
+            if kind in (HEADER, IDLE):
+                if kind == HEADER:
+                    logger.debug("Request header timeout from %s", self.client)
+                self.close()
+                return
+            reason = _TIMEOUTS[kind]
+            logger.debug("%s from %s; dropping the connection", reason, self.client)
+            self.transport.abort()
 
     def shutdown(self) -> None:
         """Graceful shutdown: close when idle, else after the current response."""
@@ -276,10 +329,17 @@ class HTTPConnection(asyncio.Protocol):
         if self.transport is None:
             return
         if not self.cycles:
-            self.transport.close()
+            self.close()
         else:
             for cycle in self.cycles:
                 cycle.framer.keep_alive = False
+
+
+_TIMEOUTS = {
+    BODY: "Request body timeout",
+    WRITE: "Response write timeout (the client does not read)",
+    LINGER: "Unsent response after close (the client does not read)",
+}
 
 
 class RequestCycle:
@@ -367,7 +427,7 @@ class RequestCycle:
             )
             self.framer.complete = True
         self.framer.keep_alive = False
-        transport.close()
+        self.conn.close()
 
     async def receive(self) -> Message:
         if self.expect_continue and not self.disconnected:
@@ -377,7 +437,7 @@ class RequestCycle:
         while not self.body and self.more_body and not self.disconnected:
             self.conn.resume_reading()
             self.waiter = self.conn.loop.create_future()
-            await self.waiter
+            await self.conn.wait_body(self.waiter)
         if self.disconnected or self.framer.complete:
             return {"type": "http.disconnect"}
         if self.body_done:
@@ -470,7 +530,7 @@ class RequestCycle:
         except ResponseError as exc:
             logger.error("Invalid response from the ASGI application: %s", exc)
             self.framer.keep_alive = False
-            transport.close()
+            self.conn.close()
             return
         transport.write(head)
 

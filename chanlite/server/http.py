@@ -148,6 +148,7 @@ class RequestParser:
     __slots__ = (
         "_cl_seen",
         "_events",
+        "_has_body",
         "_header_bytes",
         "_headers",
         "_in_headers",
@@ -177,6 +178,7 @@ class RequestParser:
         self._header_bytes = 0
         self._in_headers = False
         self._cl_seen = False
+        self._has_body = False
         self._te: bytes | None = None
         self._reject: _Reject | None = None
         self.done = False
@@ -235,6 +237,7 @@ class RequestParser:
         self._header_bytes = 0
         self._in_headers = True
         self._cl_seen = False
+        self._has_body = False
         self._te = None
 
     def on_url(self, url: bytes) -> None:
@@ -255,6 +258,10 @@ class RequestParser:
             if self._cl_seen:
                 self._fail(400, "Duplicate Content-Length")
             self._cl_seen = True
+            try:
+                self._has_body = int(value) > 0
+            except ValueError:
+                self._has_body = True  # llhttp refuses it anyway
         elif lname == b"transfer-encoding":
             if self._te is not None:
                 self._fail(400, "Duplicate Transfer-Encoding")
@@ -295,6 +302,10 @@ class RequestParser:
                 head.expect_continue = True
             elif upgrade and name == b"upgrade" and value.lower() == b"websocket":
                 head.websocket = method == "GET"
+        if head.websocket and (self._has_body or self._te is not None):
+            # What follows the head would be read as WebSocket frames (RFC 6455 4.1: the
+            # handshake is a GET; a body has no place in it).
+            self._fail(400, "WebSocket upgrade request with a body")
         self._events.append(head)
 
     def on_body(self, body: bytes) -> None:

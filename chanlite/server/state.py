@@ -41,7 +41,9 @@ class ServerState:
         "dirty",
         "flush_deferred",
         "flush_scheduled",
-        "hard_cap",
+        "lingering",
+        "send_limit",
+        "slow_consumers",
         "tasks",
     )
 
@@ -55,7 +57,11 @@ class ServerState:
         self.date: bytes | None = None
         self.default_headers = b""
         self.access_log = config.access_log
-        self.hard_cap = 4 * config.high_water
+        self.send_limit = config.ws_send_limit
+        self.slow_consumers = 0  # WebSockets closed by the slow-consumer policy
+        # Connections the server closed that still hold unsent bytes (and a descriptor)
+        # until the client reads them or the grace ends: they count against the limit.
+        self.lingering = 0
         # WebSockets with broadcast frames queued this loop iteration; one call_soon
         # callback writes each one's queue with a single transport.write.
         self.dirty: list[Any] = []
@@ -85,7 +91,7 @@ class ServerState:
 
     def over_limit(self) -> bool:
         limit = self.config.limit_concurrency
-        return limit is not None and self.active >= limit
+        return limit is not None and self.active + self.lingering >= limit
 
 
 def client_address(transport: asyncio.BaseTransport) -> tuple[str, int] | None:

@@ -65,10 +65,12 @@ class WebSocketProtocol:
         "_text",
         "denial",
         "disconnected",
+        "error",
         "failed",
         "ping_payload",
         "ping_sent_at",
         "proto",
+        "refusal",
         "request",
     )
 
@@ -89,6 +91,11 @@ class WebSocketProtocol:
         self.denial: ResponseFramer | None = None
         self.ping_payload: bytes | None = None
         self.ping_sent_at = 0.0
+        #: The close code and reason when the client broke the protocol (1002, 1007,
+        #: 1009...); set once, with the close frame in :meth:`data_to_send`.
+        self.error: tuple[int, str] | None = None
+        #: Why the handshake was refused, when :meth:`accept` returned None.
+        self.refusal = ""
 
     @property
     def state(self) -> State:
@@ -136,6 +143,8 @@ class WebSocketProtocol:
                 [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers],
             )
             if response.status_code != 101:
+                exc = proto.handshake_exc
+                self.refusal = f"{response.status_code} {exc or response.reason_phrase}"
                 proto.send_response(response)
                 return None
             for name, value in headers:
@@ -245,6 +254,7 @@ class WebSocketProtocol:
                 out.extend(self._disconnect())
         if (self.proto.protocol_failed or self.failed) and not self.disconnected:
             # The connection failed (1002, 1007, 1009...): the app learns of it once.
+            self.error = self.error or self.proto.close_sent_reason()
             out.extend(self._disconnect())
         return out
 
@@ -283,6 +293,7 @@ class WebSocketProtocol:
         if self.proto.state is OPEN:
             reason = f"invalid UTF-8 at position {exc.start}"
             self.proto.fail(CloseCode.INVALID_DATA, reason)
+            self.error = (CloseCode.INVALID_DATA, reason)
 
     def _disconnect(self) -> list[Message]:
         if self.disconnected:
@@ -343,6 +354,22 @@ class WebSocketProtocol:
     def fail(self, code: int, reason: str = "") -> None:
         if self.proto.state is OPEN or self.proto.state is State.CLOSING:
             self.proto.fail(code, reason)
+
+    def hold_pongs(self) -> None:
+        """The client is not reading: keep only the latest ping's pong, unwritten."""
+        self.proto.hold_pongs = True
+
+    def release_pong(self) -> bool:
+        """The client reads again: answer the latest ping held meanwhile. True when
+        that queued a pong for :meth:`data_to_send`."""
+        if not self.proto.hold_pongs:
+            return False
+        self.proto.release_pong()
+        return self.proto.has_output
+
+    def reset_control_budget(self) -> None:
+        """A new window (a second) for the limit on pings and pongs received."""
+        self.proto.reset_control_budget()
 
     def has_output(self) -> bool:
         """True when :meth:`data_to_send` has something (every state change writes)."""

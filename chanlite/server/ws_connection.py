@@ -15,6 +15,7 @@ import logging
 
 from websockets.protocol import State
 
+from chanlite.closecodes import SLOW_CONSUMER, CloseCode
 from chanlite.server.http import RequestHead, ResponseError, simple_response
 from chanlite.server.state import (
     ClientDisconnected,
@@ -37,10 +38,11 @@ class WebSocketConnection(asyncio.Protocol):
     __slots__ = (
         "accepted",
         "closed",
+        "congested_since",
+        "control_window",
         "counted",
         "deadline",
         "drain",
-        "drops",
         "is_open",
         "loop",
         "next_ping",
@@ -49,6 +51,7 @@ class WebSocketConnection(asyncio.Protocol):
         "queue",
         "read_paused",
         "scope",
+        "slow",
         "state",
         "transport",
         "waiter",
@@ -66,7 +69,12 @@ class WebSocketConnection(asyncio.Protocol):
         self.state = state
         self.loop = loop
         self.transport = transport
-        self.ws = WebSocketProtocol(config.ws_max_size, config.ws_per_message_deflate)
+        self.ws = WebSocketProtocol(
+            config.ws_max_size,
+            config.ws_per_message_deflate,
+            config.ws_max_fragments,
+            config.ws_max_control_frames,
+        )
         self.scope: Scope = {}
         # A list, not a deque: a deque's first block costs ~600 bytes per idle socket.
         self.queue: list[Message] = []
@@ -80,7 +88,9 @@ class WebSocketConnection(asyncio.Protocol):
         self.write_paused = transport.is_closing()
         self.deadline = 0.0
         self.next_ping = 0.0
-        self.drops = 0  # frames refused by send_frame because the client was not reading
+        self.congested_since = 0.0  # when the write buffer went above high_water (0: not)
+        self.control_window = 0.0  # when the control-frame budget was last reset
+        self.slow = False  # closed by the slow-consumer policy
         # Frames from send_frame not yet written (None: nothing queued, not on the dirty list).
         self.pending: list[bytes] | None = None
         self.pending_size = 0
@@ -138,13 +148,37 @@ class WebSocketConnection(asyncio.Protocol):
             drain.set_result(None)
 
     def pause_writing(self) -> None:
+        # The client is not reading what we write: read nothing more from it (a ping
+        # flood's pongs, a request/answer loop) and keep only its latest pong.
         self.write_paused = True
+        self.congested_since = self.loop.time()
+        self.ws.hold_pongs()
+        if not self.read_paused and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.congested_since = 0.0
+        if self.ws.release_pong():
+            self._flush()
+        self._resume_reading(MAX_QUEUED)
         drain, self.drain = self.drain, None
         if drain is not None and not drain.done():
             drain.set_result(None)
+
+    def _resume_reading(self, below: int) -> None:
+        """Read again unless something still holds reading: the handshake not answered,
+        the app more than *below* messages behind, or the client not reading."""
+        if (
+            self.read_paused
+            and self.accepted
+            and not self.write_paused
+            and not self.closed
+            and len(self.queue) < below
+        ):
+            self.read_paused = False
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if not self.accepted and not self.read_paused:
@@ -154,6 +188,8 @@ class WebSocketConnection(asyncio.Protocol):
         ws = self.ws
         messages = ws.receive_data(data)
         if ws.has_output():  # a pong, a close reply, an error close; usually nothing
+            if ws.error is not None and logger.isEnabledFor(logging.DEBUG):
+                self._log_error()
             self._flush()
         if messages:
             self.queue.extend(messages)
@@ -200,21 +236,23 @@ class WebSocketConnection(asyncio.Protocol):
             waiter.set_result(None)
 
     def send_frame(self, frame: bytes) -> bool:
-        """Queue an encoded, unmasked, complete frame; False (nothing queued) when the
-        socket is not open or its client is too far behind (the drop is counted).
+        """Queue an encoded, unmasked, complete frame; False (nothing queued) only when
+        the socket is not open (not accepted yet, closing, closed).
 
         Queued frames go out at the end of this loop iteration, every frame queued for
         this connection in one ``transport.write`` (one ``send()`` for N broadcasts), or
         earlier, before anything else is written to the connection, so order is kept.
+        A client that lets more than ``ws_send_limit`` bytes pile up is closed by the
+        slow-consumer policy (and this frame is refused).
         """
         if not self.is_open:
             return False
         pending = self.pending
-        size = self.pending_size
-        if size + self.transport.get_write_buffer_size() > self.state.hard_cap:
-            self.drops += 1
+        size = self.pending_size + len(frame)
+        if size + self.transport.get_write_buffer_size() > self.state.send_limit:
+            self.slow_consumer(f"more than {self.state.send_limit} bytes queued")
             return False
-        self.pending_size = size + len(frame)
+        self.pending_size = size
         if pending is None:
             self.pending = [frame]
             state = self.state
@@ -262,10 +300,41 @@ class WebSocketConnection(asyncio.Protocol):
         if not self.closed:
             self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
+    def slow_consumer(self, why: str) -> None:
+        """The slow-consumer policy: drop what is queued, close with 1013 "slow
+        consumer", count it, log it once (WARNING, with the peer address); the close
+        timeout then aborts the transport if the client does not take the close."""
+        if self.slow or self.closed or not self.ws.is_open:
+            return
+        self.slow = True
+        self.state.slow_consumers += 1
+        logger.warning(
+            "WebSocket client %s is a slow consumer (%s): closing with 1013",
+            _peer(self.scope),
+            why,
+        )
+        self.pending = None  # still on the dirty list maybe; flush_pending skips it
+        self.pending_size = 0
+        self.ws.close(CloseCode.TRY_AGAIN_LATER, SLOW_CONSUMER)
+        self._flush()
+
+    def _log_error(self) -> None:
+        code, reason = self.ws.error or (0, "")
+        logger.debug("WebSocket from %s closed %d: %s", _peer(self.scope), code, reason)
+
     def tick(self, now: float) -> None:
-        """The shared timer's visit: handshake/close deadlines and keep-alive pings."""
+        """The shared timer's visit: handshake/close deadlines, keep-alive pings, the
+        control-frame window and the time a client may leave its queue unread."""
         if self.closed:
             return
+        if now - self.control_window >= 1.0:
+            self.control_window = now
+            self.ws.reset_control_budget()
+        if self.congested_since:
+            limit = self.state.config.ws_send_timeout
+            if limit is not None and now - self.congested_since > limit:
+                self.congested_since = 0.0
+                self.slow_consumer(f"its queue stayed above high_water for {limit:g} s")
         if self.deadline and now >= self.deadline:
             self.deadline = 0.0
             if not self.accepted and self.ws.denial is None:
@@ -281,7 +350,7 @@ class WebSocketConnection(asyncio.Protocol):
         if ws.ping_payload is not None:
             timeout = config.ws_ping_timeout
             if timeout is not None and now - ws.ping_sent_at > timeout:
-                logger.debug("WebSocket keepalive ping timeout: %s", self.scope.get("client"))
+                logger.debug("WebSocket keepalive ping timeout: %s", _peer(self.scope))
                 ws.fail(1011, "keepalive ping timeout")
                 self.queue.extend(ws.connection_lost())
                 self._wake()
@@ -345,9 +414,8 @@ class WebSocketConnection(asyncio.Protocol):
             self.waiter = self.loop.create_future()
             await self.waiter
         message = self.queue.pop(0)
-        if self.read_paused and len(self.queue) < MAX_QUEUED // 2 and not self.closed:
-            self.read_paused = False
-            self.transport.resume_reading()
+        if self.read_paused:
+            self._resume_reading(MAX_QUEUED // 2)
         return message
 
     async def send(self, message: Message) -> None:
@@ -386,10 +454,11 @@ class WebSocketConnection(asyncio.Protocol):
                 if early:
                     self.queue.extend(early)
                     self._wake()
-                if self.read_paused and len(self.queue) < MAX_QUEUED:
-                    self.read_paused = False
-                    self.transport.resume_reading()
+                self._resume_reading(MAX_QUEUED)
             else:
+                logger.debug(
+                    "WebSocket handshake from %s refused: %s", _peer(self.scope), ws.refusal
+                )
                 self._flush()
                 self._close_transport()
         elif kind == "websocket.close":
@@ -437,3 +506,8 @@ class WebSocketConnection(asyncio.Protocol):
                 self.scope.get("path"),
                 status,
             )
+
+
+def _peer(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"

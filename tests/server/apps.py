@@ -71,3 +71,38 @@ def _shutdown_marker_app() -> object:
 
 
 shutdown_marker_app = _shutdown_marker_app()
+
+
+_members: set[object] = set()
+
+
+async def broadcast_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Every WebSocket is a member; ``burst N SIZE`` writes N frames of SIZE bytes (each
+    starting with its six-digit number) to every member with ``send_frame``, in one loop
+    iteration, then answers ``burst done``. A member whose socket is no longer open
+    leaves the group."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["type"] != "websocket":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"%d" % len(_members)})
+        return
+    from websockets.frames import Frame, Opcode
+
+    send_frame = scope["extensions"]["chanlite.frames"]["send_frame"]
+    await receive()
+    await send({"type": "websocket.accept"})
+    _members.add(send_frame)
+    try:
+        while (message := await receive())["type"] == "websocket.receive":
+            _, count, size = (message.get("text") or "burst 0 6").split()
+            for i in range(int(count)):
+                data = b"%06d" % i + b"x" * (int(size) - 6)
+                frame = Frame(Opcode.TEXT, data).serialize(mask=False, extensions=[])
+                for member in list(_members):
+                    if not member(frame):  # type: ignore[operator]
+                        _members.discard(member)
+            await send({"type": "websocket.send", "text": "burst done"})
+    finally:
+        _members.discard(send_frame)

@@ -288,3 +288,25 @@ def test_the_worker_supervisor_and_the_boot_sequence_never_import_the_command_li
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_every_limit_is_a_flag_and_a_config_option() -> None:
+    from click.testing import CliRunner
+
+    from chanlite.server.command import run
+    from chanlite.server.config import Config
+
+    help_text = CliRunner().invoke(run, ["--help"], terminal_width=200).output
+    for option in (
+        "ws_max_fragments",
+        "ws_max_control_frames",
+        "ws_send_limit",
+        "ws_send_timeout",
+        "high_water",
+        "timeout_request_body",
+        "timeout_response_write",
+    ):
+        assert option in Config.option_names()
+        flag = "--" + option.replace("_", "-")
+        assert flag in help_text, flag
+        assert "CHANLITE_" + option.upper() in help_text

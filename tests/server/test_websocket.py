@@ -394,18 +394,27 @@ def ws_connection(server: Server) -> WebSocketConnection:
     return conns[0]
 
 
-async def test_send_frame_drops_for_a_client_that_never_reads() -> None:
+async def test_send_frame_closes_a_client_that_never_reads_as_a_slow_consumer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     outcome: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
-    # 32 MiB offered; the socket buffers are far smaller.
+    # 32 MiB offered; the client reads nothing; the send limit is 1 MiB.
     app = flooding_app(outcome, 2000, yield_between=True)
-    async with running(app, lifespan="off", high_water=65536) as server:
+    limit = 1024 * 1024
+    async with running(app, lifespan="off", high_water=65536, ws_send_limit=limit) as server:
         ws, _ = await RawWebSocket.connect(server.bound_port or 0)  # and never reads
-        written, dropped = await asyncio.wait_for(outcome, 15)
-        assert dropped > 0 and written < 2000
+        port = ws.writer.get_extra_info("sockname")[1]
         conn = ws_connection(server)
-        assert conn.drops == dropped
-        assert conn.transport.get_write_buffer_size() <= 4 * 65536 + 16384 + 16
+        written, refused = await asyncio.wait_for(outcome, 15)
+        assert refused > 0 and written < 2000
+        # Nothing was dropped while the socket stayed open: the first refusal closed it.
+        assert not conn.is_open and conn.slow
+        assert server.state is not None and server.state.slow_consumers == 1
+        assert conn.transport.get_write_buffer_size() <= limit + 16384 + 16
         ws.writer.close()
+    warnings = [r for r in caplog.records if "slow consumer" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+    assert f"127.0.0.1:{port}" in warnings[0].getMessage()
 
 
 async def test_send_frame_coalesced_keeps_order_with_asgi_sends() -> None:
@@ -441,17 +450,19 @@ async def test_send_frame_coalesced_keeps_order_with_asgi_sends() -> None:
     ]
 
 
-async def test_send_frame_counts_drops_within_one_iteration() -> None:
-    """The hard cap counts frames still queued, not only the transport's buffer."""
+async def test_the_send_limit_counts_frames_still_queued() -> None:
+    """The send limit counts frames queued in this loop iteration, not only the
+    transport's buffer."""
     outcome: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
     app = flooding_app(outcome, 100, yield_between=False)  # 1.6 MiB, no yield
-    async with running(app, lifespan="off", high_water=65536) as server:
+    limit = 4 * 65536
+    async with running(app, lifespan="off", high_water=65536, ws_send_limit=limit) as server:
         ws, _ = await RawWebSocket.connect(server.bound_port or 0)  # and never reads
-        written, dropped = await asyncio.wait_for(outcome, 10)
-        # A frame is refused once what is queued already exceeds the 4 x 64 KiB cap:
-        # 16 frames of 16388 bytes are 64 bytes over it, so the 17th and later are dropped.
-        assert (written, dropped) == (16, 84)
-        assert ws_connection(server).drops == 84
+        written, refused = await asyncio.wait_for(outcome, 10)
+        # 15 frames of 16388 bytes fit under 256 KiB; the 16th would pass it and closes
+        # the connection (1013), after which nothing more is taken.
+        assert (written, refused) == (15, 85)
+        assert ws_connection(server).slow
         ws.writer.close()
 
 
