@@ -260,7 +260,11 @@ class App:
             if isinstance(hit, WebSocketRoute):
                 scope["path_params"] = dict(scope.get("path_params", ()))
                 scope["route"] = hit
-                await self._serve_websocket(hit, scope, receive, send)
+                # The connection runs its handler and cleans up after it (inlined here:
+                # the handshake path is measured, one coroutine less).
+                scope["app"] = self
+                ws = WebSocket(scope, receive, send, hub=self.hub, handler=hit.endpoint)
+                await ws.run_handler(**scope["path_params"])
                 return
             if scope["method"] in hit.methods:  # else the walk below answers 405
                 scope["path_params"] = dict(scope.get("path_params", ()))

@@ -608,7 +608,8 @@ class WebSocket(HTTPConnection):
             )
             await self._close_quietly(CloseCode.INTERNAL_ERROR)
         finally:
-            await self.aclose()
+            if self.application_state is not WebSocketState.DISCONNECTED or self.needs_cleanup:
+                await self.aclose()
 
     async def _close_quietly(self, code: int, reason: str = "") -> None:
         if self.application_state is WebSocketState.DISCONNECTED:

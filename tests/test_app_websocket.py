@@ -466,3 +466,46 @@ async def test_closing_after_the_client_left_is_quiet() -> None:
         async with client.websocket("/ws") as ws:
             await ws.send_text("bye")
         await asyncio.wait_for(returned.wait(), 5)
+
+
+async def test_a_connection_releases_its_channel_and_groups_itself() -> None:
+    """The WebSocket runs its handler and cleans up after it; the App only routes."""
+    app = chat_app()
+    seen: dict[str, Any] = {}
+
+    @app.websocket("/ws/probe")
+    async def probe(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.join("probe")
+        seen["channel"] = ws.channel_name
+        seen["app"] = ws.app
+        seen["hub"] = ws.hub
+        await ws.aclose()  # closes (1000) and releases; run_handler's call is then a no-op
+        seen["after"] = (ws.close_code, ws.groups, ws.channel_name in app.hub.connections)
+
+    async with TestClient(app) as client:
+        async with client.websocket("/ws/probe") as ws:
+            with pytest.raises(WebSocketDisconnect):
+                await ws.receive_text()
+            assert ws.close_code == 1000
+    assert seen["app"] is app and seen["hub"] is app.hub
+    assert seen["after"] == (1000, frozenset(), False)
+    assert "probe" not in app.layer._groups  # type: ignore[attr-defined]
+
+
+async def test_the_old_connection_hooks_warn() -> None:
+    app = chat_app()
+    scope = {"type": "websocket", "path": "/", "headers": []}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Any) -> None:
+        pass
+
+    with pytest.warns(DeprecationWarning, match="hub=app.hub"):
+        ws = WebSocket(scope, receive, send, app=app)
+    assert ws.hub is app.hub
+    with pytest.warns(DeprecationWarning, match="WebSocket.handle_event"):
+        await app.handle_event(ws, None, {"type": "chanlite.broadcast", "text": "x"})
+    assert app.stats.events_undeliverable == 1  # not connected: counted, not silent

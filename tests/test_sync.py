@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from chanlite import App, WebSocket, sync
+from chanlite.layers.base import BlockingSends, Event
+from chanlite.layers.memory import MemoryLayer
 from chanlite.testing import TestClient
 
 
@@ -83,3 +85,71 @@ def test_sync_senders_are_thread_safe() -> None:
 def test_broadcast_argument_errors() -> None:
     with pytest.raises(TypeError, match="exactly one of"):
         sync.broadcast("memory://", "g")
+
+
+class BlockingLayer(MemoryLayer):
+    """A memory layer that also offers blocking sends, recording the calling thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str, int]] = []
+
+    def send_blocking(self, channel: str, message: Event) -> None:
+        self.calls.append(("send", channel, threading.get_ident()))
+
+    def group_send_blocking(self, group: str, message: Event) -> None:
+        self.calls.append(("group_send", group, threading.get_ident()))
+
+
+async def test_a_layer_with_blocking_sends_is_called_in_the_callers_thread() -> None:
+    layer = BlockingLayer()
+    assert isinstance(layer, BlockingSends)
+    app = App(layer=layer)
+
+    @app.websocket("/ws")
+    async def ws_handler(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.join("g")  # starts the hub's reader: the app is serving
+        await ws.send_text("ready")
+        async for _ in ws.iter_text():
+            pass
+
+    async with TestClient(app) as client:
+        async with client.websocket("/ws") as ws:
+            assert await ws.receive_text() == "ready"
+            assert app.hub.running_loop() is asyncio.get_running_loop()
+
+            def from_thread() -> int:
+                app.sync.send("some.channel", {"type": "x"})
+                app.sync.group_send("g", {"type": "x"})
+                app.sync.broadcast("g", text="hi")
+                return threading.get_ident()
+
+            caller = await asyncio.to_thread(from_thread)
+    # No hop to the App's loop: each call ran in the thread that made it.
+    assert layer.calls == [
+        ("send", "some.channel", caller),
+        ("group_send", "g", caller),
+        ("group_send", "g", caller),
+    ]
+
+
+def test_a_url_whose_layer_has_blocking_sends_needs_no_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    layer = BlockingLayer()
+    monkeypatch.setattr(sync, "get_layer", lambda url: layer)
+    sync.group_send("blocking://", "g", {"type": "x"})
+    assert layer.calls == [("group_send", "g", threading.get_ident())]
+    assert sync.SyncSender("blocking://").layer_and_loop() == (layer, None)
+    sync.close()
+
+
+def test_an_app_that_is_not_serving_sends_through_its_url() -> None:
+    app = App(layer="memory://?capacity=3")
+    assert app.hub.running_loop() is None
+    layer, loop = sync.SyncSender(app).layer_and_loop()
+    assert loop is not None and layer is not app.hub._layer
+    with pytest.raises(RuntimeError, match="layer URL"):
+        sync.SyncSender(App(layer=MemoryLayer())).layer_and_loop()
+    sync.close()

@@ -21,7 +21,7 @@ import logging
 from typing import Any
 
 from chanlite.contrib.django import conf
-from chanlite.layers.base import Message
+from chanlite.layers.base import Event
 from chanlite.sync import SyncSender
 
 logger = logging.getLogger("chanlite.contrib.django")
@@ -45,12 +45,12 @@ def _sender() -> SyncSender:
     return SyncSender(url)
 
 
-def send(channel: str, event: Message) -> None:
+def send(channel: str, event: Event) -> None:
     """Send *event* to one connection's channel (its ``on`` handler)."""
     _sender().send(channel, event)
 
 
-def group_send(group: str, event: Message) -> None:
+def group_send(group: str, event: Event) -> None:
     """Send *event* to the ``on`` handlers of every member of *group*."""
     _sender().group_send(group, event)
 
