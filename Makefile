@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 
-.PHONY: setup run test lint typecheck pytest compliance compliance-full bench clean system-deps
+.PHONY: setup run test lint typecheck pytest compliance compliance-full bench clean system-deps fuzz
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,11 @@ compliance: setup
 
 compliance-full: setup
 	FULL=1 bash compliance/run.sh
+
+## The protocol fuzz properties with many more examples than the normal suite's short pass.
+fuzz: setup
+	CHANLITE_FUZZ_EXAMPLES=$${CHANLITE_FUZZ_EXAMPLES:-20000} $(BIN)/pytest -q -p no:cacheprovider \
+	tests/server/test_protocol_fuzz.py
 
 bench: setup system-deps
 	bash bench/run.sh

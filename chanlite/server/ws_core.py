@@ -26,7 +26,7 @@ from collections.abc import Generator, Sequence
 from typing import Any
 
 from websockets.datastructures import Headers as WSHeaders
-from websockets.exceptions import ProtocolError
+from websockets.exceptions import InvalidHeaderValue, ProtocolError
 from websockets.extensions.base import Extension, ServerExtensionFactory
 from websockets.extensions.permessage_deflate import (
     PerMessageDeflate,
@@ -168,7 +168,11 @@ class ServerCore(ServerProtocol):
     ) -> Response:
         """websockets' checks of the upgrade request and its answer (101 or an error
         response, not yet sent: see ``send_response``)."""
-        wsheaders = WSHeaders(headers)
+        try:
+            wsheaders = WSHeaders(headers)
+        except InvalidHeaderValue as exc:  # a control character (httptools refuses them)
+            self.handshake_exc = exc
+            return self.reject(400, f"Failed to open a WebSocket connection: {exc}.\n")
         protocol = f"HTTP/{http_version}"
         if _REQUEST_HAS_METHOD:
             request: Any = Request  # typed per the installed version; both shapes are used
