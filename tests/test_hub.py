@@ -9,12 +9,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
 
-from chanlite import App, WebSocket
+from chanlite import App, WebSocket, WebSocketDisconnect
 from chanlite.hub import Hub
 from chanlite.layers.base import Event
 from chanlite.layers.memory import MemoryLayer
 from chanlite.testing import TestClient
+from tests.server.conftest import running
 
 
 class FlakyLayer(MemoryLayer):
@@ -148,3 +150,70 @@ def test_the_old_names_still_work_with_a_warning() -> None:
         warnings.simplefilter("error")
         assert app.stats is app.hub.stats
         assert app.stats.broadcast_dropped == 0
+
+
+async def test_a_handler_stuck_with_a_full_queue_gets_the_slow_consumer_policy(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reader waits for a busy connection only so long, then closes it (1013)."""
+    monkeypatch.setattr("chanlite.hub.ROOM_WAIT", 0.2)
+    app = feed_app(max_pending_events=2)
+    stuck = asyncio.Event()
+
+    @app.websocket("/stuck")
+    async def stuck_feed(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.join("stuck")
+        await ws.send_text("ready")
+        async for _ in ws.iter_text():
+            pass
+
+    @stuck_feed.on("note")
+    async def never_done(ws: WebSocket, event: dict[str, Any]) -> None:
+        stuck.set()
+        await asyncio.sleep(3600)
+
+    caplog.set_level(logging.WARNING, logger="chanlite")
+    async with TestClient(app) as client:
+        async with client.websocket("/feed") as other, client.websocket("/stuck") as ws:
+            await other.receive_text()
+            await ws.receive_text()
+            for n in range(4):  # 1 being handled + 2 queued + 1 that does not fit
+                await app.group_send("stuck", {"type": "note", "n": n})
+            await stuck.wait()
+            await app.group_send("feed", {"type": "note", "n": 7})
+            assert await other.receive_text(timeout=10) == "7"  # the reader moved on
+            with pytest.raises(WebSocketDisconnect):
+                await ws.receive_text(timeout=10)
+            assert (ws.close_code, ws.close_reason) == (1013, "slow consumer")
+    assert app.stats.slow_consumers == 1
+    assert app.stats.events_undeliverable >= 2
+    warnings = [rec for rec in caplog.records if "slow consumer" in rec.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+
+
+async def test_a_client_that_does_not_read_is_closed_at_once_without_holding_others() -> None:
+    """Real sockets: the member's handler waits on a client that reads nothing, so
+    when its queue is full it is closed (1013) and the reader never waits for it."""
+    app = feed_app()
+    async with running(app) as server:
+        port = server.bound_port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /feed HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        writer.transport.pause_reading()  # from here on the client reads nothing
+        async with connect(
+            f"ws://127.0.0.1:{port}/feed", compression=None, max_size=None
+        ) as keeps_up:
+            assert await keeps_up.recv() == "ready"
+            big = "x" * 100_000
+            for n in range(300):
+                await app.group_send("feed", {"type": "note", "n": f"{n} {big}"})
+                got = await asyncio.wait_for(keeps_up.recv(), 10)
+                assert got.startswith(f"{n} ")
+        writer.close()
+    assert app.stats.slow_consumers == 1
+    assert app.stats.events_undeliverable > 0
