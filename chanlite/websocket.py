@@ -466,18 +466,18 @@ class WebSocket(HTTPConnection):
         events = self._events
         if events is None:
             events = self._events = deque()
-        elif self._slow:
-            self._undeliverable(event, "closed as a slow consumer")
-            return True
-        elif len(events) >= self._max_pending:
-            if not self._writing:
-                return False
-            self._slow_consumer()
+        elif len(events) >= self._max_pending:  # (0 once closed as a slow consumer)
+            if not self._slow:
+                if not self._writing:
+                    return False
+                self._slow_consumer()
             self._undeliverable(event, "closed as a slow consumer")
             return True
         events.append(event)
         if self._drain is None:
-            self._drain = self.hub.spawn(self._run_events())
+            hub = self._hub  # set: events come only to a registered channel, via the hub
+            assert hub is not None
+            self._drain = hub.spawn(self._run_events())
         return True
 
     async def wait_for_room(self, timeout: float) -> None:
@@ -566,6 +566,7 @@ class WebSocket(HTTPConnection):
         if self._slow:
             return
         self._slow = True
+        self._max_pending = 0  # every later event takes push_event's refusal branch
         hub = self.hub
         hub.stats.slow_consumers += 1
         dropped = len(self._events or ())
