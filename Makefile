@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 
-.PHONY: setup run test lint typecheck pytest compliance compliance-full bench clean system-deps fuzz
+.PHONY: setup run test lint typecheck pytest compliance compliance-full bench clean system-deps fuzz soak
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -52,6 +52,11 @@ compliance-full: setup
 fuzz: setup
 	CHANLITE_FUZZ_EXAMPLES=$${CHANLITE_FUZZ_EXAMPLES:-20000} $(BIN)/pytest -q -p no:cacheprovider \
 	tests/server/test_protocol_fuzz.py
+
+## Minutes of churning connections, slow readers and a ping flood against chanlite run:
+## asserts the server's RSS stays under a ceiling and no broadcast to a reader is lost.
+soak: setup
+	$(BIN)/python -m tests.server.soak
 
 bench: setup system-deps
 	bash bench/run.sh

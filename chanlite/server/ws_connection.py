@@ -227,8 +227,13 @@ class WebSocketConnection(asyncio.Protocol):
     def _close_transport(self) -> None:
         self.closed = True
         self.is_open = False
-        if not self.transport.is_closing():
-            self.transport.close()
+        transport = self.transport
+        if not transport.is_closing():
+            transport.close()
+            if transport.get_write_buffer_size():
+                # A client that does not read would keep the socket open for ever: it gets
+                # the close timeout to take the rest, then the transport is aborted.
+                self.deadline = self.loop.time() + self.state.config.ws_close_timeout
 
     def _wake(self) -> None:
         waiter, self.waiter = self.waiter, None
@@ -326,6 +331,9 @@ class WebSocketConnection(asyncio.Protocol):
         """The shared timer's visit: handshake/close deadlines, keep-alive pings, the
         control-frame window and the time a client may leave its queue unread."""
         if self.closed:
+            if self.deadline and now >= self.deadline:  # closed, bytes still unsent
+                self.deadline = 0.0
+                self.transport.abort()
             return
         if now - self.control_window >= 1.0:
             self.control_window = now

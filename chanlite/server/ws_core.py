@@ -42,6 +42,8 @@ from websockets.typing import ExtensionParameter, Subprotocol
 SUPPORTED = ">=13,<18"
 OPEN = State.OPEN
 CONNECTING = State.CONNECTING
+# Module globals: recv_frame runs for every frame received.
+_CONT, _PING, _PONG, _CLOSE = Opcode.CONT, Opcode.PING, Opcode.PONG, Opcode.CLOSE
 # websockets 17 added the request method and protocol to Request (and checks them).
 _REQUEST_HAS_METHOD = "method" in {f.name for f in dataclasses.fields(Request)}
 # The size of the message being received: ``cur_size`` before websockets 16.
@@ -203,23 +205,23 @@ class ServerCore(ServerProtocol):
 
     def recv_frame(self, frame: Frame) -> None:
         opcode = frame.opcode
-        if opcode is Opcode.CONT:
+        if opcode is _CONT:
             if frame.fin:
                 self.fragments = 0
             else:
                 self.fragments += 1
                 if self.max_fragments is not None and self.fragments >= self.max_fragments:
                     raise ProtocolError("too many fragments")
-        elif opcode is Opcode.PING or opcode is Opcode.PONG:
+        elif opcode is _PING or opcode is _PONG:
             self.control_frames += 1
             limit = self.max_control_frames
             if limit is not None and self.control_frames > limit:
                 raise ProtocolError("too many control frames")
-            if opcode is Opcode.PING and self.hold_pongs and self.state is OPEN:
+            if opcode is _PING and self.hold_pongs and self.state is OPEN:
                 self.held_pong = bytes(frame.data)  # answered by release_pong
                 self.events.append(frame)
                 return
-        elif opcode is Opcode.CLOSE and getattr(self, _SIZE_ATTR) is not None:
+        elif opcode is _CLOSE and getattr(self, _SIZE_ATTR) is not None:
             # RFC 6455 5.4 lets control frames arrive between the fragments of a message,
             # and a Close ends the connection, unfinished message included: answer it
             # normally instead of failing with 1002 (Autobahn case 7.1.5).

@@ -363,3 +363,41 @@ async def test_echo_still_works_after_the_limits(echo_server: Server) -> None:
     assert frame is not None and frame.opcode is Opcode.PONG and frame.data == b"hi"
     ws.send(Opcode.CLOSE, Close(1000, "").serialize())
     assert (await ws.close_frame()).code == 1000
+
+
+async def test_a_websocket_closed_with_bytes_unsent_is_aborted_after_the_close_timeout() -> None:
+    """A WebSocket the server closes (here: keep-alive ping timeout) while its client
+    reads nothing is aborted after --ws-close-timeout instead of staying open."""
+    from websockets.frames import Frame
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        frame = Frame(Opcode.BINARY, b"x" * (4 * MiB)).serialize(mask=False, extensions=[])
+        assert scope["extensions"]["chanlite.frames"]["send_frame"](frame)
+        await receive()
+
+    options: dict[str, Any] = {
+        "ws_ping_interval": 0.1,
+        "ws_ping_timeout": 0.3,
+        "ws_close_timeout": 0.5,
+    }
+    async with running(app, lifespan="off", **options) as server:
+        assert server.state is not None
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.bound_port or 0))
+        await asyncio.get_running_loop().sock_sendall(
+            sock,
+            b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )  # and never reads
+        async with asyncio.timeout(10):
+            while not server.state.connections:
+                await asyncio.sleep(0.02)
+            while server.state.connections:
+                await asyncio.sleep(0.05)
+        sock.close()
