@@ -633,6 +633,9 @@ class WebSocket(HTTPConnection):
             self._drain = None
         if self._events:
             self._events.clear()
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)  # the hub's reader waits for this queue no longer
         name = self._channel_name
         hub = self._hub
         if name is not None and hub is not None:

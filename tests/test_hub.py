@@ -217,3 +217,38 @@ async def test_a_client_that_does_not_read_is_closed_at_once_without_holding_oth
         writer.close()
     assert app.stats.slow_consumers == 1
     assert app.stats.events_undeliverable > 0
+
+
+async def test_a_connection_that_ends_while_the_reader_waits_for_it_frees_the_reader(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = feed_app(max_pending_events=1)
+    busy = asyncio.Event()
+
+    @app.websocket("/busy")
+    async def busy_feed(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.join("busy")
+        await ws.send_text("ready")
+        async for _ in ws.iter_text():
+            pass
+
+    @busy_feed.on("note")
+    async def working(ws: WebSocket, event: dict[str, Any]) -> None:
+        busy.set()
+        await asyncio.sleep(3600)
+
+    caplog.set_level(logging.WARNING, logger="chanlite")
+    async with TestClient(app) as client:
+        async with client.websocket("/feed") as other:
+            await other.receive_text()
+            async with client.websocket("/busy") as ws:
+                await ws.receive_text()
+                for n in range(3):  # handled, queued, and one the reader waits to queue
+                    await app.group_send("busy", {"type": "note", "n": n})
+                await busy.wait()
+            # The busy connection ended: the reader goes on at once, with no 1013 for it.
+            await app.group_send("feed", {"type": "note", "n": 9})
+            assert await other.receive_text(timeout=10) == "9"
+    assert app.stats.slow_consumers == 0
+    assert not [rec for rec in caplog.records if "slow consumer" in rec.getMessage()]
