@@ -20,18 +20,32 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from chanlite.layers.base import BaseLayer, ChannelFull, Message, release_pending
+from chanlite.layers.base import BaseLayer, ChannelFull, Message
 from chanlite.layers.demux import LocalDemux
+from chanlite.layers.inbox import LocalInbox, wake
 
 
 class _Queue:
-    """One channel's messages and the receivers waiting on it."""
+    """One plain channel's messages and the receivers waiting on it.
+
+    A waiter is only a wake-up: the woken receiver takes the message off ``items`` itself,
+    so a receiver cancelled after being woken takes nothing (it wakes the next one), and
+    a waiter whose event loop has gone is simply skipped.
+    """
 
     __slots__ = ("items", "waiters")
 
     def __init__(self) -> None:
         self.items: deque[tuple[float, Message]] = deque()
-        self.waiters: deque[asyncio.Future[Message]] = deque()
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def wake_one(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done() and not waiter.get_loop().is_closed():
+                wake(waiter)
+                return
 
 
 class MemoryLayer(BaseLayer):
@@ -42,11 +56,8 @@ class MemoryLayer(BaseLayer):
         self._queues: dict[str, _Queue] = {}
         # group -> {channel: time joined}; dict order doubles as join order.
         self._groups: dict[str, dict[str, float]] = {}
-        # Local channels share one queue: (expires, channels, message).
-        self._local: deque[tuple[float, tuple[str, ...], Message]] = deque()
-        self._local_pending: dict[str, int] = {}
-        self._local_waiter: asyncio.Future[None] | None = None
-        self._demux = LocalDemux(self.receive_local)
+        self._inbox = LocalInbox(expiry=self.expiry, capacity_of=self.get_capacity)
+        self._demux = LocalDemux(self._inbox)
 
     # -- direct messages ------------------------------------------------------------
 
@@ -54,7 +65,10 @@ class MemoryLayer(BaseLayer):
         """Queue *message* on *channel*; raise :class:`ChannelFull` at capacity."""
         self.require_valid_message(message)
         self.require_valid_channel_name(channel)
-        if not self._deliver(channel, message, time.monotonic()):
+        if self.is_local(channel):
+            if self._inbox.offer((channel,), message):
+                raise ChannelFull(channel)
+        elif not self._deliver(channel, message, time.monotonic()):
             raise ChannelFull(channel)
 
     async def receive(self, channel: str) -> Message:
@@ -65,85 +79,47 @@ class MemoryLayer(BaseLayer):
         queue = self._queues.get(channel)
         if queue is None:
             queue = self._queues[channel] = _Queue()
-        now = time.monotonic()
-        items = queue.items
-        while items:
-            expires, message = items.popleft()
-            if expires > now:
-                self._forget_if_idle(channel, queue)
-                return message
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        queue.waiters.append(future)
         try:
-            return await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                # Handed a message and cancelled before resuming: put it back, unlost.
-                queue.items.appendleft((time.monotonic() + self.expiry, future.result()))
-            elif future in queue.waiters:
-                queue.waiters.remove(future)
-            raise
+            while True:
+                now = time.monotonic()
+                items = queue.items
+                while items:
+                    expires, message = items.popleft()
+                    if expires > now:
+                        if items:
+                            queue.wake_one()  # more for the receivers behind this one
+                        return message
+                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                queue.waiters.append(waiter)
+                try:
+                    await waiter
+                except BaseException:
+                    if waiter in queue.waiters:
+                        queue.waiters.remove(waiter)
+                    elif queue.items:
+                        queue.wake_one()  # woken, but leaving: the message is another's
+                    raise
         finally:
             self._forget_if_idle(channel, queue)
 
     async def receive_local(self) -> tuple[Sequence[str], Message]:
         """Wait for the next message for any channel made by :meth:`new_channel` here."""
-        while True:
-            self._expire_local(time.monotonic())
-            if self._local:
-                _, channels, message = self._pop_local()
-                return channels, message
-            waiter = self._local_waiter = asyncio.get_running_loop().create_future()
-            try:
-                await waiter
-            finally:
-                self._local_waiter = None
+        return await self._inbox.get()
 
     def _deliver(self, channel: str, message: Message, now: float) -> bool:
-        """Queue one message for one channel; False if the channel is full."""
-        if self.is_local(channel):
-            return self._deliver_local((channel,), message, now)
+        """Queue one message for one plain channel; False if the channel is full."""
         queue = self._queues.get(channel)
         if queue is None:
             queue = self._queues[channel] = _Queue()
-        while queue.waiters:
-            waiter = queue.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(message)
-                return True
         items = queue.items
         while items and items[0][0] <= now:
             items.popleft()
         if len(items) >= self.get_capacity(channel):
             return False
         items.append((now + self.expiry, message))
+        if queue.waiters:
+            queue.wake_one()
         return True
-
-    def _deliver_local(self, channels: tuple[str, ...], message: Message, now: float) -> bool:
-        if not channels:
-            return True
-        self._expire_local(now)
-        pending = self._local_pending
-        if len(channels) == 1 and pending.get(channels[0], 0) >= self.get_capacity(channels[0]):
-            return False
-        for channel in channels:
-            pending[channel] = pending.get(channel, 0) + 1
-        self._local.append((now + self.expiry, channels, message))
-        waiter = self._local_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        return True
-
-    def _pop_local(self) -> tuple[float, tuple[str, ...], Message]:
-        """Take the oldest local entry off the queue and release its capacity."""
-        entry = self._local.popleft()
-        release_pending(self._local_pending, entry[1])
-        return entry
-
-    def _expire_local(self, now: float) -> None:
-        local = self._local
-        while local and local[0][0] <= now:
-            self._pop_local()
 
     def _forget_if_idle(self, channel: str, queue: _Queue) -> None:
         if not queue.items and not queue.waiters and self._queues.get(channel) is queue:
@@ -184,20 +160,24 @@ class MemoryLayer(BaseLayer):
                 break
             del members[channel]
         local: list[str] = []
-        pending = self._local_pending
-        if self._local:
-            self._expire_local(now)
+        dropped: list[str] = []
         for channel in members:
             if self.is_local(channel):
-                if pending.get(channel, 0) >= self.get_capacity(channel):
-                    self.count_drop(group, channel)
-                else:
-                    local.append(channel)
+                local.append(channel)
             elif not self._deliver(channel, message, now):
-                self.count_drop(group, channel)
+                dropped.append(channel)
         if local:
-            self._deliver_local(tuple(local), message, now)
-        if not members:
+            inbox = self._inbox
+            full = inbox.offer(local, message)
+            if full and inbox.reader_active():
+                # This process fills its own members faster than its reader drains them
+                # (a loop that never yields): give the reader time before dropping.
+                await inbox.wait_for_room(full)
+                full = inbox.offer(full, message)
+            dropped += full
+        for channel in dropped:
+            self.count_drop(group, channel)
+        if not members and self._groups.get(group) is members:
             del self._groups[group]
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -206,8 +186,8 @@ class MemoryLayer(BaseLayer):
         """Drop all messages and groups."""
         self._queues.clear()
         self._groups.clear()
-        self._local.clear()
-        self._local_pending.clear()
+        self._demux.clear()
+        self._inbox.clear()
 
     async def close(self) -> None:
         """Stop the Channels-style receive helper; in-memory state needs no release."""

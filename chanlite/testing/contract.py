@@ -3,9 +3,10 @@
 Subclass :class:`LayerContract` in a test module and provide a ``make_layer`` fixture: an
 async factory taking layer options (``capacity``, ``expiry``, ``group_expiry``,
 ``channel_capacity``) and returning a fresh, empty layer, closed by the fixture afterwards.
-Every test here then runs against that layer::
+Every test here then runs against that layer; :class:`LoopSafetyContract` adds the
+tests of loop changes and cancellation::
 
-    class TestMyLayerContract(LayerContract):
+    class TestMyLayerContract(LayerContract, LoopSafetyContract):
         @pytest.fixture
         async def make_layer(self, tmp_path):
             made = []
@@ -21,11 +22,13 @@ Every test here then runs against that layer::
 from __future__ import annotations
 
 import asyncio
+import random
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from chanlite.layers.base import BaseLayer, ChannelFull
 
@@ -42,6 +45,18 @@ async def _receive(layer: BaseLayer, channel: str, timeout: float = WAIT) -> dic
 async def _receive_local(layer: BaseLayer, timeout: float = WAIT) -> tuple[list[str], Any]:
     channels, message = await asyncio.wait_for(layer.receive_local(), timeout)
     return sorted(channels), message
+
+
+T = TypeVar("T")
+
+
+async def _on_new_loop(coro: Coroutine[Any, Any, T], timeout: float = WAIT * 4) -> T:
+    """Run *coro* under ``asyncio.run`` in a thread: a fresh event loop, gone afterwards.
+
+    The bound catches a loop whose shutdown hangs (a background task that swallows
+    the cancel ``asyncio.run`` sends it).
+    """
+    return await asyncio.wait_for(asyncio.to_thread(asyncio.run, coro), timeout)
 
 
 async def _nothing_arrives(awaitable: Awaitable[Any], within: float = 0.3) -> bool:
@@ -332,3 +347,185 @@ class LayerContract:
         assert await _nothing_arrives(layer.receive("flushed-member"))
         await layer.send("flushed", {"type": "works"})
         assert (await _receive(layer, "flushed"))["type"] == "works"
+
+
+class LoopSafetyContract:
+    """Loop changes and cancellation: what Channels code and sync callers put a layer through.
+
+    Every layer's test module runs it beside :class:`LayerContract` (a layer that does
+    not pass it yet opts in later). Needs the same ``make_layer`` fixture.
+    """
+
+    # -- successive event loops (async_to_sync per call, asyncio.run per call) -------------
+
+    async def test_messages_survive_loop_changes(self, make_layer: MakeLayer) -> None:
+        layer = await make_layer()
+
+        async def prepare() -> tuple[str, str]:
+            one, two = await layer.new_channel(), await layer.new_channel()
+            await layer.group_add("loops", one)
+            await layer.group_add("loops", "loops-plain")
+            await layer.send(one, {"type": "direct", "n": 1})
+            await layer.send(two, {"type": "direct", "n": 2})
+            return one, two
+
+        one, two = await _on_new_loop(prepare())
+        await _on_new_loop(layer.group_send("loops", {"type": "group", "n": 3}))
+        await _on_new_loop(layer.send(one, {"type": "direct", "n": 4}))
+        # A receive left waiting when its loop ends must not take anything with it.
+        assert await _on_new_loop(_nothing_arrives(layer.receive("loops-plain2"), 0.1))
+        assert (await _on_new_loop(_receive(layer, one)))["n"] == 1
+        assert (await _on_new_loop(_receive(layer, one)))["n"] == 3
+        assert (await _on_new_loop(_receive(layer, "loops-plain")))["n"] == 3
+        assert (await _on_new_loop(_receive(layer, two)))["n"] == 2
+        assert (await _on_new_loop(_receive(layer, one)))["n"] == 4
+        await _on_new_loop(layer.send("loops-plain2", {"type": "late"}))
+        assert (await _on_new_loop(_receive(layer, "loops-plain2")))["type"] == "late"
+
+    async def test_receive_local_survives_loop_changes(self, make_layer: MakeLayer) -> None:
+        layer = await make_layer()
+        mine = await _on_new_loop(layer.new_channel())
+        await _on_new_loop(layer.group_add("loops-local", mine))
+        # A reader whose loop ends while it waits takes nothing with it.
+        assert await _on_new_loop(_nothing_arrives(layer.receive_local(), 0.1))
+        await _on_new_loop(layer.send(mine, {"type": "direct"}))
+        await _on_new_loop(layer.group_send("loops-local", {"type": "group"}))
+        assert await _on_new_loop(_receive_local(layer)) == ([mine], {"type": "direct"})
+        assert await _on_new_loop(_receive_local(layer)) == ([mine], {"type": "group"})
+
+    async def test_receivers_abandoned_with_their_loop(self, make_layer: MakeLayer) -> None:
+        # A loop closed with receives still waiting on it, never cancelled (a loop someone
+        # stopped and closed by hand): the next loop's sends and receives must work.
+        layer = await make_layer()
+        mine = await _on_new_loop(layer.new_channel())
+        await _on_new_loop(layer.group_add("abandoned", mine))
+
+        def abandon() -> None:
+            loop = asyncio.new_event_loop()
+            try:
+                tasks = [
+                    loop.create_task(receive)
+                    for receive in (layer.receive_local(), layer.receive("abandoned-plain"))
+                ]
+                loop.run_until_complete(asyncio.sleep(0.1))
+                assert not any(task.done() for task in tasks)
+            finally:
+                loop.close()
+
+        await asyncio.to_thread(abandon)
+        await _on_new_loop(layer.send(mine, {"type": "direct"}))
+        await _on_new_loop(layer.group_send("abandoned", {"type": "group"}))
+        await _on_new_loop(layer.send("abandoned-plain", {"type": "plain"}))
+        assert await _on_new_loop(_receive_local(layer)) == ([mine], {"type": "direct"})
+        assert await _on_new_loop(_receive_local(layer)) == ([mine], {"type": "group"})
+        assert (await _on_new_loop(_receive(layer, "abandoned-plain")))["type"] == "plain"
+
+    async def test_async_to_sync_per_call(self, make_layer: MakeLayer) -> None:
+        # The pattern of Channels' sync consumers and of its test_send_receive_sync.
+        layer = await make_layer()
+
+        def sync_side() -> list[Any]:
+            new_channel = async_to_sync(layer.new_channel)
+            send = async_to_sync(layer.send)
+            receive = async_to_sync(layer.receive)
+            group_add = async_to_sync(layer.group_add)
+            group_send = async_to_sync(layer.group_send)
+            one, two = new_channel(), new_channel()
+            group_add("sync-group", one)
+            group_add("sync-group", two)
+            send(one, {"type": "direct.one"})
+            group_send("sync-group", {"type": "group.all"})
+            send(two, {"type": "direct.two"})
+            return [
+                receive(one)["type"],
+                receive(one)["type"],
+                receive(two)["type"],
+                receive(two)["type"],
+            ]
+
+        got = await asyncio.wait_for(asyncio.to_thread(sync_side), WAIT * 4)
+        assert got == ["direct.one", "group.all", "group.all", "direct.two"]
+
+    # -- cancellation ------------------------------------------------------------------------
+
+    async def test_cancels_at_random_points_lose_nothing(self, make_layer: MakeLayer) -> None:
+        """``asyncio.run`` around join/send/receive, each cancelled at a random moment.
+
+        Every cancel must end its task as cancelled (never swallowed), every loop must
+        shut down in bounded time, and every message a completed ``send`` stored must be
+        received exactly once in the end.
+        """
+        layer = await make_layer(capacity=1000)
+        rng = random.Random(20)
+        local = await _on_new_loop(layer.new_channel())
+        sent: list[int] = []
+        received: list[int] = []
+
+        async def work(n: int) -> None:
+            await layer.group_add("cancel-group", local)
+            await layer.send("cancel-plain", {"type": "n", "n": n})
+            sent.append(n)
+            await layer.send(local, {"type": "n", "n": -n})
+            sent.append(-n)
+            await layer.group_send("cancel-group", {"type": "g"})
+            received.append((await layer.receive("cancel-plain"))["n"])
+            while True:
+                message = await layer.receive(local)
+                if message["type"] == "n":
+                    received.append(message["n"])
+                    return
+
+        async def one_run(n: int, delay: float) -> None:
+            task = asyncio.ensure_future(work(n))
+            await asyncio.sleep(delay)
+            cancelled = task.cancel()
+            await asyncio.wait([task], timeout=WAIT)
+            assert task.done(), "a cancelled layer call did not finish"
+            if cancelled:
+                assert task.cancelled(), f"the cancel was swallowed: {task!r}"
+
+        for n in range(1, 41):
+            delay = rng.choice([0, 0, 0.0005, 0.001, 0.003, 0.01, 0.03])
+            await _on_new_loop(one_run(n, delay))
+
+        async def drain() -> None:
+            for channel in ("cancel-plain", local):
+                while True:
+                    try:
+                        message = await asyncio.wait_for(layer.receive(channel), 0.5)
+                    except asyncio.TimeoutError:
+                        break
+                    if message["type"] == "n":
+                        received.append(message["n"])
+
+        await _on_new_loop(drain())
+        assert sorted(received) == sorted(sent)
+
+    async def test_close_is_bounded_after_cancels(self, make_layer: MakeLayer) -> None:
+        rng = random.Random(21)
+
+        async def one_run(delay: float, close: bool = True) -> None:
+            layer = await make_layer()
+            mine = await layer.new_channel()
+
+            async def work() -> None:
+                await layer.group_add("closing", mine)
+                await layer.group_send("closing", {"type": "g"})
+                await layer.receive(mine)
+                await layer.receive(mine)  # nothing more comes: cancelled while waiting
+
+            task = asyncio.ensure_future(work())
+            reader = asyncio.ensure_future(layer.receive_local())
+            await asyncio.sleep(delay)
+            task.cancel()
+            reader.cancel()
+            await asyncio.wait([task, reader], timeout=WAIT)
+            assert task.cancelled(), f"the cancel was swallowed: {task!r}"
+            if close:
+                await asyncio.wait_for(layer.close(), WAIT)
+
+        for _ in range(15):
+            await _on_new_loop(one_run(rng.choice([0, 0.001, 0.005, 0.02])))
+        # And loops that end with the layer still open (Channels never closes its layers).
+        for _ in range(3):
+            await _on_new_loop(one_run(rng.choice([0, 0.001, 0.02]), close=False))

@@ -9,9 +9,10 @@ import pytest
 from chanlite.layers import BaseLayer
 from chanlite.layers.memory import MemoryLayer
 from chanlite.testing import LayerContract
+from chanlite.testing.contract import LoopSafetyContract
 
 
-class TestMemoryContract(LayerContract):
+class TestMemoryContract(LayerContract, LoopSafetyContract):
     @pytest.fixture
     async def make_layer(self) -> AsyncIterator[Any]:
         made: list[BaseLayer] = []
@@ -65,3 +66,37 @@ async def test_group_message_is_shared_not_copied_per_member() -> None:
     channels, message = await layer.receive_local()
     assert len(channels) == 3
     assert message is sent
+
+
+async def test_tight_group_send_loop_waits_for_the_reader_instead_of_dropping() -> None:
+    # 1,000 group_sends that never yield, with the process's reader running: the reader
+    # gets every one, in order, and nothing is dropped (capacity 100 would drop 900).
+    layer = MemoryLayer(capacity=100)
+    members = [await layer.new_channel() for _ in range(3)]
+    for member in members:
+        await layer.group_add("tight", member)
+    got: list[int] = []
+
+    async def reader() -> None:
+        while len(got) < 1000:
+            channels, message = await layer.receive_local()
+            assert sorted(channels) == sorted(members)
+            got.append(message["n"])
+
+    task = asyncio.ensure_future(reader())
+    await asyncio.sleep(0)  # the reader is waiting in receive_local
+    for n in range(1000):
+        await layer.group_send("tight", {"type": "n", "n": n})
+    await asyncio.wait_for(task, 5)
+    assert got == list(range(1000))
+    assert layer.dropped == 0
+
+
+async def test_group_send_without_a_reader_drops_at_once() -> None:
+    # Nobody reads: waiting could not help, so a full member is dropped and counted at once.
+    layer = MemoryLayer(capacity=2)
+    mine = await layer.new_channel()
+    await layer.group_add("idle", mine)
+    for n in range(5):
+        await asyncio.wait_for(layer.group_send("idle", {"type": "n", "n": n}), 0.5)
+    assert layer.drops["idle"] == 3
