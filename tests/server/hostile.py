@@ -86,7 +86,8 @@ def pump(sock: socket.socket, chunk: bytes, total: int, stall: float, deadline: 
 
 
 class Reader:
-    """Frames the server sends on *sock*, parsed by websockets' client protocol."""
+    """Frames the server sends on *sock*, parsed by websockets' client protocol (which
+    answers the server's pings)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -112,7 +113,17 @@ class Reader:
                 return None
             self.parser.receive_data(data)
             self.frames.extend(e for e in self.parser.events_received() if isinstance(e, Frame))
+            for reply in self.parser.data_to_send():  # pongs, like any client
+                if reply:
+                    self.sock.sendall(reply)
         return self.frames.pop(0)
+
+    def data_frame(self, timeout: float = 10.0) -> Frame | None:
+        """The next text or binary frame (skipping control frames), None at EOF."""
+        while True:
+            frame = self.next_frame(timeout)
+            if frame is None or frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                return frame
 
     def close_frame(self, timeout: float = 10.0) -> Close | None:
         """The server's close frame (skipping pongs and data), None if it never came."""

@@ -1,6 +1,7 @@
 """A soak run against ``chanlite run``: churning connections, slow readers and a ping
 flood at once, while one member checks that every broadcast promised to it arrives in
-order. Asserts the server's RSS stays under a ceiling and comes back down.
+order. Asserts the server's RSS stays under a ceiling (and prints it before, at its peak
+and after).
 
     make soak                        # 60 s
     SOAK_SECONDS=600 make soak       # longer
@@ -96,7 +97,7 @@ def main() -> int:
             member.sendall(masked(Opcode.TEXT, b"burst 100 4096"))
             expected = 0
             while True:
-                frame = frames.next_frame(timeout=30)
+                frame = frames.data_frame(timeout=30)
                 assert frame is not None, f"the reading member was closed after {delivered}"
                 if frame.data == b"burst done":
                     break

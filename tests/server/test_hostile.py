@@ -123,7 +123,7 @@ def test_broadcasts_reach_a_reader_in_order_and_a_member_that_never_reads_is_clo
         reader.sendall(masked(Opcode.TEXT, b"burst 300 10240"))
         numbers = []
         while True:
-            frame = frames.next_frame()
+            frame = frames.data_frame()
             assert frame is not None, f"closed after {len(numbers)} frames"
             if frame.data == b"burst done":
                 return numbers
