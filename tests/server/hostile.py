@@ -9,6 +9,7 @@ print a server's RSS before, during and after an attack::
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import time
@@ -115,7 +116,8 @@ class Reader:
             self.frames.extend(e for e in self.parser.events_received() if isinstance(e, Frame))
             for reply in self.parser.data_to_send():  # pongs, like any client
                 if reply:
-                    self.sock.sendall(reply)
+                    with contextlib.suppress(OSError):  # the server may be gone already
+                        self.sock.sendall(reply)
         return self.frames.pop(0)
 
     def data_frame(self, timeout: float = 10.0) -> Frame | None:
