@@ -18,18 +18,31 @@ Exceptions::
      +-- ChannelFull          (send() to a channel at capacity)
      +-- LayerConfigError     (also ValueError: bad URL, unknown or malformed option)
      +-- LayerNotFound        (also LookupError: no plugin for a URL scheme)
+     +-- LayerUnavailable     (also ConnectionError: the backend is unreachable or broken;
+     |                         each plugin subclasses it, e.g. the SQLite file is gone)
+     +-- DecodeError          (also ValueError: a payload a codec cannot read)
+     +-- ForeignChannel       (also ValueError: receive() on another layer's channel)
+
+When Django Channels is installed, ``ChannelFull`` is also a subclass of
+``channels.exceptions.ChannelFull`` and ``LayerConfigError`` of
+``channels.exceptions.InvalidChannelLayerError``, so Channels code catching those
+catches chanlite's. Only the tiny ``channels.exceptions`` module is imported for this
+(no Django settings); Channels stays optional.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import importlib
+import importlib.util
 import logging
 import re
 import secrets
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
 logger = logging.getLogger("chanlite.layers")
@@ -49,20 +62,66 @@ Message = Event
 L = TypeVar("L", bound="BaseLayer")
 
 
+def _channels_exception(name: str, default: type[Exception]) -> type[Exception]:
+    """``channels.exceptions.<name>`` when Django Channels is installed, else *default*."""
+    try:
+        if importlib.util.find_spec("channels") is None:
+            return default
+        module = importlib.import_module("channels.exceptions")
+    except Exception:  # a broken or partial install: behave as if absent
+        return default
+    found = getattr(module, name, None)
+    if isinstance(found, type) and issubclass(found, default):
+        return found
+    return default
+
+
+if TYPE_CHECKING:
+    _ChannelFullBase = Exception
+    _InvalidLayerBase = ValueError
+else:
+    _ChannelFullBase = _channels_exception("ChannelFull", Exception)
+    _InvalidLayerBase = _channels_exception("InvalidChannelLayerError", ValueError)
+
+
 class LayerError(Exception):
     """Base class of every channel layer error."""
 
 
-class ChannelFull(LayerError):
-    """``send()`` found the channel at capacity; the message was not stored."""
+class ChannelFull(LayerError, _ChannelFullBase):
+    """``send()`` found the channel at capacity; the message was not stored.
+
+    Also ``channels.exceptions.ChannelFull`` when Channels is installed.
+    """
 
 
-class LayerConfigError(LayerError, ValueError):
-    """A layer URL or option is malformed or unknown."""
+class LayerConfigError(LayerError, _InvalidLayerBase):
+    """A layer URL or option is malformed or unknown (also a ``ValueError``)."""
 
 
 class LayerNotFound(LayerError, LookupError):
     """No installed plugin provides the layer URL's scheme."""
+
+
+class LayerUnavailable(LayerError, ConnectionError):
+    """The backend cannot be used now: unreachable, refused, or its storage broken.
+
+    Each plugin raises a subclass naming its backend (``DatabaseFileError``,
+    ``RedisUnavailable``) with a message that says what to do. Catch this one to handle
+    any backend's outage.
+    """
+
+
+class DecodeError(LayerError, ValueError):
+    """A payload is not an event this codec wrote (malformed, truncated, foreign)."""
+
+
+class ForeignChannel(LayerError, ValueError):
+    """``receive()`` on a process-specific channel (``...!...``) of another layer object.
+
+    Only the layer object that made a channel with ``new_channel()`` receives from it;
+    waiting on another's would wait forever.
+    """
 
 
 @runtime_checkable
@@ -87,6 +146,10 @@ def _int(value: str) -> int:
 
 def _float(value: str) -> float:
     return float(value)
+
+
+#: At most one drop line per group per this many seconds (the counters stay exact).
+DROP_LOG_INTERVAL = 10.0
 
 
 def release_pending(pending: dict[str, int], channels: Sequence[str]) -> None:
@@ -149,6 +212,8 @@ class BaseLayer(ABC):
         self.client_id = secrets.token_hex(6)
         #: Messages dropped by ``group_send`` because a member was full, by group.
         self.drops: Counter[str] = Counter()
+        # group -> (monotonic time of its last drop line, drop lines suppressed since).
+        self._drop_log: dict[str, tuple[float, int]] = {}
 
     # -- construction -------------------------------------------------------------
 
@@ -205,11 +270,22 @@ class BaseLayer(ABC):
         return self.capacity
 
     def require_valid_channel_name(self, name: object, receive: bool = False) -> bool:
-        """Raise ``TypeError`` unless *name* is a valid channel name (Channels' rules)."""
+        """Raise ``TypeError`` unless *name* is a valid channel name (Channels' rules).
+
+        With *receive*, also raise :class:`ForeignChannel` for a process-specific name
+        (``...!...``) that this layer object did not make: nothing could ever arrive.
+        """
         if not isinstance(name, str) or len(name) >= self.MAX_NAME_LENGTH:
             raise TypeError(self.invalid_name_error.format("Channel"))
         if not self.channel_name_regex.match(name):
             raise TypeError(self.invalid_name_error.format("Channel"))
+        if receive and "!" in name and not self.is_local(name):
+            raise ForeignChannel(
+                f"Cannot receive on {name!r}: it is a process-specific channel made by "
+                f"another layer object (this one's channels contain {self.client_id!r}). "
+                "Only the layer object whose new_channel() made a channel receives from it; "
+                "use that object, or a plain channel name (without '!') to share a queue."
+            )
         return True
 
     def require_valid_group_name(self, name: object) -> bool:
@@ -256,15 +332,46 @@ class BaseLayer(ABC):
         self.require_valid_channel_name(name)
         return name
 
-    def count_drop(self, group: str, channel: str) -> None:
-        """Record that ``group_send`` to *group* dropped a message for a full *channel*."""
-        self.drops[group] += 1
-        logger.warning(
-            "group_send(%r): channel %r is full (capacity %d); message dropped for it",
+    def count_drops(self, group: str, full: Collection[str], members: int | None = None) -> None:
+        """Record that one ``group_send`` to *group* dropped its message for *full* channels.
+
+        Counted exactly in :attr:`drops`; logged at INFO as one line per call ("3 of 10
+        channels over capacity in group 'x'"), at most one line per group every
+        :data:`DROP_LOG_INTERVAL` seconds, the next line saying how many were suppressed.
+        *members* is how many members the message was for, when the backend knows.
+        """
+        if not full:
+            return
+        self.drops[group] += len(full)
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        now = time.monotonic()
+        log = self._drop_log
+        last, suppressed = log.get(group, (-DROP_LOG_INTERVAL, 0))
+        if now - last < DROP_LOG_INTERVAL:
+            log[group] = (last, suppressed + 1)
+            return
+        if len(log) >= 1024:  # forget groups that have been quiet for a while
+            for name in [g for g, (t, _) in log.items() if now - t >= DROP_LOG_INTERVAL]:
+                del log[name]
+        log[group] = (now, 0)
+        of = f"{len(full)} of {members}" if members is not None else f"{len(full)}"
+        example = next(iter(full))
+        logger.info(
+            "%s channel%s over capacity in group %r; message dropped for them "
+            "(e.g. %r, capacity %d; %d dropped in this group so far%s)",
+            of,
+            "" if len(full) == 1 and members is None else "s",
             group,
-            channel,
-            self.get_capacity(channel),
+            example,
+            self.get_capacity(example),
+            self.drops[group],
+            f"; {suppressed} similar lines suppressed" if suppressed else "",
         )
+
+    def count_drop(self, group: str, channel: str) -> None:
+        """Record one dropped message for one full *channel* (see :meth:`count_drops`)."""
+        self.count_drops(group, (channel,))
 
     @property
     def dropped(self) -> int:

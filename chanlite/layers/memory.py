@@ -175,8 +175,8 @@ class MemoryLayer(BaseLayer):
                 await inbox.wait_for_room(full)
                 full = inbox.offer(full, message)
             dropped += full
-        for channel in dropped:
-            self.count_drop(group, channel)
+        if dropped:
+            self.count_drops(group, dropped, len(members))
         if not members and self._groups.get(group) is members:
             del self._groups[group]
 

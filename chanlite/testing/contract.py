@@ -22,6 +22,8 @@ tests of loop changes and cancellation::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import random
 import re
 from collections.abc import Awaitable, Callable, Coroutine
@@ -30,7 +32,7 @@ from typing import Any, TypeVar
 import pytest
 from asgiref.sync import async_to_sync
 
-from chanlite.layers.base import BaseLayer, ChannelFull
+from chanlite.layers.base import BaseLayer, ChannelFull, ForeignChannel
 
 MakeLayer = Callable[..., Awaitable[BaseLayer]]
 
@@ -235,6 +237,26 @@ class LayerContract:
         await layer.send(one, {"type": "for.one"})
         assert (await _receive(layer, one))["type"] == "for.one"
         assert (await _receive(layer, two))["type"] == "for.two"
+
+    async def test_receive_on_another_layers_channel_fails_at_once(
+        self, make_layer: MakeLayer
+    ) -> None:
+        layer, other = await make_layer(), await make_layer()
+        theirs = await other.new_channel()
+        for name in (theirs, "specific.0123456789ab!token"):
+            with pytest.raises(ForeignChannel, match="made by another layer object"):
+                await asyncio.wait_for(layer.receive(name), WAIT)
+        await other.send(theirs, {"type": "still.theirs"})
+        assert (await _receive(other, theirs))["type"] == "still.theirs"
+
+    async def test_channel_full_is_what_channels_code_catches(self, make_layer: MakeLayer) -> None:
+        expected: type[BaseException] = ChannelFull
+        with contextlib.suppress(ImportError):  # without Channels, chanlite's class is it
+            expected = importlib.import_module("channels.exceptions").ChannelFull
+        layer = await make_layer(capacity=1)
+        await layer.send("full-for-channels", {"type": "one"})
+        with pytest.raises(expected):
+            await layer.send("full-for-channels", {"type": "two"})
 
     async def test_receive_local(self, make_layer: MakeLayer) -> None:
         layer = await make_layer()
