@@ -252,3 +252,28 @@ async def test_a_connection_that_ends_while_the_reader_waits_for_it_frees_the_re
             assert await other.receive_text(timeout=10) == "9"
     assert app.stats.slow_consumers == 0
     assert not [rec for rec in caplog.records if "slow consumer" in rec.getMessage()]
+
+
+async def test_tight_loops_of_events_and_broadcasts_reach_a_reading_client_in_order(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """1,000 sends with no yield in between: the layer holds the sender back while the
+    hub and the connection drain, instead of dropping to warnings."""
+    app = feed_app()
+    caplog.set_level(logging.INFO, logger="chanlite")
+    async with running(app) as server:
+        layer = app.layer
+        url = f"ws://127.0.0.1:{server.bound_port}/feed"
+        async with connect(url, compression=None) as client:
+            assert await client.recv() == "ready"
+            for n in range(1000):
+                await app.broadcast("feed", text=f"b{n}")
+            got = [await asyncio.wait_for(client.recv(), 10) for _ in range(1000)]
+            assert got == [f"b{n}" for n in range(1000)]
+            for n in range(1000):
+                await app.group_send("feed", {"type": "note", "n": n})
+            got = [await asyncio.wait_for(client.recv(), 10) for _ in range(1000)]
+            assert got == [str(n) for n in range(1000)]
+    assert layer.dropped == 0
+    assert app.stats.slow_consumers == 0
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
