@@ -24,7 +24,7 @@ from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import State
 
 from chanlite.server.http import Headers, ResponseFramer, default_headers
-from chanlite.server.ws_core import ServerCore
+from chanlite.server.ws_core import server_core
 from chanlite.types import Message
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
@@ -81,7 +81,7 @@ class WebSocketProtocol:
         max_fragments: int | None = None,
         max_control_frames: int | None = None,
     ) -> None:
-        self.proto = ServerCore(max_size, per_message_deflate, max_fragments, max_control_frames)
+        self.proto = server_core(max_size, per_message_deflate, max_fragments, max_control_frames)
         self.request: _RawRequest | None = None
         self._parts: list[bytes] = []
         self._decoder: Any = None

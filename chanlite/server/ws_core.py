@@ -112,38 +112,29 @@ _LOGGER = logging.getLogger("websockets.server")
 
 class ServerCore(ServerProtocol):
     """websockets' server protocol plus the few things the server needs beyond its
-    documented API, each a named method or attribute here.
+    documented API, each a named method or attribute here. Made by :func:`server_core`.
 
-    *max_fragments* bounds the frames of one message (0-byte continuation frames would
-    otherwise cost CPU and memory without counting against *max_size*);
-    *max_control_frames* bounds the pings and pongs between two calls of
+    :attr:`max_fragments` bounds the frames of one message (0-byte continuation frames
+    would otherwise cost CPU and memory without counting against ``max_size``);
+    :attr:`max_control_frames` bounds the pings and pongs between two calls of
     :meth:`reset_control_budget` (the I/O layer calls it once a second). Over either
     limit the connection fails with 1002 and a reason.
     """
 
+    # Class attributes, not an __init__ of our own: every WebSocket builds one of these,
+    # and websockets' __init__ is already most of a handshake's Python time. The limits
+    # are the same for every connection of a server: they live on a subclass per
+    # setting (server_core); the rest are defaults until a connection changes them.
+    max_fragments: int | None = None
+    max_control_frames: int | None = None
+    fragments = 0  # frames of the message being received, after its first
+    control_frames = 0  # pings and pongs since the budget was last reset
+    #: While True (the client does not read), a ping's pong is not written: only the
+    #: latest unanswered one is kept, for :meth:`release_pong` (RFC 6455 5.5.3).
+    hold_pongs = False
+    held_pong: bytes | None = None
     # The subprotocol the app passed to websocket.accept, set just before accept().
     chosen_subprotocol: str | None = None
-
-    def __init__(
-        self,
-        max_size: int | None = 2**20,
-        per_message_deflate: bool = True,
-        max_fragments: int | None = None,
-        max_control_frames: int | None = None,
-    ) -> None:
-        super().__init__(
-            extensions=_DEFLATE if per_message_deflate else None,
-            max_size=max_size,
-            logger=_LOGGER,
-        )
-        self.max_fragments = max_fragments
-        self.max_control_frames = max_control_frames
-        self.fragments = 0  # frames of the message being received, after its first
-        self.control_frames = 0  # pings and pongs since the budget was last reset
-        #: While True (the client does not read), a ping's pong is not written: only the
-        #: latest unanswered one is kept, for :meth:`release_pong` (RFC 6455 5.5.3).
-        self.hold_pongs = False
-        self.held_pong: bytes | None = None
 
     # the handshake --------------------------------------------------------------------
 
@@ -265,3 +256,25 @@ class ServerCore(ServerProtocol):
         """The code and reason of the Close this side sent, if it sent one."""
         close = self.close_sent
         return None if close is None else (close.code, close.reason)
+
+
+_CORES: dict[tuple[int | None, int | None], type[ServerCore]] = {}
+
+
+def server_core(
+    max_size: int | None = 2**20,
+    per_message_deflate: bool = True,
+    max_fragments: int | None = None,
+    max_control_frames: int | None = None,
+) -> ServerCore:
+    """A :class:`ServerCore` with these limits (``None``: no limit)."""
+    key = (max_fragments, max_control_frames)
+    cls = _CORES.get(key)
+    if cls is None:
+        attrs = {"max_fragments": max_fragments, "max_control_frames": max_control_frames}
+        cls = _CORES[key] = type("ServerCore", (ServerCore,), attrs)
+    return cls(
+        extensions=_DEFLATE if per_message_deflate else None,
+        max_size=max_size,
+        logger=_LOGGER,
+    )
