@@ -22,6 +22,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = Path(__file__).parent / "project"
 CAPACITY = 20
+# Channels' per-channel capacities: a glob pattern (as Channels reads them) -> capacity.
+CHANNEL_CAPACITY = {"compat.tiny*": 2}
 
 
 def _load_redis_harness() -> Any:
@@ -63,14 +65,17 @@ class LayerSpec:
 
 def make_layer(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> LayerSpec:
     if name == "memory":
-        return LayerSpec(name, "chanlite.layers.memory.MemoryLayer", {"capacity": CAPACITY})
+        config: dict[str, Any] = {"capacity": CAPACITY, "channel_capacity": CHANNEL_CAPACITY}
+        return LayerSpec(name, "chanlite.layers.memory.MemoryLayer", config)
     if name == "sqlite":
         config = {"path": str(tmp_path / "layer.db"), "capacity": CAPACITY}
+        config["channel_capacity"] = CHANNEL_CAPACITY
         return LayerSpec(name, "chanlite_sqlite.SQLiteLayer", config)
     if name == "redis":
         server = request.getfixturevalue("redis_server")
         prefix = f"compat{secrets.token_hex(4)}:"
         config = {"hosts": [server.url], "prefix": prefix, "capacity": CAPACITY}
+        config["channel_capacity"] = CHANNEL_CAPACITY
         return LayerSpec(name, "chanlite_redis.RedisLayer", config)
     raise ValueError(name)
 

@@ -2,8 +2,8 @@
 
 Each test runs one check of ``project/checks.py`` in its own process, on every layer: the
 Channels tutorial's chat consumer (async and sync), a ``JsonWebsocketConsumer``, an
-``AsyncHttpConsumer``, and plain sync code that calls the layer through ``async_to_sync``
-each time (a new event loop per call).
+``AsyncHttpConsumer``, ``except channels.exceptions.ChannelFull``, and plain sync code that
+calls the layer through ``async_to_sync`` each time (a new event loop per call).
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ def test_json_websocket_consumer(layer: LayerSpec) -> None:
 
 def test_async_http_consumer(layer: LayerSpec) -> None:
     run_check(layer, "http_consumer")
+
+
+def test_channel_full_is_channels_channel_full(layer: LayerSpec) -> None:
+    run_check(layer, "channel_full")
 
 
 @pytest.mark.parametrize("layer", ["memory", "sqlite"], indirect=True)

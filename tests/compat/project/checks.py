@@ -116,6 +116,16 @@ async def channel_full() -> None:
         raise AssertionError("send() past capacity did not raise channels' ChannelFull")
     for n in range(layer.capacity):  # nothing lost, nothing extra
         assert (await asyncio.wait_for(layer.receive(channel), WAIT))["n"] == n
+    # A capacity of its own for some channels (CONFIG's channel_capacity), as Channels'
+    # test_send_specific_capacity configures it.
+    await layer.send("compat.tiny", {"type": "test.message"})
+    await layer.send("compat.tiny", {"type": "test.message"})
+    try:
+        await layer.send("compat.tiny", {"type": "test.message"})
+    except ChannelFull:
+        pass
+    else:
+        raise AssertionError("send() past a channel_capacity did not raise ChannelFull")
 
 
 @check
