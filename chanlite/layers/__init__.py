@@ -1,4 +1,4 @@
-"""Channel layers: the contract, the registry and the built-in in-memory layer."""
+"""Channel layers: the contract, the toolkit for writing one (see README.md), the registry."""
 
 from chanlite.layers.base import (
     BaseLayer,
@@ -13,12 +13,16 @@ from chanlite.layers.base import (
     LayerUnavailable,
     Message,
 )
+from chanlite.layers.codec import Codec, MsgpackCodec
+from chanlite.layers.demux import LocalDemux
+from chanlite.layers.inbox import LocalInbox
 from chanlite.layers.registry import get_layer, installed_layers, layer_class
 
 __all__ = [
     "BaseLayer",
     "BlockingSends",
     "ChannelFull",
+    "Codec",
     "DecodeError",
     "Event",
     "ForeignChannel",
@@ -26,7 +30,10 @@ __all__ = [
     "LayerError",
     "LayerNotFound",
     "LayerUnavailable",
+    "LocalDemux",
+    "LocalInbox",
     "Message",
+    "MsgpackCodec",
     "get_layer",
     "installed_layers",
     "layer_class",
