@@ -8,7 +8,7 @@ the ``chanlite.layers`` entry points; Django Channels users name
 from __future__ import annotations
 
 from chanlite_redis.__about__ import __version__
-from chanlite_redis.errors import RedisUnavailable
+from chanlite_redis.errors import RedisAuthError, RedisUnavailable
 from chanlite_redis.layer import RedisLayer
 
-__all__ = ["RedisLayer", "RedisUnavailable", "__version__"]
+__all__ = ["RedisAuthError", "RedisLayer", "RedisUnavailable", "__version__"]

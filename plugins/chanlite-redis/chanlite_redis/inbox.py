@@ -30,8 +30,10 @@ from redis.typing import EncodableT
 from chanlite.layers.base import LayerError
 from chanlite_redis import scripts
 from chanlite_redis.codec import Codec
+from chanlite_redis.errors import layer_error
 from chanlite_redis.listener import Listener
 from chanlite_redis.local import LocalQueue
+from chanlite_redis.tasks import raise_if_cancelled
 
 logger = logging.getLogger("chanlite.layers.redis")
 
@@ -53,16 +55,14 @@ class Inbox:
         client_id: str,
         codec: Codec,
         local: LocalQueue,
-        blocking: Redis,
-        uncount: AsyncScript,
+        where: str = "",
     ) -> None:
+        self._where = where
         self._inbox = keys.inbox(client_id)
         self._counts = keys.counts(client_id)
         self._alive = keys.alive(client_id)
         self._codec = codec
         self._local = local
-        self._blocking = blocking
-        self._uncount = uncount
         self._blmpop: bool | None = None  # BLMPOP needs Redis 7; found out on first read
         # Delivered messages whose counts Redis has yet to bring down.
         self._to_uncount: Counter[str] = Counter()
@@ -71,17 +71,24 @@ class Inbox:
     def __repr__(self) -> str:
         return f"<Inbox {self._inbox}>"
 
-    async def run(self) -> None:
-        """Read until cancelled, riding out connection loss with backoff."""
+    async def run(self, blocking: Redis, uncount: AsyncScript) -> None:
+        """Read until cancelled, riding out connection loss with backoff.
+
+        *blocking* is a connection of the running loop kept for the blocking reads,
+        *uncount* the ``UNCOUNT`` script. Counts not yet settled when a loop's reader
+        stops are settled by the next loop's.
+        """
         delay = Listener.MIN_DELAY
         failing = False
         while True:
-            await self._local.drained.wait()
+            await self._local.wait_drained()
             try:
-                entries = await self._take()
+                entries = await self._take(blocking, uncount)
             except (RedisError, OSError, ValueError) as exc:
+                # redis-py may turn a cancellation that lands mid-read into an error.
+                raise_if_cancelled(exc)
                 if not failing:
-                    logger.warning("%r: read failed (%s); retrying", self, exc)
+                    logger.warning("%r: %s; retrying", self, layer_error("read", self._where, exc))
                 failing = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, Listener.MAX_DELAY)
@@ -96,10 +103,11 @@ class Inbox:
                     channel = self._deliver(entry, now)
                     if channel is not None:
                         self._to_uncount[channel] += 1
+            # Delivered first: what was read is in the local queue, which outlives the loop.
+            raise_if_cancelled()
 
-    async def _take(self) -> list[bytes]:
+    async def _take(self, client: Redis, uncount: AsyncScript) -> list[bytes]:
         """Settle the counts of what was delivered and wait for more, in one round trip."""
-        client = self._blocking
         if self._blmpop is None:
             version = str((await client.info("server")).get("redis_version", "0"))
             await client.script_load(scripts.UNCOUNT)
@@ -111,7 +119,7 @@ class Inbox:
         try:
             async with client.pipeline(transaction=False) as pipe:
                 if taken:
-                    pipe.execute_command("EVALSHA", self._uncount.sha, 1, self._counts, *args)
+                    pipe.execute_command("EVALSHA", uncount.sha, 1, self._counts, *args)
                 if self._blmpop:
                     pipe.blmpop(INBOX_WAIT, 1, self._inbox, direction="LEFT", count=INBOX_BATCH)
                 else:
@@ -123,7 +131,7 @@ class Inbox:
             raise
         if taken and isinstance(results[0], NoScriptError):
             # Redis restarted and forgot the script (this call loads it again).
-            await self._uncount(keys=[self._counts], args=args, client=client)
+            await uncount(keys=[self._counts], args=args, client=client)
         popped: Any = results[-1]
         if isinstance(popped, Exception):
             raise popped

@@ -31,21 +31,20 @@ from typing import Any, ClassVar, TypeVar
 
 import msgpack  # type: ignore[import-untyped]
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
-from chanlite.layers.base import BaseLayer, ChannelFull, LayerConfigError, LayerError, Message
+from chanlite.layers.base import BaseLayer, ChannelFull, LayerConfigError, Message
 from chanlite.layers.demux import LocalDemux
 from chanlite_redis import scripts
 from chanlite_redis.codec import Codec
 from chanlite_redis.config import Host, describe, make_pool, strip_query, url_from_hosts
-from chanlite_redis.errors import RedisUnavailable
+from chanlite_redis.errors import layer_error
 from chanlite_redis.inbox import Inbox
 from chanlite_redis.listener import Listener
 from chanlite_redis.local import LocalQueue
-from chanlite_redis.plain import PlainChannels
+from chanlite_redis.plain import PlainChannels, PlainParts
+from chanlite_redis.tasks import cancels_now, stop
 
 logger = logging.getLogger("chanlite.layers.redis")
 
@@ -58,21 +57,6 @@ _NOBODY = "-" * _SENDER
 
 def _float(value: str) -> float:
     return float(value)
-
-
-async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
-    # redis-py can turn a cancellation that lands mid-command into a connection error,
-    # which our loops survive by design; so cancel until the task has really finished.
-    while True:
-        pending = [task for task in tasks if not task.done()]
-        if not pending:
-            break
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=0.1)
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()  # retrieved, so asyncio does not log it
 
 
 class RedisLayer(BaseLayer):
@@ -158,16 +142,28 @@ class RedisLayer(BaseLayer):
     # -- event loop ownership ------------------------------------------------------------
 
     def _reset_state(self) -> None:
-        """Fresh per-loop state: connections, the local queue, local memberships."""
-        self._client: Redis | None = None
-        self._blocking: Redis | None = None
-        self._inbox: Inbox | None = None
-        self._listener: Listener | None = None
+        """Fresh state: what this process holds (kept across event loops), then per loop."""
         floor = min([self.capacity, *(capacity for _, capacity in self.channel_capacity)])
+        # What the process holds outlives any one event loop: messages queued for local
+        # channels and local memberships. A loop that takes over keeps them.
         self._local = LocalQueue(self.expiry, self.get_capacity, floor)
         # group -> {local channel: monotonic join time}, in join order.
         self._groups: dict[str, dict[str, float]] = {}
-        self._plain = PlainChannels(self)
+        self._inbox = Inbox(
+            keys=self.keys,
+            client_id=self.client_id,
+            codec=self._codec,
+            local=self._local,
+            where=self._where,
+        )
+        self._reset_loop_state()
+
+    def _reset_loop_state(self) -> None:
+        """Fresh per-loop state: connections, the listener, background tasks."""
+        self._client: Redis | None = None
+        self._blocking: Redis | None = None
+        self._listener: Listener | None = None
+        self._plain: PlainChannels | None = None
         self._inbox_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -177,7 +173,8 @@ class RedisLayer(BaseLayer):
         """True if *loop* owns this layer's connections, adopting it if none live does.
 
         The first event loop to use the layer owns it. When that loop has been closed
-        (``async_to_sync`` makes a short-lived loop per call) the next one takes over.
+        (``async_to_sync`` makes a short-lived loop per call) the next one takes over,
+        with every message queued for local channels and every local membership.
         """
         home = self._home
         if home is loop:
@@ -185,25 +182,45 @@ class RedisLayer(BaseLayer):
         if home is None or home.is_closed():
             if home is not None:
                 logger.debug("%r: previous event loop closed; moving to a new one", self)
-            self._reset_state()
-            self._home = loop
-            pool = make_pool(
-                self.url,
-                timeout=self.timeout,
-                blocking=False,
-                max_connections=self.max_connections,
-                pool_class=BlockingConnectionPool,
-                **self._extra,
-            )
-            client = self._client = Redis(connection_pool=pool)
-            self._send_script = client.register_script(scripts.SEND)
-            self._group_send_script = client.register_script(scripts.GROUP_SEND)
-            self._group_add_script = client.register_script(scripts.GROUP_ADD)
-            self._pop_script = client.register_script(scripts.POP)
-            self._push_back_script = client.register_script(scripts.PUSH_BACK)
-            self._uncount_script = client.register_script(scripts.UNCOUNT)
+            self._adopt(loop)
             return True
         return False
+
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open this loop's connections and listen again to the groups with local members."""
+        # The connections of a closed loop cannot be closed from here; they are dropped.
+        self._reset_loop_state()
+        self._home = loop
+        pool = make_pool(
+            self.url,
+            timeout=self.timeout,
+            blocking=False,
+            max_connections=self.max_connections,
+            pool_class=BlockingConnectionPool,
+            **self._extra,
+        )
+        client = self._client = Redis(connection_pool=pool)
+        self._send_script = client.register_script(scripts.SEND)
+        self._group_send_script = client.register_script(scripts.GROUP_SEND)
+        self._group_add_script = client.register_script(scripts.GROUP_ADD)
+        self._uncount_script = client.register_script(scripts.UNCOUNT)
+        self._plain = PlainChannels(
+            PlainParts(
+                keys=self.keys,
+                codec=self._codec,
+                call=self._call,
+                pop=client.register_script(scripts.POP),
+                restore=client.register_script(scripts.RESTORE),
+                subscribe=self._subscribe,
+                unsubscribe=self._unsubscribe,
+                expiry_ms=self._ms(self.expiry),
+                timeout=self.timeout,
+            )
+        )
+        if self._groups:
+            # Group messages published while no loop listened are not replayed (pub/sub
+            # is at-most-once); from now on they are heard again.
+            self._ensure_listener().want(self.keys.group_topic(group) for group in self._groups)
 
     def _require_home(self, what: str) -> None:
         if not self._is_home(asyncio.get_running_loop()):
@@ -218,23 +235,26 @@ class RedisLayer(BaseLayer):
         On a loop other than the owning one (a sync caller's private loop, say) the
         command goes over a connection of its own, closed afterwards.
         """
+        cancels = cancels_now()
         try:
             if self._is_home(asyncio.get_running_loop()):
                 assert self._client is not None
-                return await run(self._client)
-            pool = make_pool(self.url, timeout=self.timeout, blocking=False, **self._extra)
-            client = Redis(connection_pool=pool)
-            try:
-                return await run(client)
-            finally:
-                await client.aclose(close_connection_pool=True)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise RedisUnavailable(
-                f"{what}: Redis at {self._where} is unreachable ({exc}); "
-                "the layer reconnects by itself, retry later"
-            ) from exc
-        except RedisError as exc:
-            raise LayerError(f"{what}: Redis at {self._where} answered an error: {exc}") from exc
+                result = await run(self._client)
+            else:
+                pool = make_pool(self.url, timeout=self.timeout, blocking=False, **self._extra)
+                client = Redis(connection_pool=pool)
+                try:
+                    result = await run(client)
+                finally:
+                    await client.aclose(close_connection_pool=True)
+        except (RedisError, OSError) as exc:
+            # A cancellation that redis-py turned into a connection error stays one.
+            if cancels_now() > cancels:
+                raise asyncio.CancelledError from exc
+            raise layer_error(what, self._where, exc) from exc
+        if cancels_now() > cancels:
+            raise asyncio.CancelledError  # redis-py consumed it and carried on
+        return result
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -275,6 +295,7 @@ class RedisLayer(BaseLayer):
         self._require_home("receive")
         if self.is_local(channel):
             return await self._demux.receive(channel)
+        assert self._plain is not None  # made with the loop's connections
         return await self._plain.receive(channel)
 
     async def receive_local(self) -> tuple[Sequence[str], Message]:
@@ -284,21 +305,15 @@ class RedisLayer(BaseLayer):
         return await self._local.get()
 
     def _start_receiving(self) -> None:
-        if self._inbox is None:
+        if self._blocking is None:
             pool = make_pool(
                 self.url, timeout=self.timeout, blocking=True, max_connections=1, **self._extra
             )
             self._blocking = Redis(connection_pool=pool)
-            self._inbox = Inbox(
-                keys=self.keys,
-                client_id=self.client_id,
-                codec=self._codec,
-                local=self._local,
-                blocking=self._blocking,
-                uncount=self._uncount_script,
-            )
         if self._inbox_task is None or self._inbox_task.done():
-            self._inbox_task = asyncio.ensure_future(self._inbox.run())
+            self._inbox_task = asyncio.ensure_future(
+                self._inbox.run(self._blocking, self._uncount_script)
+            )
         if self._heartbeat_task is None or self._heartbeat_task.done():
             self._heartbeat_task = asyncio.ensure_future(
                 self._inbox.beat(self._call, self.heartbeat)
@@ -314,10 +329,18 @@ class RedisLayer(BaseLayer):
                 pool.make_connection,
                 self._on_pubsub,
                 timeout=self.timeout,
+                where=self._where,
                 always=(self.keys.ctl,),
                 on_reconnect=self._on_reconnect,
             )
         return listener
+
+    async def _subscribe(self, topic: str) -> None:
+        await self._ensure_listener().subscribe(topic)
+
+    def _unsubscribe(self, topic: str) -> None:
+        if self._listener is not None:
+            self._spawn(self._listener.unsubscribe(topic))
 
     async def group_add(self, group: str, channel: str) -> None:
         """Add *channel* to *group*, refreshing its membership time.
@@ -421,7 +444,8 @@ class RedisLayer(BaseLayer):
         if topic.startswith(self._group_topic_prefix):
             self._on_group_message(topic[len(self._group_topic_prefix) :], data)
         elif topic.startswith(self._wake_topic_prefix):
-            self._plain.wake(topic[len(self._wake_topic_prefix) :])
+            if self._plain is not None:
+                self._plain.wake(topic[len(self._wake_topic_prefix) :])
         elif topic == self.keys.ctl:
             self._on_control(data)
 
@@ -479,7 +503,8 @@ class RedisLayer(BaseLayer):
 
     def _on_reconnect(self) -> None:
         # Wake-ups may have been missed while disconnected: let plain receivers look again.
-        self._plain.wake_all()
+        if self._plain is not None:
+            self._plain.wake_all()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -513,11 +538,14 @@ class RedisLayer(BaseLayer):
                 self._spawn(self._listener.unsubscribe(self.keys.group_topic(group)))
 
     async def close(self) -> None:
-        """Stop background tasks, drop this process's heartbeat and close connections."""
+        """Stop background tasks, drop this process's heartbeat and close connections.
+
+        Returns within about twice ``timeout`` whatever the tasks were doing.
+        """
         await self._demux.close()
         tasks = [t for t in (self._inbox_task, self._heartbeat_task) if t is not None]
         tasks.extend(self._background)
-        await _cancel_all(tasks)
+        await stop(tasks, self.timeout)
         if self._listener is not None:
             await self._listener.close()
         home = self._home
@@ -529,6 +557,8 @@ class RedisLayer(BaseLayer):
             for client in (self._client, self._blocking):
                 if client is not None:
                     with contextlib.suppress(Exception):
-                        await client.aclose(close_connection_pool=True)
+                        await asyncio.wait_for(
+                            client.aclose(close_connection_pool=True), self.timeout
+                        )
         self._home = None
         self._reset_state()

@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
-from chanlite_redis.errors import RedisUnavailable
+from chanlite_redis.errors import RedisAuthError, RedisUnavailable, auth_problem, layer_error
+from chanlite_redis.tasks import cancels_now, raise_if_cancelled, raise_if_cancelled_since, stop
 
 logger = logging.getLogger("chanlite.layers.redis")
 
@@ -44,10 +45,12 @@ class Listener:
         on_message: OnMessage,
         *,
         timeout: float,
+        where: str = "",
         always: tuple[str, ...] = (),
         on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self._connect = connect
+        self._where = where
         self._on_message = on_message
         self._on_reconnect = on_reconnect
         self._timeout = timeout
@@ -63,6 +66,7 @@ class Listener:
         self._changed = asyncio.Event()  # set (and replaced) when connected or failed
         self._kick = asyncio.Event()  # cuts a backoff wait short
         self._task: asyncio.Task[None] | None = None
+        self._last_error: BaseException | None = None  # why the last attempt failed
         self.reconnects = 0
 
     @property
@@ -75,6 +79,11 @@ class Listener:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def want(self, topics: Iterable[str]) -> None:
+        """Listen to *topics* from the next connection on, without waiting for it."""
+        self._wanted.update(topics)
+        self.start()
+
     async def subscribe(self, topic: str) -> None:
         """Subscribe to *topic* and wait for the server's confirmation.
 
@@ -86,8 +95,10 @@ class Listener:
             return
         self.start()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        cancels = cancels_now()
         try:
             await asyncio.wait_for(self._subscribe(topic, future), self._timeout)
+            raise_if_cancelled_since(cancels)  # wait_for may swallow one
         except (asyncio.TimeoutError, RedisError, OSError) as exc:
             self._wanted.discard(topic)
             self._drop_confirm(topic, future)
@@ -110,7 +121,7 @@ class Listener:
                 await self._changed.wait()
             conn = self._conn
             if conn is None:
-                raise RedisUnavailable("Redis is unreachable; the layer is reconnecting")
+                raise self._unavailable()
             if topic not in self._sent:
                 self._sent.add(topic)
                 await conn.send_command("SUBSCRIBE", topic, check_health=False)
@@ -137,6 +148,17 @@ class Listener:
             with contextlib.suppress(RedisError, OSError):
                 await self._conn.send_command("UNSUBSCRIBE", topic, check_health=False)
 
+    def _unavailable(self) -> RedisUnavailable:
+        error = self._last_error
+        if error is None:
+            return RedisUnavailable(
+                f"Redis at {self._where} is unreachable; the layer is reconnecting"
+            )
+        failure = layer_error("subscribe", self._where, error)
+        if isinstance(failure, RedisUnavailable):
+            return failure
+        return RedisUnavailable(str(failure))
+
     async def _run(self) -> None:
         delay = self.MIN_DELAY
         ever_connected = False
@@ -144,6 +166,11 @@ class Listener:
             conn = self._connect()
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
+                # A server that wants a password (or refuses ours) answers the first
+                # command with an error: find out before calling ourselves connected.
+                await conn.send_command("PING", check_health=False)
+                await conn.read_response()
+                raise_if_cancelled()
                 topics = sorted(self._wanted)
                 self._sent = set(topics)
                 self._batch = set(topics)
@@ -151,6 +178,7 @@ class Listener:
                     await conn.send_command("SUBSCRIBE", *topics, check_health=False)
                 self._conn = conn
                 self._down = False
+                self._last_error = None
                 self._announce()
                 if ever_connected:
                     self.reconnects += 1
@@ -162,15 +190,18 @@ class Listener:
                 ever_connected = True
                 delay = self.MIN_DELAY
                 while True:
-                    self._handle(await conn.read_response())
+                    response = await conn.read_response()
+                    raise_if_cancelled()
+                    self._handle(response)
             except (RedisError, OSError) as exc:
-                if ever_connected and not self._down:
-                    logger.warning("Redis pub/sub connection lost (%s); reconnecting", exc)
-                else:
-                    logger.debug("Redis pub/sub connect failed: %s", exc)
-            except Exception:
+                # redis-py may turn a cancellation that lands mid-read into an error.
+                raise_if_cancelled(exc)
+                self._failed(exc, ever_connected)
+            except Exception as exc:
+                raise_if_cancelled(exc)
                 # Whatever went wrong, a fresh connection is the way back.
                 logger.exception("Unexpected error on the Redis pub/sub connection")
+                self._last_error = exc
             finally:
                 self._conn = None
                 self._sent.clear()
@@ -184,6 +215,25 @@ class Listener:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), delay)
             delay = min(delay * 2, self.MAX_DELAY)
+
+    def _failed(self, exc: BaseException, ever_connected: bool) -> None:
+        """Log a failed connection (auth problems once, at ERROR) and fail who waits on it."""
+        previous, self._last_error = self._last_error, exc
+        if auth_problem(exc) is not None:
+            # Retrying cannot fix credentials: say so once, and fail the subscribes now
+            # rather than at their timeout.
+            error = self._unavailable()
+            if previous is None or auth_problem(previous) is None:
+                logger.error("Redis pub/sub: %s", error)
+            for waiting in self._confirms.values():
+                for future in waiting:
+                    if not future.done():
+                        future.set_exception(RedisAuthError(str(error)))
+            self._confirms.clear()
+        elif ever_connected and not self._down:
+            logger.warning("Redis pub/sub connection lost (%s); reconnecting", exc)
+        else:
+            logger.debug("Redis pub/sub connect failed: %s", exc)
 
     def _announce(self) -> None:
         self._changed.set()
@@ -221,13 +271,7 @@ class Listener:
         """Stop the task and close the connection."""
         task = self._task
         if task is not None:
-            # A cancellation landing inside redis-py may surface as a connection error,
-            # which the loop survives; cancel until the task has really stopped.
-            while not task.done():
-                task.cancel()
-                await asyncio.wait([task], timeout=0.1)
-            if not task.cancelled():
-                task.exception()
+            await stop([task], self._timeout)
             self._task = None
         for waiting in self._confirms.values():
             for future in waiting:

@@ -27,7 +27,7 @@ Entry = tuple[float, tuple[str, ...], Message]
 class LocalQueue:
     """FIFO of ``(channels, message)`` with per-channel pending counts."""
 
-    __slots__ = ("_capacity_of", "_expiry", "_floor", "_items", "_pending", "_waiter", "drained")
+    __slots__ = ("_capacity_of", "_drained", "_expiry", "_floor", "_items", "_pending", "_waiter")
 
     def __init__(self, expiry: float, capacity_of: Callable[[str], int], floor: int) -> None:
         """*floor* is the smallest capacity any channel can have."""
@@ -37,10 +37,10 @@ class LocalQueue:
         self._items: deque[Entry] = deque()
         # Pending messages per channel; None in fast mode (fewer entries than _floor).
         self._pending: dict[str, int] | None = None
+        # Futures, not asyncio.Event/Queue: those bind to the first loop that waits, and
+        # the queue outlives loops (a loop that takes over keeps what is queued).
         self._waiter: asyncio.Future[None] | None = None
-        #: Set while the queue is short enough to pull more from the inbox.
-        self.drained = asyncio.Event()
-        self.drained.set()
+        self._drained: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -80,11 +80,7 @@ class LocalQueue:
                 pending[channel] = pending.get(channel, 0) + 1
         elif len(items) >= self._floor:
             self._count_all()
-        if len(items) >= HIGH_WATER:
-            self.drained.clear()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        _wake(self._waiter)
 
     def _count_all(self) -> None:
         pending: dict[str, int] = {}
@@ -108,11 +104,20 @@ class LocalQueue:
             finally:
                 self._waiter = None
 
+    async def wait_drained(self) -> None:
+        """Return once fewer than HIGH_WATER entries wait (at once if so already)."""
+        while len(self._items) >= HIGH_WATER:
+            drained = self._drained = asyncio.get_running_loop().create_future()
+            try:
+                await drained
+            finally:
+                self._drained = None
+
     def clear(self) -> None:
         """Forget every queued message."""
         self._items.clear()
         self._pending = None
-        self.drained.set()
+        _wake(self._drained)
 
     def _pop(self) -> Entry:
         items = self._items
@@ -124,13 +129,19 @@ class LocalQueue:
             else:
                 release_pending(pending, entry[1])
         if len(items) < LOW_WATER:
-            self.drained.set()
+            _wake(self._drained)
         return entry
 
     def _expire(self, now: float) -> None:
         items = self._items
         while items and items[0][0] <= now:
             self._pop()
+
+
+def _wake(future: asyncio.Future[None] | None) -> None:
+    # A future of a loop that has been closed meanwhile has nobody waiting on it.
+    if future is not None and not future.done() and not future.get_loop().is_closed():
+        future.set_result(None)
 
 
 # Pull from the inbox only while fewer than LOW_WATER entries wait here, so a slow reader

@@ -11,6 +11,8 @@ Layout under a prefix (default ``chanlite:``)::
     {p}g:{group}     topic  one PUBLISH per group message; processes with members subscribe
     {p}w:{channel}   topic  wakes receivers waiting on a plain (non-process) channel
     {p}ctl           topic  flush and remote discards, seen by every listening process
+    {p}t:{token}     string an entry a plain receive() popped, kept briefly for RESTORE
+    {p}x:{token}     string marks a pop as undone, should it reach the server late
 
 Times come from the server's clock (``TIME``), so processes on machines with skewed
 clocks still agree on expiry. Entries sit in send order, so expired ones are at the head
@@ -52,6 +54,12 @@ class Keys:
 
     def wake_topic(self, channel: str) -> str:
         return f"{self.prefix}w:{channel}"
+
+    def taken(self, token: str) -> str:
+        return f"{self.prefix}t:{token}"
+
+    def dropped(self, token: str) -> str:
+        return f"{self.prefix}x:{token}"
 
 
 _COMMON = """
@@ -183,19 +191,31 @@ return 1
 POP = (
     _COMMON
     + """
--- KEYS[1]: a plain channel list. Returns its oldest unexpired entry or false.
+-- KEYS[1]: a plain channel list, KEYS[2]: taken:<token>, KEYS[3]: dropped:<token>.
+-- ARGV: hold ms. Returns the list's oldest unexpired entry or false, and keeps a copy
+-- under the pop's token for a while, so a reader cancelled before it saw the reply can
+-- put it back (RESTORE). A pop that RESTORE ran before does nothing.
+if redis.call('EXISTS', KEYS[3]) == 1 then return false end
 local now = now_ms()
 while true do
   local entry = redis.call('LPOP', KEYS[1])
   if not entry then return false end
-  if stamp_of(entry) > now then return entry end
+  if stamp_of(entry) > now then
+    redis.call('SET', KEYS[2], entry, 'PX', ARGV[1])
+    return entry
+  end
 end
 """
 )
 
-PUSH_BACK = """
--- KEYS[1]: a channel list. ARGV: entry, ttl ms. Undoes a POP whose reader was cancelled.
-redis.call('LPUSH', KEYS[1], ARGV[1])
+RESTORE = """
+-- KEYS: as for POP. ARGV: hold ms, list ttl ms. Undoes the POP with this token, whether it
+-- has run (its entry goes back to the head) or not yet (it will then do nothing).
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[1])
+local entry = redis.call('GET', KEYS[2])
+if not entry then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('LPUSH', KEYS[1], entry)
 if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from chanlite_redis import RedisLayer, RedisUnavailable
+from chanlite_redis import RedisAuthError, RedisLayer, RedisUnavailable
 from redis.asyncio import Redis
 
 from chanlite.layers import ChannelFull, LayerConfigError, get_layer
@@ -341,3 +341,39 @@ async def test_sync_senders_from_threads(
         assert got == [0, 1, 2, 3]
     finally:
         await asyncio.get_running_loop().run_in_executor(None, sync_close)
+
+
+async def test_wrong_password_is_reported_as_such(unstarted_redis: Any) -> None:
+    server = unstarted_redis
+    server.start("--requirepass", "pw-123")
+    layer = RedisLayer(f"redis://:wrong@127.0.0.1:{server.port}/0", timeout=1)
+    try:
+        for call in (
+            lambda: layer.send("guarded", {"type": "no"}),
+            lambda: layer.group_send("guarded", {"type": "no"}),
+            lambda: layer.receive("guarded"),  # pub/sub: the wake topic
+        ):
+            with pytest.raises(RedisAuthError, match="refused the password") as caught:
+                await asyncio.wait_for(call(), WAIT)
+            assert "unreachable" not in str(caught.value)
+            assert "wrong" not in str(caught.value).split("***")[0]  # the password is hidden
+    finally:
+        await layer.close()
+
+
+async def test_missing_password_says_one_is_required(unstarted_redis: Any) -> None:
+    server = unstarted_redis
+    server.start("--requirepass", "pw-123")
+    layer = RedisLayer(f"redis://127.0.0.1:{server.port}/0", timeout=1)
+    try:
+        mine = await layer.new_channel()
+        for call in (
+            lambda: layer.send("guarded", {"type": "no"}),
+            lambda: layer.group_send("guarded", {"type": "no"}),  # a large script call
+            lambda: layer.group_add("guarded", mine),
+        ):
+            with pytest.raises(RedisAuthError, match="requires a password") as caught:
+                await asyncio.wait_for(call(), WAIT)
+            assert "multibulk" not in str(caught.value)
+    finally:
+        await layer.close()

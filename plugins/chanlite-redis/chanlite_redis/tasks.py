@@ -1,0 +1,79 @@
+"""Background tasks that stop when told to, whatever Redis was doing at the time.
+
+redis-py does not always let a cancellation through: one that lands mid-command can come
+out as a ``ConnectionError`` (the connection is dropped under the read), and some paths
+(a pipeline's teardown) even return normally with the cancellation consumed. A loop that
+rides out connection errors by design would then go round again, and ``asyncio.run()``,
+which cancels each leftover task once and waits for it, would never return.
+
+So every loop here asks :func:`cancel_requested` after each Redis call and at each error
+it survives, and raises :class:`asyncio.CancelledError` if its task was asked to stop;
+calls made on a caller's task compare the count of requests before and after
+(:func:`raise_if_cancelled_since`), so a request swallowed on the way still ends them.
+``Task.cancelling()`` (Python 3.11+) keeps that request even when the exception itself
+was swallowed; on 3.10, which lacks it, only :func:`stop` (used by ``close()``) bounds
+the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection
+from typing import Any
+
+logger = logging.getLogger("chanlite.layers.redis")
+
+
+def cancel_requested() -> bool:
+    """True if the running task has been asked to stop (and has not taken it back)."""
+    task = asyncio.current_task()
+    if task is None:
+        return False
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    return bool(cancelling is not None and cancelling())
+
+
+def cancels_now() -> int:
+    """The running task's count of pending cancel requests (0 on Python 3.10)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return int(cancelling()) if cancelling is not None else 0
+
+
+def raise_if_cancelled(cause: BaseException | None = None) -> None:
+    """Raise :class:`asyncio.CancelledError` if the running task was asked to stop."""
+    if cancel_requested():
+        raise asyncio.CancelledError from cause
+
+
+def raise_if_cancelled_since(cancels: int) -> None:
+    """Raise :class:`asyncio.CancelledError` if the running task was asked to stop since
+    :func:`cancels_now` returned *cancels* (and the request was swallowed on the way:
+    ``asyncio.wait_for`` on Python < 3.12 drops one that coincides with its result)."""
+    if cancels_now() > cancels:
+        raise asyncio.CancelledError
+
+
+async def stop(tasks: Collection[asyncio.Task[Any]], timeout: float) -> None:
+    """Cancel *tasks* and wait at most *timeout* seconds for them to finish.
+
+    Each is cancelled again while it is still running (a cancellation can be lost inside
+    redis-py on Python 3.10), so this returns within *timeout* whatever they do; one that
+    outlives it is logged and left to the loop.
+    """
+    pending = [task for task in tasks if not task.done()]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while pending:
+        for task in pending:
+            task.cancel()
+        left = deadline - loop.time()
+        if left <= 0:
+            logger.warning("%d Redis layer tasks still run after %.1fs", len(pending), timeout)
+            break
+        await asyncio.wait(pending, timeout=min(left, 0.1))
+        pending = [task for task in pending if not task.done()]
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it
