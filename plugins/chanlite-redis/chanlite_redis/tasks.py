@@ -27,7 +27,10 @@ logger = logging.getLogger("chanlite.layers.redis")
 
 def cancel_requested() -> bool:
     """True if the running task has been asked to stop (and has not taken it back)."""
-    task = asyncio.current_task()
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # a coroutine closed after its loop (garbage collected)
+        return False
     if task is None:
         return False
     cancelling = getattr(task, "cancelling", None)  # Python 3.11+
@@ -36,7 +39,10 @@ def cancel_requested() -> bool:
 
 def cancels_now() -> int:
     """The running task's count of pending cancel requests (0 on Python 3.10)."""
-    task = asyncio.current_task()
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return 0
     cancelling = getattr(task, "cancelling", None)
     return int(cancelling()) if cancelling is not None else 0
 

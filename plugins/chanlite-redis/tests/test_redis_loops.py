@@ -167,8 +167,9 @@ def test_group_messages_survive_loop_changes(redis_server: Any, prefix: str) -> 
             for _ in range(2)
         ]
         assert got == [{"type": "local", "n": 1}, {"type": "local", "n": 2}]
-        # The loop that took over listens to the group again: another process's messages
-        # arrive (its own loop comes and goes too).
+        # The loop that took over listens to the group again (a group_add there confirms
+        # it): another process's messages arrive, its own loop coming and going too.
+        event_loop.run_until_complete(layer.group_add("sync-room", channel))
         async_to_sync(other.group_send)("sync-room", {"type": "remote"})
         remote = event_loop.run_until_complete(asyncio.wait_for(layer.receive(channel), WAIT))
         assert remote == {"type": "remote"}
