@@ -15,6 +15,7 @@ import base64
 import binascii
 import codecs
 import hashlib
+import operator
 import os
 import re
 from collections.abc import Iterable
@@ -97,9 +98,8 @@ class WebSocketProtocol:
         #: Why the handshake was refused, when :meth:`accept` returned None.
         self.refusal = ""
 
-    @property
-    def state(self) -> State:
-        return self.proto.state
+    #: The protocol state (websockets' ``State``); a C getter, read on every flush.
+    state = property(operator.attrgetter("proto.state"))
 
     @property
     def is_open(self) -> bool:
@@ -365,7 +365,7 @@ class WebSocketProtocol:
         if not self.proto.hold_pongs:
             return False
         self.proto.release_pong()
-        return self.proto.has_output
+        return bool(self.proto.has_output)
 
     def reset_control_budget(self) -> None:
         """A new window (a second) for the limit on pings and pongs received."""
@@ -373,7 +373,7 @@ class WebSocketProtocol:
 
     def has_output(self) -> bool:
         """True when :meth:`data_to_send` has something (every state change writes)."""
-        return self.proto.has_output
+        return bool(self.proto.has_output)
 
     def data_to_send(self) -> list[bytes]:
         """Bytes to write; an empty ``b""`` item means: half-close (send EOF)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 import zlib
 from collections.abc import Generator, Sequence
 from typing import Any
@@ -234,15 +235,11 @@ class ServerCore(ServerProtocol):
         """Queue wire bytes built elsewhere (a small data frame) in order with the rest."""
         self.writes.append(data)
 
-    @property
-    def has_output(self) -> bool:
-        """True when ``data_to_send`` has something."""
-        return bool(self.writes)
-
-    @property
-    def protocol_failed(self) -> bool:
-        """True once the peer broke the protocol (websockets then sent its close)."""
-        return self.parser_exc is not None
+    # Read for every message received: C getters, not Python property frames.
+    #: Truthy when ``data_to_send`` has something (the pending writes).
+    has_output = property(operator.attrgetter("writes"))
+    #: Truthy once the peer broke the protocol (the error; websockets sent its close).
+    protocol_failed = property(operator.attrgetter("parser_exc"))
 
     def close_to_report(self) -> Close | None:
         """The Close that ended the connection as the app should hear of it: the
