@@ -80,10 +80,17 @@ class Inbox:
         """
         delay = Listener.MIN_DELAY
         failing = False
+        loop = asyncio.get_running_loop()
         while True:
             await self._local.wait_drained()
             try:
                 entries = await self._take(blocking, uncount)
+            except RuntimeError:
+                # Its loop was closed by hand and this coroutine is being collected:
+                # redis-py's cleanup cannot run on a closed loop, and nothing is left to do.
+                if loop.is_closed():
+                    return
+                raise
             except (RedisError, OSError, ValueError) as exc:
                 # redis-py may turn a cancellation that lands mid-read into an error.
                 raise_if_cancelled(exc)

@@ -156,6 +156,8 @@ class RedisLayer(BaseLayer):
             local=self._local,
             where=self._where,
         )
+        # Sorts local messages per channel for receive(); what it holds outlives loops too.
+        self._demux = LocalDemux(self.receive_local)
         self._reset_loop_state()
 
     def _reset_loop_state(self) -> None:
@@ -167,7 +169,6 @@ class RedisLayer(BaseLayer):
         self._inbox_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._demux = LocalDemux(self.receive_local)
 
     def _is_home(self, loop: asyncio.AbstractEventLoop) -> bool:
         """True if *loop* owns this layer's connections, adopting it if none live does.

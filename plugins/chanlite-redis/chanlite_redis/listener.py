@@ -162,6 +162,9 @@ class Listener:
     async def _run(self) -> None:
         delay = self.MIN_DELAY
         ever_connected = False
+        # A loop closed by hand with this task still on it: the coroutine is closed when
+        # collected, and must then neither await nor log.
+        loop = asyncio.get_running_loop()
         while True:
             conn = self._connect()
             try:
@@ -198,6 +201,8 @@ class Listener:
                 raise_if_cancelled(exc)
                 self._failed(exc, ever_connected)
             except Exception as exc:
+                if loop.is_closed():
+                    return
                 raise_if_cancelled(exc)
                 # Whatever went wrong, a fresh connection is the way back.
                 logger.exception("Unexpected error on the Redis pub/sub connection")
@@ -206,8 +211,9 @@ class Listener:
                 self._conn = None
                 self._sent.clear()
                 self._confirmed.clear()
-                with contextlib.suppress(Exception):
-                    await conn.disconnect(nowait=True)
+                if not loop.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.disconnect(nowait=True)
             self._down = True
             self._failures += 1
             self._announce()

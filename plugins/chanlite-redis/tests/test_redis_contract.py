@@ -1,4 +1,4 @@
-"""The shared layer contract, run against a real Redis server."""
+"""The shared layer contract, with loop changes and cancellation, against a real Redis."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from chanlite.testing import LayerContract
+from chanlite.testing.contract import LoopSafetyContract
 
 
-class TestRedisContract(LayerContract):
+class TestRedisContract(LayerContract, LoopSafetyContract):
     @pytest.fixture
     def make_layer(self, make_redis_layer: Any) -> Any:
         return make_redis_layer
