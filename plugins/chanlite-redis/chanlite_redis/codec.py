@@ -1,9 +1,11 @@
-"""Message encoding: msgpack, optionally sealed with Fernet.
+"""Payload encoding: chanlite's msgpack codec, optionally sealed with Fernet.
 
-msgpack keeps ``bytes`` as bytes and ``str`` as str, so every payload type of the layer
-contract round-trips. With ``symmetric_encryption_keys`` each payload is encrypted with
-the first key and decrypted with any of them, so keys can be rotated by prepending the new
-one on every process, then dropping the old one once no message sealed with it is left.
+:func:`make_codec` gives :class:`~chanlite.layers.MsgpackCodec` unless
+``symmetric_encryption_keys`` are configured; then :class:`FernetCodec` seals each payload
+with the first key and opens it with any of them, so keys can be rotated by prepending the
+new one on every process, then dropping the old one once no message sealed with it is
+left. Both follow the toolkit's codec rules: ``encode`` raises ``TypeError`` naming a bad
+value, ``decode`` raises only :class:`~chanlite.layers.DecodeError`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
-
-from chanlite.layers.base import LayerConfigError, Message
+from chanlite.layers import Codec, DecodeError, Event, LayerConfigError, MsgpackCodec
 
 
 def _fernet_key(secret: str | bytes) -> bytes:
@@ -24,46 +24,39 @@ def _fernet_key(secret: str | bytes) -> bytes:
     return base64.urlsafe_b64encode(hashlib.sha256(raw).digest())
 
 
-class Codec:
-    """Turns layer messages into bytes for Redis and back."""
+class FernetCodec:
+    """msgpack payloads sealed with Fernet (``cryptography``'s ``MultiFernet``)."""
 
-    __slots__ = ("_fernet",)
+    __slots__ = ("_fernet", "_inner", "_invalid")
 
-    def __init__(self, symmetric_encryption_keys: Sequence[str | bytes] | None = None) -> None:
-        self._fernet: Any = None
-        if symmetric_encryption_keys:
-            try:
-                from cryptography.fernet import Fernet, MultiFernet
-            except ImportError:
-                raise LayerConfigError(
-                    "symmetric_encryption_keys needs the cryptography package: "
-                    "pip install 'chanlite-redis[crypto]'"
-                ) from None
-            self._fernet = MultiFernet(
-                [Fernet(_fernet_key(key)) for key in symmetric_encryption_keys]
-            )
-
-    def encode(self, message: Message) -> bytes:
-        """Serialise (and seal) *message*."""
-        data: bytes = msgpack.packb(message, use_bin_type=True)
-        if self._fernet is not None:
-            sealed: bytes = self._fernet.encrypt(data)
-            return sealed
-        return data
-
-    def decode(self, data: bytes | memoryview) -> Message:
-        """Open and deserialise a payload; raises ``ValueError`` on anything malformed."""
-        if self._fernet is not None:
-            from cryptography.fernet import InvalidToken
-
-            try:
-                data = self._fernet.decrypt(bytes(data))
-            except InvalidToken:
-                raise ValueError("payload is not sealed with any configured key") from None
+    def __init__(self, keys: Sequence[str | bytes]) -> None:
         try:
-            message = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        except Exception as exc:  # msgpack raises several unrelated types
-            raise ValueError(f"payload is not valid msgpack: {exc}") from None
-        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            raise ValueError("payload is not a layer message (a dict with a 'type')")
-        return message
+            from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+        except ImportError:
+            raise LayerConfigError(
+                "symmetric_encryption_keys needs the cryptography package: "
+                "pip install 'chanlite-redis[crypto]'"
+            ) from None
+        self._fernet: Any = MultiFernet([Fernet(_fernet_key(key)) for key in keys])
+        self._invalid: type[Exception] = InvalidToken
+        self._inner = MsgpackCodec()
+
+    def encode(self, event: Event) -> bytes:
+        """Serialise and seal *event*."""
+        sealed: bytes = self._fernet.encrypt(self._inner.encode(event))
+        return sealed
+
+    def decode(self, data: bytes | memoryview) -> Event:
+        """Open and deserialise a payload; raises :class:`DecodeError` on anything else."""
+        try:
+            opened: bytes = self._fernet.decrypt(bytes(data))
+        except (self._invalid, TypeError, ValueError):
+            raise DecodeError("payload is not sealed with any configured key") from None
+        return self._inner.decode(opened)
+
+
+def make_codec(symmetric_encryption_keys: Sequence[str | bytes] | None = None) -> Codec:
+    """The layer's codec: sealed if keys are given, plain msgpack otherwise."""
+    if symmetric_encryption_keys:
+        return FernetCodec(symmetric_encryption_keys)
+    return MsgpackCodec()

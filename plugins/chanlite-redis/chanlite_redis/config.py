@@ -15,7 +15,7 @@ from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from chanlite.layers.base import LayerConfigError
+from chanlite.layers import LayerConfigError
 
 Host = str | tuple[str, int] | Sequence[Any] | Mapping[str, Any]
 

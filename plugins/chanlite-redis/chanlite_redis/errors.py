@@ -3,8 +3,9 @@
 ::
 
     chanlite.layers.LayerError
-     +-- RedisUnavailable      (also ConnectionError: Redis could not be reached in time)
-          +-- RedisAuthError   (Redis refused the credentials, or wants some)
+     +-- chanlite.layers.LayerUnavailable   (also ConnectionError)
+          +-- RedisUnavailable               (Redis could not be reached in time)
+               +-- RedisAuthError            (Redis refused the credentials, or wants some)
 
 :func:`layer_error` turns what redis-py raised into one of these, with a message that
 says what to do about it.
@@ -16,10 +17,10 @@ from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chanlite.layers.base import LayerError
+from chanlite.layers import LayerError, LayerUnavailable
 
 
-class RedisUnavailable(LayerError, ConnectionError):
+class RedisUnavailable(LayerUnavailable):
     """Redis could not be reached (refused, timed out, lost, or refused our credentials).
 
     Raised by ``send``, ``group_send``, ``group_add`` and friends during an outage instead

@@ -27,9 +27,8 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
-from chanlite.layers.base import LayerError
+from chanlite.layers import Codec, LayerError
 from chanlite_redis import scripts
-from chanlite_redis.codec import Codec
 from chanlite_redis.errors import layer_error
 from chanlite_redis.listener import Listener
 from chanlite_redis.local import LocalQueue

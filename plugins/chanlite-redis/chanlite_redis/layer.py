@@ -34,10 +34,9 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
-from chanlite.layers.base import BaseLayer, ChannelFull, LayerConfigError, Message
-from chanlite.layers.demux import LocalDemux
+from chanlite.layers import BaseLayer, ChannelFull, LayerConfigError, LocalDemux, Message
 from chanlite_redis import scripts
-from chanlite_redis.codec import Codec
+from chanlite_redis.codec import make_codec
 from chanlite_redis.config import Host, describe, make_pool, strip_query, url_from_hosts
 from chanlite_redis.errors import layer_error
 from chanlite_redis.inbox import Inbox
@@ -119,7 +118,7 @@ class RedisLayer(BaseLayer):
         self.max_connections = max_connections
         self.keys = scripts.Keys(prefix)
         self._extra = extra
-        self._codec = Codec(symmetric_encryption_keys)
+        self._codec = make_codec(symmetric_encryption_keys)
         self._where = describe(self.url)
         self._sender_tag = self.client_id.encode()
         if len(self._sender_tag) != _SENDER:

@@ -30,9 +30,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from chanlite.layers.base import Message
+from chanlite.layers import Codec, Message
 from chanlite_redis import scripts
-from chanlite_redis.codec import Codec
 from chanlite_redis.tasks import cancels_now, raise_if_cancelled_since
 
 logger = logging.getLogger("chanlite.layers.redis")
