@@ -54,6 +54,5 @@ def test_channel_full_is_channels_channel_full(layer: LayerSpec) -> None:
     run_check(layer, "channel_full")
 
 
-@pytest.mark.parametrize("layer", ["memory", "sqlite"], indirect=True)
 def test_sync_code_with_a_new_loop_per_call(layer: LayerSpec) -> None:
     run_check(layer, "sync_calls")
