@@ -6,7 +6,8 @@ Django Channels backend: ``"BACKEND": "chanlite_sqlite.SQLiteLayer"``.
 
 from __future__ import annotations
 
+from chanlite_sqlite.__about__ import __version__
+from chanlite_sqlite.errors import DatabaseFileError
 from chanlite_sqlite.layer import SQLiteLayer
-from chanlite_sqlite.schema import DatabaseFileError
 
-__all__ = ["DatabaseFileError", "SQLiteLayer"]
+__all__ = ["DatabaseFileError", "SQLiteLayer", "__version__"]

@@ -10,8 +10,10 @@ Each :class:`SQLiteLayer` object is one *process* of the layer (its ``client_id`
 
 Writes are batched (see :mod:`chanlite_sqlite.writer`); reading, waking, heartbeats and
 trimming happen in one thread per layer object (see :mod:`chanlite_sqlite.watcher`).
-Code without an event loop can use :meth:`SQLiteLayer.sync_send` and friends
-(see :mod:`chanlite_sqlite.sync`).
+Code without an event loop can use :meth:`SQLiteLayer.send_blocking` and
+:meth:`SQLiteLayer.group_send_blocking` (:class:`chanlite.layers.BlockingSends`, see
+:mod:`chanlite_sqlite.blocking`); local delivery goes through the toolkit's
+:class:`~chanlite.layers.LocalInbox`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import re
 import secrets
 import threading
 import time
-from collections import deque
+import warnings
 from collections.abc import Mapping, Sequence
 from os import PathLike, fspath
 from typing import Any, ClassVar
@@ -32,18 +34,13 @@ from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
-from chanlite.broadcast import BROADCAST
-from chanlite.layers.base import (
-    BaseLayer,
-    ChannelFull,
-    LayerConfigError,
-    Message,
-    release_pending,
-)
+from chanlite.broadcast import broadcast_event
+from chanlite.layers.base import BaseLayer, ChannelFull, LayerConfigError, Message
+from chanlite.layers.codec import MsgpackCodec
 from chanlite.layers.demux import LocalDemux
-from chanlite_sqlite import codec
+from chanlite.layers.inbox import LocalInbox
+from chanlite_sqlite.blocking import BlockingWriter
 from chanlite_sqlite.plain import PlainReceivers
-from chanlite_sqlite.sync import SyncSender
 from chanlite_sqlite.watcher import Incoming, Watcher
 from chanlite_sqlite.writer import (
     Ack,
@@ -53,7 +50,7 @@ from chanlite_sqlite.writer import (
     GroupSend,
     Send,
     Writer,
-    resolve,
+    connect_async,
 )
 
 logger = logging.getLogger("chanlite.layers.sqlite")
@@ -79,7 +76,7 @@ class SQLiteLayer(BaseLayer):
     lock before reporting the file as locked).
 
     The database is opened on first use; errors about the file (locked, read-only, not a
-    chanlite database) are :class:`~chanlite_sqlite.schema.DatabaseFileError` naming it.
+    chanlite database) are :class:`~chanlite_sqlite.DatabaseFileError` naming it.
     """
 
     url_options: ClassVar[Mapping[str, Any]] = {
@@ -137,14 +134,16 @@ class SQLiteLayer(BaseLayer):
         self._db: aiosqlite.Connection | None = None
         self._starting: asyncio.Task[None] | None = None
         self._closed = False
-        # Messages for local channels: (expires, channels, message, ack row id).
         self._lock = threading.Lock()
-        self._inbox: deque[tuple[float, tuple[str, ...], Message, int | None]] = deque()
-        self._pending: dict[str, int] = {}
-        self._inbox_waiter: asyncio.Future[None] | None = None
-        self._demux = LocalDemux(self.receive_local)
-        self._plain = PlainReceivers(lambda: self._writer)
-        self._sync: SyncSender | None = None
+        self._codec = MsgpackCodec()
+        # Messages for local channels. Expiry times cross processes: wall clock. Direct
+        # messages from other processes carry their row id, deleted once delivered.
+        self._inbox = LocalInbox(
+            expiry=expiry, capacity_of=self.get_capacity, clock=time.time, acknowledge=self._ack
+        )
+        self._demux = LocalDemux(self._inbox, prepare=self._start)
+        self._plain = PlainReceivers(lambda: self._writer, self._codec)
+        self._blocking: BlockingWriter | None = None
         self._pid = os.getpid()
         # (group, local channel) -> membership expiry, as this process added them.
         self._joined: dict[tuple[str, str], float] = {}
@@ -155,7 +154,7 @@ class SQLiteLayer(BaseLayer):
         if self._pid == os.getpid():
             return
         self._pid = os.getpid()
-        self._sync = None  # an sqlite3 connection must not cross a fork
+        self._blocking = None  # an sqlite3 connection must not cross a fork
         if self._writer is None:
             self.client_id = secrets.token_hex(6)
 
@@ -196,6 +195,8 @@ class SQLiteLayer(BaseLayer):
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
         task = self._starting
+        if task is not None and task.get_loop().is_closed():
+            task = None  # its loop ended mid-way (what it opened is released with it)
         if task is None:
             # A task of its own: a caller cancelled while waiting does not cancel start-up
             # for the others.
@@ -217,6 +218,7 @@ class SQLiteLayer(BaseLayer):
             heartbeat=self.heartbeat,
             heartbeat_timeout=self.heartbeat_timeout,
             deliver=self._deliver_incoming,
+            codec=self._codec,
             changed=self._plain.remote_change,
             memberships=self._own_memberships,
         )
@@ -224,14 +226,7 @@ class SQLiteLayer(BaseLayer):
         db: aiosqlite.Connection | None = None
         try:
             await asyncio.wrap_future(watcher.ready)
-            db = aiosqlite.connect(self.path, timeout=self.timeout, isolation_level=None)
-            # A layer that is never closed (Channels never closes its layers) must not
-            # keep the interpreter from exiting; the watcher thread is a daemon too.
-            thread = getattr(db, "_thread", None)
-            if isinstance(thread, threading.Thread):
-                thread.daemon = True
-            await db
-            await db.execute("PRAGMA synchronous=NORMAL")
+            db = await connect_async(self.path, self.timeout)
         except BaseException:
             watcher.stop()
             if db is not None:
@@ -241,14 +236,20 @@ class SQLiteLayer(BaseLayer):
         self._watcher, self._db = watcher, db
         self._writer = Writer(db, self.path, self.timeout, self)
 
+    async def reconnect(self) -> aiosqlite.Connection:
+        """A new write connection (the writer's died with an event loop)."""
+        return await connect_async(self.path, self.timeout)
+
     # -- writer hooks ---------------------------------------------------------------------
 
     def committed_group_send(self, op: GroupSend) -> None:
-        """Deliver a committed group message to this process's members (one item)."""
-        for channel in op.dropped:
-            self.count_drop(op.group, channel)
+        """Queue a committed group message for this process's members (one entry).
+
+        Members that are full are left in ``op.full`` for :meth:`group_send`, which may
+        wait for this process's reader before counting them as drops.
+        """
         if op.local:
-            self._deliver_local(op.local, codec.decode(op.payload), op.expires, None, op.group)
+            op.full = self._inbox.offer(op.local, op.event, expires=op.expires)
 
     def committed_plain(self, channels: set[str]) -> None:
         """Rows were just added to *channels*: local receivers claim them now."""
@@ -269,75 +270,31 @@ class SQLiteLayer(BaseLayer):
         if self._watcher is not None and ports:
             self._watcher.poke(ports)
 
-    # -- local delivery (any thread) ---------------------------------------------------
+    # -- local delivery -----------------------------------------------------------------
 
     def _deliver_incoming(self, batch: list[Incoming]) -> None:
         # Called by the watcher thread with messages other processes wrote for us.
-        with self._lock:
-            self._expire_local(time.time())
-            for item in batch:
-                self._enqueue(item.channels, item.message, item.expires, item.ack, item.group)
-            waiter = self._inbox_waiter
-        if waiter is not None:
-            resolve(waiter)
-
-    def _deliver_local(
-        self,
-        channels: Sequence[str],
-        message: Message,
-        expires: float,
-        ack: int | None,
-        group: str,
-    ) -> bool:
-        """Queue one item for local *channels*; full ones are dropped (counted for groups)."""
-        with self._lock:
-            self._expire_local(time.time())
-            queued = self._enqueue(channels, message, expires, ack, group)
-            waiter = self._inbox_waiter
-        if queued and waiter is not None:
-            resolve(waiter)
-        return queued
-
-    def _enqueue(
-        self,
-        channels: Sequence[str],
-        message: Message,
-        expires: float,
-        ack: int | None,
-        group: str,
-    ) -> bool:
-        # Holding self._lock.
-        pending = self._pending
-        accepted = []
-        for channel in channels:
-            if pending.get(channel, 0) >= self.get_capacity(channel):
-                if group:
-                    self.count_drop(group, channel)
+        inbox = self._inbox
+        for item in batch:
+            full = inbox.offer(item.channels, item.message, expires=item.expires, ack=item.ack)
+            if not full:
+                continue
+            if item.group:
+                self.count_drops(item.group, full, len(item.channels))
             else:
-                accepted.append(channel)
-        if not accepted:
-            if ack is not None:
                 # The sender saw room in the file, but group messages fill the channel
                 # here. The row stays (counting against the channel) until it expires.
                 logger.warning(
                     "Direct message to %r dropped: the channel is full (capacity %d)",
-                    channels[0],
-                    self.get_capacity(channels[0]),
+                    full[0],
+                    self.get_capacity(full[0]),
                 )
-            return False
-        for channel in accepted:
-            pending[channel] = pending.get(channel, 0) + 1
-        self._inbox.append((expires, tuple(accepted), message, ack))
-        return True
 
-    def _expire_local(self, now: float) -> None:
-        # Expired rows left in the file are trimmed by the heartbeat; no ack needed.
-        inbox = self._inbox
-        while inbox and inbox[0][0] <= now:
-            self._release(inbox.popleft()[1])
-
-    def _release(self, channels: tuple[str, ...]) -> None:
-        release_pending(self._pending, channels)
+    def _ack(self, rows: list[int]) -> None:
+        # Direct messages from other processes left the inbox: delete their rows.
+        writer = self._writer
+        if writer is not None:
+            writer.submit(Ack(rows))
 
     # -- direct messages -------------------------------------------------------------------
 
@@ -345,13 +302,11 @@ class SQLiteLayer(BaseLayer):
         """Queue *message* on *channel*; raise :class:`ChannelFull` at capacity."""
         self.require_valid_message(message)
         self.require_valid_channel_name(channel)
-        payload = codec.encode(message)
+        payload, copy = self._codec.encode_copy(message)
         now = time.time()
         if self.is_local(channel):
             # Our own channel: straight into the inbox, the file is not involved.
-            if not self._deliver_local(
-                (channel,), codec.decode(payload), now + self.expiry, None, ""
-            ):
+            if self._inbox.offer((channel,), copy, expires=now + self.expiry):
                 raise ChannelFull(channel)
             return
         writer = await self._start()
@@ -377,36 +332,8 @@ class SQLiteLayer(BaseLayer):
 
     async def receive_local(self) -> tuple[Sequence[str], Message]:
         """Wait for the next message for any channel made by :meth:`new_channel` here."""
-        writer = await self._start()
-        loop = asyncio.get_running_loop()
-        while True:
-            acks: list[int] = []
-            found = None
-            with self._lock:
-                now = time.time()
-                inbox = self._inbox
-                while inbox:
-                    expires, channels, message, ack = inbox.popleft()
-                    self._release(channels)
-                    if ack is not None:
-                        acks.append(ack)
-                    if expires > now:
-                        found = channels, message
-                        break
-                waiter = None
-                if found is None:
-                    waiter = self._inbox_waiter = loop.create_future()
-            if acks:
-                writer.submit(Ack(acks))
-            if found is not None:
-                return found
-            assert waiter is not None
-            try:
-                await waiter
-            finally:
-                with self._lock:
-                    if self._inbox_waiter is waiter:
-                        self._inbox_waiter = None
+        await self._start()
+        return await self._inbox.get()
 
     # -- groups -------------------------------------------------------------------------------
 
@@ -448,51 +375,76 @@ class SQLiteLayer(BaseLayer):
         """
         self.require_valid_group_name(group)
         self.require_valid_message(message)
-        payload = codec.encode(message)
+        payload, copy = self._codec.encode_copy(message)
         writer = await self._start()
-        await writer.call(GroupSend(group, payload, time.time() + self.expiry, None))
+        op = GroupSend(group, payload, copy, time.time() + self.expiry, None)
+        await writer.call(op)
+        full = op.full
+        if full:
+            inbox = self._inbox
+            try:
+                if inbox.reader_active() and await inbox.wait_for_room(full):
+                    # This process filled its own members faster than its reader drains
+                    # them (a loop that never yields): the reader made room meanwhile.
+                    full = inbox.offer(full, copy, expires=op.expires)
+            finally:
+                self.count_drops(group, [*full, *op.dropped], len(op.local) + len(op.plain))
+        elif op.dropped:
+            self.count_drops(group, op.dropped, len(op.local) + len(op.plain) + len(op.dropped))
 
-    # -- sync API -----------------------------------------------------------------------------
+    # -- blocking sends (chanlite.layers.BlockingSends) ------------------------------------
 
-    def _sync_sender(self) -> SyncSender:
+    def _blocking_writer(self) -> BlockingWriter:
         self._after_fork()
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
-        sender = self._sync
-        if sender is None:
+        writer = self._blocking
+        if writer is None:
             with self._lock:
-                sender = self._sync
-                if sender is None:
-                    sender = self._sync = SyncSender(self)
-        return sender
+                writer = self._blocking
+                if writer is None:
+                    writer = self._blocking = BlockingWriter(
+                        self.path,
+                        timeout=self.timeout,
+                        expiry=self.expiry,
+                        capacity_of=self.get_capacity,
+                    )
+        return writer
 
-    def sync_send(self, channel: str, message: Message) -> None:
+    def send_blocking(self, channel: str, message: Message) -> None:
         """Send to *channel* from code with no event loop (any thread); may raise ChannelFull.
 
         Uses a plain ``sqlite3`` connection: no event loop, no thread hop.
         """
         self.require_valid_message(message)
         self.require_valid_channel_name(channel)
-        self._sync_sender().send(channel, self._owner(channel), codec.encode(message))
+        payload = self._codec.encode(message)
+        self._blocking_writer().send(channel, self._owner(channel), payload)
 
-    def sync_group_send(self, group: str, message: Message) -> None:
+    def group_send_blocking(self, group: str, message: Message) -> None:
         """Send *message* to *group* from code with no event loop (any thread)."""
         self.require_valid_group_name(group)
         self.require_valid_message(message)
-        self._sync_sender().group_send(group, codec.encode(message))
+        payload = self._codec.encode(message)
+        _, dropped = self._blocking_writer().group_send(group, payload)
+        self.count_drops(group, dropped)
+
+    def sync_send(self, channel: str, message: Message) -> None:
+        """Deprecated: use :meth:`send_blocking` (or ``chanlite.sync``)."""
+        _deprecated("sync_send", "send_blocking")
+        self.send_blocking(channel, message)
+
+    def sync_group_send(self, group: str, message: Message) -> None:
+        """Deprecated: use :meth:`group_send_blocking` (or ``chanlite.sync``)."""
+        _deprecated("sync_group_send", "group_send_blocking")
+        self.group_send_blocking(group, message)
 
     def sync_broadcast(
         self, group: str, *, text: str | None = None, bytes: bytes | None = None
     ) -> None:
-        """Have every member socket of *group* sent one frame (chanlite's broadcast event)."""
-        if (text is None) == (bytes is None):
-            raise TypeError("sync_broadcast() takes exactly one of text= or bytes=")
-        event: Message = {"type": BROADCAST}
-        if text is not None:
-            event["text"] = text
-        else:
-            event["bytes"] = bytes
-        self.sync_group_send(group, event)
+        """Deprecated: use ``chanlite.sync.SyncSender(layer_url).broadcast(...)``."""
+        _deprecated("sync_broadcast", "chanlite.sync.broadcast")
+        self.group_send_blocking(group, broadcast_event(text=text, bytes=bytes))
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -500,9 +452,9 @@ class SQLiteLayer(BaseLayer):
         """Drop every message and membership in the file, and this process's queued ones."""
         writer = await self._start()
         await writer.call(Flush(None))
+        self._demux.clear()
+        self._inbox.clear()
         with self._lock:
-            self._inbox.clear()
-            self._pending.clear()
             self._joined.clear()
         self._plain.clear()
 
@@ -536,6 +488,14 @@ class SQLiteLayer(BaseLayer):
         if watcher is not None:
             watcher.stop()
             await asyncio.get_running_loop().run_in_executor(None, watcher.join, 5)
-        if self._sync is not None:
-            self._sync.close()
+        if self._blocking is not None:
+            self._blocking.close()
         self._plain.close()
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(
+        f"SQLiteLayer.{old}() is deprecated; use {new}() instead",
+        DeprecationWarning,
+        stacklevel=3,
+    )

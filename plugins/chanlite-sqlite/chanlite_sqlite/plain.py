@@ -10,12 +10,15 @@ next receiver in this process, so nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 
-from chanlite.layers.base import Message
-from chanlite_sqlite import codec
+from chanlite.layers.base import DecodeError, Message
+from chanlite.layers.codec import Codec
 from chanlite_sqlite.writer import Claim, Writer, resolve
+
+logger = logging.getLogger("chanlite.layers.sqlite")
 
 
 class _Queue:
@@ -33,8 +36,9 @@ class _Queue:
 class PlainReceivers:
     """``receive()`` for plain channel names, on top of the writer's claims."""
 
-    def __init__(self, writer: Callable[[], Writer | None]) -> None:
+    def __init__(self, writer: Callable[[], Writer | None], codec: Codec) -> None:
         self._writer = writer
+        self._codec = codec
         self._queues: dict[str, _Queue] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -115,8 +119,12 @@ class PlainReceivers:
         def done(payloads: list[bytes]) -> None:
             queue.claiming = False
             for payload in payloads:
-                message = codec.decode(payload)
-                while queue.waiters and queue.waiters[0].done():
+                try:
+                    message = self._codec.decode(payload)
+                except DecodeError as exc:
+                    logger.error("Skipping an undecodable message on %r: %s", channel, exc)
+                    continue
+                while queue.waiters and _gone(queue.waiters[0]):
                     queue.waiters.popleft()
                 if queue.waiters:
                     resolve(queue.waiters.popleft(), message)
@@ -128,3 +136,8 @@ class PlainReceivers:
                 self._forget_if_idle(channel, queue)
 
         writer.submit(Claim(channel, max(1, len(queue.waiters)), done))
+
+
+def _gone(waiter: asyncio.Future[Message]) -> bool:
+    # Cancelled, or left on an event loop that has ended: nobody will take a message.
+    return waiter.done() or waiter.get_loop().is_closed()

@@ -20,7 +20,7 @@ import os
 import sqlite3
 import time
 
-from chanlite.layers.base import LayerError
+from chanlite_sqlite.errors import DatabaseFileError
 
 #: The layout this release writes; files at an older version are migrated on open.
 SCHEMA_VERSION = 1
@@ -70,14 +70,12 @@ CREATE INDEX chanlite_groups_owner ON chanlite_groups (owner, grp);
 MIGRATIONS: dict[int, str] = {1: _V1}
 
 
-class DatabaseFileError(LayerError):
-    """The layer's SQLite file cannot be used: locked, read-only, corrupt or not ours."""
-
-
 def describe_error(path: str, exc: sqlite3.Error, timeout: float) -> DatabaseFileError:
     """Turn an sqlite3 error about *path* into a message that says what to do."""
     text = str(exc).lower()
-    if "locked" in text or "busy" in text:
+    if os.path.isdir(path):
+        reason = "is a directory. Point the layer at a file, e.g. sqlite:///chat.db"
+    elif "locked" in text or "busy" in text:
         reason = (
             f"is locked by another process (waited {timeout:g} s). Another program holds a "
             "write lock on it; close it, or raise the layer's timeout option"
@@ -222,3 +220,16 @@ def open_database(path: str, timeout: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """``(device, inode)`` of *path*, or None if it is gone: it changes if it is replaced.
+
+    An open connection keeps using a deleted file's inode, which nobody else can reach;
+    comparing identities is how the layer notices (see the watcher's heartbeat).
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

@@ -31,7 +31,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
-from chanlite_sqlite import codec
+from chanlite.layers.base import DecodeError
+from chanlite.layers.codec import Codec
 from chanlite_sqlite.schema import describe_error, open_database
 
 logger = logging.getLogger("chanlite.layers.sqlite")
@@ -70,6 +71,7 @@ class Watcher(threading.Thread):
         heartbeat: float,
         heartbeat_timeout: float,
         deliver: Deliver,
+        codec: Codec,
         changed: Callable[[], None],
         memberships: Callable[[], list[tuple[str, str, float]]] = list,
     ) -> None:
@@ -81,6 +83,7 @@ class Watcher(threading.Thread):
         self.heartbeat = heartbeat
         self.heartbeat_timeout = heartbeat_timeout
         self._deliver = deliver
+        self._codec = codec
         self._changed = changed
         self._memberships = memberships
         self.ready: Future[None] = Future()
@@ -235,8 +238,8 @@ class Watcher(threading.Thread):
             else:
                 channels, ack = (channel,), row_id
             try:
-                message = codec.decode(payload)
-            except Exception as exc:
+                message = self._codec.decode(payload)
+            except DecodeError as exc:
                 logger.error("Skipping undecodable message %d in %s: %s", row_id, self.path, exc)
                 continue
             batch.append(Incoming(ack, channels, expires, message, grp))

@@ -13,6 +13,7 @@ Results are applied after the commit, in order, through :class:`Hooks`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -76,11 +77,13 @@ class Send:
 class GroupSend:
     group: str
     payload: bytes
+    event: dict[str, Any]  # the decoded copy local members get
     expires: float
     future: asyncio.Future[None] | None
     local: list[str] = field(default_factory=list)
     plain: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # plain-named members that were full
+    full: list[str] = field(default_factory=list)  # local members that were full
 
 
 @dataclass(slots=True)
@@ -128,7 +131,7 @@ class Hooks(Protocol):
     def get_capacity(self, channel: str) -> int: ...
 
     def committed_group_send(self, op: GroupSend) -> None:
-        """Deliver a committed group message to local members; count drops."""
+        """Queue a committed group message for local members; the full ones in ``op.full``."""
 
     def committed_plain(self, channels: set[str]) -> None:
         """Rows were added to these plain channels: wake local receivers."""
@@ -137,6 +140,10 @@ class Hooks(Protocol):
         """UDP ports to poke: the owners' or, for None, every peer's."""
 
     def poke(self, ports: list[int]) -> None: ...
+
+    async def reconnect(self) -> aiosqlite.Connection:
+        """A new write connection."""
+        ...
 
 
 class Writer:
@@ -176,12 +183,37 @@ class Writer:
         self.submit(op)
         await op.future
 
+    async def _replace_connection(self) -> None:
+        logger.warning(
+            "The write connection to %s stopped with an event loop that closed mid-write; "
+            "reconnecting",
+            self.path,
+        )
+        conn = getattr(self.db, "_connection", None)
+        if isinstance(conn, sqlite3.Connection):
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()  # rolls back what it held, releasing the write lock
+        self.db = await self.hooks.reconnect()
+
     async def drained(self) -> None:
-        """Wait until nothing is queued or running."""
+        """Wait until nothing is queued or running.
+
+        A drain left on an event loop that has stopped is taken over on this one.
+        """
+        loop = asyncio.get_running_loop()
         while True:
             with self._lock:
                 if not self._draining and not self._queue:
                     return
+                home = self._drain_loop
+                stale = home is not None and home is not loop and not home.is_running()
+                if stale:
+                    self._draining = True
+                    self._drain_loop = loop
+                    self._generation += 1
+                    generation = self._generation
+            if stale:
+                self._task = loop.create_task(self._drain(generation))
             await asyncio.sleep(0.001)
 
     async def _drain(self, generation: int) -> None:
@@ -208,8 +240,10 @@ class Writer:
             raise
 
     async def _run(self, batch: list[Op]) -> None:
-        db = self.db
         try:
+            if not _worker_alive(self.db):
+                await self._replace_connection()
+            db = self.db
             if db.in_transaction:  # left open by a drain whose loop stopped
                 await db.execute("ROLLBACK")
             group_sends = [op for op in batch if isinstance(op, GroupSend)]
@@ -396,6 +430,32 @@ class Writer:
                 op.plain.append(channel)
                 rows.append((channel, "", "", me, op.expires, op.payload))
         await self.db.executemany(_INSERT, rows)
+
+
+async def connect_async(path: str, timeout: float) -> aiosqlite.Connection:
+    """The write connection: autocommit, NORMAL sync, a daemon worker thread."""
+    # check_same_thread=False: if the worker thread dies (below), the connection can
+    # still be closed, releasing any lock it held, from the event loop's thread.
+    db = aiosqlite.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    # A layer that is never closed (Channels never closes its layers) must not keep the
+    # interpreter from exiting; the watcher thread is a daemon too.
+    thread = getattr(db, "_thread", None)
+    if isinstance(thread, threading.Thread):
+        thread.daemon = True
+    await db
+    try:
+        await db.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+def _worker_alive(db: aiosqlite.Connection) -> bool:
+    # aiosqlite's worker thread dies when the event loop of a call in flight has closed
+    # (it cannot hand the result back); every later call on it would wait forever.
+    thread = getattr(db, "_thread", None)
+    return not isinstance(thread, threading.Thread) or thread.is_alive()
 
 
 def _fail(batch: Sequence[Op], error: BaseException) -> None:

@@ -61,9 +61,9 @@ async def handle(layer: SQLiteLayer, command: dict[str, Any]) -> dict[str, Any]:
     elif op == "receive":
         return {"message": await layer.receive(command["channel"])}
     elif op == "sync_send":
-        await asyncio.to_thread(layer.sync_send, command["channel"], command["message"])
+        await asyncio.to_thread(layer.send_blocking, command["channel"], command["message"])
     elif op == "sync_group_send":
-        await asyncio.to_thread(layer.sync_group_send, command["group"], command["message"])
+        await asyncio.to_thread(layer.group_send_blocking, command["group"], command["message"])
     elif op == "burst":
         task = asyncio.ensure_future(
             burst(layer, command["group"], command["count"], command["window"])

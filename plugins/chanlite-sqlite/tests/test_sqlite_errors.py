@@ -87,7 +87,7 @@ async def test_unencodable_message_names_the_key_and_writes_nothing(tmp_path: Pa
         with pytest.raises(TypeError, match=r"message\['items'\]\[1\] is object"):
             await layer.send("plain", {"type": "x", "items": [1, object()]})
         with pytest.raises(TypeError, match=r"the key \(1, 2\) in message\['d'\]"):
-            layer.sync_group_send("g", {"type": "x", "d": {(1, 2): "tuple key"}})
+            layer.group_send_blocking("g", {"type": "x", "d": {(1, 2): "tuple key"}})
         assert _rows(db) == 0
         assert await _nothing_local(layer)
     finally:
@@ -124,7 +124,7 @@ async def test_not_a_chanlite_database(tmp_path: Path) -> None:
     junk.write_text("these are my notes, not a database\n" * 200)
     layer = SQLiteLayer(junk)
     with pytest.raises(DatabaseFileError, match=rf"{junk} is not an SQLite database"):
-        layer.sync_send("c", {"type": "x"})
+        layer.send_blocking("c", {"type": "x"})
     await layer.close()
 
 
@@ -150,7 +150,7 @@ def read_only_file(tmp_path: Path) -> Iterator[Path]:
     db = tmp_path / "ro.db"
     conn = sqlite3.connect(db)
     conn.close()
-    SQLiteLayer(db).sync_send("warm", {"type": "up"})  # a valid chanlite file
+    SQLiteLayer(db).send_blocking("warm", {"type": "up"})  # a valid chanlite file
     for extra in ("-wal", "-shm"):
         Path(f"{db}{extra}").unlink(missing_ok=True)
     db.chmod(0o444)
@@ -174,7 +174,7 @@ async def test_read_only_file(read_only_file: Path) -> None:
     with pytest.raises(DatabaseFileError, match=rf"{read_only_file} is read-only"):
         await layer.group_add("g", "c")
     with pytest.raises(DatabaseFileError, match=rf"{read_only_file} is read-only"):
-        layer.sync_group_send("g", {"type": "x"})
+        layer.group_send_blocking("g", {"type": "x"})
     await layer.close()
 
 
@@ -190,7 +190,7 @@ sys.stdin.read()
 
 async def test_locked_file(tmp_path: Path) -> None:
     db = tmp_path / "locked.db"
-    SQLiteLayer(db).sync_send("warm", {"type": "up"})
+    SQLiteLayer(db).send_blocking("warm", {"type": "up"})
     locker = subprocess.Popen(
         [sys.executable, "-c", LOCKER, str(db)],
         stdin=subprocess.PIPE,
@@ -204,7 +204,7 @@ async def test_locked_file(tmp_path: Path) -> None:
         with pytest.raises(DatabaseFileError, match=rf"{db} is locked by another process"):
             await layer.group_send("g", {"type": "x"})
         with pytest.raises(DatabaseFileError, match=rf"{db} is locked by another process"):
-            layer.sync_send("c", {"type": "x"})
+            layer.send_blocking("c", {"type": "x"})
     finally:
         assert locker.stdin is not None
         locker.stdin.close()

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from chanlite_sqlite import SQLiteLayer
 
+from chanlite.broadcast import broadcast_event
+from chanlite.layers import BlockingSends
+
 pytestmark = pytest.mark.timeout(30)
 
 
@@ -51,9 +54,9 @@ async def test_sync_calls_from_threads_reach_this_process_too(layer: SQLiteLayer
 
     def work() -> None:
         try:
-            layer.sync_group_send("room", {"type": "from.thread"})
-            layer.sync_send(mine, {"type": "direct.from.thread"})
-            layer.sync_broadcast("room", bytes=b"\x00frame")
+            layer.group_send_blocking("room", {"type": "from.thread"})
+            layer.send_blocking(mine, {"type": "direct.from.thread"})
+            layer.group_send_blocking("room", broadcast_event(bytes=b"\x00frame"))
         except BaseException as exc:
             errors.append(exc)
 
@@ -67,8 +70,22 @@ async def test_sync_calls_from_threads_reach_this_process_too(layer: SQLiteLayer
         ([mine], {"type": "direct.from.thread"}),
         ([mine], {"type": "chanlite.broadcast", "bytes": b"\x00frame"}),
     ]
-    with pytest.raises(TypeError, match="exactly one of"):
+    assert isinstance(layer, BlockingSends)
+
+
+async def test_old_sync_names_warn_and_still_work(layer: SQLiteLayer) -> None:
+    mine = await layer.new_channel()
+    await layer.group_add("room", mine)
+    with pytest.warns(DeprecationWarning, match="use send_blocking"):
+        await asyncio.to_thread(layer.sync_send, mine, {"type": "a"})
+    with pytest.warns(DeprecationWarning, match="use group_send_blocking"):
+        await asyncio.to_thread(layer.sync_group_send, "room", {"type": "b"})
+    with pytest.warns(DeprecationWarning, match="chanlite.sync.broadcast"):
+        await asyncio.to_thread(layer.sync_broadcast, "room", text="c")
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="exactly one of"):
         layer.sync_broadcast("room")
+    got = [(await asyncio.wait_for(layer.receive_local(), 5))[1] for _ in range(3)]
+    assert got == [{"type": "a"}, {"type": "b"}, {"type": "chanlite.broadcast", "text": "c"}]
 
 
 async def test_close_unregisters_the_process_and_its_memberships(tmp_path: Path) -> None:

@@ -100,6 +100,7 @@ async def test_plain_channel_is_a_queue_shared_by_processes(start_peer: StartPee
 SYNC_SENDER = textwrap.dedent(
     """
     import asyncio, sys, threading
+    from chanlite.broadcast import broadcast_event
     from chanlite_sqlite import SQLiteLayer
 
     layer = SQLiteLayer(sys.argv[1])
@@ -107,7 +108,7 @@ SYNC_SENDER = textwrap.dedent(
 
     def send(i):
         try:
-            layer.sync_group_send("room", {"type": "from.thread", "i": i})
+            layer.group_send_blocking("room", {"type": "from.thread", "i": i})
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -116,8 +117,8 @@ SYNC_SENDER = textwrap.dedent(
         thread.start()
     for thread in threads:
         thread.join()
-    layer.sync_send(sys.argv[2], {"type": "direct.sync"})
-    layer.sync_broadcast("room", text="frame")
+    layer.send_blocking(sys.argv[2], {"type": "direct.sync"})
+    layer.group_send_blocking("room", broadcast_event(text="frame"))
     assert not errors, errors
     try:
         asyncio.get_running_loop()

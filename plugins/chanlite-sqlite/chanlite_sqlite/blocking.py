@@ -5,6 +5,9 @@ start no event loop and no thread. A call is one short ``BEGIN IMMEDIATE ... COM
 0.2 ms) followed by a UDP poke to the processes that should read it. Rows are written with
 an empty ``origin`` so that the layer object's own reader (if this process also serves
 sockets) delivers them to its local channels like any other process would.
+
+:class:`BlockingWriter` knows the file, not the layer: the layer implements
+:class:`chanlite.layers.BlockingSends` with it.
 """
 
 from __future__ import annotations
@@ -15,13 +18,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from chanlite.layers.base import ChannelFull
-from chanlite_sqlite.schema import describe_error, open_database
-
-if TYPE_CHECKING:
-    from chanlite_sqlite.layer import SQLiteLayer
+from chanlite_sqlite.schema import describe_error, file_identity, open_database
 
 _INSERT = (
     "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload) "
@@ -29,41 +28,62 @@ _INSERT = (
 )
 
 
-class SyncSender:
-    """Blocking ``send``/``group_send`` for one :class:`SQLiteLayer`."""
+class BlockingWriter:
+    """Blocking ``send``/``group_send`` of encoded payloads into one database file.
 
-    def __init__(self, layer: SQLiteLayer) -> None:
-        self.layer = layer
+    *capacity_of* gives a channel's capacity; *expiry* is how long a message lives.
+    """
+
+    def __init__(
+        self, path: str, *, timeout: float, expiry: float, capacity_of: Callable[[str], int]
+    ) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.expiry = expiry
+        self.capacity_of = capacity_of
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
         self._sock: socket.socket | None = None
 
     def _open(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = open_database(self.layer.path, self.layer.timeout)
-            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self._sock.setblocking(False)
-        return self._conn
+        conn = self._conn
+        if conn is not None and self._identity != file_identity(self.path):
+            # The file was deleted or replaced since we opened it: writing to the old
+            # inode would reach nobody. Open the path again (a new file is created).
+            conn.close()
+            conn = self._conn = None
+        if conn is None:
+            conn = self._conn = open_database(self.path, self.timeout)
+            self._identity = file_identity(self.path)
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self._sock.setblocking(False)
+        return conn
 
-    def send(self, channel: str, owner: str, payload: bytes) -> None:
-        """Store one direct message; raise :class:`ChannelFull` at capacity."""
-        layer = self.layer
+    def send(self, channel: str, owner: str, payload: bytes) -> int:
+        """Store one direct message; raise :class:`ChannelFull` at capacity.
+
+        Returns how many processes were told (0: the owner is not registered).
+        """
 
         def write(conn: sqlite3.Connection, now: float) -> list[int]:
             if not self._has_room(conn, channel, now):
                 raise ChannelFull(channel)
-            conn.execute(_INSERT, (channel, owner, "", now + layer.expiry, payload))
+            conn.execute(_INSERT, (channel, owner, "", now + self.expiry, payload))
             return self._ports(conn, owner)
 
-        self._transaction(write)
+        return self._transaction(write)
 
-    def group_send(self, group: str, payload: bytes) -> None:
-        """Store one group message (plus one row per plain-named member)."""
-        layer = self.layer
+    def group_send(self, group: str, payload: bytes) -> tuple[int, list[str]]:
+        """Store one group message (plus one row per plain-named member).
+
+        Returns ``(processes told, plain-named members that were full)``.
+        """
         dropped: list[str] = []
 
         def write(conn: sqlite3.Connection, now: float) -> list[int]:
-            expires = now + layer.expiry
+            expires = now + self.expiry
             conn.execute(_INSERT, ("", "", group, expires, payload))
             plain = conn.execute(
                 "SELECT channel FROM chanlite_groups WHERE grp = ? AND owner = '' AND expires > ?",
@@ -76,13 +96,10 @@ class SyncSender:
                     dropped.append(channel)
             return self._ports(conn, None)
 
-        self._transaction(write)
-        for channel in dropped:
-            layer.count_drop(group, channel)
+        return self._transaction(write), dropped
 
-    def _transaction(self, write: Callable[[sqlite3.Connection, float], list[int]]) -> None:
+    def _transaction(self, write: Callable[[sqlite3.Connection, float], list[int]]) -> int:
         """Run *write* in one ``BEGIN IMMEDIATE ... COMMIT``, then poke the readers it names."""
-        layer = self.layer
         with self._lock:
             conn = self._open()
             try:
@@ -94,8 +111,9 @@ class SyncSender:
                     raise
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise describe_error(layer.path, exc, layer.timeout) from None
+                raise describe_error(self.path, exc, self.timeout) from None
             self._poke(ports)
+            return len(ports)
 
     def _has_room(self, conn: sqlite3.Connection, channel: str, now: float) -> bool:
         (count,) = conn.execute(
@@ -103,7 +121,7 @@ class SyncSender:
             "AND channel != '' AND expires > ?",
             (channel, now),
         ).fetchone()
-        return bool(count < self.layer.get_capacity(channel))
+        return bool(count < self.capacity_of(channel))
 
     @staticmethod
     def _ports(conn: sqlite3.Connection, owner: str | None) -> list[int]:
