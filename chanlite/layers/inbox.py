@@ -167,45 +167,20 @@ class LocalInbox:
                     room.append(channel)
                 else:
                     full.append(channel)
-            if room:
-                self._items.append(
-                    (now + self._expiry if expires is None else expires, tuple(room), event, ack)
-                )
-                waiters = self._take_waiters()
-            else:
-                waiters = None
+            waiters = self._append(now, expires, room, event, ack) if room else None
         if waiters:
             for waiter in waiters:
                 wake(waiter)
         return full
 
-    def put(
-        self,
-        channels: Sequence[str],
-        event: Event,
-        *,
-        expires: float | None = None,
-        ack: Any = None,
-    ) -> None:
-        """Queue *event* for *channels* whatever their counts (the caller checked room)."""
-        if not channels:
-            return
-        with self._lock:
-            now = self._clock()
-            self._expire(now)
-            pending = self._pending
-            for channel in channels:
-                pending[channel] = pending.get(channel, 0) + 1
-            self._items.append(
-                (now + self._expiry if expires is None else expires, tuple(channels), event, ack)
-            )
-            waiters = self._take_waiters()
-        for waiter in waiters:
-            wake(waiter)
-
-    def _take_waiters(self) -> list[asyncio.Future[None]]:
-        # Holding the lock. Every waiter is woken: each looks again, and one whose call was
-        # cancelled meanwhile leaves the entry for the others.
+    def _append(
+        self, now: float, expires: float | None, channels: Sequence[str], event: Event, ack: Any
+    ) -> list[asyncio.Future[None]]:
+        # Holding the lock: queue the entry and take the waiters to wake. Every waiter is
+        # woken: each looks again, and one whose call was cancelled leaves it to the others.
+        self._items.append(
+            (now + self._expiry if expires is None else expires, tuple(channels), event, ack)
+        )
         waiters = self._waiters
         if waiters:
             self._waiters = []
@@ -250,18 +225,6 @@ class LocalInbox:
                                 self._waiters.remove(waiter)
         finally:
             self._getting -= 1
-
-    def get_nowait(self) -> tuple[tuple[str, ...], Event] | None:
-        """The next unexpired entry, or None; its counts are released."""
-        with self._lock:
-            entry = self._pop_live(self._clock(), False)
-            acks, self._unacked = self._unacked, []
-            rooms = self._take_room_waiters()
-        for room in rooms:
-            wake(room)
-        if acks and self._acknowledge is not None:
-            self._acknowledge(acks)
-        return None if entry is None else (entry[1], entry[2])
 
     def release(self, channel: str) -> None:
         """Give back the count of one event held for *channel* (see ``get_entry(hold=True)``)."""
