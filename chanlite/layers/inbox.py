@@ -208,10 +208,13 @@ class LocalInbox:
                     if entry is None:
                         waiter = asyncio.get_running_loop().create_future()
                         self._waiters.append(waiter)
-                    acks, self._unacked = self._unacked, []
+                    acks = self._unacked
+                    if acks:
+                        self._unacked = []
                     rooms = self._take_room_waiters()
-                for room in rooms:
-                    wake(room)
+                if rooms:
+                    for room in rooms:
+                        wake(room)
                 if acks and self._acknowledge is not None:
                     self._acknowledge(acks)
                 if entry is not None:

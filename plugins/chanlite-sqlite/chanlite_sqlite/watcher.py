@@ -117,7 +117,10 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         try:
             self._conn = open_database(self.path, self.timeout)
-            self._register()
+            try:
+                self._register()
+            except sqlite3.Error as exc:  # read-only or locked: say so, not sqlite3's words
+                raise describe_error(self.path, exc, self.timeout) from None
         except BaseException as exc:
             with contextlib.suppress(InvalidStateError):
                 self.ready.set_exception(exc)
