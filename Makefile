@@ -25,9 +25,11 @@ run: setup
 system-deps:
 	bash scripts/system-deps.sh
 
+## Style, formatting and the import contracts (the layering in docs/architecture.md).
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy chanlite $(foreach d,$(PLUGIN_DIRS),$(d)/$(subst -,_,$(notdir $(d))))
