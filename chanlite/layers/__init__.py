@@ -1,24 +1,42 @@
 """Channel layers: the contract, the toolkit for writing one (see README.md), the registry."""
 
-from chanlite.layers.base import (
-    BaseLayer,
-    BlockingSends,
+from chanlite.layers.base import BaseLayer, BlockingSends, Event, Message
+from chanlite.layers.codec import Codec, MsgpackCodec
+from chanlite.layers.demux import LocalDemux
+from chanlite.layers.errors import (
     ChannelFull,
     DecodeError,
-    Event,
     ForeignChannel,
     LayerConfigError,
     LayerError,
     LayerNotFound,
     LayerUnavailable,
-    Message,
+    NotSupported,
 )
-from chanlite.layers.codec import Codec, MsgpackCodec
-from chanlite.layers.demux import LocalDemux
 from chanlite.layers.inbox import LocalInbox
 from chanlite.layers.registry import get_layer, installed_layers, layer_class
+from chanlite.layers.streams import (
+    PRESENCE_DIFF,
+    HistoryError,
+    HistoryGap,
+    HistoryPage,
+    HistoryPolicies,
+    HistoryPolicy,
+    PresenceError,
+    StreamPosition,
+    check_limit,
+    check_position,
+    check_presence,
+    check_since,
+    check_stream_message,
+    parse_history_option,
+    presence_diff,
+    stream_message,
+    with_ref,
+)
 
 __all__ = [
+    "PRESENCE_DIFF",
     "BaseLayer",
     "BlockingSends",
     "ChannelFull",
@@ -26,6 +44,11 @@ __all__ = [
     "DecodeError",
     "Event",
     "ForeignChannel",
+    "HistoryError",
+    "HistoryGap",
+    "HistoryPage",
+    "HistoryPolicies",
+    "HistoryPolicy",
     "LayerConfigError",
     "LayerError",
     "LayerNotFound",
@@ -34,7 +57,19 @@ __all__ = [
     "LocalInbox",
     "Message",
     "MsgpackCodec",
+    "NotSupported",
+    "PresenceError",
+    "StreamPosition",
+    "check_limit",
+    "check_position",
+    "check_presence",
+    "check_since",
+    "check_stream_message",
     "get_layer",
     "installed_layers",
     "layer_class",
+    "parse_history_option",
+    "presence_diff",
+    "stream_message",
+    "with_ref",
 ]

@@ -12,29 +12,15 @@ any of them together with the local channels it is for. A group message therefor
 into a process once and names all of that process's members, which is what lets the
 dispatcher encode a broadcast frame once and write it to every member socket.
 
-Exceptions::
-
-    LayerError
-     +-- ChannelFull          (send() to a channel at capacity)
-     +-- LayerConfigError     (also ValueError: bad URL, unknown or malformed option)
-     +-- LayerNotFound        (also LookupError: no plugin for a URL scheme)
-     +-- LayerUnavailable     (also ConnectionError: the backend is unreachable or broken;
-     |                         each plugin subclasses it, e.g. the SQLite file is gone)
-     +-- DecodeError          (also ValueError: a payload a codec cannot read)
-     +-- ForeignChannel       (also ValueError: receive() on another layer's channel)
-
-When Django Channels is installed, ``ChannelFull`` is also a subclass of
-``channels.exceptions.ChannelFull`` and ``LayerConfigError`` of
-``channels.exceptions.InvalidChannelLayerError``, so Channels code catching those
-catches chanlite's. Only the tiny ``channels.exceptions`` module is imported for this
-(no Django settings); Channels stays optional.
+History and presence (``extensions`` ``"history"`` and ``"presence"``) are optional
+capabilities: :class:`BaseLayer` parses their declarations alike for every layer and its
+default methods raise :class:`NotSupported` naming the layer; their types and rules live in
+:mod:`chanlite.layers.streams`. The error tree is in :mod:`chanlite.layers.errors`.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import importlib
-import importlib.util
 import logging
 import re
 import secrets
@@ -42,8 +28,43 @@ import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
+
+from chanlite.layers.errors import (
+    ChannelFull,
+    DecodeError,
+    ForeignChannel,
+    LayerConfigError,
+    LayerError,
+    LayerNotFound,
+    LayerUnavailable,
+    NotSupported,
+)
+from chanlite.layers.streams import (
+    HistoryError,
+    HistoryPage,
+    HistoryPolicies,
+    HistoryPolicy,
+    StreamPosition,
+    parse_history_option,
+)
+
+__all__ = [
+    "BaseLayer",
+    "BlockingSends",
+    "ChannelFull",
+    "DecodeError",
+    "Event",
+    "ForeignChannel",
+    "LayerConfigError",
+    "LayerError",
+    "LayerNotFound",
+    "LayerUnavailable",
+    "Message",
+    "NotSupported",
+    "release_pending",
+]
 
 logger = logging.getLogger("chanlite.layers")
 
@@ -60,68 +81,6 @@ Message = Event
 """The Channels spec's name for :data:`Event`, kept for code written against it."""
 
 L = TypeVar("L", bound="BaseLayer")
-
-
-def _channels_exception(name: str, default: type[Exception]) -> type[Exception]:
-    """``channels.exceptions.<name>`` when Django Channels is installed, else *default*."""
-    try:
-        if importlib.util.find_spec("channels") is None:
-            return default
-        module = importlib.import_module("channels.exceptions")
-    except Exception:  # a broken or partial install: behave as if absent
-        return default
-    found = getattr(module, name, None)
-    if isinstance(found, type) and issubclass(found, default):
-        return found
-    return default
-
-
-if TYPE_CHECKING:
-    _ChannelFullBase = Exception
-    _InvalidLayerBase = ValueError
-else:
-    _ChannelFullBase = _channels_exception("ChannelFull", Exception)
-    _InvalidLayerBase = _channels_exception("InvalidChannelLayerError", ValueError)
-
-
-class LayerError(Exception):
-    """Base class of every channel layer error."""
-
-
-class ChannelFull(LayerError, _ChannelFullBase):
-    """``send()`` found the channel at capacity; the message was not stored.
-
-    Also ``channels.exceptions.ChannelFull`` when Channels is installed.
-    """
-
-
-class LayerConfigError(LayerError, _InvalidLayerBase):
-    """A layer URL or option is malformed or unknown (also a ``ValueError``)."""
-
-
-class LayerNotFound(LayerError, LookupError):
-    """No installed plugin provides the layer URL's scheme."""
-
-
-class LayerUnavailable(LayerError, ConnectionError):
-    """The backend cannot be used now: unreachable, refused, or its storage broken.
-
-    Each plugin raises a subclass naming its backend (``DatabaseFileError``,
-    ``RedisUnavailable``) with a message that says what to do. Catch this one to handle
-    any backend's outage.
-    """
-
-
-class DecodeError(LayerError, ValueError):
-    """A payload is not an event this codec wrote (malformed, truncated, foreign)."""
-
-
-class ForeignChannel(LayerError, ValueError):
-    """``receive()`` on a process-specific channel (``...!...``) of another layer object.
-
-    Only the layer object that made a channel with ``new_channel()`` receives from it;
-    waiting on another's would wait forever.
-    """
 
 
 @runtime_checkable
@@ -182,6 +141,8 @@ class BaseLayer(ABC):
         "capacity": _int,
         "expiry": _float,
         "group_expiry": _float,
+        "history": parse_history_option,
+        "presence_timeout": _float,
     }
 
     channel_name_regex: ClassVar[re.Pattern[str]] = re.compile(r"^[a-zA-Z\d\-_.]+(\![\d\w\-_.]*)?$")
@@ -199,6 +160,8 @@ class BaseLayer(ABC):
         expiry: float = 60,
         group_expiry: float = 86400,
         channel_capacity: Mapping[str | re.Pattern[str], int] | None = None,
+        history: Mapping[str, HistoryPolicy] | None = None,
+        presence_timeout: float = 30,
     ) -> None:
         if capacity < 1:
             raise LayerConfigError(f"capacity must be at least 1, not {capacity}")
@@ -214,6 +177,15 @@ class BaseLayer(ABC):
         self.drops: Counter[str] = Counter()
         # group -> (monotonic time of its last drop line, drop lines suppressed since).
         self._drop_log: dict[str, tuple[float, int]] = {}
+        if not presence_timeout > 0:
+            raise LayerConfigError(f"presence_timeout must be positive, not {presence_timeout}")
+        #: Seconds after which a silent process's presence entries are removed (a layer
+        #: shared by processes refreshes its own every third of this).
+        self.presence_timeout = float(presence_timeout)
+        #: The groups that keep history, by pattern (see :meth:`keep_history`).
+        self.history_policies = HistoryPolicies()
+        for pattern, policy in (history or {}).items():
+            self.keep_history(pattern, policy)
 
     # -- construction -------------------------------------------------------------
 
@@ -415,3 +387,69 @@ class BaseLayer(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release connections and background tasks; the layer is not used afterwards."""
+
+    # -- history and presence (optional capabilities) ----------------------------------------
+    #
+    # A layer that offers them adds "history" / "presence" to ``extensions`` and overrides
+    # the coroutines below; these defaults refuse with NotSupported naming the layer.
+
+    def keep_history(self, pattern: str, policy: HistoryPolicy) -> None:
+        """Keep history for the groups matching the glob *pattern* (first match wins).
+
+        Also the ``history={pattern: HistoryPolicy}`` constructor option and the URL
+        option ``history=room.*:100:600,news:50`` (``PATTERN:SIZE[:TTL]``). Raises
+        :class:`NotSupported` on a layer without ``"history"`` in its ``extensions``.
+        """
+        if "history" not in self.extensions:
+            raise NotSupported(
+                self,
+                "history",
+                f"keep_history({pattern!r}) needs a layer with 'history' in its extensions "
+                f"(this one has {', '.join(self.extensions)})",
+            )
+        self.history_policies.add(pattern, policy)
+
+    def history_policy(self, group: str) -> HistoryPolicy | None:
+        """The history policy of *group* (first matching pattern), or None: one dict hit."""
+        return self.history_policies.lookup(group)
+
+    def require_history(self, group: str) -> HistoryPolicy:
+        """*group*'s policy, or :class:`HistoryError` saying that it keeps no history."""
+        self.require_valid_group_name(group)
+        policy = self.history_policies.lookup(group)
+        if policy is None:
+            raise HistoryError(
+                f"no history is kept for group {group!r}; declare it with keep_history / "
+                f"App.history ({self.history_policies.describe()})"
+            )
+        return policy
+
+    async def history(
+        self, group: str, since: StreamPosition | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """The messages of history group *group*, oldest first.
+
+        With *since* None: everything retained (the newest *limit* if given). With a
+        position: exactly the messages after it (the first *limit* if given), or
+        :class:`~chanlite.layers.streams.HistoryGap` when that cannot be served exactly.
+        """
+        raise NotSupported(self, "history")
+
+    async def stream_position(self, group: str) -> StreamPosition:
+        """The current position of history group *group* (offset 0 before any message)."""
+        raise NotSupported(self, "history")
+
+    async def presence_join(self, group: str, channel: str, key: str, meta: dict[str, Any]) -> None:
+        """Announce *channel* in *group* as *key* with *meta* (or update its meta).
+
+        Does not add the channel to the group; sends one ``presence.diff`` to the members.
+        """
+        raise NotSupported(self, "presence")
+
+    async def presence_leave(self, group: str, channel: str) -> None:
+        """Remove *channel*'s presence in *group* (no error if absent)."""
+        raise NotSupported(self, "presence")
+
+    async def presence(self, group: str) -> dict[str, list[dict[str, Any]]]:
+        """Who is present in *group*: key -> metas, each with ``"ref"`` (its channel)."""
+        raise NotSupported(self, "presence")

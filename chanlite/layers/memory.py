@@ -10,6 +10,9 @@ Costs are proportional to the work asked for, never to the number of channels:
 
 Messages are not copied: the receiver gets the very dict that was sent (a group message is
 shared by its members), so do not mutate a message after sending it.
+
+History and presence (:mod:`chanlite.layers.memory_streams`) live as long as the layer
+object: its epoch is new each time one is made (or flushed).
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from chanlite.layers.base import BaseLayer, ChannelFull, Message
 from chanlite.layers.demux import LocalDemux
 from chanlite.layers.inbox import LocalInbox, wake
+from chanlite.layers.memory_streams import MemoryStreams
+from chanlite.layers.streams import HistoryPage, StreamPosition
 
 
 class _Queue:
@@ -51,6 +56,8 @@ class _Queue:
 class MemoryLayer(BaseLayer):
     """A channel layer inside one process: fast, and shared by nothing else."""
 
+    extensions: ClassVar[list[str]] = ["groups", "flush", "history", "presence"]
+
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._queues: dict[str, _Queue] = {}
@@ -58,6 +65,7 @@ class MemoryLayer(BaseLayer):
         self._groups: dict[str, dict[str, float]] = {}
         self._inbox = LocalInbox(expiry=self.expiry, capacity_of=self.get_capacity)
         self._demux = LocalDemux(self._inbox)
+        self._streams = MemoryStreams()
 
     # -- direct messages ------------------------------------------------------------
 
@@ -149,6 +157,12 @@ class MemoryLayer(BaseLayer):
         """Deliver *message* to each member; full members are dropped and counted."""
         self.require_valid_group_name(group)
         self.require_valid_message(message)
+        policy = self.history_policies.lookup(group)  # cached: one dict hit
+        if policy is not None:
+            message = self._streams.record(group, policy, message)
+        await self._fan_out(group, message)
+
+    async def _fan_out(self, group: str, message: Message) -> None:
         members = self._groups.get(group)
         if not members:
             return
@@ -180,6 +194,39 @@ class MemoryLayer(BaseLayer):
         if not members and self._groups.get(group) is members:
             del self._groups[group]
 
+    # -- history and presence ------------------------------------------------------------
+
+    async def history(
+        self, group: str, since: StreamPosition | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """The messages of history group *group* after *since* (see BaseLayer.history)."""
+        policy = self.require_history(group)
+        return self._streams.read(group, policy, since, limit)
+
+    async def stream_position(self, group: str) -> StreamPosition:
+        """The position of history group *group*."""
+        self.require_history(group)
+        return self._streams.position(group)
+
+    async def presence_join(self, group: str, channel: str, key: str, meta: dict[str, Any]) -> None:
+        """Announce *channel* in *group* as *key* with *meta*; its members get the diff."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        for diff in self._streams.join(group, channel, key, meta):
+            await self._fan_out(group, diff)
+
+    async def presence_leave(self, group: str, channel: str) -> None:
+        """Remove *channel*'s presence in *group*; its members get the diff."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        for diff in self._streams.leave(group, channel):
+            await self._fan_out(group, diff)
+
+    async def presence(self, group: str) -> dict[str, list[dict[str, Any]]]:
+        """key -> metas of *group*'s present channels."""
+        self.require_valid_group_name(group)
+        return self._streams.present(group)
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def flush(self) -> None:
@@ -188,6 +235,7 @@ class MemoryLayer(BaseLayer):
         self._groups.clear()
         self._demux.clear()
         self._inbox.clear()
+        self._streams.clear()
 
     async def close(self) -> None:
         """Stop the Channels-style receive helper; in-memory state needs no release."""

@@ -1,7 +1,8 @@
 """Testing tools: an in-process client for apps and the layer contract suite.
 
-``TestClient`` needs nothing beyond chanlite; ``LayerContract`` imports pytest, so it is
-loaded only when asked for.
+``TestClient`` needs nothing beyond chanlite; the contract suites (``LayerContract``,
+``HistoryContract``, ``PresenceContract``, ``CrossProcessStreamsContract``) import pytest,
+so they are loaded only when asked for.
 """
 
 from __future__ import annotations
@@ -11,8 +12,22 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from chanlite.testing.client import TestClient, WebSocketTestSession
     from chanlite.testing.contract import LayerContract
+    from chanlite.testing.streams_contract import (
+        CrossProcessStreamsContract,
+        HistoryContract,
+        PresenceContract,
+    )
 
-__all__ = ["LayerContract", "TestClient", "WebSocketTestSession"]
+__all__ = [
+    "CrossProcessStreamsContract",
+    "HistoryContract",
+    "LayerContract",
+    "PresenceContract",
+    "TestClient",
+    "WebSocketTestSession",
+]
+
+_STREAMS = ("CrossProcessStreamsContract", "HistoryContract", "PresenceContract")
 
 
 def __getattr__(name: str) -> Any:
@@ -20,6 +35,10 @@ def __getattr__(name: str) -> Any:
         from chanlite.testing.contract import LayerContract
 
         return LayerContract
+    if name in _STREAMS:
+        from chanlite.testing import streams_contract
+
+        return getattr(streams_contract, name)
     if name in ("TestClient", "WebSocketTestSession"):
         from chanlite.testing import client
 

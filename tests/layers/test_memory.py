@@ -8,7 +8,8 @@ import pytest
 
 from chanlite.layers import BaseLayer
 from chanlite.layers.memory import MemoryLayer
-from chanlite.testing import LayerContract
+from chanlite.layers.streams import HistoryGap, HistoryPolicy
+from chanlite.testing import HistoryContract, LayerContract, PresenceContract
 from chanlite.testing.contract import LoopSafetyContract
 
 
@@ -100,3 +101,28 @@ async def test_group_send_without_a_reader_drops_at_once() -> None:
     for n in range(5):
         await asyncio.wait_for(layer.group_send("idle", {"type": "n", "n": n}), 0.5)
     assert layer.drops["idle"] == 3
+
+
+class TestMemoryStreams(HistoryContract, PresenceContract):
+    @pytest.fixture
+    async def make_layer(self) -> AsyncIterator[Any]:
+        made: list[BaseLayer] = []
+
+        async def make(**options: Any) -> BaseLayer:
+            layer = MemoryLayer(**options)
+            made.append(layer)
+            return layer
+
+        yield make
+        for layer in made:
+            await layer.close()
+
+
+async def test_each_memory_layer_is_its_own_epoch() -> None:
+    one = MemoryLayer(history={"room.*": HistoryPolicy(size=5)})
+    two = MemoryLayer(history={"room.*": HistoryPolicy(size=5)})
+    await one.group_send("room.a", {"type": "x"})
+    position = await one.stream_position("room.a")
+    with pytest.raises(HistoryGap) as caught:
+        await two.history("room.a", position)
+    assert caught.value.reason == "epoch"
