@@ -19,12 +19,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from chanlite.layers.base import ChannelFull
+from chanlite.layers import ChannelFull, HistoryPolicy
+from chanlite_sqlite.history import reserve_blocking
 from chanlite_sqlite.schema import describe_error, file_identity, open_database
 
 _INSERT = (
-    "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload) "
-    "VALUES (?, ?, ?, '', ?, ?)"
+    "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload, hoffset, epoch) "
+    "VALUES (?, ?, ?, '', ?, ?, ?, ?)"
 )
 
 
@@ -70,13 +71,21 @@ class BlockingWriter:
         def write(conn: sqlite3.Connection, now: float) -> list[int]:
             if not self._has_room(conn, channel, now):
                 raise ChannelFull(channel)
-            conn.execute(_INSERT, (channel, owner, "", now + self.expiry, payload))
+            conn.execute(_INSERT, (channel, owner, "", now + self.expiry, payload, None, None))
             return self._ports(conn, owner)
 
         return self._transaction(write)
 
-    def group_send(self, group: str, payload: bytes) -> tuple[int, list[str]]:
-        """Store one group message (plus one row per plain-named member).
+    def group_send(
+        self,
+        group: str,
+        payload: bytes,
+        history: HistoryPolicy | None = None,
+        stream_payload: Callable[[int, str], bytes] | None = None,
+    ) -> tuple[int, list[str]]:
+        """Store one group message (plus one row per plain-named member); with a *history*
+        policy, give it the group's next offset and record it (the same SQL as the layer);
+        plain-named members then get ``stream_payload(offset, epoch)``.
 
         Returns ``(processes told, plain-named members that were full)``.
         """
@@ -84,14 +93,20 @@ class BlockingWriter:
 
         def write(conn: sqlite3.Connection, now: float) -> list[int]:
             expires = now + self.expiry
-            conn.execute(_INSERT, ("", "", group, expires, payload))
+            offset = epoch = None
+            if history is not None:
+                offset, epoch = reserve_blocking(conn, group, history)
+            conn.execute(_INSERT, ("", "", group, expires, payload, offset, epoch))
             plain = conn.execute(
                 "SELECT channel FROM chanlite_groups WHERE grp = ? AND owner = '' AND expires > ?",
                 (group, now),
             ).fetchall()
+            own = payload
+            if plain and offset is not None and epoch is not None and stream_payload is not None:
+                own = stream_payload(offset, epoch)
             for (channel,) in plain:
                 if self._has_room(conn, channel, now):
-                    conn.execute(_INSERT, (channel, "", "", expires, payload))
+                    conn.execute(_INSERT, (channel, "", "", expires, own, None, None))
                 else:
                     dropped.append(channel)
             return self._ports(conn, None)

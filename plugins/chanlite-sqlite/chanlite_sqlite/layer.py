@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import secrets
+import sqlite3
 import threading
 import time
 import warnings
@@ -35,12 +36,36 @@ from urllib.parse import unquote, urlsplit
 import aiosqlite
 
 from chanlite.broadcast import broadcast_event
-from chanlite.layers.base import BaseLayer, ChannelFull, LayerConfigError, Message
-from chanlite.layers.codec import MsgpackCodec
-from chanlite.layers.demux import LocalDemux
-from chanlite.layers.inbox import LocalInbox
+from chanlite.layers import (
+    BaseLayer,
+    ChannelFull,
+    HistoryPage,
+    HistoryPolicy,
+    LayerConfigError,
+    LocalDemux,
+    LocalInbox,
+    Message,
+    MsgpackCodec,
+    StreamPosition,
+    check_limit,
+    check_position,
+    check_presence,
+    check_stream_message,
+    stream_message,
+)
 from chanlite_sqlite.blocking import BlockingWriter
+from chanlite_sqlite.history import HistoryReader, prune_expired
 from chanlite_sqlite.plain import PlainReceivers
+from chanlite_sqlite.presence import (
+    Entry,
+    Join,
+    Leave,
+    LeaveOwned,
+    PresenceScript,
+    Sweeper,
+    encode_meta,
+    listing,
+)
 from chanlite_sqlite.watcher import Incoming, Watcher
 from chanlite_sqlite.writer import (
     Ack,
@@ -79,6 +104,8 @@ class SQLiteLayer(BaseLayer):
     chanlite database) are :class:`~chanlite_sqlite.DatabaseFileError` naming it.
     """
 
+    extensions: ClassVar[list[str]] = ["groups", "flush", "history", "presence"]
+
     url_options: ClassVar[Mapping[str, Any]] = {
         **BaseLayer.url_options,
         "poll_interval": _seconds,
@@ -95,6 +122,8 @@ class SQLiteLayer(BaseLayer):
         expiry: float = 60,
         group_expiry: float = 86400,
         channel_capacity: Mapping[str | re.Pattern[str], int] | None = None,
+        history: Mapping[str, HistoryPolicy] | None = None,
+        presence_timeout: float = 30.0,
         poll_interval: float = 0.05,
         heartbeat: float = 1.0,
         heartbeat_timeout: float = 30.0,
@@ -105,6 +134,8 @@ class SQLiteLayer(BaseLayer):
             expiry=expiry,
             group_expiry=group_expiry,
             channel_capacity=channel_capacity,
+            history=history,
+            presence_timeout=presence_timeout,
         )
         path = fspath(path)
         if not path or path == ":memory:" or path.startswith("file:"):
@@ -147,6 +178,12 @@ class SQLiteLayer(BaseLayer):
         self._pid = os.getpid()
         # (group, local channel) -> membership expiry, as this process added them.
         self._joined: dict[tuple[str, str], float] = {}
+        self._reader: HistoryReader | None = None
+        self._presence_ops = PresenceScript(
+            self._codec, lambda: self.client_id, lambda: time.time() + self.expiry
+        )
+        # (group, channel) -> (key, stored meta): this process's presence entries.
+        self._present: dict[tuple[str, str], Entry] = {}
 
     def _after_fork(self) -> None:
         # A layer made before a fork (a pre-fork server importing the app) must not share
@@ -155,6 +192,7 @@ class SQLiteLayer(BaseLayer):
             return
         self._pid = os.getpid()
         self._blocking = None  # an sqlite3 connection must not cross a fork
+        self._reader = None
         if self._writer is None:
             self.client_id = secrets.token_hex(6)
 
@@ -210,17 +248,33 @@ class SQLiteLayer(BaseLayer):
         return self._writer
 
     async def _open(self) -> None:
+        sweeper = Sweeper(
+            self.client_id,
+            codec=self._codec,
+            timeout=self.presence_timeout,
+            dead_after=self.heartbeat_timeout,
+            expiry=self.expiry,
+            capacity_of=self.get_capacity,
+            entries=self._own_presence,
+        )
+
+        def on_beat(conn: sqlite3.Connection, now: float, restored: bool) -> bool:
+            prune_expired(conn, now)
+            return sweeper.beat(conn, now, restored)
+
         watcher = Watcher(
             self.path,
             self.client_id,
             timeout=self.timeout,
             poll_interval=self.poll_interval,
-            heartbeat=self.heartbeat,
+            # Presence entries are as alive as their process's heartbeat.
+            heartbeat=min(self.heartbeat, self.presence_timeout / 3),
             heartbeat_timeout=self.heartbeat_timeout,
             deliver=self._deliver_incoming,
             codec=self._codec,
             changed=self._plain.remote_change,
             memberships=self._own_memberships,
+            on_beat=on_beat,
         )
         watcher.start()
         db: aiosqlite.Connection | None = None
@@ -248,8 +302,16 @@ class SQLiteLayer(BaseLayer):
         Members that are full are left in ``op.full`` for :meth:`group_send`, which may
         wait for this process's reader before counting them as drops.
         """
+        if op.offset is not None:  # one dict, shared by the members: no per-member cost
+            event = op.event
+            event["offset"], event["epoch"], event["group"] = op.offset, op.epoch, op.group
         if op.local:
             op.full = self._inbox.offer(op.local, op.event, expires=op.expires)
+
+    def encode_stream(self, op: GroupSend) -> bytes:
+        """*op*'s message with its offset, epoch and group, encoded (for plain members)."""
+        assert op.offset is not None and op.epoch is not None
+        return self._codec.encode(stream_message(op.event, op.group, op.offset, op.epoch))
 
     def committed_plain(self, channels: set[str]) -> None:
         """Rows were just added to *channels*: local receivers claim them now."""
@@ -375,9 +437,12 @@ class SQLiteLayer(BaseLayer):
         """
         self.require_valid_group_name(group)
         self.require_valid_message(message)
+        policy = self.history_policies.lookup(group)  # cached: one dict hit
+        if policy is not None:
+            check_stream_message(group, message)
         payload, copy = self._codec.encode_copy(message)
         writer = await self._start()
-        op = GroupSend(group, payload, copy, time.time() + self.expiry, None)
+        op = GroupSend(group, payload, copy, time.time() + self.expiry, None, history=policy)
         await writer.call(op)
         full = op.full
         if full:
@@ -425,8 +490,15 @@ class SQLiteLayer(BaseLayer):
         """Send *message* to *group* from code with no event loop (any thread)."""
         self.require_valid_group_name(group)
         self.require_valid_message(message)
+        policy = self.history_policies.lookup(group)
+        if policy is not None:
+            check_stream_message(group, message)
         payload = self._codec.encode(message)
-        _, dropped = self._blocking_writer().group_send(group, payload)
+
+        def stream_payload(offset: int, epoch: str) -> bytes:  # for plain-named members
+            return self._codec.encode(stream_message(message, group, offset, epoch))
+
+        _, dropped = self._blocking_writer().group_send(group, payload, policy, stream_payload)
         self.count_drops(group, dropped)
 
     def sync_send(self, channel: str, message: Message) -> None:
@@ -446,6 +518,76 @@ class SQLiteLayer(BaseLayer):
         _deprecated("sync_broadcast", "chanlite.sync.broadcast")
         self.group_send_blocking(group, broadcast_event(text=text, bytes=bytes))
 
+    # -- history and presence (chanlite_sqlite.history, chanlite_sqlite.presence) -------------
+
+    def _streams_reader(self) -> HistoryReader:
+        self._after_fork()
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        reader = self._reader
+        if reader is None:
+            reader = HistoryReader(self.path, timeout=self.timeout, codec=self._codec)
+            self._reader = reader
+        return reader
+
+    async def history(
+        self, group: str, since: StreamPosition | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """The messages of history group *group* after *since* (see BaseLayer.history).
+
+        Read from one snapshot of the file, off the event loop; raises HistoryGap rather
+        than return a partial history, DatabaseFileError if the file cannot be read.
+        """
+        policy = self.require_history(group)
+        if since is not None:
+            check_position(since)
+        check_limit(limit)
+        reader = self._streams_reader()
+        events, position = await asyncio.to_thread(reader.read, group, since, limit, policy.ttl)
+        return HistoryPage(events, position)
+
+    async def stream_position(self, group: str) -> StreamPosition:
+        """The position of history group *group* (its epoch is made and kept in the file)."""
+        policy = self.require_history(group)
+        reader = self._streams_reader()
+        return await asyncio.to_thread(reader.position, group, policy.ttl)
+
+    async def presence_join(self, group: str, channel: str, key: str, meta: dict[str, Any]) -> None:
+        """Announce *channel* in *group* as *key* with *meta*; the members get the diff."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        check_presence(key, meta, self._codec.encode)
+        stored = encode_meta(self._codec, meta)
+        writer = await self._start()
+        await writer.call(self._presence_ops.op(Join(group, channel, key, stored)))
+        with self._lock:
+            self._present[group, channel] = (key, stored)
+
+    async def presence_leave(self, group: str, channel: str) -> None:
+        """Remove *channel*'s presence in *group* (no error if absent); members get the diff."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        writer = await self._start()
+        await writer.call(self._presence_ops.op(Leave(group, channel)))
+        with self._lock:
+            self._present.pop((group, channel), None)
+
+    async def presence(self, group: str) -> dict[str, list[dict[str, Any]]]:
+        """key -> metas (each with ``"ref"``) of *group*, across every process."""
+        self.require_valid_group_name(group)
+        reader = self._streams_reader()
+        rows = await asyncio.to_thread(
+            reader.query,
+            "SELECT channel, key, meta FROM chanlite_presence WHERE grp = ? ORDER BY key, channel",
+            (group,),
+        )
+        return listing(self._codec, rows)
+
+    def _own_presence(self) -> dict[tuple[str, str], Entry]:
+        # Watcher thread: what to announce again if this process was presumed dead.
+        with self._lock:
+            return dict(self._present)
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def flush(self) -> None:
@@ -456,6 +598,7 @@ class SQLiteLayer(BaseLayer):
         self._inbox.clear()
         with self._lock:
             self._joined.clear()
+            self._present.clear()
         self._plain.clear()
 
     async def close(self) -> None:
@@ -468,6 +611,10 @@ class SQLiteLayer(BaseLayer):
             with contextlib.suppress(Exception):
                 await asyncio.shield(starting)  # then release what it opened
         await self._demux.close()
+        if self._writer is not None and self._present:
+            # Announce this process's leaves now rather than after presence_timeout.
+            with contextlib.suppress(Exception):
+                await self._writer.call(self._presence_ops.op(LeaveOwned(self.client_id)))
         writer, db, watcher = self._writer, self._db, self._watcher
         self._writer = self._db = self._watcher = None
         if writer is not None:
@@ -490,6 +637,8 @@ class SQLiteLayer(BaseLayer):
             await asyncio.get_running_loop().run_in_executor(None, watcher.join, 5)
         if self._blocking is not None:
             self._blocking.close()
+        if self._reader is not None:
+            self._reader.close()
         self._plain.close()
 
 

@@ -23,7 +23,7 @@ import time
 from chanlite_sqlite.errors import DatabaseFileError
 
 #: The layout this release writes; files at an older version are migrated on open.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of a chanlite-sqlite file ("CHNL").
 APPLICATION_ID = 0x43484E4C
 APPLICATION = "chanlite-sqlite"
@@ -66,8 +66,60 @@ CREATE TABLE chanlite_groups (
 CREATE INDEX chanlite_groups_owner ON chanlite_groups (owner, grp);
 """
 
+# History and presence (see history.py and presence.py).
+_V2 = """
+-- The offset and epoch a group message got in its group's history (NULL: no history).
+ALTER TABLE chanlite_messages ADD COLUMN hoffset INTEGER;
+ALTER TABLE chanlite_messages ADD COLUMN epoch TEXT;
+
+-- One row per history group: created with a new random epoch, so a new or replaced
+-- file (or a flush) starts every stream in a new epoch.
+CREATE TABLE chanlite_streams (
+    grp TEXT PRIMARY KEY,
+    epoch TEXT NOT NULL,
+    last INTEGER NOT NULL,           -- the last offset given; 0 = nothing sent yet
+    pruned INTEGER NOT NULL,         -- every offset <= pruned is gone (size or age)
+    ttl REAL                         -- age limit in seconds of the last sender's policy
+) WITHOUT ROWID;
+
+CREATE TABLE chanlite_history (
+    grp TEXT NOT NULL,
+    pos INTEGER NOT NULL,            -- the message's offset
+    created REAL NOT NULL,           -- time.time() of the send
+    payload BLOB NOT NULL,           -- the message as sent, encoded once
+    PRIMARY KEY (grp, pos)
+) WITHOUT ROWID;
+
+-- A group message with an offset is its history row too: every writer (the batching
+-- writer, blocking senders) records history by writing the message, at no extra round
+-- trip to the database.
+CREATE TRIGGER chanlite_history_record AFTER INSERT ON chanlite_messages
+WHEN NEW.hoffset IS NOT NULL AND NEW.grp != '' BEGIN
+    INSERT INTO chanlite_history (grp, pos, created, payload)
+    VALUES (NEW.grp, NEW.hoffset, (julianday('now') - 2440587.5) * 86400.0, NEW.payload);
+END;
+
+-- Raising pruned deletes what it passed: a range of the primary key.
+CREATE TRIGGER chanlite_history_prune AFTER UPDATE OF pruned ON chanlite_streams
+WHEN NEW.pruned > OLD.pruned BEGIN
+    DELETE FROM chanlite_history WHERE grp = NEW.grp AND pos <= NEW.pruned;
+END;
+
+-- A presence entry per (group, connection channel), owned by the process that made it.
+CREATE TABLE chanlite_presence (
+    grp TEXT NOT NULL,
+    channel TEXT NOT NULL,           -- the entry's "ref"
+    key TEXT NOT NULL,
+    owner TEXT NOT NULL,             -- client_id of the process; swept when it goes silent
+    meta BLOB NOT NULL,              -- the meta dict, encoded with the layer codec
+    PRIMARY KEY (grp, channel)
+) WITHOUT ROWID;
+CREATE INDEX chanlite_presence_key ON chanlite_presence (grp, key);
+CREATE INDEX chanlite_presence_owner ON chanlite_presence (owner);
+"""
+
 #: ``MIGRATIONS[n]`` turns a version ``n - 1`` file into version ``n``.
-MIGRATIONS: dict[int, str] = {1: _V1}
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
 
 
 def describe_error(path: str, exc: sqlite3.Error, timeout: float) -> DatabaseFileError:

@@ -74,6 +74,7 @@ class Watcher(threading.Thread):
         codec: Codec,
         changed: Callable[[], None],
         memberships: Callable[[], list[tuple[str, str, float]]] = list,
+        on_beat: Callable[[sqlite3.Connection, float, bool], bool] | None = None,
     ) -> None:
         super().__init__(name=f"chanlite-sqlite-{client_id}", daemon=True)
         self.path = path
@@ -86,6 +87,7 @@ class Watcher(threading.Thread):
         self._codec = codec
         self._changed = changed
         self._memberships = memberships
+        self._on_beat = on_beat
         self.ready: Future[None] = Future()
         self.cursor = 0
         #: client_id -> UDP port of every other live process (replaced, never mutated).
@@ -201,7 +203,7 @@ class Watcher(threading.Thread):
         conn.execute("BEGIN")
         try:
             rows = conn.execute(
-                "SELECT id, channel, grp, expires, payload FROM chanlite_messages "
+                "SELECT id, channel, grp, expires, payload, hoffset, epoch FROM chanlite_messages "
                 "WHERE id > ? AND origin != ? AND (owner = ? OR grp != '') "
                 "ORDER BY id LIMIT ?",
                 (self.cursor, me, me, READ_BATCH),
@@ -232,7 +234,7 @@ class Watcher(threading.Thread):
         if not rows:
             return 0
         batch: list[Incoming] = []
-        for row_id, channel, grp, expires, payload in rows:
+        for row_id, channel, grp, expires, payload, offset, epoch in rows:
             if grp:
                 local = members.get(grp)
                 if not local:
@@ -245,6 +247,10 @@ class Watcher(threading.Thread):
             except DecodeError as exc:
                 logger.error("Skipping undecodable message %d in %s: %s", row_id, self.path, exc)
                 continue
+            if offset is not None:  # a history group's message: where it is in the stream
+                message["offset"] = offset
+                message["epoch"] = epoch
+                message["group"] = grp
             batch.append(Incoming(ack, channels, expires, message, grp))
         if batch:
             self._deliver(batch)
@@ -319,6 +325,9 @@ class Watcher(threading.Thread):
                         if expires > now
                     ],
                 )
+            # Other modules' heartbeat work (presence sweeps, history ttl), before dead
+            # processes go: True if it wrote messages every process must read.
+            wrote = self._on_beat(conn, now, not updated) if self._on_beat is not None else False
             dead = [
                 client_id
                 for (client_id,) in conn.execute(
@@ -336,6 +345,8 @@ class Watcher(threading.Thread):
             conn.execute("ROLLBACK")
             raise
         self._load_peers()
+        if wrote:  # this process's own reader included: a commit here bumps no data_version
+            self.poke([*self.peers.values(), self.port])
 
     def _close(self) -> None:
         if self._conn is not None:

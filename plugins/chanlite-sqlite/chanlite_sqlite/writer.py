@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 import aiosqlite
 
-from chanlite.layers.base import ChannelFull
+from chanlite.layers import ChannelFull, HistoryPolicy
+from chanlite_sqlite.history import reserve
 from chanlite_sqlite.schema import describe_error
 
 logger = logging.getLogger("chanlite.layers.sqlite")
@@ -33,8 +34,8 @@ logger = logging.getLogger("chanlite.layers.sqlite")
 MAX_BATCH = 512
 
 _INSERT = (
-    "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload, hoffset, epoch) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -84,6 +85,9 @@ class GroupSend:
     plain: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # plain-named members that were full
     full: list[str] = field(default_factory=list)  # local members that were full
+    history: HistoryPolicy | None = None  # the group keeps history: give it an offset
+    offset: int | None = None  # its offset and epoch, once committed
+    epoch: str | None = None
 
 
 @dataclass(slots=True)
@@ -120,7 +124,27 @@ class Flush:
     future: asyncio.Future[None] | None
 
 
-Op = Send | GroupSend | GroupAdd | GroupDiscard | Claim | Ack | Flush
+class Script(Protocol):
+    """Writes of another module (presence), done in the batch's transaction."""
+
+    async def apply(self, db: aiosqlite.Connection, ops: list[Custom]) -> None:
+        """Write *ops* (consecutive ones of this script); group messages to send go in
+        each op's ``sends``."""
+
+
+@dataclass(slots=True)
+class Custom:
+    """An operation of a :class:`Script`; its ``sends`` are written as group messages in the
+    same transaction and delivered like any ``group_send`` once committed."""
+
+    script: Script
+    data: Any
+    future: asyncio.Future[None] | None
+    sends: list[GroupSend] = field(default_factory=list)
+    result: Any = None
+
+
+Op = Send | GroupSend | GroupAdd | GroupDiscard | Claim | Ack | Flush | Custom
 
 
 class Hooks(Protocol):
@@ -129,6 +153,11 @@ class Hooks(Protocol):
     client_id: str
 
     def get_capacity(self, channel: str) -> int: ...
+
+    def encode_stream(self, op: GroupSend) -> bytes:
+        """A history message's payload with its offset, epoch and group, for the row of a
+        plain-named member (whose receiver reads nothing but the payload)."""
+        ...
 
     def committed_group_send(self, op: GroupSend) -> None:
         """Queue a committed group message for local members; the full ones in ``op.full``."""
@@ -177,7 +206,7 @@ class Writer:
             generation = self._generation
         self._task = loop.create_task(self._drain(generation))
 
-    async def call(self, op: Send | GroupSend | GroupAdd | GroupDiscard | Flush) -> None:
+    async def call(self, op: Send | GroupSend | GroupAdd | GroupDiscard | Flush | Custom) -> None:
         """Queue *op* and wait until it is committed (or failed)."""
         op.future = asyncio.get_running_loop().create_future()
         self.submit(op)
@@ -288,6 +317,15 @@ class Writer:
                 plain.update(op.plain)
                 everyone = True
                 resolve(op.future)
+            elif isinstance(op, Custom):
+                for send in op.sends:
+                    try:
+                        hooks.committed_group_send(send)
+                    except Exception:  # committed; other processes have it
+                        logger.exception("Local delivery to group %r failed", send.group)
+                    plain.update(send.plain)
+                    everyone = True
+                resolve(op.future, op.result)
             elif isinstance(op, Claim):
                 try:
                     op.done(op.result)
@@ -340,8 +378,18 @@ class Writer:
                 )
                 op.result = [payload for _, payload in sorted(rows)]
         elif isinstance(first, Flush):
-            await self.db.execute("DELETE FROM chanlite_messages")
-            await self.db.execute("DELETE FROM chanlite_groups")
+            for table in ("messages", "groups", "history", "streams", "presence"):
+                await self.db.execute(f"DELETE FROM chanlite_{table}")
+        elif isinstance(first, Custom):
+            customs = [op for op in run if isinstance(op, Custom)]
+            start = 0
+            for end in range(1, len(customs) + 1):
+                if end == len(customs) or customs[end].script is not customs[start].script:
+                    await customs[start].script.apply(self.db, customs[start:end])
+                    start = end
+            sends = [send for op in customs for send in op.sends]
+            if sends:
+                await self._group_sends(sends)
 
     async def _backlog(self, channels: Iterable[str]) -> dict[str, int]:
         """Unexpired, unconsumed messages per channel."""
@@ -369,7 +417,7 @@ class Writer:
                 op.full = True
                 continue
             counts[op.channel] = count + 1
-            rows.append((op.channel, op.owner, "", me, op.expires, op.payload))
+            rows.append((op.channel, op.owner, "", me, op.expires, op.payload, None, None))
         if rows:
             await self.db.executemany(_INSERT, rows)
 
@@ -401,34 +449,56 @@ class Writer:
         if plain:
             return False
         me = self.hooks.client_id
+        await self._reserve_offsets(ops)
         params: list[object] = []
         for op in ops:
             op.local = local.get(op.group, [])
-            params += (op.group, me, op.expires, op.payload)
-        values = ",".join(["('', '', ?, ?, ?, ?)"] * len(ops))
+            params += (op.group, me, op.expires, op.payload, op.offset, op.epoch)
+        values = ",".join(["('', '', ?, ?, ?, ?, ?, ?)"] * len(ops))
         await self.db.execute(
-            "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload) "
+            "INSERT INTO chanlite_messages "
+            "(channel, owner, grp, origin, expires, payload, hoffset, epoch) "
             f"VALUES {values}",
             params,
         )
         return True
 
+    async def _reserve_offsets(self, ops: list[GroupSend]) -> None:
+        """Give each message to a history group its offset (and epoch), in queue order."""
+        wanted: dict[str, tuple[HistoryPolicy, int]] = {}
+        for op in ops:
+            if op.history is not None:
+                known = wanted.get(op.group)
+                wanted[op.group] = (op.history, known[1] + 1 if known else 1)
+        if not wanted:
+            return
+        reserved = await reserve(self.db, wanted)
+        following = {group: first for group, (_, first) in reserved.items()}
+        for op in ops:
+            if op.history is not None:
+                op.epoch = reserved[op.group][0]
+                op.offset = following[op.group]
+                following[op.group] += 1
+
     async def _group_sends(self, ops: list[GroupSend]) -> None:
         me = self.hooks.client_id
         plain, local = await self._members(ops)
         counts = await self._backlog(c for channels in plain.values() for c in channels)
+        await self._reserve_offsets(ops)
         rows = []
         for op in ops:
-            rows.append(("", "", op.group, me, op.expires, op.payload))
+            rows.append(("", "", op.group, me, op.expires, op.payload, op.offset, op.epoch))
             op.local = local.get(op.group, [])
-            for channel in plain.get(op.group, ()):
+            members = plain.get(op.group, ())
+            payload = self.hooks.encode_stream(op) if members and op.offset else op.payload
+            for channel in members:
                 count = counts.get(channel, 0)
                 if count >= self.hooks.get_capacity(channel):
                     op.dropped.append(channel)
                     continue
                 counts[channel] = count + 1
                 op.plain.append(channel)
-                rows.append((channel, "", "", me, op.expires, op.payload))
+                rows.append((channel, "", "", me, op.expires, payload, None, None))
         await self.db.executemany(_INSERT, rows)
 
 
