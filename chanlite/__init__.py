@@ -14,7 +14,17 @@ from asgiref.sync import async_to_sync, sync_to_async
 from chanlite.__about__ import __version__
 from chanlite.app import App
 from chanlite.exceptions import HTTPException, WebSocketDisconnect
-from chanlite.layers import BaseLayer, ChannelFull, get_layer
+from chanlite.layers import (
+    BaseLayer,
+    ChannelFull,
+    HistoryError,
+    HistoryGap,
+    HistoryPage,
+    NotSupported,
+    PresenceError,
+    StreamPosition,
+    get_layer,
+)
 from chanlite.requests import Request
 from chanlite.responses import (
     FileResponse,
@@ -35,12 +45,18 @@ __all__ = [
     "FileResponse",
     "HTMLResponse",
     "HTTPException",
+    "HistoryError",
+    "HistoryGap",
+    "HistoryPage",
     "JSONResponse",
+    "NotSupported",
     "PlainTextResponse",
+    "PresenceError",
     "RedirectResponse",
     "Request",
     "Response",
     "StaticFiles",
+    "StreamPosition",
     "StreamingResponse",
     "WebSocket",
     "WebSocketDisconnect",

@@ -13,6 +13,7 @@ from chanlite.endpoints import WebSocketHandler, as_async
 from chanlite.exceptions import HTTPException, RegistrationClosed
 from chanlite.hub import Hub, HubStats
 from chanlite.layers.base import BaseLayer, Event
+from chanlite.layers.streams import HistoryPage, HistoryPolicy, StreamPosition
 from chanlite.requests import ClientDisconnect, Request
 from chanlite.responses import PlainTextResponse, Response, plain_messages, to_response
 from chanlite.routing import (
@@ -215,6 +216,40 @@ class App:
         The frame is encoded once per process and the same bytes go to every member.
         """
         await self.hub.broadcast(group, text=text, bytes=bytes, json=json)
+
+    # -- history and presence -------------------------------------------------------------
+
+    def history(self, pattern: str, size: int = 100, ttl: float | None = None) -> None:
+        """Keep the last *size* messages (none older than *ttl* seconds) of every group
+        whose name matches the glob *pattern*, e.g. ``app.history("room.*", size=50)``.
+
+        Each message sent to such a group -- ``group_send``, ``broadcast``, the blocking
+        senders of ``app.sync`` -- gets the next offset of the group and the group's
+        epoch (``"offset"``, ``"epoch"``, ``"group"`` keys in the event); a connection
+        can join from a position (:meth:`WebSocket.join`) and miss nothing. The first
+        matching pattern applies. Declare before serving; raises
+        :class:`~chanlite.layers.NotSupported` on a layer that keeps no history and
+        :class:`~chanlite.layers.LayerConfigError` for a pattern that can never match a
+        group name or a bad size/ttl.
+        """
+        self._check_open("declare history")
+        self.hub.keep_history(pattern, HistoryPolicy(size, ttl))
+
+    async def history_since(
+        self, group: str, since: StreamPosition | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """The messages of history group *group*: all retained (the newest *limit*), or
+        exactly those after *since* (raises :class:`~chanlite.layers.HistoryGap` when
+        that cannot be served exactly). Events carry ``offset``/``epoch``/``group``."""
+        return await self.hub.history(group, since, limit)
+
+    async def stream_position(self, group: str) -> StreamPosition:
+        """The position (last offset, epoch) of history group *group*."""
+        return await self.hub.stream_position(group)
+
+    async def presence(self, group: str) -> dict[str, list[dict[str, Any]]]:
+        """Who is in *group*, across processes: key -> metas (each with ``"ref"``)."""
+        return await self.hub.presence(group)
 
     def subscribe(self, *groups: str, max_pending: int = 1000) -> Subscription:
         """Receive the layer events of *groups* outside a WebSocket (e.g. to feed SSE).

@@ -31,7 +31,9 @@ from typing import Any, Protocol, TypeVar
 
 from chanlite.broadcast import BROADCAST, broadcast_event, encode_frame
 from chanlite.layers.base import BaseLayer, Event
-from chanlite.layers.registry import get_layer
+from chanlite.layers.errors import NotSupported
+from chanlite.layers.registry import get_layer, layer_class
+from chanlite.layers.streams import HistoryPage, HistoryPolicy, StreamPosition, check_pattern
 
 logger = logging.getLogger("chanlite.hub")
 
@@ -83,6 +85,10 @@ class HubStats:
     """Connections closed with 1013 because their client did not read."""
     layer_errors: int = 0
     """Failed ``receive_local()`` calls (the reader retries)."""
+    events_replayed: int = 0
+    """History events (and ``history.gap`` notices) delivered by joins from a position."""
+    duplicates_skipped: int = 0
+    """Live events a join from a position had already delivered from the history."""
 
     @property
     def broadcast_dropped(self) -> int:
@@ -113,6 +119,8 @@ class Hub:
         self._prefix: tuple[BaseLayer, str] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: History declared through the App, applied to every layer the hub uses.
+        self.history_declared: dict[str, HistoryPolicy] = {}
 
     # -- the layer ----------------------------------------------------------------------
 
@@ -123,8 +131,37 @@ class Hub:
         if layer is None:
             if self._layer_url is None:
                 raise RuntimeError("This App has no channel layer (it was created with layer=None)")
-            layer = self._layer = get_layer(self._layer_url)
+            layer = get_layer(self._layer_url)
+            self.apply_history(layer)
+            self._layer = layer
         return layer
+
+    def apply_history(self, layer: BaseLayer) -> None:
+        """Declare this hub's history patterns on *layer* (one it did not build, say)."""
+        for pattern, policy in self.history_declared.items():
+            layer.keep_history(pattern, policy)
+
+    def keep_history(self, pattern: str, policy: HistoryPolicy) -> None:
+        """Keep history for the groups matching *pattern* on this hub's layer(s).
+
+        Refused at once (:class:`~chanlite.layers.NotSupported` naming the layer class)
+        when the layer, or the class its URL names, has no ``"history"`` extension.
+        """
+        check_pattern(pattern)
+        if not isinstance(policy, HistoryPolicy):
+            raise TypeError(f"policy must be a HistoryPolicy, not {type(policy).__name__}")
+        if self._layer is not None:
+            self._layer.keep_history(pattern, policy)
+        elif self._layer_url is not None:
+            self._require_history_class(self._layer_url)
+        self.history_declared[pattern] = policy
+
+    def _require_history_class(self, url: str) -> None:
+        cls = layer_class(url.split("://", 1)[0].lower())
+        if "history" not in cls.extensions:
+            raise NotSupported(
+                cls, "history", f"the layer {url!r} cannot keep history; use one that does"
+            )
 
     @property
     def layer_url(self) -> str | None:
@@ -134,9 +171,10 @@ class Hub:
     def configure_layer(self, layer: str | BaseLayer) -> None:
         """Replace the layer; a URL is validated now (a bad one fails at start-up)."""
         if isinstance(layer, str):
-            get_layer(layer)
+            self.apply_history(get_layer(layer))  # fails now on a layer without history
             self._layer_url, self._layer, self._owns_layer = layer, None, True
         else:
+            self.apply_history(layer)
             self._layer_url, self._layer, self._owns_layer = None, layer, False
 
     def max_pending(self, channel: str) -> int:
@@ -175,6 +213,30 @@ class Hub:
     ) -> None:
         """Write one frame (exactly one of text/bytes/json) to every member socket of *group*."""
         await self.layer.group_send(group, broadcast_event(text=text, bytes=bytes, json=json))
+
+    # -- history and presence -------------------------------------------------------------
+
+    async def history(
+        self, group: str, since: StreamPosition | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """Read history group *group* (see :meth:`chanlite.layers.BaseLayer.history`)."""
+        return await self.layer.history(group, since, limit)
+
+    async def stream_position(self, group: str) -> StreamPosition:
+        """The position of history group *group*."""
+        return await self.layer.stream_position(group)
+
+    async def presence_join(self, group: str, channel: str, key: str, meta: dict[str, Any]) -> None:
+        """Announce *channel* in *group* as *key* with *meta*."""
+        await self.layer.presence_join(group, channel, key, meta)
+
+    async def presence_leave(self, group: str, channel: str) -> None:
+        """Withdraw *channel*'s presence in *group*."""
+        await self.layer.presence_leave(group, channel)
+
+    async def presence(self, group: str) -> dict[str, list[dict[str, Any]]]:
+        """Who is present in *group*: key -> metas (each with its ``"ref"``)."""
+        return await self.layer.presence(group)
 
     async def group_add(self, group: str, channel: str) -> None:
         """Add *channel* to *group*."""

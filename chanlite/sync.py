@@ -26,6 +26,7 @@ from chanlite.broadcast import broadcast_event
 from chanlite.hub import HasHub, Hub
 from chanlite.layers.base import BaseLayer, BlockingSends, Event
 from chanlite.layers.registry import get_layer
+from chanlite.layers.streams import HistoryPage, StreamPosition
 
 T = TypeVar("T")
 
@@ -79,7 +80,9 @@ class SyncSender:
         URL, shared by the process, and the private loop.
         """
         target = self._target
+        hub: Hub | None = None
         if isinstance(target, Hub):
+            hub = target
             loop = target.running_loop()
             if loop is not None:
                 layer = target.layer
@@ -94,6 +97,9 @@ class SyncSender:
             private = _layers.get(target)
             if private is None:
                 private = _layers[target] = get_layer(target)
+            if hub is not None:
+                # The App's history declarations hold for what its sync senders send.
+                hub.apply_history(private)
         if isinstance(private, BlockingSends):
             return private, None
         return private, _private_loop()
@@ -124,6 +130,27 @@ class SyncSender:
     ) -> None:
         """Write one frame (exactly one of text/bytes/json) to every member socket of *group*."""
         self.group_send(group, broadcast_event(text=text, bytes=bytes, json=json))
+
+    def _reading(self) -> tuple[BaseLayer, asyncio.AbstractEventLoop]:
+        # Reads are coroutines on every layer: the serving loop, else the private one.
+        layer, loop = self.layer_and_loop()
+        if loop is None:
+            target = self._target
+            served = target.running_loop() if isinstance(target, Hub) else None
+            loop = served or _private_loop()
+        return layer, loop
+
+    def history(
+        self, group: str, since: StreamPosition | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """Read history group *group* (see :meth:`chanlite.App.history_since`)."""
+        layer, loop = self._reading()
+        return run(layer.history(group, since, limit), loop)
+
+    def presence(self, group: str) -> dict[str, list[dict[str, Any]]]:
+        """Who is present in *group*: key -> metas (see :meth:`chanlite.App.presence`)."""
+        layer, loop = self._reading()
+        return run(layer.presence(group), loop)
 
 
 def send(layer_url: str, channel: str, event: Event) -> None:

@@ -8,6 +8,12 @@ that exists only while events are pending, so an idle connection costs no task, 
 and no queue. It knows the process's :class:`~chanlite.hub.Hub` (its link to the layer),
 never the App; it runs its handler and cleans up after it (:meth:`WebSocket.run_handler`).
 
+Groups that keep history (:meth:`chanlite.App.history`) can be joined from a position
+(``await ws.join(group, since=StreamPosition(n, epoch))``): the connection gets exactly
+the messages after it, then the live ones, none twice (:mod:`chanlite.resume`). Joining
+with ``presence=(key, meta)`` announces the connection in the group; the ``on`` handlers
+``presence.join`` / ``presence.leave`` then hear of keys arriving and leaving.
+
 The queue of events waiting for a handler is bounded (``App(max_pending_events=...)``,
 by default the layer's capacity for the channel). A handler that is behind holds the
 hub's reader back (bounded); a client that does not read while the queue is full gets the
@@ -28,6 +34,17 @@ from chanlite.broadcast import BROADCAST
 from chanlite.closecodes import SLOW_CONSUMER, CloseCode
 from chanlite.exceptions import WebSocketDisconnect, WebSocketStateError
 from chanlite.layers.base import Event
+from chanlite.layers.errors import NotSupported
+from chanlite.layers.streams import (
+    PRESENCE_DIFF,
+    HistoryGap,
+    HistoryPage,
+    PresenceError,
+    StreamPosition,
+    check_limit,
+    check_position,
+)
+from chanlite.resume import DUPLICATE, PASS, StreamJoins, gap_event
 from chanlite.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -63,7 +80,9 @@ class WebSocket(ASGIWebSocket):
         "_groups",
         "_handler",
         "_hub",
+        "_joins",
         "_max_pending",
+        "_presence",
         "_room",
         "_slow",
     )
@@ -99,6 +118,8 @@ class WebSocket(ASGIWebSocket):
         self._max_pending = 100
         self._room: asyncio.Future[None] | None = None
         self._slow = False
+        self._joins: StreamJoins | None = None
+        self._presence: set[str] | None = None
 
     # -- the channel layer ---------------------------------------------------------------
 
@@ -155,18 +176,134 @@ class WebSocket(ASGIWebSocket):
         """The groups this connection has joined."""
         return frozenset(self._groups or ())
 
-    async def join(self, group: str) -> None:
-        """Join *group*: its events and broadcasts reach this connection until it ends."""
-        await self.hub.group_add(group, self.channel_name)
+    async def join(
+        self,
+        group: str,
+        since: StreamPosition | None = None,
+        *,
+        last: int | None = None,
+        presence: tuple[str, dict[str, Any]] | None = None,
+    ) -> StreamPosition | None:
+        """Join *group*: its events and broadcasts reach this connection until it ends.
+
+        For a group that keeps history (``App.history``):
+
+        * *since* -- a position the client saw last (``offset``/``epoch`` of its last
+          event): the messages after it are delivered first, in order, then the live
+          ones, none twice and none missing. If that history cannot be served exactly,
+          a ``{"type": "history.gap", "group", "reason", "offset", "epoch"}`` event is
+          delivered instead (reason ``"epoch"``, ``"too_old"`` or ``"future"``; give it
+          an ``on("history.gap")`` handler that tells the client to reload), followed by
+          the newest *last* messages if *last* is given, then the live ones.
+        * *last* alone -- deliver the newest *last* retained messages first (a latecomer
+          sees the conversation so far).
+
+        Returns the group's position after what was delivered (None for a plain join).
+        Events of a history group carry ``"offset"``, ``"epoch"`` and ``"group"``.
+
+        *presence* ``(key, meta)`` announces this connection in the group (one entry per
+        key, several connections of one key share it); it is withdrawn when the
+        connection leaves the group or ends. Raises
+        :class:`~chanlite.layers.HistoryError` (a bad position, a group without
+        history), :class:`~chanlite.layers.PresenceError` (bad presence info) or
+        :class:`~chanlite.layers.NotSupported` (the layer lacks the capability) before
+        joining anything.
+        """
+        hub = self.hub
+        replay = since is not None or last is not None
+        if replay:
+            layer = hub.layer
+            if "history" not in layer.extensions:
+                raise NotSupported(layer, "history", f"cannot join {group!r} from a position")
+            if since is not None:
+                check_position(since)
+            check_limit(last)
+            layer.require_history(group)
+        if presence is not None:
+            presence = _presence_arg(presence)
+            layer = hub.layer
+            if "presence" not in layer.extensions:
+                raise NotSupported(layer, "presence", f"cannot announce a presence in {group!r}")
+        channel = self.channel_name
+        position: StreamPosition | None = None
+        if replay:
+            position = await self._join_from(group, since, last)
+        else:
+            await hub.group_add(group, channel)
+            self._add_group(group)
+        if presence is not None:
+            try:
+                await hub.presence_join(group, channel, presence[0], presence[1])
+            except BaseException:
+                await self.leave(group)
+                raise
+            if self._presence is None:
+                self._presence = set()
+            self._presence.add(group)
+        return position
+
+    def _add_group(self, group: str) -> None:
         if self._groups is None:
             self._groups = set()
         self._groups.add(group)
 
+    async def _join_from(
+        self, group: str, since: StreamPosition | None, last: int | None
+    ) -> StreamPosition:
+        hub = self.hub
+        joins = self._joins
+        if joins is None:
+            joins = self._joins = StreamJoins(max(self._max_pending, 100))
+        joins.begin(group)
+        replay: list[Event] = []
+        try:
+            await hub.group_add(group, self.channel_name)
+            self._add_group(group)
+            page = await self._read(group, since, last, replay)
+            # The stash overflowed while reading: what it held is in the history, after
+            # the page just read. Read on from there until a read ends with the stash kept.
+            while joins.overflowed(group):
+                page = await self._read(group, page.position, None, replay)
+        except BaseException:
+            for event in joins.abort(group):
+                self._queue(event)
+            if not joins.active:
+                self._joins = None
+            raise
+        replay.extend(joins.finish(group, page.position))
+        if not joins.active:
+            self._joins = None
+        hub.stats.events_replayed += len(replay)
+        for event in replay:
+            self._queue(event)
+        return page.position
+
+    async def _read(
+        self, group: str, since: StreamPosition | None, last: int | None, into: list[Event]
+    ) -> HistoryPage:
+        hub = self.hub
+        try:
+            page = await hub.history(group, since, None if since is not None else last)
+        except HistoryGap as gap:
+            logger.debug("Joining %r from %s: %s", group, since, gap)
+            into.append(gap_event(gap))
+            page = await hub.history(group, None, last or 0)
+        into.extend(page.events)
+        return page
+
     async def leave(self, group: str) -> None:
-        """Leave *group*."""
+        """Leave *group* (withdrawing this connection's presence in it, if any)."""
+        joins = self._joins
+        if joins is not None:
+            joins.discard(group)
+            if not joins.active:
+                self._joins = None
         if self._groups and group in self._groups:
             self._groups.discard(group)
             await self.hub.group_discard(group, self.channel_name)
+        if self._presence and group in self._presence:
+            self._presence.discard(group)
+            await self.hub.presence_leave(group, self.channel_name)
 
     async def group_send(self, group: str, event: Event) -> None:
         """Send *event* to every member of *group* (this connection too, if a member)."""
@@ -181,6 +318,15 @@ class WebSocket(ASGIWebSocket):
         it: the hub then waits (:meth:`wait_for_room`). A full queue whose handler waits
         on a client that does not read gets the slow-consumer policy instead.
         """
+        joins = self._joins
+        if joins is not None and "offset" in event:
+            verdict = joins.offer(event)
+            if verdict != PASS:
+                if verdict == DUPLICATE:
+                    self.hub.stats.duplicates_skipped += 1
+                return True
+            if not joins.active:
+                self._joins = None  # every join's window closed: broadcasts go direct again
         events = self._events
         if events is None:
             events = self._events = deque()
@@ -197,6 +343,19 @@ class WebSocket(ASGIWebSocket):
             assert hub is not None
             self._drain = hub.spawn(self._run_events())
         return True
+
+    def _queue(self, event: Event) -> None:
+        """Queue an event the connection itself fetched (history): bounded by the history
+        size, not by ``max_pending``, and never refused."""
+        if self._slow:
+            self._undeliverable(event, "closed as a slow consumer")
+            return
+        events = self._events
+        if events is None:
+            events = self._events = deque()
+        events.append(event)
+        if self._drain is None:
+            self._drain = self.hub.spawn(self._run_events())
 
     async def wait_for_room(self, timeout: float) -> None:
         """Wait until :meth:`push_event` takes another event.
@@ -220,8 +379,9 @@ class WebSocket(ASGIWebSocket):
 
     @property
     def events_pending(self) -> bool:
-        """True while layer events wait to be handled (broadcast frames then queue too)."""
-        return bool(self._events)
+        """True while layer events wait to be handled (broadcast frames then queue too),
+        and while a history join is in progress or its duplicate window open."""
+        return bool(self._events) or self._joins is not None
 
     async def _run_events(self) -> None:
         events = self._events
@@ -255,6 +415,9 @@ class WebSocket(ASGIWebSocket):
                 self._undeliverable(event, "its socket closed")
             return
         handler = self._handler
+        if kind == PRESENCE_DIFF:
+            await self._presence_diff(event)
+            return
         func = handler.events.get(kind) if handler is not None and isinstance(kind, str) else None
         if func is None:
             self.hub.stats.events_unhandled += 1
@@ -272,6 +435,46 @@ class WebSocket(ASGIWebSocket):
         except Exception:
             logger.exception("Exception in on(%r) handler for %s", kind, self.scope.get("path"))
             await self._close_quietly(CloseCode.INTERNAL_ERROR)
+
+    async def _presence_diff(self, event: Event) -> None:
+        """Run ``on("presence.diff")`` with the raw diff, and ``on("presence.join")`` /
+        ``on("presence.leave")`` for a key's first arrival and last departure.
+
+        Presence events are opt-in: with none of these handlers they are skipped quietly.
+        A second connection of a key present already announces nothing at key level.
+        """
+        handler = self._handler
+        if handler is None:
+            return
+        found = handler.events
+        group = event.get("group")
+        calls: list[tuple[EventHandler, Event]] = []
+        raw = found.get(PRESENCE_DIFF)
+        if raw is not None:
+            calls.append((raw, event))
+        for flag, side, kind in (
+            ("first", "joins", "presence.join"),
+            ("last", "leaves", "presence.leave"),
+        ):
+            func = found.get(kind)
+            if func is None or not event.get(flag):
+                continue
+            for key, metas in (event.get(side) or {}).items():
+                meta = metas[0] if metas else {}
+                calls.append((func, {"type": kind, "group": group, "key": key, "meta": meta}))
+        for func, payload in calls:
+            try:
+                await func(self, payload)
+            except (WebSocketDisconnect, WebSocketStateError):
+                if self.application_state is not WebSocketState.DISCONNECTED:
+                    raise
+                return
+            except Exception:
+                logger.exception(
+                    "Exception in on(%r) handler for %s", payload["type"], self.scope.get("path")
+                )
+                await self._close_quietly(CloseCode.INTERNAL_ERROR)
+                return
 
     def _undeliverable(self, event: Event, why: str) -> None:
         self.hub.stats.events_undeliverable += 1
@@ -352,9 +555,28 @@ class WebSocket(ASGIWebSocket):
         hub = self._hub
         if name is not None and hub is not None:
             hub.unregister(name)
+            self._joins = None
             for group in self._groups or ():
                 try:
                     await hub.group_discard(group, name)
                 except Exception:
                     logger.warning("Could not leave group %r on disconnect", group, exc_info=True)
             self._groups = None
+            # After leaving the groups: the others hear of it, this connection does not.
+            for group in self._presence or ():
+                try:
+                    await hub.presence_leave(group, name)
+                except Exception:
+                    logger.warning("Could not withdraw presence in %r", group, exc_info=True)
+            self._presence = None
+
+
+def _presence_arg(presence: object) -> tuple[str, dict[str, Any]]:
+    if (
+        not isinstance(presence, tuple)
+        or len(presence) != 2
+        or not isinstance(presence[0], str)
+        or not isinstance(presence[1], dict)
+    ):
+        raise PresenceError(f"presence must be a (key: str, meta: dict) tuple, not {presence!r}")
+    return presence[0], presence[1]
