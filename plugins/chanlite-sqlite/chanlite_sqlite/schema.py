@@ -198,6 +198,8 @@ def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> tuple[object, ..
 def prepare(conn: sqlite3.Connection, path: str, timeout: float) -> None:
     """Create the tables in a new file, migrate an old one, refuse a foreign one."""
     try:
+        if _current(conn):
+            return  # the common case needs no write lock (a reader opening while a writer works)
         conn.execute("BEGIN IMMEDIATE")
         try:
             _prepare_locked(conn, path)
@@ -207,6 +209,19 @@ def prepare(conn: sqlite3.Connection, path: str, timeout: float) -> None:
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
         raise describe_error(path, exc, timeout) from None
+
+
+def _current(conn: sqlite3.Connection) -> bool:
+    """True if the file is ours and at this release's version (read without a lock)."""
+    if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+        return False
+    try:
+        row = conn.execute(
+            "SELECT value FROM chanlite_meta WHERE key = 'schema_version'"
+        ).fetchone()
+    except sqlite3.OperationalError:  # no such table: let the locked path say what it is
+        return False
+    return row is not None and row[0] == str(SCHEMA_VERSION)
 
 
 def _prepare_locked(conn: sqlite3.Connection, path: str) -> None:

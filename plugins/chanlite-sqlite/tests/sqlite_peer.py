@@ -6,8 +6,10 @@ and answers one JSON command per line (``{"id": 1, "op": "group_add", ...}``) wi
 ``{"event": "local", "channels": [...], "message": {...}}``.
 
 Ops: ``info``, ``new_channel``, ``group_add``, ``group_discard``, ``group_send``, ``send``,
-``receive`` (a plain channel), ``sync_send``, ``sync_group_send`` and ``burst`` (concurrent
-group_sends, printing ``{"event": "sent", "i": i}`` as each one returns).
+``receive`` (a plain channel), ``sync_send``, ``sync_group_send``, ``burst`` (concurrent
+group_sends, printing ``{"event": "sent", "i": i}`` as each one returns), ``history``,
+``presence_join``, ``presence_leave`` and ``presence``. The ``history`` option is given in
+the URL form (``"room.*:100:600"``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import sys
 from typing import Any
 
 from chanlite_sqlite import SQLiteLayer
+
+from chanlite.layers import StreamPosition, parse_history_option
 
 BACKGROUND: set[asyncio.Future[None]] = set()
 
@@ -71,13 +75,30 @@ async def handle(layer: SQLiteLayer, command: dict[str, Any]) -> dict[str, Any]:
         BACKGROUND.add(task)
     elif op == "drops":
         return {"drops": dict(layer.drops)}
+    elif op == "history":
+        since = command.get("since")
+        page = await layer.history(
+            command["group"], StreamPosition(*since) if since else None, command.get("limit")
+        )
+        return {"events": page.events, "position": [page.position.offset, page.position.epoch]}
+    elif op == "presence_join":
+        await layer.presence_join(
+            command["group"], command["channel"], command["key"], command["meta"]
+        )
+    elif op == "presence_leave":
+        await layer.presence_leave(command["group"], command["channel"])
+    elif op == "presence":
+        return {"presence": await layer.presence(command["group"])}
     else:
         raise ValueError(f"unknown op {op!r}")
     return {}
 
 
 async def main() -> None:
-    layer = SQLiteLayer(sys.argv[1], **json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}"))
+    options = json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}")
+    if "history" in options:
+        options["history"] = parse_history_option(options["history"])
+    layer = SQLiteLayer(sys.argv[1], **options)
     await layer.group_discard("warm-up", "nobody")  # opens the file and registers
     reader = asyncio.ensure_future(pump(layer))
     loop = asyncio.get_running_loop()
