@@ -21,7 +21,13 @@ from collections.abc import Callable
 
 from chanlite.layers import ChannelFull, HistoryPolicy
 from chanlite_sqlite.history import reserve_blocking
-from chanlite_sqlite.schema import describe_error, file_identity, open_database
+from chanlite_sqlite.schema import (
+    describe_error,
+    file_identity,
+    open_database,
+    remove_old_sidecars,
+    sidecar_identities,
+)
 
 _INSERT = (
     "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload, hoffset, epoch) "
@@ -45,18 +51,22 @@ class BlockingWriter:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
+        self._sidecars: dict[str, tuple[int, int] | None] = {}
         self._sock: socket.socket | None = None
 
     def _open(self) -> sqlite3.Connection:
         conn = self._conn
         if conn is not None and self._identity != file_identity(self.path):
             # The file was deleted or replaced since we opened it: writing to the old
-            # inode would reach nobody. Open the path again (a new file is created).
+            # inode would reach nobody. Open the path again (a new file is created),
+            # without the old file's -wal and -shm.
+            remove_old_sidecars(self.path, self._sidecars)
             conn.close()
             conn = self._conn = None
         if conn is None:
             conn = self._conn = open_database(self.path, self.timeout)
             self._identity = file_identity(self.path)
+            self._sidecars = sidecar_identities(self.path)
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 self._sock.setblocking(False)

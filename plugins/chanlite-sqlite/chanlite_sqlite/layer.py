@@ -10,6 +10,10 @@ Each :class:`SQLiteLayer` object is one *process* of the layer (its ``client_id`
 
 Writes are batched (see :mod:`chanlite_sqlite.writer`); reading, waking, heartbeats and
 trimming happen in one thread per layer object (see :mod:`chanlite_sqlite.watcher`).
+If the file is deleted or replaced while in use, the process notices within
+``poll_interval``, opens the path again and registers itself, its channels and its
+memberships there (one WARNING line with what was lost); if it cannot (the folder is
+gone) it logs one ERROR line and stops its process with SIGTERM rather than run on deaf.
 Code without an event loop can use :meth:`SQLiteLayer.send_blocking` and
 :meth:`SQLiteLayer.group_send_blocking` (:class:`chanlite.layers.BlockingSends`, see
 :mod:`chanlite_sqlite.blocking`); local delivery goes through the toolkit's
@@ -19,11 +23,13 @@ Code without an event loop can use :meth:`SQLiteLayer.send_blocking` and
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
 import re
 import secrets
+import signal
 import sqlite3
 import threading
 import time
@@ -54,6 +60,7 @@ from chanlite.layers import (
     stream_message,
 )
 from chanlite_sqlite.blocking import BlockingWriter
+from chanlite_sqlite.errors import DatabaseFileError
 from chanlite_sqlite.history import HistoryReader, prune_expired
 from chanlite_sqlite.plain import PlainReceivers
 from chanlite_sqlite.presence import (
@@ -66,7 +73,7 @@ from chanlite_sqlite.presence import (
     encode_meta,
     listing,
 )
-from chanlite_sqlite.watcher import Incoming, Watcher
+from chanlite_sqlite.watcher import FileEvents, Incoming, Watcher
 from chanlite_sqlite.writer import (
     Ack,
     Flush,
@@ -184,6 +191,16 @@ class SQLiteLayer(BaseLayer):
         )
         # (group, channel) -> (key, stored meta): this process's presence entries.
         self._present: dict[tuple[str, str], Entry] = {}
+        # The file deleted or replaced under us: the move to the new one (pending while
+        # the watcher reopens the path), the count of moves (row ids of acks refer to one
+        # file), and the error if the path could not be opened again.
+        self._moving: concurrent.futures.Future[None] | None = None
+        self._file_generation = 0
+        self._lost_file: DatabaseFileError | None = None
+        #: Times the file was found deleted or replaced and opened again.
+        self.reopened = 0
+        #: Messages left in deleted or replaced files that no process could read.
+        self.lost_messages = 0
 
     def _after_fork(self) -> None:
         # A layer made before a fork (a pre-fork server importing the app) must not share
@@ -232,6 +249,8 @@ class SQLiteLayer(BaseLayer):
         self._after_fork()
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
+        if self._lost_file is not None:
+            raise self._lost_file
         task = self._starting
         if task is not None and task.get_loop().is_closed():
             task = None  # its loop ended mid-way (what it opened is released with it)
@@ -275,6 +294,7 @@ class SQLiteLayer(BaseLayer):
             changed=self._plain.remote_change,
             memberships=self._own_memberships,
             on_beat=on_beat,
+            file_events=FileEvents(self._release_file, self._file_reopened, self._file_lost),
         )
         watcher.start()
         db: aiosqlite.Connection | None = None
@@ -291,8 +311,59 @@ class SQLiteLayer(BaseLayer):
         self._writer = Writer(db, self.path, self.timeout, self)
 
     async def reconnect(self) -> aiosqlite.Connection:
-        """A new write connection (the writer's died with an event loop)."""
+        """A new write connection (the writer's died with an event loop, or the file
+        under it was deleted or replaced: then once the watcher has moved us)."""
+        moving = self._moving
+        if moving is not None:
+            await asyncio.wrap_future(moving)
         return await connect_async(self.path, self.timeout)
+
+    # -- the file deleted or replaced ---------------------------------------------------------
+
+    def _pending_move(self) -> concurrent.futures.Future[None]:
+        with self._lock:
+            moving = self._moving
+            if moving is None or moving.done():
+                moving = self._moving = concurrent.futures.Future()
+            return moving
+
+    def file_changed(self) -> None:
+        """The writer found the path naming another file: the watcher moves us now."""
+        self._pending_move()
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.check_file()
+
+    def _release_file(self) -> concurrent.futures.Future[None]:
+        # Watcher thread: every connection to the old file goes; acks of its rows too.
+        self._pending_move()
+        with self._lock:
+            self._file_generation += 1
+        blocking = self._blocking
+        if blocking is not None:
+            blocking.close()
+        writer = self._writer
+        if writer is not None:
+            return writer.release_soon()
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        done.set_result(None)
+        return done
+
+    def _file_reopened(self, lost: int) -> None:
+        self.reopened += 1
+        self.lost_messages += lost
+        moving = self._moving
+        if moving is not None and not moving.done():
+            moving.set_result(None)
+
+    def _file_lost(self, error: DatabaseFileError) -> None:
+        # Watcher thread, the error logged already: fail what waits, refuse what comes,
+        # and stop the process, which would otherwise serve without reaching anyone.
+        self._lost_file = error
+        moving = self._moving
+        if moving is not None and not moving.done():
+            moving.set_exception(error)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     # -- writer hooks ---------------------------------------------------------------------
 
@@ -338,7 +409,8 @@ class SQLiteLayer(BaseLayer):
         # Called by the watcher thread with messages other processes wrote for us.
         inbox = self._inbox
         for item in batch:
-            full = inbox.offer(item.channels, item.message, expires=item.expires, ack=item.ack)
+            ack = None if item.ack is None else (self._file_generation, item.ack)
+            full = inbox.offer(item.channels, item.message, expires=item.expires, ack=ack)
             if not full:
                 continue
             if item.group:
@@ -352,10 +424,13 @@ class SQLiteLayer(BaseLayer):
                     self.get_capacity(full[0]),
                 )
 
-    def _ack(self, rows: list[int]) -> None:
-        # Direct messages from other processes left the inbox: delete their rows.
+    def _ack(self, acks: list[tuple[int, int]]) -> None:
+        # Direct messages from other processes left the inbox: delete their rows (not
+        # rows of a file since deleted or replaced: the ids would name other messages).
         writer = self._writer
-        if writer is not None:
+        generation = self._file_generation
+        rows = [row for made, row in acks if made == generation]
+        if writer is not None and rows:
             writer.submit(Ack(rows))
 
     # -- direct messages -------------------------------------------------------------------
@@ -615,10 +690,14 @@ class SQLiteLayer(BaseLayer):
             # Announce this process's leaves now rather than after presence_timeout.
             with contextlib.suppress(Exception):
                 await self._writer.call(self._presence_ops.op(LeaveOwned(self.client_id)))
+        moving = self._moving
+        if moving is not None and not moving.done():
+            moving.set_exception(RuntimeError(f"{self!r} is closed"))
         writer, db, watcher = self._writer, self._db, self._watcher
         self._writer = self._db = self._watcher = None
         if writer is not None:
             await writer.drained()
+            db = writer.db  # a new one if the file was replaced or a loop took over
         if db is not None:
             try:
                 await db.execute("BEGIN IMMEDIATE")

@@ -16,6 +16,7 @@ release can migrate a file, and a file made by something else is refused, not mo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -300,3 +301,26 @@ def file_identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+#: The files SQLite keeps beside a database in WAL mode.
+SIDECARS = ("-wal", "-shm")
+
+
+def sidecar_identities(path: str) -> dict[str, tuple[int, int] | None]:
+    """``(device, inode)`` of *path*'s -wal and -shm files (None for one that is absent)."""
+    return {suffix: file_identity(path + suffix) for suffix in SIDECARS}
+
+
+def remove_old_sidecars(path: str, old: dict[str, tuple[int, int] | None]) -> None:
+    """*path* was deleted or replaced: unlink its -wal and -shm if they are still the old
+    file's (*old*, from :func:`sidecar_identities`).
+
+    A new file at the path would otherwise share them with the processes still using the
+    old one, and SQLite would mix the pages of two databases (a replacement would even
+    take the old log's pages for its own). Processes with the old file open keep theirs.
+    """
+    for suffix, identity in old.items():
+        if identity is not None and file_identity(path + suffix) == identity:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path + suffix)

@@ -15,6 +15,14 @@ and decoding never run on the event loop and never wait for it:
   alive and how far it has read; processes silent for ``heartbeat_timeout`` are removed
   with their memberships and inboxes; expired rows, memberships past ``group_expiry`` and
   group rows every live reader has passed are deleted, so the file stays small.
+* **The file itself.** Every ``poll_interval`` it compares the path's ``(device, inode)``
+  with the file it has open. A file deleted or replaced under the process would leave it
+  talking to a copy nobody else can reach: it reads what was left for it, releases the
+  old file (see :class:`FileEvents`), opens the path again (creating it), registers again
+  with its memberships and logs one line saying so and what was lost. When the path
+  cannot be opened again (its folder is gone) it logs one error and reports it as fatal.
+* **Errors** of a round (a locked file, say) are logged once, and once more when a round
+  succeeds again, not every round.
 """
 
 from __future__ import annotations
@@ -33,7 +41,14 @@ from dataclasses import dataclass
 
 from chanlite.layers.base import DecodeError
 from chanlite.layers.codec import Codec
-from chanlite_sqlite.schema import describe_error, open_database
+from chanlite_sqlite.errors import DatabaseFileError
+from chanlite_sqlite.schema import (
+    describe_error,
+    file_identity,
+    open_database,
+    remove_old_sidecars,
+    sidecar_identities,
+)
 
 logger = logging.getLogger("chanlite.layers.sqlite")
 
@@ -41,6 +56,11 @@ logger = logging.getLogger("chanlite.layers.sqlite")
 PEERS_CHANGED = b"p"
 #: A datagram saying "something was committed".
 COMMITTED = b"w"
+#: A datagram asking the reader to check the file's identity now (a writer saw it change).
+CHECK_FILE = b"c"
+#: Longest a process keeps trying to reopen a deleted or replaced file (other processes
+#: must first let go of the old one) before giving up, in heartbeats (and at least 5 s).
+REOPEN_HEARTBEATS = 10
 READ_BATCH = 2000
 
 
@@ -56,6 +76,31 @@ class Incoming:
 
 
 Deliver = Callable[[list[Incoming]], None]
+
+
+@dataclass(slots=True)
+class FileEvents:
+    """How the watcher tells its layer that the file under it was deleted or replaced.
+
+    All three are called from the watcher thread.
+    """
+
+    #: Close every other connection of this process to the old file; the returned future
+    #: is done once they are closed (the watcher waits for it, bounded by the timeout).
+    release: Callable[[], Future[None]]
+    #: The path is open and registered again: *lost* messages were left in the old file.
+    reopened: Callable[[int], None]
+    #: The path cannot be opened again: the error says why (logged already).
+    fatal: Callable[[DatabaseFileError], None]
+
+
+def _no_release() -> Future[None]:
+    done: Future[None] = Future()
+    done.set_result(None)
+    return done
+
+
+NO_FILE_EVENTS = FileEvents(_no_release, lambda lost: None, lambda error: None)
 
 
 class Watcher(threading.Thread):
@@ -75,6 +120,7 @@ class Watcher(threading.Thread):
         changed: Callable[[], None],
         memberships: Callable[[], list[tuple[str, str, float]]] = list,
         on_beat: Callable[[sqlite3.Connection, float, bool], bool] | None = None,
+        file_events: FileEvents = NO_FILE_EVENTS,
     ) -> None:
         super().__init__(name=f"chanlite-sqlite-{client_id}", daemon=True)
         self.path = path
@@ -88,6 +134,14 @@ class Watcher(threading.Thread):
         self._changed = changed
         self._memberships = memberships
         self._on_beat = on_beat
+        self._file_events = file_events
+        #: ``(device, inode)`` of the file the connection has open, and of its -wal/-shm.
+        self.identity: tuple[int, int] | None = None
+        self._sidecars: dict[str, tuple[int, int] | None] = {}
+        #: How many times the file was found deleted or replaced and opened again.
+        self.reopened = 0
+        self._failing = ""  # the error of the last failed round, logged once
+        self._moved = False  # registered in a new file: the next beat restores the rest
         self.ready: Future[None] = Future()
         self.cursor = 0
         #: client_id -> UDP port of every other live process (replaced, never mutated).
@@ -109,6 +163,11 @@ class Watcher(threading.Thread):
             with contextlib.suppress(OSError):
                 self._sock.sendto(COMMITTED, ("127.0.0.1", port))
 
+    def check_file(self) -> None:
+        """Ask the thread to compare the path with its open file now."""
+        with contextlib.suppress(OSError):
+            self._sock.sendto(CHECK_FILE, ("127.0.0.1", self.port))
+
     def stop(self) -> None:
         """Ask the thread to finish; it wakes at once."""
         self._stopping.set()
@@ -118,11 +177,7 @@ class Watcher(threading.Thread):
 
     def run(self) -> None:
         try:
-            self._conn = open_database(self.path, self.timeout)
-            try:
-                self._register()
-            except sqlite3.Error as exc:  # read-only or locked: say so, not sqlite3's words
-                raise describe_error(self.path, exc, self.timeout) from None
+            self._open()
         except BaseException as exc:
             with contextlib.suppress(InvalidStateError):
                 self.ready.set_exception(exc)
@@ -139,6 +194,17 @@ class Watcher(threading.Thread):
         finally:
             self._close()
 
+    def _open(self, restore: bool = False) -> int:
+        """Open the path and register; returns the memberships put back (*restore*)."""
+        self._conn = open_database(self.path, self.timeout)
+        self.identity = file_identity(self.path)
+        try:
+            restored = self._register(restore)
+        except sqlite3.Error as exc:  # read-only or locked: say so, not sqlite3's words
+            raise describe_error(self.path, exc, self.timeout) from None
+        self._sidecars = sidecar_identities(self.path)
+        return restored
+
     def _unregister(self) -> None:
         conn = self._conn
         assert conn is not None
@@ -151,16 +217,21 @@ class Watcher(threading.Thread):
 
     def _loop(self) -> None:
         next_beat = time.monotonic() + self.heartbeat
+        next_check = time.monotonic() + self.poll_interval
         while not self._stopping.is_set():
             wait = max(0.0, min(self.poll_interval, next_beat - time.monotonic()))
             readable, _, _ = select.select([self._sock], [], [], wait)
-            poked = refresh = False
+            poked = refresh = check = False
             if readable:
                 poked = True
-                refresh = self._drain_socket()
+                refresh, check = self._drain_socket()
             if self._stopping.is_set():
                 return
             try:
+                if check or time.monotonic() >= next_check:
+                    next_check = time.monotonic() + self.poll_interval
+                    if file_identity(self.path) != self.identity and not self._reopen():
+                        return
                 if refresh:
                     self._load_peers()
                 self._read_if_changed(poked)
@@ -170,21 +241,134 @@ class Watcher(threading.Thread):
             except sqlite3.Error as exc:
                 # A locked or busy file is retried on the next round; nothing is lost,
                 # the cursor only moves after a successful read.
-                logger.warning("%s", describe_error(self.path, exc, self.timeout))
-            except Exception:
-                logger.exception("chanlite-sqlite reader for %s failed; retrying", self.path)
+                self._failed(str(describe_error(self.path, exc, self.timeout)), None)
+            except Exception as exc:
+                self._failed(f"chanlite-sqlite reader for {self.path} failed: {exc!r}", exc)
+            else:
+                if self._failing:
+                    self._failing = ""
+                    logger.warning("Channel layer database %s is usable again", self.path)
 
-    def _drain_socket(self) -> bool:
-        refresh = False
+    def _failed(self, message: str, exc: Exception | None) -> None:
+        # One line when the rounds start failing (and one when they recover), not one per
+        # round: a file that stays locked must not fill the log.
+        if message == self._failing:
+            return
+        first = not self._failing
+        self._failing = message
+        if first:
+            logger.error("%s; retrying until it works", message, exc_info=exc)
+        else:
+            logger.error("%s", message, exc_info=exc)
+
+    # -- the file deleted or replaced -------------------------------------------------
+
+    def _reopen(self) -> bool:
+        """The path no longer names the file we have open: move to the new one.
+
+        Returns False when that is impossible (logged, reported as fatal).
+        """
+        gone = file_identity(self.path) is None
+        # A new file may be another process's doing after a delete: say both.
+        what = "deleted" if gone else "deleted or replaced"
+        lost = self._salvage()
+        # Nothing of this process may write to the old file any more (nobody would read
+        # it), and the new file must not share the old one's -wal and -shm.
+        with contextlib.suppress(Exception):
+            self._file_events.release().result(self.timeout)
+        remove_old_sidecars(self.path, self._sidecars)
+        if self._conn is not None:
+            self._conn.close()  # SQLite neither checkpoints nor deletes a moved file's log
+            self._conn = None
+        try:
+            restored = self._open_again()
+        except DatabaseFileError as exc:
+            logger.error(
+                "Channel layer database %s was %s while in use and cannot be opened again "
+                "(%s) This process cannot reach the others: stopping it.",
+                self.path,
+                what,
+                exc,
+            )
+            self._file_events.fatal(exc)
+            return False
+        self.reopened += 1
+        self._moved = True
+        logger.warning(
+            "Channel layer database %s was %s while in use; opened the path again and "
+            "registered this process with its %d group membership%s; %d message%s left in "
+            "the old file for other processes could not be delivered and %s lost",
+            self.path,
+            what,
+            restored,
+            "" if restored == 1 else "s",
+            lost,
+            "" if lost == 1 else "s",
+            "is" if lost == 1 else "are",
+        )
+        self._file_events.reopened(lost)
+        return True
+
+    def _salvage(self) -> int:
+        """Read what the old file still holds for us; count what it holds for nobody else.
+
+        Messages for our channels and groups are delivered as usual. Plain-channel rows
+        (shared queues) and direct messages for processes that are no longer alive reach
+        nobody: they are counted as lost. (Other live processes read their own rows when
+        they notice the change themselves.)
+        """
+        conn = self._conn
+        if conn is None:
+            return 0
+        try:
+            while self._read_batch() == READ_BATCH:
+                pass
+            alive = time.time() - self.heartbeat_timeout
+            (lost,) = conn.execute(
+                "SELECT count(*) FROM chanlite_messages WHERE channel != '' AND owner != ? "
+                "AND expires > ? AND owner NOT IN (SELECT client_id FROM chanlite_processes "
+                "WHERE heartbeat > ? AND client_id != ?)",
+                (self.client_id, time.time(), alive, self.client_id),
+            ).fetchone()
+            return int(lost)
+        except sqlite3.Error as exc:
+            logger.warning("Could not read what was left in the old %s: %s", self.path, exc)
+            return 0
+
+    def _open_again(self) -> int:
+        """Open the path (creating the file) and register again; retried while other
+        processes still hold the old file. Raises :class:`DatabaseFileError`."""
+        folder = os.path.dirname(os.path.abspath(self.path))
+        deadline = time.monotonic() + max(5.0, REOPEN_HEARTBEATS * self.heartbeat)
+        pause = 0.01
+        while True:
+            if not os.path.isdir(folder):
+                raise DatabaseFileError(
+                    f"Channel layer database {self.path} cannot be created: its folder "
+                    f"{folder} is gone."
+                )
+            try:
+                return self._open(restore=True)
+            except DatabaseFileError:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                if time.monotonic() + pause > deadline or self._stopping.is_set():
+                    raise
+            self._stopping.wait(pause)
+            pause = min(pause * 2, 0.25)
+
+    def _drain_socket(self) -> tuple[bool, bool]:
+        refresh = check = False
         while True:
             try:
                 data = self._sock.recv(16)
-            except (BlockingIOError, InterruptedError):
-                return refresh
-            except OSError:
-                return refresh
+            except OSError:  # BlockingIOError: nothing more to read
+                return refresh, check
             if data == PEERS_CHANGED:
                 refresh = True
+            elif data == CHECK_FILE:
+                check = True
 
     def _read_if_changed(self, poked: bool) -> None:
         assert self._conn is not None
@@ -258,16 +442,28 @@ class Watcher(threading.Thread):
 
     # -- registration and housekeeping ------------------------------------------------
 
-    def _register(self) -> None:
+    def _register(self, restore: bool = False) -> int:
+        """Register this process; returns how many memberships were put back.
+
+        *restore* (the file was deleted or replaced): put back the memberships this
+        process made, and read the file from its start, since every row in it was
+        written after we lost the old one.
+        """
         conn = self._conn
         assert conn is not None
+        restored = 0
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'chanlite_messages'"
-            ).fetchone()
-            self.cursor = int(row[0]) if row else 0
+            if restore:
+                self.cursor = 0
+            else:
+                row = conn.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'chanlite_messages'"
+                ).fetchone()
+                self.cursor = int(row[0]) if row else 0
             self._upsert_process(conn)
+            if restore:
+                restored = self._restore_memberships(conn, time.time())
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -277,6 +473,21 @@ class Watcher(threading.Thread):
         for port in self.peers.values():
             with contextlib.suppress(OSError):
                 self._sock.sendto(PEERS_CHANGED, ("127.0.0.1", port))
+        return restored
+
+    def _restore_memberships(self, conn: sqlite3.Connection, now: float) -> int:
+        # The memberships this process made for its own channels, unexpired.
+        rows = [
+            (group, channel, self.client_id, expires)
+            for group, channel, expires in self._memberships()
+            if expires > now
+        ]
+        conn.executemany(
+            "INSERT INTO chanlite_groups (grp, channel, owner, expires) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (grp, channel) DO NOTHING",
+            rows,
+        )
+        return len(rows)
 
     def _upsert_process(self, conn: sqlite3.Connection) -> None:
         conn.execute(
@@ -314,20 +525,13 @@ class Watcher(threading.Thread):
                     self.heartbeat_timeout,
                 )
                 self._upsert_process(conn)
-                # Others removed our memberships with our registration: put back the
-                # ones this process made for its own channels, unexpired.
-                conn.executemany(
-                    "INSERT INTO chanlite_groups (grp, channel, owner, expires) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (grp, channel) DO NOTHING",
-                    [
-                        (group, channel, self.client_id, expires)
-                        for group, channel, expires in self._memberships()
-                        if expires > now
-                    ],
-                )
+                # Others removed our memberships with our registration: put them back.
+                self._restore_memberships(conn, now)
             # Other modules' heartbeat work (presence sweeps, history ttl), before dead
             # processes go: True if it wrote messages every process must read.
-            wrote = self._on_beat(conn, now, not updated) if self._on_beat is not None else False
+            # (restored: registered again, after a presumed death or in a new file).
+            restored = not updated or self._moved
+            wrote = self._on_beat(conn, now, restored) if self._on_beat is not None else False
             dead = [
                 client_id
                 for (client_id,) in conn.execute(
@@ -344,6 +548,7 @@ class Watcher(threading.Thread):
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        self._moved = False
         self._load_peers()
         if wrote:  # this process's own reader included: a commit here bumps no data_version
             self.poke([*self.peers.values(), self.port])

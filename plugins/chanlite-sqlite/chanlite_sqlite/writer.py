@@ -8,11 +8,17 @@ while a lone call is committed at once, with no timer adding latency.
 Operations run in the order they were queued; consecutive operations of one kind are done
 together (one membership query and one ``executemany`` for a run of ``group_send``).
 Results are applied after the commit, in order, through :class:`Hooks`.
+
+Before each batch the writer checks that the path still names the file it has open; if
+the file was deleted or replaced it closes its connection and waits for the layer to move
+the process to the new file (:meth:`Hooks.file_changed`, :meth:`Hooks.reconnect`), so a
+message is never written to a file nobody else can reach.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import sqlite3
@@ -25,9 +31,9 @@ from typing import Any, Protocol
 
 import aiosqlite
 
-from chanlite.layers import ChannelFull, HistoryPolicy
+from chanlite.layers import ChannelFull, HistoryPolicy, LayerUnavailable
 from chanlite_sqlite.history import reserve
-from chanlite_sqlite.schema import describe_error
+from chanlite_sqlite.schema import describe_error, file_identity
 
 logger = logging.getLogger("chanlite.layers.sqlite")
 
@@ -171,8 +177,11 @@ class Hooks(Protocol):
     def poke(self, ports: list[int]) -> None: ...
 
     async def reconnect(self) -> aiosqlite.Connection:
-        """A new write connection."""
+        """A new write connection (once the process has moved to a replaced file)."""
         ...
+
+    def file_changed(self) -> None:
+        """The path no longer names the file the writer had open: move the process."""
 
 
 class Writer:
@@ -191,6 +200,37 @@ class Writer:
         self._drain_loop: asyncio.AbstractEventLoop | None = None
         self._generation = 0
         self._task: asyncio.Task[None] | None = None
+        # The file the connection has open, and whether it must be replaced before the
+        # next write (released because the file under it was deleted or replaced).
+        self.identity = file_identity(path)
+        self._stale = False
+        self._releases: list[concurrent.futures.Future[None]] = []
+
+    def release_soon(self) -> concurrent.futures.Future[None]:
+        """From any thread: close the connection (the file under it is gone); the next
+        write opens a new one. The future is done once it is closed."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            if self._stale:  # released already (the writer noticed first)
+                done.set_result(None)
+                return done
+            loop = self._drain_loop
+            if loop is not None and loop.is_running():
+                self._releases.append(done)
+                if not self._draining:
+                    self._draining = True
+                    self._generation += 1
+                    generation = self._generation
+                    loop.call_soon_threadsafe(self._start_drain, loop, generation)
+                return done
+            # No loop is running a write: nothing uses the connection now.
+            self._stale = True
+        _close_raw(self.db)
+        done.set_result(None)
+        return done
+
+    def _start_drain(self, loop: asyncio.AbstractEventLoop, generation: int) -> None:
+        self._task = loop.create_task(self._drain(generation))
 
     def submit(self, op: Op) -> None:
         """Queue *op*; start a drain task on the running loop unless a live one is running."""
@@ -213,16 +253,27 @@ class Writer:
         await op.future
 
     async def _replace_connection(self) -> None:
-        logger.warning(
-            "The write connection to %s stopped with an event loop that closed mid-write; "
-            "reconnecting",
-            self.path,
-        )
-        conn = getattr(self.db, "_connection", None)
-        if isinstance(conn, sqlite3.Connection):
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()  # rolls back what it held, releasing the write lock
+        if not self._stale:
+            logger.warning(
+                "The write connection to %s stopped with an event loop that closed "
+                "mid-write; reconnecting",
+                self.path,
+            )
+        _close_raw(self.db)  # rolls back what it held, releasing the write lock
         self.db = await self.hooks.reconnect()
+        self.identity = file_identity(self.path)
+        self._stale = False
+
+    async def _release(self) -> None:
+        with self._lock:
+            waiting, self._releases = self._releases, []
+        if not self._stale:
+            self._stale = True
+            with contextlib.suppress(Exception):
+                await self.db.close()
+        for done in waiting:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                done.set_result(None)
 
     async def drained(self) -> None:
         """Wait until nothing is queued or running.
@@ -249,9 +300,13 @@ class Writer:
         batch: list[Op] = []
         try:
             while True:
+                if self._releases:
+                    await self._release()
                 with self._lock:
                     if generation != self._generation:
                         return
+                    if self._releases:
+                        continue
                     if not self._queue:
                         self._draining = False
                         return
@@ -270,7 +325,14 @@ class Writer:
 
     async def _run(self, batch: list[Op]) -> None:
         try:
-            if not _worker_alive(self.db):
+            if not self._stale and self.identity != file_identity(self.path):
+                # Deleted or replaced under us: writing on would reach nobody. Let go of
+                # the old file and wait until the process is registered in the new one.
+                self._stale = True
+                with contextlib.suppress(Exception):
+                    await self.db.close()
+                self.hooks.file_changed()
+            if self._stale or not _worker_alive(self.db):
                 await self._replace_connection()
             db = self.db
             if db.in_transaction:  # left open by a drain whose loop stopped
@@ -290,6 +352,9 @@ class Writer:
             return
         except ValueError as exc:  # aiosqlite: the connection was closed under us
             _fail(batch, RuntimeError(f"The layer is closed ({exc})"))
+            return
+        except LayerUnavailable as exc:  # the file could not be opened again
+            _fail(batch, exc)
             return
         self._committed(batch)
 
@@ -519,6 +584,15 @@ async def connect_async(path: str, timeout: float) -> aiosqlite.Connection:
         await db.close()
         raise
     return db
+
+
+def _close_raw(db: aiosqlite.Connection) -> None:
+    # The sqlite3 connection under aiosqlite (opened with check_same_thread=False), closed
+    # from this thread: its worker thread may be gone with an event loop, or idle.
+    conn = getattr(db, "_connection", None)
+    if isinstance(conn, sqlite3.Connection):
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
 
 
 def _worker_alive(db: aiosqlite.Connection) -> bool:

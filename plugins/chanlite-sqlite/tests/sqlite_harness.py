@@ -22,6 +22,11 @@ class Peer:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.events: list[dict[str, Any]] = []
+        #: Lines the process wrote to stderr (its log), when started with ``stderr=True``.
+        self.stderr: list[str] = []
+        self._stderr_reader = (
+            asyncio.ensure_future(self._read_stderr()) if proc.stderr is not None else None
+        )
         self.client_id = ""
         self._ids = itertools.count(1)
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -29,7 +34,8 @@ class Peer:
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def start(cls, db: Path, **options: Any) -> Peer:
+    async def start(cls, db: Path, *, stderr: bool = False, **options: Any) -> Peer:
+        """Start a peer on *db* with layer *options*; *stderr*: keep its log lines."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             str(PEER),
@@ -37,6 +43,7 @@ class Peer:
             json.dumps(options),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE if stderr else None,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         peer = cls(proc)
@@ -57,6 +64,15 @@ class Peer:
         async with self._changed:
             self.events.append({"event": "exit"})
             self._changed.notify_all()
+
+    async def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            self.stderr.append(line.decode(errors="replace").rstrip("\n"))
+
+    def log_lines(self, text: str) -> list[str]:
+        """The stderr lines containing *text*."""
+        return [line for line in self.stderr if text in line]
 
     async def call(self, op: str, **args: Any) -> dict[str, Any]:
         """Run one command in the process; raise if it failed."""
@@ -105,8 +121,12 @@ class Peer:
                 self.proc.kill()
                 await self.proc.wait()
         await self._reader
+        if self._stderr_reader is not None:
+            await self._stderr_reader
 
     async def kill(self) -> None:
         self.proc.kill()
         await self.proc.wait()
         await self._reader
+        if self._stderr_reader is not None:
+            await self._stderr_reader
