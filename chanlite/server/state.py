@@ -60,7 +60,9 @@ class ServerState:
         self.send_limit = config.ws_send_limit
         self.slow_consumers = 0  # WebSockets closed by the slow-consumer policy
         # Connections the server closed that still hold unsent bytes (and a descriptor)
-        # until the client reads them or the grace ends: they count against the limit.
+        # until the client reads them or the grace ends, and WebSockets whose app is done
+        # while the socket waits for the close handshake or its abort: they count against
+        # the limit until the transport is gone.
         self.lingering = 0
         # WebSockets with broadcast frames queued this loop iteration; one call_soon
         # callback writes each one's queue with a single transport.write.

@@ -44,7 +44,9 @@ class WebSocketConnection(asyncio.Protocol):
         "deadline",
         "drain",
         "is_open",
+        "lingering",
         "loop",
+        "lost",
         "next_ping",
         "pending",
         "pending_size",
@@ -83,7 +85,9 @@ class WebSocketConnection(asyncio.Protocol):
         self.accepted = False
         self.is_open = False
         self.closed = False
-        self.counted = False
+        self.counted = False  # counted in state.active (the app is running)
+        self.lingering = False  # counted in state.lingering (the app is done, the socket not)
+        self.lost = False  # connection_lost came: the descriptor is released
         self.read_paused = False
         self.write_paused = transport.is_closing()
         self.deadline = 0.0
@@ -121,6 +125,11 @@ class WebSocketConnection(asyncio.Protocol):
         self.scope = scope
         self.ws.receive_handshake(head.method, head.target, head.http_version, head.headers)
         if state.over_limit():
+            logger.debug(
+                "WebSocket handshake from %s refused: 503 over limit_concurrency (%d)",
+                _peer(scope),
+                state.config.limit_concurrency,
+            )
             self.transport.write(simple_response(503, "Service Unavailable", state.default_headers))
             self._close_transport()
             return
@@ -137,7 +146,12 @@ class WebSocketConnection(asyncio.Protocol):
     # asyncio.Protocol -----------------------------------------------------------------
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.state.connections.discard(self)
+        state = self.state
+        state.connections.discard(self)
+        self.lost = True
+        if self.lingering:
+            self.lingering = False
+            state.lingering -= 1
         self.pending = None  # still on the dirty list maybe; flush_pending skips it
         self.closed = True
         self.is_open = False
@@ -413,7 +427,14 @@ class WebSocketConnection(asyncio.Protocol):
         finally:
             if self.counted:
                 self.counted = False
-                self.state.active -= 1
+                state = self.state
+                state.active -= 1
+                if not self.lost:
+                    # The app is done but the socket is not (a close handshake the client
+                    # has not answered, bytes unsent): it keeps counting against the limit
+                    # until the transport is gone, closed or aborted by the close timeout.
+                    self.lingering = True
+                    state.lingering += 1
 
     async def receive(self) -> Message:
         while not self.queue:

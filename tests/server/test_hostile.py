@@ -401,3 +401,55 @@ async def test_a_websocket_closed_with_bytes_unsent_is_aborted_after_the_close_t
             while server.state.connections:
                 await asyncio.sleep(0.05)
         sock.close()
+
+
+async def test_websockets_waiting_for_the_close_handshake_count_against_the_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Sockets the server drops are accounted for until they are really gone: two
+    WebSockets whose app closed them but whose clients never answer the close frame
+    hold both slots of --limit-concurrency 2 (a third handshake gets 503) until the close
+    timeout aborts them; then the third is served."""
+    caplog.set_level(logging.DEBUG, logger="chanlite.server")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})  # the app is done at once
+
+    options: dict[str, Any] = {"limit_concurrency": 2, "ws_close_timeout": 1.5}
+    async with running(app, lifespan="off", **options) as server:
+        state = server.state
+        assert state is not None
+        silent = []
+        for _ in range(2):
+            ws, head = await RawWebSocket.connect(server.bound_port or 0)
+            assert head.startswith(b"HTTP/1.1 101"), head
+            assert (await ws.close_frame()).code == 1000  # and never answers it
+            silent.append(ws)
+        async with asyncio.timeout(5):
+            while state.active:  # both apps returned
+                await asyncio.sleep(0.02)
+        assert state.lingering == 2
+        assert len(state.connections) == 2
+        _, refused = await RawWebSocket.connect(server.bound_port or 0)
+        assert refused.startswith(b"HTTP/1.1 503 "), refused
+        # The close timeout aborts both: their clients see the connection end.
+        for ws in silent:
+            await ws.eof(timeout=10)
+            ws.writer.close()
+        async with asyncio.timeout(5):
+            while state.lingering or state.connections:
+                await asyncio.sleep(0.02)
+        late, head = await RawWebSocket.connect(server.bound_port or 0)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert (await late.close_frame()).code == 1000
+        late.send(Opcode.CLOSE, Close(1000, "").serialize())  # this one answers
+        await late.eof()
+        late.writer.close()
+        async with asyncio.timeout(5):
+            while state.lingering or state.connections or state.active:
+                await asyncio.sleep(0.02)
+    assert any("503" in r.getMessage() for r in caplog.records), caplog.text
