@@ -255,6 +255,12 @@ class App:
         """Receive the layer events of *groups* outside a WebSocket (e.g. to feed SSE).
 
         ``async with app.subscribe("ticks") as events: async for event in events: ...``
+
+        At most *max_pending* events wait for the reader. A reader that falls that far
+        behind and takes nothing for a second gets the slow-consumer policy: the
+        subscription ends, the iterator raises :class:`~chanlite.exceptions.SlowConsumer`,
+        and the loss is counted (``stats.slow_consumers``, ``stats.events_undeliverable``)
+        and logged once. Nothing is dropped silently.
         """
         return Subscription(self.hub, groups, max_pending=max_pending)
 

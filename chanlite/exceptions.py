@@ -8,6 +8,7 @@
      +-- WebSocketStateError    (also RuntimeError: an API call in the wrong state)
      +-- RegistrationClosed     (also RuntimeError: a route added after serving began)
      +-- ClientDisconnected     (also OSError: ``send`` after the client went away)
+     +-- SlowConsumer           (a subscription ended: its reader fell too far behind)
 """
 
 from __future__ import annotations
@@ -68,3 +69,20 @@ class ClientDisconnected(ChanliteError, OSError):
     """``send`` was called on a connection the client has closed (ASGI spec 2.4 asks for
     an ``OSError``). Raised by the built-in server and by the TestClient alike; an app
     that ends with it is taken to have finished normally."""
+
+
+class SlowConsumer(ChanliteError):
+    """A subscription (``app.subscribe``) was ended by the slow-consumer policy: its
+    reader fell more than ``max_pending`` events behind and did not catch up. Raised by
+    the iterator and by ``receive``; ``dropped`` is how many events it did not get."""
+
+    def __init__(self, channel_name: str, dropped: int) -> None:
+        super().__init__(channel_name, dropped)
+        self.channel_name = channel_name
+        self.dropped = dropped
+
+    def __str__(self) -> str:
+        return (
+            f"Subscription {self.channel_name} ended as a slow consumer: "
+            f"{self.dropped} events were not delivered to it"
+        )

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, Literal
 from urllib.parse import quote
 
 from chanlite.datastructures import MutableHeaders
+from chanlite.exceptions import SlowConsumer
 from chanlite.types import Message, Receive, Scope, Send
 
 __all__ = [
@@ -251,8 +252,9 @@ class StreamingResponse(Response):
     """A body produced piece by piece from an async or sync iterator of str/bytes.
 
     No ``content-length`` is sent (the server uses chunked encoding). The response stops
-    when the iterator ends or the client disconnects; then an async generator is closed so
-    its ``finally`` blocks run. Sync iterators are advanced on a worker thread.
+    when the iterator ends (or raises :class:`~chanlite.exceptions.SlowConsumer`: the
+    subscription feeding it was ended) or the client disconnects; then an async generator
+    is closed so its ``finally`` blocks run. Sync iterators are advanced on a worker thread.
 
     Server-sent events: ``StreamingResponse(events(), media_type="text/event-stream")``
     where ``events()`` yields ``format_sse(...)`` strings.
@@ -299,6 +301,10 @@ class StreamingResponse(Response):
             try:
                 async for chunk in chunks:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except SlowConsumer:
+                # The subscription feeding the stream was ended (counted and logged once):
+                # the client's reader is too slow. End the response; it may reconnect.
+                pass
             finally:
                 await chunks.aclose()
         await send({"type": "http.response.body", "body": b""})

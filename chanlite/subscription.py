@@ -11,8 +11,15 @@
         return StreamingResponse(stream(), media_type="text/event-stream")
 
 A subscription is one more receiver of the process's hub: it gets a channel name,
-joins groups, and buffers events in a bounded queue (oldest dropped and counted when a
-slow consumer falls behind, so a stalled reader never grows memory without bound).
+joins groups, and buffers events in a bounded queue (``max_pending``). It follows the
+same slow-consumer policy as a WebSocket's events (:mod:`chanlite.websocket`): when its
+queue is full the hub's reader waits for the iterator to make room (holding back, through
+the layer's capacity, senders in this process); if the iterator takes nothing for
+:data:`chanlite.hub.ROOM_WAIT` seconds, the subscription is ended: what it still held is
+dropped, the loss is counted (``app.stats.slow_consumers``, ``events_undeliverable``) and
+logged once at WARNING, and the iterator (or :meth:`Subscription.receive`) raises
+:class:`~chanlite.exceptions.SlowConsumer`. No event is dropped silently, and a stalled
+reader never grows memory without bound.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from chanlite.exceptions import SlowConsumer
 from chanlite.layers.base import Event
 
 if TYPE_CHECKING:
@@ -39,28 +47,70 @@ class Subscription:
     events_pending = False  # broadcasts may always go straight to push_event
 
     def __init__(self, hub: Hub, groups: tuple[str, ...], max_pending: int = 1000) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, not {max_pending}")
         self.hub = hub
         self.groups = groups
         self.max_pending = max_pending
-        #: Events dropped because the reader fell more than ``max_pending`` behind.
+        #: Events not delivered because the subscription was ended as a slow consumer.
         self.dropped = 0
         self.channel_name = ""
         self._events: deque[Event] = deque()
         self._ready: asyncio.Event = asyncio.Event()
+        self._room: asyncio.Future[None] | None = None
         self._closed = False
+        self._failure: SlowConsumer | None = None
 
     def push_event(self, event: Event) -> bool:
-        """Called by the hub for each event (including broadcast frames); always taken."""
+        """Called by the hub for each event (broadcasts included). False when the queue
+        is full: the hub then waits in :meth:`wait_for_room`. Once ended as a slow
+        consumer, every event is taken and counted as undeliverable."""
+        if self._failure is not None or self._closed:
+            self._undeliverable(1)
+            return True
         if len(self._events) >= self.max_pending:
-            self._events.popleft()
-            self.dropped += 1
-            logger.warning("Subscription %s is behind; oldest event dropped", self.channel_name)
+            return False
         self._events.append(event)
         self._ready.set()
         return True
 
     async def wait_for_room(self, timeout: float) -> None:
-        """Never needed: :meth:`push_event` always takes the event (the oldest may go)."""
+        """Wait until the reader takes an event; past *timeout* the slow-consumer policy
+        ends the subscription."""
+        while self._failure is None and not self._closed and len(self._events) >= self.max_pending:
+            room = self._room = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(room, timeout)
+            except asyncio.TimeoutError:
+                self._slow_consumer(timeout)
+                return
+            finally:
+                self._room = None
+
+    def _slow_consumer(self, timeout: float) -> None:
+        dropped = len(self._events)
+        self._events.clear()
+        self.hub.stats.slow_consumers += 1
+        self._undeliverable(dropped)
+        self._failure = SlowConsumer(self.channel_name, dropped)
+        logger.warning(
+            "Ending subscription %s to %s: slow consumer (its reader took nothing for %g s "
+            "with %d events waiting; they are dropped)",
+            self.channel_name,
+            ", ".join(self.groups) or "no group",
+            timeout,
+            dropped,
+        )
+        self._ready.set()  # the reader wakes up to its SlowConsumer
+
+    def _undeliverable(self, count: int) -> None:
+        self.dropped += count
+        self.hub.stats.events_undeliverable += count
+
+    def _took_one(self) -> None:
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
 
     async def __aenter__(self) -> Subscription:
         self.channel_name = self.hub.register(self)
@@ -75,6 +125,7 @@ class Subscription:
         tb: TracebackType | None,
     ) -> None:
         self._closed = True
+        self._took_one()  # a hub waiting for room stops waiting
         self.hub.unregister(self.channel_name)
         for group in self.groups:
             try:
@@ -86,15 +137,27 @@ class Subscription:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Event]:
+        """Events in arrival order; raises :class:`SlowConsumer` if the subscription was
+        ended by the slow-consumer policy."""
         while not self._closed:
-            while self._events:
-                yield self._events.popleft()
+            if self._failure is not None:
+                raise self._failure
+            if self._events:
+                event = self._events.popleft()
+                self._took_one()
+                yield event
+                continue
             self._ready.clear()
             await self._ready.wait()
 
     async def receive(self, timeout: float | None = None) -> Event:
-        """Wait for the next event (``asyncio.TimeoutError`` after *timeout* seconds)."""
+        """Wait for the next event (``asyncio.TimeoutError`` after *timeout* seconds;
+        :class:`SlowConsumer` if the subscription was ended as a slow consumer)."""
         while not self._events:
+            if self._failure is not None:
+                raise self._failure
             self._ready.clear()
             await asyncio.wait_for(self._ready.wait(), timeout)
-        return self._events.popleft()
+        event = self._events.popleft()
+        self._took_one()
+        return event
