@@ -34,15 +34,29 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
-from chanlite.layers import BaseLayer, ChannelFull, LayerConfigError, LocalDemux, Message
+from chanlite.layers import (
+    BaseLayer,
+    ChannelFull,
+    HistoryPage,
+    HistoryPolicy,
+    LayerConfigError,
+    LayerError,
+    LocalDemux,
+    Message,
+    StreamPosition,
+    check_stream_message,
+    stream_message,
+)
 from chanlite_redis import scripts
 from chanlite_redis.codec import make_codec
 from chanlite_redis.config import Host, describe, make_pool, strip_query, url_from_hosts
 from chanlite_redis.errors import layer_error
+from chanlite_redis.history import History, StampedCodec
 from chanlite_redis.inbox import Inbox
 from chanlite_redis.listener import Listener
 from chanlite_redis.local import LocalQueue
 from chanlite_redis.plain import PlainChannels, PlainParts
+from chanlite_redis.presence import Presence
 from chanlite_redis.tasks import cancels_now, stop
 
 logger = logging.getLogger("chanlite.layers.redis")
@@ -65,6 +79,8 @@ class RedisLayer(BaseLayer):
     and as a Django Channels ``CHANNEL_LAYERS`` backend
     (``"BACKEND": "chanlite_redis.RedisLayer"``, ``"CONFIG": {"hosts": [...]}``).
     """
+
+    extensions: ClassVar[list[str]] = [*BaseLayer.extensions, "history", "presence"]
 
     url_options: ClassVar[Mapping[str, Callable[[str], Any]]] = {
         **BaseLayer.url_options,
@@ -118,7 +134,8 @@ class RedisLayer(BaseLayer):
         self.max_connections = max_connections
         self.keys = scripts.Keys(prefix)
         self._extra = extra
-        self._codec = make_codec(symmetric_encryption_keys)
+        # Reads payloads stamped with an offset by the history scripts, too.
+        self._codec = StampedCodec(make_codec(symmetric_encryption_keys))
         self._where = describe(self.url)
         self._sender_tag = self.client_id.encode()
         if len(self._sender_tag) != _SENDER:
@@ -128,6 +145,17 @@ class RedisLayer(BaseLayer):
         # Fail on a malformed URL now rather than at the first send.
         make_pool(self.url, timeout=timeout, blocking=False, **extra)
         self._home: asyncio.AbstractEventLoop | None = None
+        self._history = History(
+            prefix=prefix, codec=self._codec, call=self._call, keep=self.group_expiry
+        )
+        self._presence = Presence(
+            prefix=prefix,
+            client_id=self.client_id,
+            codec=self._codec,
+            call=self._call,
+            send_diff=self._send_diff,
+            timeout=self.presence_timeout,
+        )
         self._reset_state()
 
     @classmethod
@@ -167,6 +195,7 @@ class RedisLayer(BaseLayer):
         self._plain: PlainChannels | None = None
         self._inbox_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._presence_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
     def _is_home(self, loop: asyncio.AbstractEventLoop) -> bool:
@@ -410,10 +439,22 @@ class RedisLayer(BaseLayer):
         """Send *message* to every member of *group* with one Redis call.
 
         Full members are skipped, counted in :attr:`drops` and logged; never raises for
-        them. Raises :class:`RedisUnavailable` when Redis cannot be reached.
+        them. In a history group the same call gives the message its offset and stores
+        it; members get ``{**message, "offset", "epoch", "group"}``. Raises
+        :class:`RedisUnavailable` when Redis cannot be reached.
         """
         self.require_valid_group_name(group)
         self.require_valid_message(message)
+        policy = self.history_policy(group)
+        if policy is not None:
+            check_stream_message(group, message)
+        await self._group_send(group, message, policy)
+
+    async def _send_diff(self, group: str, diff: Message) -> None:
+        # Presence diffs reach the members but are not part of a group's history.
+        await self._group_send(group, diff, None)
+
+    async def _group_send(self, group: str, message: Message, policy: HistoryPolicy | None) -> None:
         args: list[EncodableT] = [
             self.prefix,
             self.keys.group_topic(group),
@@ -427,15 +468,67 @@ class RedisLayer(BaseLayer):
         # as the memory layer does) and skips its own copy from pub/sub.
         args.append(self.client_id if home else _NOBODY)
         keys = [self.keys.members(group)]
-        dropped = await self._call(
-            "group_send", lambda c: self._group_send_script(keys=keys, args=args, client=c)
-        )
+        if policy is None:
+            dropped = await self._call(
+                "group_send", lambda c: self._group_send_script(keys=keys, args=args, client=c)
+            )
+        else:
+            offset, epoch, dropped = await self._history.send(group, policy, keys, args)
+            message = stream_message(message, group, offset, epoch)
         for channel in dropped:
             self.count_drop(group, channel.decode())
         if home:
             members = self._live_members(group)
             if members:
                 self._fan_out(group, members, message)
+
+    # -- history and presence ----------------------------------------------------------------
+
+    async def history(
+        self, group: str, since: StreamPosition | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """The retained messages of history group *group*, oldest first (one Redis call).
+
+        With *since*: exactly the messages after it, or
+        :class:`~chanlite.layers.HistoryGap` (``"epoch"`` when Redis lost the stream).
+        """
+        policy = self.require_history(group)
+        return await self._history.read(group, policy, since, limit)
+
+    async def stream_position(self, group: str) -> StreamPosition:
+        """The current position of history group *group*."""
+        return await self._history.position(group, self.require_history(group))
+
+    async def presence_join(self, group: str, channel: str, key: str, meta: dict[str, Any]) -> None:
+        """Announce *channel* in *group* as *key* with *meta*; one diff to the members.
+
+        The entry lives while this layer object refreshes it (every ``presence_timeout``
+        / 3 s); raises :class:`~chanlite.layers.PresenceError` for a bad key or meta.
+        """
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        self._start_presence()
+        await self._presence.join(group, channel, key, meta)
+
+    async def presence_leave(self, group: str, channel: str) -> None:
+        """Remove *channel*'s presence in *group* (no error if absent)."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        await self._presence.leave(group, channel)
+
+    async def presence(self, group: str) -> dict[str, list[dict[str, Any]]]:
+        """Who is present in *group*, across processes: key -> metas with ``"ref"``."""
+        self.require_valid_group_name(group)
+        self._start_presence()
+        return await self._presence.listing(group)
+
+    def _start_presence(self) -> None:
+        """Refresh and sweep in the background, on the owning loop, once presence is used."""
+        if not self._is_home(asyncio.get_running_loop()):
+            return
+        task = self._presence_task
+        if task is None or task.done():
+            self._presence_task = asyncio.ensure_future(self._presence.run(self._groups.keys))
 
     # -- pub/sub -----------------------------------------------------------------------------
 
@@ -543,7 +636,20 @@ class RedisLayer(BaseLayer):
         Returns within about twice ``timeout`` whatever the tasks were doing.
         """
         await self._demux.close()
-        tasks = [t for t in (self._inbox_task, self._heartbeat_task) if t is not None]
+        if self._presence.mine:
+            # Leave at once rather than after the others' sweep (best effort: if Redis is
+            # down they sweep these entries within presence_timeout).
+            try:
+                await asyncio.wait_for(self._presence.drop_all(), self.timeout)
+            except (LayerError, asyncio.TimeoutError) as exc:
+                logger.warning("%r: presence entries not removed at close: %s", self, exc)
+            self._presence.mine.clear()
+        self._presence.watched.clear()
+        tasks = [
+            t
+            for t in (self._inbox_task, self._heartbeat_task, self._presence_task)
+            if t is not None
+        ]
         tasks.extend(self._background)
         await stop(tasks, self.timeout)
         if self._listener is not None:

@@ -1,0 +1,233 @@
+"""Presence on Redis: entries that expire with the process holding them.
+
+Each group has a hash of entries (channel -> key, owner process, meta), a count per key
+(so "first" and "last" need no scan), a sorted set of the processes holding entries
+scored by their last refresh (server clock), and one set per process of the channels it
+holds there. All of them carry the group as hash tag (see :mod:`.stream_scripts`).
+
+Every layer object refreshes its groups every ``presence_timeout / 3`` seconds; the same
+call sweeps the group: the entries of any process whose last refresh is
+``presence_timeout`` old are removed in one script, so exactly one sweeper gets them and
+sends their leave diffs, once. A process that was swept while still alive (an outage
+longer than the timeout, Redis restarted without its data) finds itself missing at its
+next refresh and joins its entries again, announcing them anew.
+
+Diffs go to the group's members through the layer's normal group delivery (the
+``send_diff`` callable); they are not recorded in a history group's stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.typing import EncodableT
+
+from chanlite.layers import (
+    Codec,
+    Event,
+    LayerError,
+    PresenceError,
+    check_presence,
+    presence_diff,
+    with_ref,
+)
+from chanlite_redis import stream_scripts
+from chanlite_redis.stream_scripts import StreamKeys
+
+logger = logging.getLogger("chanlite.layers.redis")
+
+Call = Callable[[str, Callable[[Redis], Awaitable[Any]]], Awaitable[Any]]
+SendDiff = Callable[[str, Event], Awaitable[None]]
+
+#: Type of the wrapper event a meta is stored in (the codec reads only events).
+_META = "presence.meta"
+
+
+class Entry:
+    """One stored presence entry, parsed."""
+
+    __slots__ = ("client", "key", "meta", "seq")
+
+    def __init__(self, raw: bytes, codec: Codec) -> None:
+        start = 16 + int(raw[12:16])  # the key's length in bytes
+        self.seq = raw[:12]
+        self.key = raw[16:start].decode()
+        self.client = raw[start : start + 12].decode()
+        stored = codec.decode(memoryview(raw)[start + 12 :])
+        meta = stored.get("meta")
+        self.meta: dict[str, Any] = meta if isinstance(meta, dict) else {}
+
+
+class Presence:
+    """One layer object's presence entries in Redis, and the refresh that keeps them."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        client_id: str,
+        codec: Codec,
+        call: Call,
+        send_diff: SendDiff,
+        timeout: float,
+    ) -> None:
+        self.keys = StreamKeys(prefix)
+        self._prefix = prefix
+        self._client_id = client_id
+        self._codec = codec
+        self._call = call
+        self._send_diff = send_diff
+        self.timeout = timeout
+        self._timeout_ms = max(1, int(timeout * 1000))
+        # Keys outlive three timeouts without a refresh: long enough that a live sweeper
+        # always gets to a dead process's entries first, short enough that a group whose
+        # processes all died leaves nothing behind.
+        self._keep_ms = self._timeout_ms * 3
+        #: group -> {channel: (key, meta)}: what this process holds, to refresh, to join
+        #: again after being swept, and to leave on close.
+        self.mine: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {}
+        #: Groups to sweep besides our own (this process listed or listens to them).
+        self.watched: set[str] = set()
+
+    def _keys(self, group: str) -> list[str]:
+        return [*self.keys.presence(group), self.keys.owned(group, self._client_id)]
+
+    # -- join / leave / list ---------------------------------------------------------------
+
+    async def join(self, group: str, channel: str, key: str, meta: dict[str, Any]) -> None:
+        """Add or update *channel*'s entry and send the diffs (see BaseLayer)."""
+        check_presence(key, meta, self._codec.encode)
+        stored = self._codec.encode({"type": _META, "meta": meta})
+        # What listeners see: the meta as every reader decodes it, with its ref.
+        entry = with_ref(self._codec.decode(stored)["meta"], channel)
+        keys = self._keys(group)
+        args: list[EncodableT] = [
+            self._prefix, group, channel, key, self._client_id, stored, self._keep_ms
+        ]  # fmt: skip
+        script = stream_scripts.PRESENCE_JOIN
+        previous, left_last, first, updated = await self._call(
+            "presence_join", lambda c: script(c, keys, args)
+        )
+        self.mine.setdefault(group, {})[channel] = (key, meta)
+        diffs: list[Event] = []
+        if updated:
+            old = with_ref(self._parse(previous).meta, channel)
+            diffs.append(presence_diff(group, joins={key: [entry]}, leaves={key: [old]}))
+        else:
+            if previous is not None:
+                diffs.append(self._leave_diff(group, channel, previous, left_last == 1))
+            diffs.append(presence_diff(group, joins={key: [entry]}, first=first == 1))
+        for diff in diffs:
+            await self._send_diff(group, diff)
+
+    async def leave(self, group: str, channel: str) -> None:
+        """Remove *channel*'s entry, sending its leave diff; nothing if absent."""
+        keys = self.keys.presence(group)[:3]
+        args: list[EncodableT] = [self._prefix, group, channel, self._client_id]
+        script = stream_scripts.PRESENCE_LEAVE
+        reply = await self._call("presence_leave", lambda c: script(c, keys, args))
+        mine = self.mine.get(group)
+        if mine is not None:
+            mine.pop(channel, None)
+            if not mine:
+                del self.mine[group]
+        if reply is None:
+            return
+        previous, last = reply
+        await self._send_diff(group, self._leave_diff(group, channel, previous, last == 1))
+
+    def _leave_diff(self, group: str, channel: str, raw: bytes, last: bool) -> Event:
+        entry = self._parse(raw)
+        return presence_diff(group, leaves={entry.key: [with_ref(entry.meta, channel)]}, last=last)
+
+    async def listing(self, group: str) -> dict[str, list[dict[str, Any]]]:
+        """key -> metas (each with "ref"), in join order; dead processes swept first."""
+        self.watched.add(group)
+        keys = self.keys.presence(group)[:3]
+        args: list[EncodableT] = [self._prefix, group, self._timeout_ms]
+        script = stream_scripts.PRESENCE_LIST
+        removed, flat = await self._call("presence", lambda c: script(c, keys, args))
+        await self._announce_removed(group, removed)
+        entries = []
+        for i in range(0, len(flat), 2):
+            entry = self._parse(flat[i + 1])
+            entries.append((entry.seq, entry.key, with_ref(entry.meta, flat[i].decode())))
+        entries.sort(key=lambda item: item[0])
+        listing: dict[str, list[dict[str, Any]]] = {}
+        for _, key, meta in entries:
+            listing.setdefault(key, []).append(meta)
+        return listing
+
+    # -- liveness ----------------------------------------------------------------------------
+
+    async def refresh(self, listening: Iterable[str] = ()) -> None:
+        """Refresh this process's groups and sweep them (and *listening*), in one round trip.
+
+        Groups where this process was found missing get its entries joined again.
+        """
+        mine = list(self.mine)
+        others = sorted((set(listening) | self.watched) - set(mine))
+        if not mine and not others:
+            return
+        script = stream_scripts.PRESENCE_BEAT
+        groups = [(group, True) for group in mine] + [(group, False) for group in others]
+
+        async def beat(client: Redis) -> list[Any]:
+            await client.script_load(script.text)
+            async with client.pipeline(transaction=False) as pipe:
+                for group, holds in groups:
+                    args: list[EncodableT] = [
+                        self._prefix, group, self._client_id, self._keep_ms,
+                        self._timeout_ms, 1 if holds else 0,
+                    ]  # fmt: skip
+                    pipe.evalsha(script.sha, 5, *self._keys(group), *args)
+                return list(await pipe.execute())
+
+        replies = await self._call("presence refresh", beat)
+        for (group, holds), reply in zip(groups, replies, strict=True):
+            missing, removed = reply[0], reply[1:]
+            await self._announce_removed(group, removed)
+            if holds and missing:
+                logger.warning(
+                    "Presence entries of this process in group %r were gone from Redis "
+                    "(swept after a long silence, or Redis lost its data); joining them again",
+                    group,
+                )
+                for channel, (key, meta) in list(self.mine.get(group, {}).items()):
+                    await self.join(group, channel, key, meta)
+
+    async def _announce_removed(self, group: str, removed: list[Any]) -> None:
+        for i in range(0, len(removed), 3):
+            diff = self._leave_diff(group, removed[i].decode(), removed[i + 1], removed[i + 2] == 1)
+            await self._send_diff(group, diff)
+
+    async def run(self, listening: Callable[[], Iterable[str]]) -> None:
+        """Refresh every ``timeout / 3`` seconds until cancelled; Redis trouble is logged."""
+        while True:
+            await asyncio.sleep(self.timeout / 3)
+            try:
+                await self.refresh(listening())
+            except LayerError as exc:
+                logger.warning("Presence refresh failed (retrying): %s", exc)
+
+    async def drop_all(self) -> None:
+        """Remove every entry this process holds (it is closing), sending the leave diffs."""
+        for group in list(self.mine):
+            removed = await self._call("close", self._dropper(group))
+            del self.mine[group]
+            await self._announce_removed(group, removed)
+
+    def _dropper(self, group: str) -> Callable[[Redis], Awaitable[Any]]:
+        keys = [*self.keys.presence(group)[:3], self.keys.owned(group, self._client_id)]
+        args: list[EncodableT] = [self._prefix, group, self._client_id]
+        return lambda client: stream_scripts.PRESENCE_DROP(client, keys, args)
+
+    def _parse(self, raw: bytes) -> Entry:
+        try:
+            return Entry(raw, self._codec)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PresenceError(f"unreadable presence entry in Redis: {exc}") from None
