@@ -347,6 +347,8 @@ class RedisLayer(BaseLayer):
             self._heartbeat_task = asyncio.ensure_future(
                 self._inbox.beat(self._call, self.heartbeat)
             )
+        # Every receiving process takes part in sweeping dead processes' presence.
+        self._start_presence()
 
     # -- groups ----------------------------------------------------------------------------
 
@@ -528,7 +530,7 @@ class RedisLayer(BaseLayer):
             return
         task = self._presence_task
         if task is None or task.done():
-            self._presence_task = asyncio.ensure_future(self._presence.run(self._groups.keys))
+            self._presence_task = asyncio.ensure_future(self._presence.run())
 
     # -- pub/sub -----------------------------------------------------------------------------
 
@@ -625,6 +627,8 @@ class RedisLayer(BaseLayer):
 
     def _flush_local(self) -> None:
         self._local.clear()
+        # The entries are gone from Redis: none is refreshed or joined again.
+        self._presence.mine.clear()
         for group in list(self._groups):
             self._groups.pop(group)
             if self._listener is not None:
@@ -644,7 +648,6 @@ class RedisLayer(BaseLayer):
             except (LayerError, asyncio.TimeoutError) as exc:
                 logger.warning("%r: presence entries not removed at close: %s", self, exc)
             self._presence.mine.clear()
-        self._presence.watched.clear()
         tasks = [
             t
             for t in (self._inbox_task, self._heartbeat_task, self._presence_task)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -90,8 +90,6 @@ class Presence:
         #: group -> {channel: (key, meta)}: what this process holds, to refresh, to join
         #: again after being swept, and to leave on close.
         self.mine: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {}
-        #: Groups to sweep besides our own (this process listed or listens to them).
-        self.watched: set[str] = set()
 
     def _keys(self, group: str) -> list[str]:
         return [*self.keys.presence(group), self.keys.owned(group, self._client_id)]
@@ -112,7 +110,11 @@ class Presence:
         previous, left_last, first, updated = await self._call(
             "presence_join", lambda c: script(c, keys, args)
         )
-        self.mine.setdefault(group, {})[channel] = (key, meta)
+        mine = self.mine.get(group)
+        if mine is None:
+            mine = self.mine[group] = {}
+            await self._registered(group)
+        mine[channel] = (key, meta)
         diffs: list[Event] = []
         if updated:
             old = with_ref(self._parse(previous).meta, channel)
@@ -135,6 +137,8 @@ class Presence:
             mine.pop(channel, None)
             if not mine:
                 del self.mine[group]
+                groups = self.keys.groups_of(self._client_id)
+                await self._call("presence_leave", lambda c: c.srem(groups, group))
         if reply is None:
             return
         previous, last = reply
@@ -146,7 +150,6 @@ class Presence:
 
     async def listing(self, group: str) -> dict[str, list[dict[str, Any]]]:
         """key -> metas (each with "ref"), in join order; dead processes swept first."""
-        self.watched.add(group)
         keys = self.keys.presence(group)[:3]
         args: list[EncodableT] = [self._prefix, group, self._timeout_ms]
         script = stream_scripts.PRESENCE_LIST
@@ -164,53 +167,101 @@ class Presence:
 
     # -- liveness ----------------------------------------------------------------------------
 
-    async def refresh(self, listening: Iterable[str] = ()) -> None:
-        """Refresh this process's groups and sweep them (and *listening*), in one round trip.
+    async def _registered(self, group: str) -> None:
+        """Note in the process registry that this process holds entries in *group*."""
+        keys = [self.keys.processes(), self.keys.groups_of(self._client_id)]
+        args: list[EncodableT] = [self._client_id, group, self._keep_ms]
+        script = stream_scripts.PROCESS_JOINED
+        await self._call("presence_join", lambda c: script(c, keys, args))
 
-        Groups where this process was found missing get its entries joined again.
+    async def refresh(self) -> None:
+        """Refresh this process's entries, then sweep the groups of processes found dead.
+
+        One round trip refreshes every group this process holds entries in (sweeping
+        them on the way) and asks the process registry for silent processes; a second
+        one, only when there are any, sweeps their groups. Groups where this process was
+        found missing get its entries joined again.
         """
         mine = list(self.mine)
-        others = sorted((set(listening) | self.watched) - set(mine))
-        if not mine and not others:
-            return
-        script = stream_scripts.PRESENCE_BEAT
-        groups = [(group, True) for group in mine] + [(group, False) for group in others]
+        registry = [self.keys.processes(), self.keys.groups_of(self._client_id)]
+        beat = stream_scripts.PRESENCE_BEAT
+        process_beat = stream_scripts.PROCESS_BEAT
 
-        async def beat(client: Redis) -> list[Any]:
-            await client.script_load(script.text)
+        def beat_args(group: str, holds: bool) -> list[EncodableT]:
+            return [
+                self._prefix, group, self._client_id, self._keep_ms, self._timeout_ms,
+                1 if holds else 0,
+            ]  # fmt: skip
+
+        async def first(client: Redis) -> list[Any]:
+            for script in (beat, process_beat):
+                await client.script_load(script.text)
             async with client.pipeline(transaction=False) as pipe:
-                for group, holds in groups:
-                    args: list[EncodableT] = [
-                        self._prefix, group, self._client_id, self._keep_ms,
-                        self._timeout_ms, 1 if holds else 0,
-                    ]  # fmt: skip
-                    pipe.evalsha(script.sha, 5, *self._keys(group), *args)
+                args: list[EncodableT] = [
+                    self._prefix, self._client_id, 1 if mine else 0, self._timeout_ms,
+                    self._keep_ms,
+                ]  # fmt: skip
+                pipe.evalsha(process_beat.sha, 2, *registry, *args)
+                for group in mine:
+                    pipe.evalsha(beat.sha, 5, *self._keys(group), *beat_args(group, True))
                 return list(await pipe.execute())
 
-        replies = await self._call("presence refresh", beat)
-        for (group, holds), reply in zip(groups, replies, strict=True):
+        replies = await self._call("presence refresh", first)
+        dead, replies = replies[0], replies[1:]
+        for group, reply in zip(mine, replies, strict=True):
             missing, removed = reply[0], reply[1:]
             await self._announce_removed(group, removed)
-            if holds and missing:
+            if missing and group in self.mine:
                 logger.warning(
                     "Presence entries of this process in group %r were gone from Redis "
                     "(swept after a long silence, or Redis lost its data); joining them again",
                     group,
                 )
-                for channel, (key, meta) in list(self.mine.get(group, {}).items()):
+                await self._registered(group)
+                for channel, (key, meta) in list(self.mine[group].items()):
                     await self.join(group, channel, key, meta)
+        if dead:
+            await self._sweep_dead(dead)
+
+    async def _sweep_dead(self, dead: list[Any]) -> None:
+        """Sweep every group of the silent processes in *dead*, then forget them."""
+        processes: list[tuple[str, list[str]]] = [
+            (dead[i].decode(), sorted(g.decode() for g in dead[i + 1]))
+            for i in range(0, len(dead), 2)
+        ]
+        groups = sorted({group for _, groups in processes for group in groups})
+        beat = stream_scripts.PRESENCE_BEAT
+        reap = stream_scripts.PROCESS_REAP
+
+        async def sweep(client: Redis) -> list[Any]:
+            for script in (beat, reap):
+                await client.script_load(script.text)
+            async with client.pipeline(transaction=False) as pipe:
+                for group in groups:
+                    args: list[EncodableT] = [
+                        self._prefix, group, self._client_id, self._keep_ms, self._timeout_ms, 0
+                    ]  # fmt: skip
+                    pipe.evalsha(beat.sha, 5, *self._keys(group), *args)
+                for client_id, _ in processes:
+                    keys = [self.keys.processes(), self.keys.groups_of(client_id)]
+                    pipe.evalsha(reap.sha, 2, *keys, client_id, self._timeout_ms)
+                return list(await pipe.execute())
+
+        replies = await self._call("presence sweep", sweep)
+        for group, reply in zip(groups, replies, strict=False):
+            await self._announce_removed(group, reply[1:])
 
     async def _announce_removed(self, group: str, removed: list[Any]) -> None:
         for i in range(0, len(removed), 3):
             diff = self._leave_diff(group, removed[i].decode(), removed[i + 1], removed[i + 2] == 1)
             await self._send_diff(group, diff)
 
-    async def run(self, listening: Callable[[], Iterable[str]]) -> None:
+    async def run(self) -> None:
         """Refresh every ``timeout / 3`` seconds until cancelled; Redis trouble is logged."""
         while True:
             await asyncio.sleep(self.timeout / 3)
             try:
-                await self.refresh(listening())
+                await self.refresh()
             except LayerError as exc:
                 logger.warning("Presence refresh failed (retrying): %s", exc)
 
@@ -220,6 +271,15 @@ class Presence:
             removed = await self._call("close", self._dropper(group))
             del self.mine[group]
             await self._announce_removed(group, removed)
+        processes, groups = self.keys.processes(), self.keys.groups_of(self._client_id)
+
+        async def forget(client: Redis) -> None:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.zrem(processes, self._client_id)
+                pipe.delete(groups)
+                await pipe.execute()
+
+        await self._call("close", forget)
 
     def _dropper(self, group: str) -> Callable[[Redis], Awaitable[Any]]:
         keys = [*self.keys.presence(group)[:3], self.keys.owned(group, self._client_id)]

@@ -12,6 +12,12 @@ slot only (what a Redis Cluster needs; a prefix must therefore not contain ``{``
     {p}pz:{group}          zset    process (client id) -> server ms of its last refresh
     {p}ps:{group}          string  join sequence (orders the listing)
     {p}po:{group}:<client> set     the channels one process holds in the group
+    {p}pp                  zset    process -> server ms of its last refresh, for every
+                                   process holding presence entries anywhere
+    {p}pp:<client>         set     the groups where that process holds entries
+
+The last two are the only keys not of one group: the registry through which any live
+process finds the groups of a process that died, however many groups there are.
 
 A presence entry is ``<12-digit seq><4-digit key length><key><12-char client><meta>``,
 *meta* being a codec payload. A *stamped* payload is ``\\0<offset> <epoch> <group>\\0``
@@ -57,6 +63,14 @@ class StreamKeys:
     def owned(self, group: str, client_id: str) -> str:
         """The set of channels process *client_id* holds in *group*'s presence."""
         return f"{self.prefix}po:{{{group}}}:{client_id}"
+
+    def processes(self) -> str:
+        """The registry of processes holding presence entries, by last refresh."""
+        return f"{self.prefix}pp"
+
+    def groups_of(self, client_id: str) -> str:
+        """The set of groups where process *client_id* holds presence entries."""
+        return f"{self.prefix}pp:{client_id}"
 
 
 class Script:
@@ -344,5 +358,55 @@ end
 redis.call('DEL', KEYS[4])
 redis.call('ZREM', KEYS[3], ARGV[3])
 return removed
+"""
+)
+
+PROCESS_BEAT = Script(
+    scripts._COMMON
+    + """
+-- KEYS: the process registry, the caller's set of groups. ARGV: prefix, client,
+-- holds entries (1/0), timeout ms, keep ms.
+-- Refreshes the caller (if it holds entries); returns the processes silent for timeout
+-- ms or longer with their groups: {client, {group, ...}, client, {group, ...}, ...}.
+local now = now_ms()
+if ARGV[3] == '1' then
+  redis.call('ZADD', KEYS[1], now, ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+local result = {}
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[4]),
+  'LIMIT', 0, 64)
+for _, client in ipairs(dead) do
+  result[#result + 1] = client
+  result[#result + 1] = redis.call('SMEMBERS', ARGV[1] .. 'pp:' .. client)
+end
+return result
+"""
+)
+
+PROCESS_REAP = Script(
+    scripts._COMMON
+    + """
+-- KEYS: the process registry, the dead process's set of groups. ARGV: client, timeout ms.
+-- Forgets a process whose groups were swept, unless it refreshed meanwhile.
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= now_ms() - tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('DEL', KEYS[2])
+end
+return 1
+"""
+)
+
+PROCESS_JOINED = Script(
+    scripts._COMMON
+    + """
+-- KEYS: the process registry, the caller's set of groups. ARGV: client, group, keep ms.
+redis.call('ZADD', KEYS[1], now_ms(), ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
 """
 )

@@ -1,4 +1,5 @@
-"""The shared layer contract, with loop changes and cancellation, against a real Redis."""
+"""The shared contract suites against a real Redis: the layer contract, loop changes and
+cancellation, history and presence, and history and presence shared by real OS processes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ from typing import Any
 
 import pytest
 
-from chanlite.testing import LayerContract
+from chanlite.testing import (
+    CrossProcessStreamsContract,
+    HistoryContract,
+    LayerContract,
+    PresenceContract,
+)
 from chanlite.testing.contract import LoopSafetyContract
 
 
@@ -14,3 +20,18 @@ class TestRedisContract(LayerContract, LoopSafetyContract):
     @pytest.fixture
     def make_layer(self, make_redis_layer: Any) -> Any:
         return make_redis_layer
+
+
+class TestRedisStreams(HistoryContract, PresenceContract):
+    @pytest.fixture
+    def make_layer(self, make_redis_layer: Any) -> Any:
+        return make_redis_layer
+
+
+class TestRedisStreamsAcrossProcesses(CrossProcessStreamsContract):
+    """History and presence shared by real OS processes through one redis-server."""
+
+    @pytest.fixture
+    def layer_url(self, redis_server: Any, prefix: str) -> str:
+        # A prefix no other test uses is this test's fresh, empty Redis.
+        return f"{redis_server.url}?prefix={prefix}"
