@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import click
 
 from chanlite.__about__ import __version__
+from chanlite.broadcast import broadcast_event
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,16 +62,27 @@ def plugins() -> None:
         click.echo(f"{scheme + '://':<12} {dist} {version}")
 
 
+#: Exit statuses of ``chanlite send`` (listed in its --help).
+SEND_OK, SEND_FAILED, SEND_USAGE, SEND_NOBODY = 0, 1, 2, 3
+
+
 @main.command()
 @click.option("--layer", "layer_url", required=True, envvar="CHANLITE_LAYER", help="Layer URL.")
 @click.option("--channel", "channel", default=None, help="Send to this channel, not a group.")
 @click.option("--broadcast-text", default=None, help="Write this text frame to GROUP's sockets.")
+@click.option(
+    "--create",
+    is_flag=True,
+    help="Create the layer's storage (an SQLite file) if it does not exist; without it a "
+    "missing file is an error, so a typo in the path does not make a new database.",
+)
 @click.argument("group", required=False)
 @click.argument("event", required=False)
 def send(
     layer_url: str,
     channel: str | None,
     broadcast_text: str | None,
+    create: bool,
     group: str | None,
     event: str | None,
 ) -> None:
@@ -79,37 +92,89 @@ def send(
     chanlite send --layer sqlite:///chat.db room.lobby '{"type": "chat.message", "text": "hi"}'
     chanlite send --layer sqlite:///chat.db --broadcast-text 'hello all' room.lobby
     chanlite send --layer redis://localhost:6379/0 --channel ws.ab12!3 '{"type": "ping"}'
-    """
-    from chanlite import sync
-    from chanlite.layers import LayerError
 
+    It prints what it did: "delivered to 3 members of group 'room.lobby'", "nobody is in
+    group 'room.lobby'", or "sent ..." when the layer cannot tell who received it.
+
+    \b
+    Exit status:
+      0  sent (to at least one member, or the layer cannot tell)
+      3  sent, but nobody was there to receive it: an empty group, or a
+         channel whose process is not running
+      1  not sent: the layer cannot be used (unreachable, its file missing,
+         locked, read-only or not a database), the channel is full, or the
+         event cannot be encoded
+      2  bad arguments
+    """
     if channel is not None and group is not None and event is None:
         group, event = None, group  # `--channel NAME EVENT`: the only argument is the event
-    try:
-        if broadcast_text is not None:
-            if group is None or event is not None or channel is not None:
-                raise click.UsageError("--broadcast-text needs exactly one GROUP argument")
-            sync.broadcast(layer_url, group, text=broadcast_text)
-            return
-        if event is None:
+    if broadcast_text is not None:
+        if group is None or event is not None or channel is not None:
+            raise click.UsageError("--broadcast-text needs exactly one GROUP argument")
+        message: dict[str, Any] = broadcast_event(text=broadcast_text)
+    else:
+        if event is None or (channel is None and group is None):
             raise click.UsageError("Give a GROUP and an EVENT, or --channel NAME and an EVENT")
-        try:
-            message = json.loads(event)
-        except ValueError as exc:
-            raise click.BadParameter(f"not valid JSON ({exc})", param_hint="EVENT") from None
-        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            raise click.BadParameter(
-                'must be a JSON object with a "type", e.g. {"type": "chat.message"}',
-                param_hint="EVENT",
-            )
+        message = _parse_event(event)
+    reached = _send_through(layer_url, create, channel, group, message)
+    where = f"channel {channel!r}" if channel is not None else f"group {group!r}"
+    if reached is None:
         if channel is not None:
-            sync.send(layer_url, channel, message)
-        elif group is not None:
-            sync.group_send(layer_url, group, message)
-    except (LayerError, TypeError, OSError) as exc:
+            click.echo(f"queued on {where} (whoever receives from it next gets it)")
+        else:
+            click.echo(f"sent to {where} (the layer does not report how many members it has)")
+    elif reached == 0:
+        if channel is not None:
+            click.echo(f"nobody is listening on {where}: its process is not running")
+        else:
+            click.echo(f"nobody is in {where}: the message reached no one")
+        sys.exit(SEND_NOBODY)
+    elif channel is not None:
+        click.echo(f"delivered to {where}")
+    else:
+        click.echo(f"delivered to {reached} member{'' if reached == 1 else 's'} of {where}")
+
+
+def _parse_event(event: str) -> dict[str, Any]:
+    try:
+        message = json.loads(event)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc})", param_hint="EVENT") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise click.BadParameter(
+            'must be a JSON object with a "type", e.g. {"type": "chat.message"}',
+            param_hint="EVENT",
+        )
+    return message
+
+
+def _send_through(
+    layer_url: str, create: bool, channel: str | None, group: str | None, message: dict[str, Any]
+) -> int | None:
+    """Send *message* through a layer made for this call; returns who it reached."""
+    from chanlite import sync
+    from chanlite.layers import LayerError, StorageNotFound, get_layer
+
+    layer = None
+    try:
+        layer = get_layer(layer_url)
+        layer.create_storage = create
+        sender = sync.SyncSender(layer)
+        if channel is not None:
+            return sender.send(channel, message)
+        assert group is not None
+        return sender.group_send(group, message)
+    except StorageNotFound as exc:
+        hint = "Check the path, or pass --create to create it."
+        raise click.ClickException(f"{exc} {hint}") from None
+    except LayerError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (TypeError, OSError) as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     finally:
-        sync.close()
+        if layer is not None:
+            with contextlib.suppress(Exception):
+                sync.run(layer.close())
 
 
 def _register_run() -> None:

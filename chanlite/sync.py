@@ -65,12 +65,19 @@ def run(coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop | None = N
 class SyncSender:
     """Send to channels and groups through a layer, from plain synchronous code.
 
-    *target* is a layer URL, a :class:`~chanlite.hub.Hub`, or anything with a ``hub``
-    (an :class:`~chanlite.App`).
+    *target* is a layer URL, a :class:`~chanlite.hub.Hub`, anything with a ``hub`` (an
+    :class:`~chanlite.App`), or a layer object (its coroutines run on the private loop;
+    closing it is the caller's business).
+
+    ``send``, ``group_send`` and ``broadcast`` return what the layer can tell of who the
+    message reached (see :meth:`~chanlite.layers.BaseLayer.group_send_counted`): a number
+    of members (receivers for a channel), or None when it cannot tell.
     """
 
-    def __init__(self, target: str | Hub | HasHub) -> None:
-        self._target: str | Hub = target if isinstance(target, (str, Hub)) else target.hub
+    def __init__(self, target: str | Hub | HasHub | BaseLayer) -> None:
+        self._target: str | Hub | BaseLayer = (
+            target if isinstance(target, (str, Hub, BaseLayer)) else target.hub
+        )
 
     def layer_and_loop(self) -> tuple[BaseLayer, asyncio.AbstractEventLoop | None]:
         """The layer to send through and the loop to run its coroutines on.
@@ -80,6 +87,8 @@ class SyncSender:
         URL, shared by the process, and the private loop.
         """
         target = self._target
+        if isinstance(target, BaseLayer):
+            return target, None if isinstance(target, BlockingSends) else _private_loop()
         hub: Hub | None = None
         if isinstance(target, Hub):
             hub = target
@@ -104,21 +113,19 @@ class SyncSender:
             return private, None
         return private, _private_loop()
 
-    def send(self, channel: str, event: Event) -> None:
+    def send(self, channel: str, event: Event) -> int | None:
         """Send *event* to *channel*; raises ChannelFull when it is at capacity."""
         layer, loop = self.layer_and_loop()
         if loop is None and isinstance(layer, BlockingSends):
-            layer.send_blocking(channel, event)
-        else:
-            run(layer.send(channel, event), loop)
+            return layer.send_blocking(channel, event)
+        return run(layer.send_counted(channel, event), loop)
 
-    def group_send(self, group: str, event: Event) -> None:
-        """Send *event* to every member of *group*."""
+    def group_send(self, group: str, event: Event) -> int | None:
+        """Send *event* to every member of *group*; returns how many there were."""
         layer, loop = self.layer_and_loop()
         if loop is None and isinstance(layer, BlockingSends):
-            layer.group_send_blocking(group, event)
-        else:
-            run(layer.group_send(group, event), loop)
+            return layer.group_send_blocking(group, event)
+        return run(layer.group_send_counted(group, event), loop)
 
     def broadcast(
         self,
@@ -127,9 +134,9 @@ class SyncSender:
         text: str | None = None,
         bytes: bytes | None = None,
         json: Any = None,
-    ) -> None:
+    ) -> int | None:
         """Write one frame (exactly one of text/bytes/json) to every member socket of *group*."""
-        self.group_send(group, broadcast_event(text=text, bytes=bytes, json=json))
+        return self.group_send(group, broadcast_event(text=text, bytes=bytes, json=json))
 
     def _reading(self) -> tuple[BaseLayer, asyncio.AbstractEventLoop]:
         # Reads are coroutines on every layer: the serving loop, else the private one.
@@ -153,14 +160,15 @@ class SyncSender:
         return run(layer.presence(group), loop)
 
 
-def send(layer_url: str, channel: str, event: Event) -> None:
+def send(layer_url: str, channel: str, event: Event) -> int | None:
     """Send *event* to *channel* through the layer at *layer_url*."""
-    SyncSender(layer_url).send(channel, event)
+    return SyncSender(layer_url).send(channel, event)
 
 
-def group_send(layer_url: str, group: str, event: Event) -> None:
-    """Send *event* to *group* through the layer at *layer_url*."""
-    SyncSender(layer_url).group_send(group, event)
+def group_send(layer_url: str, group: str, event: Event) -> int | None:
+    """Send *event* to *group* through the layer at *layer_url*; returns how many members
+    it had, when the layer can tell."""
+    return SyncSender(layer_url).group_send(group, event)
 
 
 def broadcast(
@@ -170,9 +178,9 @@ def broadcast(
     text: str | None = None,
     bytes: bytes | None = None,
     json: Any = None,
-) -> None:
+) -> int | None:
     """Broadcast one frame to *group*'s sockets through the layer at *layer_url*."""
-    SyncSender(layer_url).broadcast(group, text=text, bytes=bytes, json=json)
+    return SyncSender(layer_url).broadcast(group, text=text, bytes=bytes, json=json)
 
 
 def close() -> None:

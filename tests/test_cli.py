@@ -69,10 +69,29 @@ def test_send_errors_are_one_clear_line() -> None:
     assert "Group name must be a valid unicode string" in result.output
 
 
-def test_send_ok_to_memory() -> None:
+def test_send_to_memory_says_nobody_is_there() -> None:
+    # A memory layer made for the command has no members: it says so, with status 3.
     result = CliRunner().invoke(main, ["send", "--layer", "memory://", "g", '{"type": "a"}'])
-    assert result.exit_code == 0, result.output
+    assert (result.exit_code, result.output) == (
+        3,
+        "nobody is in group 'g': the message reached no one\n",
+    )
     result = CliRunner().invoke(
         main, ["send", "--layer", "memory://", "--broadcast-text", "hi", "g"]
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
+    result = CliRunner().invoke(
+        main, ["send", "--layer", "memory://", "--channel", "jobs", '{"type": "a"}']
+    )
+    assert (result.exit_code, result.output) == (
+        0,
+        "queued on channel 'jobs' (whoever receives from it next gets it)\n",
+    )
+
+
+def test_send_help_lists_the_exit_statuses() -> None:
+    result = CliRunner().invoke(main, ["send", "--help"])
+    assert result.exit_code == 0
+    for line in ("0  sent", "3  sent, but nobody was there", "1  not sent", "2  bad arguments"):
+        assert line in result.output
+    assert "--create" in result.output

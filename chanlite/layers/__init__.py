@@ -12,6 +12,7 @@ from chanlite.layers.errors import (
     LayerNotFound,
     LayerUnavailable,
     NotSupported,
+    StorageNotFound,
 )
 from chanlite.layers.inbox import LocalInbox
 from chanlite.layers.registry import get_layer, installed_layers, layer_class
@@ -59,6 +60,7 @@ __all__ = [
     "MsgpackCodec",
     "NotSupported",
     "PresenceError",
+    "StorageNotFound",
     "StreamPosition",
     "check_limit",
     "check_position",

@@ -92,11 +92,15 @@ class BlockingSends(Protocol):
     from any thread and must not start an event loop.
     """
 
-    def send_blocking(self, channel: str, message: Event) -> None:
-        """Blocking :meth:`BaseLayer.send`; raises :class:`ChannelFull` at capacity."""
+    def send_blocking(self, channel: str, message: Event) -> int | None:
+        """Blocking :meth:`BaseLayer.send`; raises :class:`ChannelFull` at capacity.
 
-    def group_send_blocking(self, group: str, message: Event) -> None:
-        """Blocking :meth:`BaseLayer.group_send`."""
+        May return what :meth:`BaseLayer.send_counted` returns (None: cannot tell)."""
+
+    def group_send_blocking(self, group: str, message: Event) -> int | None:
+        """Blocking :meth:`BaseLayer.group_send`.
+
+        May return what :meth:`BaseLayer.group_send_counted` returns (None: cannot tell)."""
 
 
 def _int(value: str) -> int:
@@ -134,6 +138,12 @@ class BaseLayer(ABC):
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
     MAX_NAME_LENGTH: ClassVar[int] = 100
+
+    #: Whether opening the backend may create its storage (an SQLite file, say). Set it
+    #: False before first use to get :class:`StorageNotFound` instead when it is missing:
+    #: ``chanlite send`` does, so a typo in a path is an error, not a new empty database.
+    #: Backends with nothing to create ignore it.
+    create_storage: bool = True
 
     #: Query-string options accepted by :meth:`from_url`, with their parsers.
     #: Subclasses extend this mapping with their own tuning knobs.
@@ -379,6 +389,23 @@ class BaseLayer(ABC):
     @abstractmethod
     async def group_send(self, group: str, message: Message) -> None:
         """Send *message* to every member of *group*; full members are dropped and counted."""
+
+    async def send_counted(self, channel: str, message: Message) -> int | None:
+        """:meth:`send`, returning how many receivers the channel has: 1 or 0 for a
+        process-specific channel (``...!...``) whose process is alive or not, None when
+        the layer cannot tell (a plain channel is a queue; the default)."""
+        await self.send(channel, message)
+        return None
+
+    async def group_send_counted(self, group: str, message: Message) -> int | None:
+        """:meth:`group_send`, returning how many members *group* had when it was sent,
+        or None when the layer cannot tell (the default).
+
+        ``group_send`` itself returns None, as Channels expects; this is what ``chanlite
+        send`` uses to say "delivered to 3 members" or "nobody is in the group".
+        """
+        await self.group_send(group, message)
+        return None
 
     @abstractmethod
     async def flush(self) -> None:

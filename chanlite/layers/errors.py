@@ -7,7 +7,8 @@
      +-- LayerConfigError     (also ValueError: bad URL, unknown or malformed option)
      +-- LayerNotFound        (also LookupError: no plugin for a URL scheme)
      +-- LayerUnavailable     (also ConnectionError: the backend is unreachable or broken;
-     |                         each plugin subclasses it, e.g. the SQLite file is gone)
+     |    |                    each plugin subclasses it, e.g. the SQLite file is gone)
+     |    +-- StorageNotFound (the storage does not exist and create_storage is False)
      +-- DecodeError          (also ValueError: a payload a codec cannot read)
      +-- ForeignChannel       (also ValueError: receive() on another layer's channel)
      +-- NotSupported         (also NotImplementedError: the layer lacks a capability)
@@ -78,6 +79,11 @@ class LayerUnavailable(LayerError, ConnectionError):
     ``RedisUnavailable``) with a message that says what to do. Catch this one to handle
     any backend's outage.
     """
+
+
+class StorageNotFound(LayerUnavailable):
+    """The backend's storage (an SQLite file) does not exist, and the layer was told not
+    to create it (:attr:`BaseLayer.create_storage` is False, as in ``chanlite send``)."""
 
 
 class DecodeError(LayerError, ValueError):

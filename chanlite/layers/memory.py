@@ -155,17 +155,21 @@ class MemoryLayer(BaseLayer):
 
     async def group_send(self, group: str, message: Message) -> None:
         """Deliver *message* to each member; full members are dropped and counted."""
+        await self.group_send_counted(group, message)
+
+    async def group_send_counted(self, group: str, message: Message) -> int:
+        """:meth:`group_send`, returning how many members *group* had."""
         self.require_valid_group_name(group)
         self.require_valid_message(message)
         policy = self.history_policies.lookup(group)  # cached: one dict hit
         if policy is not None:
             message = self._streams.record(group, policy, message)
-        await self._fan_out(group, message)
+        return await self._fan_out(group, message)
 
-    async def _fan_out(self, group: str, message: Message) -> None:
+    async def _fan_out(self, group: str, message: Message) -> int:
         members = self._groups.get(group)
         if not members:
-            return
+            return 0
         now = time.monotonic()
         stale_before = now - self.group_expiry
         # Members join in time order, so expired memberships are at the front.
@@ -193,6 +197,7 @@ class MemoryLayer(BaseLayer):
             self.count_drops(group, dropped, len(members))
         if not members and self._groups.get(group) is members:
             del self._groups[group]
+        return len(members)
 
     # -- history and presence ------------------------------------------------------------
 

@@ -289,6 +289,19 @@ class LayerContract:
         assert (await _receive(layer, "tg-3"))["type"] == "hello"
         assert await _nothing_arrives(layer.receive("tg-2"))
 
+    async def test_group_send_counted(self, make_layer: MakeLayer) -> None:
+        # The member count is optional (None: the layer cannot tell), never wrong.
+        layer = await make_layer()
+        local = await layer.new_channel()
+        await layer.group_add("counted", local)
+        await layer.group_add("counted", "counted-plain")
+        assert await layer.group_send_counted("counted", {"type": "n"}) in (None, 2)
+        assert (await _receive(layer, "counted-plain"))["type"] == "n"
+        assert (await _receive_local(layer)) == ([local], {"type": "n"})
+        assert await layer.group_send_counted("counted-empty", {"type": "n"}) in (None, 0)
+        assert await layer.send_counted("counted-plain", {"type": "n"}) is None
+        assert await layer.send_counted(local, {"type": "n"}) in (None, 1)
+
     async def test_group_add_is_idempotent(self, make_layer: MakeLayer) -> None:
         layer = await make_layer()
         await layer.group_add("dup", "dup-1")

@@ -7,7 +7,7 @@ Django Channels backend: ``"BACKEND": "chanlite_sqlite.SQLiteLayer"``.
 from __future__ import annotations
 
 from chanlite_sqlite.__about__ import __version__
-from chanlite_sqlite.errors import DatabaseFileError
+from chanlite_sqlite.errors import DatabaseFileError, DatabaseNotFound
 from chanlite_sqlite.layer import SQLiteLayer
 
-__all__ = ["DatabaseFileError", "SQLiteLayer", "__version__"]
+__all__ = ["DatabaseFileError", "DatabaseNotFound", "SQLiteLayer", "__version__"]

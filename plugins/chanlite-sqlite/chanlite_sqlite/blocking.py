@@ -38,13 +38,21 @@ _INSERT = (
 class BlockingWriter:
     """Blocking ``send``/``group_send`` of encoded payloads into one database file.
 
-    *capacity_of* gives a channel's capacity; *expiry* is how long a message lives.
+    *capacity_of* gives a channel's capacity; *expiry* is how long a message lives; unless
+    *create*, a missing file is an error (:class:`~chanlite_sqlite.errors.DatabaseNotFound`).
     """
 
     def __init__(
-        self, path: str, *, timeout: float, expiry: float, capacity_of: Callable[[str], int]
+        self,
+        path: str,
+        *,
+        timeout: float,
+        expiry: float,
+        capacity_of: Callable[[str], int],
+        create: bool = True,
     ) -> None:
         self.path = path
+        self.create = create
         self.timeout = timeout
         self.expiry = expiry
         self.capacity_of = capacity_of
@@ -64,7 +72,7 @@ class BlockingWriter:
             conn.close()
             conn = self._conn = None
         if conn is None:
-            conn = self._conn = open_database(self.path, self.timeout)
+            conn = self._conn = open_database(self.path, self.timeout, self.create)
             self._identity = file_identity(self.path)
             self._sidecars = sidecar_identities(self.path)
             if self._sock is None:
@@ -97,12 +105,17 @@ class BlockingWriter:
         policy, give it the group's next offset and record it (the same SQL as the layer);
         plain-named members then get ``stream_payload(offset, epoch)``.
 
-        Returns ``(processes told, plain-named members that were full)``.
+        Returns ``(members of the group, plain-named members that were full)``.
         """
         dropped: list[str] = []
+        members = 0
 
         def write(conn: sqlite3.Connection, now: float) -> list[int]:
+            nonlocal members
             expires = now + self.expiry
+            (members,) = conn.execute(
+                "SELECT count(*) FROM chanlite_groups WHERE grp = ? AND expires > ?", (group, now)
+            ).fetchone()
             offset = epoch = None
             if history is not None:
                 offset, epoch = reserve_blocking(conn, group, history)
@@ -121,7 +134,8 @@ class BlockingWriter:
                     dropped.append(channel)
             return self._ports(conn, None)
 
-        return self._transaction(write), dropped
+        self._transaction(write)
+        return members, dropped
 
     def _transaction(self, write: Callable[[sqlite3.Connection, float], list[int]]) -> int:
         """Run *write* in one ``BEGIN IMMEDIATE ... COMMIT``, then poke the readers it names."""

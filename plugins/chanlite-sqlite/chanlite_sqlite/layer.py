@@ -295,6 +295,7 @@ class SQLiteLayer(BaseLayer):
             memberships=self._own_memberships,
             on_beat=on_beat,
             file_events=FileEvents(self._release_file, self._file_reopened, self._file_lost),
+            create=self.create_storage,
         )
         watcher.start()
         db: aiosqlite.Connection | None = None
@@ -452,6 +453,18 @@ class SQLiteLayer(BaseLayer):
             Send(channel, owner, payload, now + self.expiry, self.get_capacity(channel), None)
         )
 
+    async def send_counted(self, channel: str, message: Message) -> int | None:
+        """:meth:`send`, returning 1 or 0 for a process-specific channel whose process is
+        registered or not, None for a plain channel (a queue)."""
+        await self.send(channel, message)
+        if self.is_local(channel):
+            return 1
+        owner = self._owner(channel)
+        if not owner:
+            return None
+        watcher = self._watcher
+        return int(watcher is not None and owner in watcher.peers)
+
     @staticmethod
     def _owner(channel: str) -> str:
         """The process owning *channel*, or '' for a plain (shared) channel."""
@@ -510,6 +523,14 @@ class SQLiteLayer(BaseLayer):
         Returns once the message is committed. Members that are full are dropped and counted
         (in ``drops`` of the process that holds them) and logged, never raised.
         """
+        await self._group_send(group, message, count=False)
+
+    async def group_send_counted(self, group: str, message: Message) -> int:
+        """:meth:`group_send`, returning how many members (in every process) *group* had
+        in the transaction that stored it."""
+        return await self._group_send(group, message, count=True)
+
+    async def _group_send(self, group: str, message: Message, count: bool) -> int:
         self.require_valid_group_name(group)
         self.require_valid_message(message)
         policy = self.history_policies.lookup(group)  # cached: one dict hit
@@ -517,7 +538,9 @@ class SQLiteLayer(BaseLayer):
             check_stream_message(group, message)
         payload, copy = self._codec.encode_copy(message)
         writer = await self._start()
-        op = GroupSend(group, payload, copy, time.time() + self.expiry, None, history=policy)
+        op = GroupSend(
+            group, payload, copy, time.time() + self.expiry, None, history=policy, count=count
+        )
         await writer.call(op)
         full = op.full
         if full:
@@ -531,6 +554,7 @@ class SQLiteLayer(BaseLayer):
                 self.count_drops(group, [*full, *op.dropped], len(op.local) + len(op.plain))
         elif op.dropped:
             self.count_drops(group, op.dropped, len(op.local) + len(op.plain) + len(op.dropped))
+        return op.members
 
     # -- blocking sends (chanlite.layers.BlockingSends) ------------------------------------
 
@@ -548,21 +572,29 @@ class SQLiteLayer(BaseLayer):
                         timeout=self.timeout,
                         expiry=self.expiry,
                         capacity_of=self.get_capacity,
+                        create=self.create_storage,
                     )
         return writer
 
-    def send_blocking(self, channel: str, message: Message) -> None:
+    def send_blocking(self, channel: str, message: Message) -> int | None:
         """Send to *channel* from code with no event loop (any thread); may raise ChannelFull.
 
-        Uses a plain ``sqlite3`` connection: no event loop, no thread hop.
+        Uses a plain ``sqlite3`` connection: no event loop, no thread hop. Returns 1 or 0
+        for a process-specific channel whose process is registered or not, None for a
+        plain channel (a queue any process may receive from).
         """
         self.require_valid_message(message)
         self.require_valid_channel_name(channel)
         payload = self._codec.encode(message)
-        self._blocking_writer().send(channel, self._owner(channel), payload)
+        owner = self._owner(channel)
+        told = self._blocking_writer().send(channel, owner, payload)
+        return min(told, 1) if owner else None
 
-    def group_send_blocking(self, group: str, message: Message) -> None:
-        """Send *message* to *group* from code with no event loop (any thread)."""
+    def group_send_blocking(self, group: str, message: Message) -> int:
+        """Send *message* to *group* from code with no event loop (any thread).
+
+        Returns how many members (in every process) the group had when it was stored.
+        """
         self.require_valid_group_name(group)
         self.require_valid_message(message)
         policy = self.history_policies.lookup(group)
@@ -573,8 +605,11 @@ class SQLiteLayer(BaseLayer):
         def stream_payload(offset: int, epoch: str) -> bytes:  # for plain-named members
             return self._codec.encode(stream_message(message, group, offset, epoch))
 
-        _, dropped = self._blocking_writer().group_send(group, payload, policy, stream_payload)
+        members, dropped = self._blocking_writer().group_send(
+            group, payload, policy, stream_payload
+        )
         self.count_drops(group, dropped)
+        return members
 
     def sync_send(self, channel: str, message: Message) -> None:
         """Deprecated: use :meth:`send_blocking` (or ``chanlite.sync``)."""

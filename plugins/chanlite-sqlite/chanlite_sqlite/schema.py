@@ -21,7 +21,7 @@ import os
 import sqlite3
 import time
 
-from chanlite_sqlite.errors import DatabaseFileError
+from chanlite_sqlite.errors import DatabaseFileError, DatabaseNotFound
 
 #: The layout this release writes; files at an older version are migrated on open.
 SCHEMA_VERSION = 2
@@ -279,8 +279,14 @@ def _not_ours(path: str, tables: set[str]) -> DatabaseFileError:
     )
 
 
-def open_database(path: str, timeout: float) -> sqlite3.Connection:
-    """Open and prepare *path*; every failure is a :class:`DatabaseFileError` naming it."""
+def open_database(path: str, timeout: float, create: bool = True) -> sqlite3.Connection:
+    """Open and prepare *path*; every failure is a :class:`DatabaseFileError` naming it.
+
+    Unless *create*, a missing file is :class:`DatabaseNotFound`, not a new database.
+    """
+    if not create and not os.path.lexists(path):
+        where = "" if os.path.isabs(path) else f" (looked for {os.path.abspath(path)})"
+        raise DatabaseNotFound(f"Channel layer database {path} does not exist{where}.")
     conn = connect(path, timeout)
     try:
         prepare(conn, path, timeout)

@@ -121,6 +121,7 @@ class Watcher(threading.Thread):
         memberships: Callable[[], list[tuple[str, str, float]]] = list,
         on_beat: Callable[[sqlite3.Connection, float, bool], bool] | None = None,
         file_events: FileEvents = NO_FILE_EVENTS,
+        create: bool = True,
     ) -> None:
         super().__init__(name=f"chanlite-sqlite-{client_id}", daemon=True)
         self.path = path
@@ -135,6 +136,7 @@ class Watcher(threading.Thread):
         self._memberships = memberships
         self._on_beat = on_beat
         self._file_events = file_events
+        self._create = create  # the file may be created (a lost one is recreated anyway)
         #: ``(device, inode)`` of the file the connection has open, and of its -wal/-shm.
         self.identity: tuple[int, int] | None = None
         self._sidecars: dict[str, tuple[int, int] | None] = {}
@@ -196,7 +198,7 @@ class Watcher(threading.Thread):
 
     def _open(self, restore: bool = False) -> int:
         """Open the path and register; returns the memberships put back (*restore*)."""
-        self._conn = open_database(self.path, self.timeout)
+        self._conn = open_database(self.path, self.timeout, self._create or restore)
         self.identity = file_identity(self.path)
         try:
             restored = self._register(restore)

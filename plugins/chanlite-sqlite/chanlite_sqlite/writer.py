@@ -94,6 +94,8 @@ class GroupSend:
     history: HistoryPolicy | None = None  # the group keeps history: give it an offset
     offset: int | None = None  # its offset and epoch, once committed
     epoch: str | None = None
+    count: bool = False  # count the group's members (every process's) in ``members``
+    members: int = 0
 
 
 @dataclass(slots=True)
@@ -501,6 +503,18 @@ class Writer:
         local: dict[str, list[str]] = {}
         for grp, channel, owner in members:
             (local if owner else plain).setdefault(grp, []).append(channel)
+        counted = [op for op in ops if op.count]
+        if counted:
+            wanted = list({op.group for op in counted})
+            marks = ",".join("?" * len(wanted))
+            rows = await self.db.execute_fetchall(
+                f"SELECT grp, count(*) FROM chanlite_groups WHERE grp IN ({marks}) "
+                "AND expires > ? GROUP BY grp",
+                (*wanted, time.time()),
+            )
+            counts: dict[str, int] = {grp: number for grp, number in rows}
+            for op in counted:
+                op.members = counts.get(op.group, 0)
         return plain, local
 
     async def _group_sends_fast(self, ops: list[GroupSend]) -> bool:

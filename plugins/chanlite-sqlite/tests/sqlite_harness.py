@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
+import shutil
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +133,24 @@ class Peer:
         await self._reader
         if self._stderr_reader is not None:
             await self._stderr_reader
+
+
+@contextlib.contextmanager
+def read_only(db: Path) -> Iterator[Path]:
+    """Make the chanlite database *db* read-only (without its -wal/-shm) for a while."""
+    for extra in ("-wal", "-shm"):
+        Path(f"{db}{extra}").unlink(missing_ok=True)
+    db.chmod(0o444)
+    immutable = False
+    if os.geteuid() == 0:
+        # root ignores permission bits: make the file immutable instead.
+        chattr = shutil.which("chattr")
+        assert chattr, "chattr (e2fsprogs) is needed to make a read-only file as root"
+        subprocess.run([chattr, "+i", str(db)], check=True)
+        immutable = True
+    try:
+        yield db
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(db)], check=True)
+        db.chmod(0o644)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +13,7 @@ from pathlib import Path
 import pytest
 from chanlite_sqlite import SQLiteLayer
 from chanlite_sqlite.schema import SCHEMA_VERSION, DatabaseFileError
+from sqlite_harness import read_only
 
 from chanlite.layers import LayerConfigError, get_layer
 
@@ -148,25 +147,9 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
 @pytest.fixture
 def read_only_file(tmp_path: Path) -> Iterator[Path]:
     db = tmp_path / "ro.db"
-    conn = sqlite3.connect(db)
-    conn.close()
     SQLiteLayer(db).send_blocking("warm", {"type": "up"})  # a valid chanlite file
-    for extra in ("-wal", "-shm"):
-        Path(f"{db}{extra}").unlink(missing_ok=True)
-    db.chmod(0o444)
-    immutable = False
-    if os.geteuid() == 0:
-        # root ignores permission bits: make the file immutable instead.
-        chattr = shutil.which("chattr")
-        assert chattr, "chattr (e2fsprogs) is needed to make a read-only file as root"
-        subprocess.run([chattr, "+i", str(db)], check=True)
-        immutable = True
-    try:
+    with read_only(db):
         yield db
-    finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(db)], check=True)
-        db.chmod(0o644)
 
 
 async def test_read_only_file(read_only_file: Path) -> None:
