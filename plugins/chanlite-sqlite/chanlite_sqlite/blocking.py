@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from chanlite.layers import ChannelFull, HistoryPolicy
-from chanlite_sqlite.history import reserve_blocking
+from chanlite_sqlite.history import record_blocking
 from chanlite_sqlite.schema import (
     describe_error,
     file_identity,
@@ -30,8 +30,8 @@ from chanlite_sqlite.schema import (
 )
 
 _INSERT = (
-    "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload, hoffset, epoch) "
-    "VALUES (?, ?, ?, '', ?, ?, ?, ?)"
+    "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload) "
+    "VALUES (?, ?, ?, '', ?, ?)"
 )
 
 
@@ -89,7 +89,7 @@ class BlockingWriter:
         def write(conn: sqlite3.Connection, now: float) -> list[int]:
             if not self._has_room(conn, channel, now):
                 raise ChannelFull(channel)
-            conn.execute(_INSERT, (channel, owner, "", now + self.expiry, payload, None, None))
+            conn.execute(_INSERT, (channel, owner, "", now + self.expiry, payload))
             return self._ports(conn, owner)
 
         return self._transaction(write)
@@ -118,8 +118,9 @@ class BlockingWriter:
             ).fetchone()
             offset = epoch = None
             if history is not None:
-                offset, epoch = reserve_blocking(conn, group, history)
-            conn.execute(_INSERT, ("", "", group, expires, payload, offset, epoch))
+                ((offset, epoch),) = record_blocking(conn, [(group, "", expires, payload, history)])
+            else:
+                conn.execute(_INSERT, ("", "", group, expires, payload))
             plain = conn.execute(
                 "SELECT channel FROM chanlite_groups WHERE grp = ? AND owner = '' AND expires > ?",
                 (group, now),
@@ -129,7 +130,7 @@ class BlockingWriter:
                 own = stream_payload(offset, epoch)
             for (channel,) in plain:
                 if self._has_room(conn, channel, now):
-                    conn.execute(_INSERT, (channel, "", "", expires, own, None, None))
+                    conn.execute(_INSERT, (channel, "", "", expires, own))
                 else:
                     dropped.append(channel)
             return self._ports(conn, None)

@@ -1,30 +1,34 @@
 """History in the file: offsets from the database, an epoch per group, retention, reads.
 
-* **Offsets.** Each history group has one ``chanlite_streams`` row. A writer reserves the
-  next offsets of a group with one upsert inside its write transaction (``last = last +
-  n ... RETURNING``), so offsets are unique and gapless across every process sharing the
-  file, in commit order. The message row then carries its offset (``hoffset``) and epoch,
-  and a trigger copies it into ``chanlite_history``: the payload is encoded once, by the
-  sender, and every writer (batching or blocking) records history the same way.
+* **Offsets.** Each history group has one ``chanlite_streams`` row. A message to it is
+  written by one ``INSERT ... SELECT`` that computes its offset from that row
+  (:func:`insert_history`); the row's trigger advances the stream and copies the row into
+  ``chanlite_history``. One statement holds the write lock throughout, so offsets are
+  unique and gapless across every process sharing the file, in commit order, and a
+  killed process leaves no offset without its message. The payload is encoded once, by
+  the sender, and every writer (batching or blocking) records history the same way; the
+  message row carries its offset and epoch to the readers of other processes.
 * **Epoch.** Made at random when a group's stream row is created. The row lives in the
   file, so a restarted server sees the same epoch and offsets, while a new or replaced
   file (or a ``flush``) starts the stream in a new epoch: a client's old position then
   gets :class:`~chanlite.layers.HistoryGap` ``"epoch"``, never somebody else's messages.
-* **Retention.** ``pruned`` is the highest offset no longer kept. The upsert raises it to
-  ``last - size`` (a trigger deletes the rows it passes); the heartbeat raises it past
-  messages older than the group's ``ttl`` (:func:`prune_expired`), and a read treats such
-  messages as pruned even before that runs.
+* **Retention.** ``pruned`` is the highest offset no longer kept. Each message raises it
+  to ``offset - size`` (a trigger deletes the rows it passes, 64 at a time); the heartbeat
+  raises it past messages older than the group's ``ttl`` and deletes the rest
+  (:func:`prune`); a read skips rows at or below ``pruned``, and treats messages older
+  than the ttl as pruned even before the heartbeat runs.
 * **Reads** (:class:`HistoryReader`) run in one read transaction (a WAL snapshot: they never
   wait for writers) on a connection of their own, in a worker thread.
 """
 
 from __future__ import annotations
 
+import functools
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import aiosqlite
@@ -38,13 +42,20 @@ from chanlite.layers import (
 )
 from chanlite_sqlite.schema import describe_error, file_identity, open_database
 
-#: Reserve offsets for a group: ``(grp, epoch if new, count, size, ttl)``.
-_ADVANCE = (
-    "INSERT INTO chanlite_streams (grp, epoch, last, pruned, ttl) "
-    "VALUES (:grp, :epoch, :count, max(0, :count - :size), :ttl) "
-    "ON CONFLICT (grp) DO UPDATE SET last = last + :count, "
-    "pruned = max(pruned, last + :count - :size), ttl = :ttl "
-    "RETURNING epoch, last"
+#: A history message's row: its offset is the stream's last + its rank among this
+#: statement's messages to the group (``coalesce``: a new stream starts at 0 in a new
+#: epoch). The row trigger advances the stream and copies the row into the history. With
+#: a row trigger SQLite computes every row before inserting any, so the ranks all count
+#: from the same ``last``; ``ORDER BY`` keeps the queue order. One statement: atomic.
+_INSERT_COLUMNS = (
+    "INSERT INTO chanlite_messages "
+    "(channel, owner, grp, origin, expires, payload, hoffset, epoch, hsize, httl) "
+    "SELECT '', '', v.column1, v.column2, v.column3, v.column4, "
+    "coalesce(s.last, 0) + v.column5, coalesce(s.epoch, v.column6), v.column7, v.column8 "
+)
+_INSERT_TAIL = (
+    "AS v LEFT JOIN chanlite_streams AS s ON s.grp = v.column1 ORDER BY v.column9 "
+    "RETURNING grp, hoffset, epoch"
 )
 _CREATE = (
     "INSERT INTO chanlite_streams (grp, epoch, last, pruned, ttl) VALUES (?, ?, 0, 0, ?) "
@@ -52,63 +63,87 @@ _CREATE = (
 )
 _STREAM = "SELECT epoch, last, pruned, ttl FROM chanlite_streams WHERE grp = ?"
 
+#: One message to a history group: ``(group, origin, expires, payload, policy)``.
+Record = tuple[str, str, float, bytes, HistoryPolicy]
+
 
 def new_epoch() -> str:
     """A fresh epoch: 16 random hex digits."""
     return secrets.token_hex(8)
 
 
-def _advance_params(group: str, policy: HistoryPolicy, count: int) -> dict[str, Any]:
-    return {
-        "grp": group,
-        "epoch": new_epoch(),
-        "count": count,
-        "size": policy.size,
-        "ttl": policy.ttl,
-    }
+def insert_history(records: Sequence[Record]) -> tuple[str, list[Any]]:
+    """``(sql, params)`` writing *records* as group messages with their offsets; run it
+    and pass what it returns to :func:`assign`."""
+    params: list[Any] = []
+    ranks: dict[str, int] = {}
+    epochs: dict[str, str] = {}
+    for index, (group, origin, expires, payload, policy) in enumerate(records):
+        rank = ranks[group] = ranks.get(group, 0) + 1
+        epoch = epochs.get(group)
+        if epoch is None:
+            epoch = epochs[group] = new_epoch()  # used only if the stream is new
+        params += (group, origin, expires, payload, rank, epoch, policy.size, policy.ttl, index)
+    return _insert_sql(len(records)), params
 
 
-async def reserve(
-    db: aiosqlite.Connection, wanted: dict[str, tuple[HistoryPolicy, int]]
-) -> dict[str, tuple[str, int]]:
-    """Reserve offsets in a write transaction: ``{group: (policy, n)}`` ->
-    ``{group: (epoch, first offset)}``; the group's messages get ``first .. first+n-1``."""
-    reserved: dict[str, tuple[str, int]] = {}
-    for group, (policy, count) in wanted.items():
-        rows = await db.execute_fetchall(_ADVANCE, _advance_params(group, policy, count))
-        ((epoch, last),) = rows
-        reserved[group] = (epoch, last - count + 1)
-    return reserved
+@functools.lru_cache(maxsize=64)
+def _insert_sql(count: int) -> str:
+    values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count)
+    return f"{_INSERT_COLUMNS}FROM (VALUES {values}) {_INSERT_TAIL}"
 
 
-def reserve_blocking(
-    conn: sqlite3.Connection, group: str, policy: HistoryPolicy
-) -> tuple[int, str]:
-    """Reserve one offset in a write transaction on a plain connection: (offset, epoch)."""
-    epoch, last = conn.execute(_ADVANCE, _advance_params(group, policy, 1)).fetchone()
-    return int(last), str(epoch)
+def assign(groups: Sequence[str], returned: Iterable[Any]) -> list[tuple[int, str]]:
+    """``(offset, epoch)`` of each message, in the order of *groups* (one per message),
+    from the ``(grp, hoffset, epoch)`` rows the insert returned (in any order)."""
+    if len(groups) == 1:
+        ((_, offset, epoch),) = returned
+        return [(int(offset), str(epoch))]
+    given: dict[str, list[tuple[int, str]]] = {}
+    for group, offset, epoch in returned:
+        given.setdefault(group, []).append((int(offset), str(epoch)))
+    for offsets in given.values():
+        offsets.sort(reverse=True)  # pop() from the end gives each group's in order
+    return [given[group].pop() for group in groups]
 
 
-def prune_expired(conn: sqlite3.Connection, now: float) -> None:
-    """Raise ``pruned`` past every message older than its group's ttl (in a transaction).
+async def record(db: aiosqlite.Connection, records: Sequence[Record]) -> list[tuple[int, str]]:
+    """Write *records* (one statement, atomic); ``(offset, epoch)`` of each, in order."""
+    sql, params = insert_history(records)
+    returned = await db.execute_fetchall(sql, params)
+    return assign([r[0] for r in records], returned)
 
-    Offsets grow with time within a group, so the expired messages are its oldest: one
-    short index range per group with a ttl, never a scan of the whole history.
+
+def record_blocking(conn: sqlite3.Connection, records: Sequence[Record]) -> list[tuple[int, str]]:
+    """:func:`record` on a plain connection."""
+    sql, params = insert_history(records)
+    returned = conn.execute(sql, params).fetchall()
+    return assign([r[0] for r in records], returned)
+
+
+def prune(conn: sqlite3.Connection, now: float) -> None:
+    """The heartbeat's retention work (in its transaction): raise ``pruned`` past every
+    message older than its group's ttl, and delete the rows at or below ``pruned``.
+
+    Sends delete pruned rows in steps of 64 (readers skip them meanwhile); this finishes
+    the job. Offsets grow with time within a group, so the expired messages are its
+    oldest: one short index range per group, never a scan of the whole history.
     """
-    streams = conn.execute(
+    for group, pruned, ttl in conn.execute(
         "SELECT grp, pruned, ttl FROM chanlite_streams WHERE ttl IS NOT NULL AND last > pruned"
-    ).fetchall()
-    for group, pruned, ttl in streams:
+    ).fetchall():
         (newest,) = conn.execute(
             "SELECT max(pos) FROM (SELECT pos, created FROM chanlite_history "
             "WHERE grp = ? AND pos > ? ORDER BY pos) WHERE created < ?",
             (group, pruned, now - ttl),
         ).fetchone()
         if newest is not None:
-            conn.execute(
-                "UPDATE chanlite_streams SET pruned = ? WHERE grp = ? AND pruned < ?",
-                (newest, group, newest),
-            )
+            conn.execute("UPDATE chanlite_streams SET pruned = ? WHERE grp = ?", (newest, group))
+    conn.execute(
+        "DELETE FROM chanlite_history WHERE (grp, pos) IN (SELECT h.grp, h.pos "
+        "FROM chanlite_streams AS s JOIN chanlite_history AS h "
+        "ON h.grp = s.grp AND h.pos <= s.pruned)"
+    )
 
 
 class HistoryReader:

@@ -61,7 +61,7 @@ from chanlite.layers import (
 )
 from chanlite_sqlite.blocking import BlockingWriter
 from chanlite_sqlite.errors import DatabaseFileError
-from chanlite_sqlite.history import HistoryReader, prune_expired
+from chanlite_sqlite.history import HistoryReader, prune
 from chanlite_sqlite.plain import PlainReceivers
 from chanlite_sqlite.presence import (
     Entry,
@@ -278,7 +278,7 @@ class SQLiteLayer(BaseLayer):
         )
 
         def on_beat(conn: sqlite3.Connection, now: float, restored: bool) -> bool:
-            prune_expired(conn, now)
+            prune(conn, now)
             return sweeper.beat(conn, now, restored)
 
         watcher = Watcher(

@@ -24,7 +24,7 @@ import time
 from chanlite_sqlite.errors import DatabaseFileError, DatabaseNotFound
 
 #: The layout this release writes; files at an older version are migrated on open.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: ``PRAGMA application_id`` of a chanlite-sqlite file ("CHNL").
 APPLICATION_ID = 0x43484E4C
 APPLICATION = "chanlite-sqlite"
@@ -119,8 +119,33 @@ CREATE INDEX chanlite_presence_key ON chanlite_presence (grp, key);
 CREATE INDEX chanlite_presence_owner ON chanlite_presence (owner);
 """
 
+# A history message is written by one statement that computes its offset from the stream
+# row and advances the stream in its trigger (see history.py): atomic on its own, so a
+# batch of sends needs no BEGIN/COMMIT round trips, and the policy travels with the row.
+_V3 = """
+ALTER TABLE chanlite_messages ADD COLUMN hsize INTEGER;  -- the sender's history policy
+ALTER TABLE chanlite_messages ADD COLUMN httl REAL;
+DROP TRIGGER chanlite_history_record;
+-- Readers skip offsets <= pruned by themselves: delete in steps of 64, not row by row
+-- (one page write per 64 messages instead of one per message).
+DROP TRIGGER chanlite_history_prune;
+CREATE TRIGGER chanlite_history_prune AFTER UPDATE OF pruned ON chanlite_streams
+WHEN NEW.pruned / 64 > OLD.pruned / 64 BEGIN
+    DELETE FROM chanlite_history WHERE grp = NEW.grp AND pos <= NEW.pruned;
+END;
+CREATE TRIGGER chanlite_history_record AFTER INSERT ON chanlite_messages
+WHEN NEW.hoffset IS NOT NULL AND NEW.grp != '' BEGIN
+    INSERT INTO chanlite_streams (grp, epoch, last, pruned, ttl)
+    VALUES (NEW.grp, NEW.epoch, NEW.hoffset, max(0, NEW.hoffset - NEW.hsize), NEW.httl)
+    ON CONFLICT (grp) DO UPDATE SET last = max(last, excluded.last),
+        pruned = max(pruned, excluded.pruned), ttl = excluded.ttl;
+    INSERT INTO chanlite_history (grp, pos, created, payload)
+    VALUES (NEW.grp, NEW.hoffset, (julianday('now') - 2440587.5) * 86400.0, NEW.payload);
+END;
+"""
+
 #: ``MIGRATIONS[n]`` turns a version ``n - 1`` file into version ``n``.
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 
 
 def describe_error(path: str, exc: sqlite3.Error, timeout: float) -> DatabaseFileError:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import aiosqlite
 
 from chanlite.layers import ChannelFull, HistoryPolicy, LayerUnavailable
-from chanlite_sqlite.history import reserve
+from chanlite_sqlite.history import record
 from chanlite_sqlite.schema import describe_error, file_identity
 
 logger = logging.getLogger("chanlite.layers.sqlite")
@@ -40,8 +40,8 @@ logger = logging.getLogger("chanlite.layers.sqlite")
 MAX_BATCH = 512
 
 _INSERT = (
-    "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload, hoffset, epoch) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -484,7 +484,7 @@ class Writer:
                 op.full = True
                 continue
             counts[op.channel] = count + 1
-            rows.append((op.channel, op.owner, "", me, op.expires, op.payload, None, None))
+            rows.append((op.channel, op.owner, "", me, op.expires, op.payload))
         if rows:
             await self.db.executemany(_INSERT, rows)
 
@@ -528,45 +528,46 @@ class Writer:
         if plain:
             return False
         me = self.hooks.client_id
-        await self._reserve_offsets(ops)
-        params: list[object] = []
         for op in ops:
             op.local = local.get(op.group, [])
-            params += (op.group, me, op.expires, op.payload, op.offset, op.epoch)
-        values = ",".join(["('', '', ?, ?, ?, ?, ?, ?)"] * len(ops))
-        await self.db.execute(
-            "INSERT INTO chanlite_messages "
-            "(channel, owner, grp, origin, expires, payload, hoffset, epoch) "
-            f"VALUES {values}",
-            params,
-        )
+        # Each statement is atomic; each message is in exactly one of them.
+        others = await self._record_history(ops)
+        if others:
+            values = ",".join(["('', '', ?, ?, ?, ?)"] * len(others))
+            params: list[object] = []
+            for op in others:
+                params += (op.group, me, op.expires, op.payload)
+            await self.db.execute(
+                "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload) "
+                f"VALUES {values}",
+                params,
+            )
         return True
 
-    async def _reserve_offsets(self, ops: list[GroupSend]) -> None:
-        """Give each message to a history group its offset (and epoch), in queue order."""
-        wanted: dict[str, tuple[HistoryPolicy, int]] = {}
-        for op in ops:
-            if op.history is not None:
-                known = wanted.get(op.group)
-                wanted[op.group] = (op.history, known[1] + 1 if known else 1)
-        if not wanted:
-            return
-        reserved = await reserve(self.db, wanted)
-        following = {group: first for group, (_, first) in reserved.items()}
-        for op in ops:
-            if op.history is not None:
-                op.epoch = reserved[op.group][0]
-                op.offset = following[op.group]
-                following[op.group] += 1
+    async def _record_history(self, ops: list[GroupSend]) -> list[GroupSend]:
+        """Write the messages to history groups, giving each its offset and epoch (one
+        statement); returns the other messages, not yet written."""
+        streams = [op for op in ops if op.history is not None]
+        if not streams:
+            return ops
+        me = self.hooks.client_id
+        given = await record(
+            self.db,
+            [(op.group, me, op.expires, op.payload, op.history) for op in streams if op.history],
+        )
+        for op, (offset, epoch) in zip(streams, given, strict=True):
+            op.offset, op.epoch = offset, epoch
+        return [op for op in ops if op.history is None]
 
     async def _group_sends(self, ops: list[GroupSend]) -> None:
         me = self.hooks.client_id
         plain, local = await self._members(ops)
         counts = await self._backlog(c for channels in plain.values() for c in channels)
-        await self._reserve_offsets(ops)
+        await self._record_history(ops)
         rows = []
         for op in ops:
-            rows.append(("", "", op.group, me, op.expires, op.payload, op.offset, op.epoch))
+            if op.history is None:
+                rows.append(("", "", op.group, me, op.expires, op.payload))
             op.local = local.get(op.group, [])
             members = plain.get(op.group, ())
             payload = self.hooks.encode_stream(op) if members and op.offset else op.payload
@@ -577,7 +578,7 @@ class Writer:
                     continue
                 counts[channel] = count + 1
                 op.plain.append(channel)
-                rows.append((channel, "", "", me, op.expires, payload, None, None))
+                rows.append((channel, "", "", me, op.expires, payload))
         await self.db.executemany(_INSERT, rows)
 
 

@@ -14,7 +14,7 @@ from chanlite_sqlite import DatabaseFileError, SQLiteLayer
 from chanlite_sqlite.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from sqlite_harness import Peer
 
-from chanlite.layers import HistoryGap, HistoryPolicy, StreamPosition
+from chanlite.layers import HistoryGap, HistoryPolicy, MsgpackCodec, StreamPosition
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -124,8 +124,13 @@ async def test_a_file_deleted_under_a_running_layer_is_a_new_epoch(
 async def test_size_retention_deletes_rows_and_resume_past_it_is_too_old(
     make_layer: MakeLayer, db: Path
 ) -> None:
-    layer = await make_layer(history={"room.*": HistoryPolicy(size=5)})
+    layer = await make_layer(history={"room.*": HistoryPolicy(size=5)}, heartbeat=0.05)
     await _send(layer, "room.s", 20)
+    # Sends delete in steps, the heartbeat deletes the rest.
+    for _ in range(100):
+        if _scalar(db, "SELECT count(*) FROM chanlite_history WHERE grp = 'room.s'") == 5:
+            break
+        await asyncio.sleep(0.05)
     assert _scalar(db, "SELECT count(*) FROM chanlite_history WHERE grp = 'room.s'") == 5
     epoch = (await layer.stream_position("room.s")).epoch
     assert _offsets((await layer.history("room.s")).events) == [16, 17, 18, 19, 20]
@@ -238,28 +243,46 @@ async def test_a_locked_file_during_a_history_read_is_a_precise_error(
     assert _offsets((await reader.history("room.l")).events) == [1, 2]
 
 
-async def test_a_version_1_file_is_migrated_in_place(make_layer: MakeLayer, db: Path) -> None:
-    assert SCHEMA_VERSION == 2
+@pytest.mark.parametrize("version", [1, 2])
+async def test_an_older_file_is_migrated_in_place(
+    make_layer: MakeLayer, db: Path, version: int
+) -> None:
+    assert SCHEMA_VERSION == 3
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.executescript(MIGRATIONS[1])
+    for step in range(1, version + 1):
+        conn.executescript(MIGRATIONS[step])
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.executemany(
         "INSERT INTO chanlite_meta (key, value) VALUES (?, ?)",
-        [("application", "chanlite-sqlite"), ("schema_version", "1")],
+        [("application", "chanlite-sqlite"), ("schema_version", str(version))],
     )
     conn.execute(
         "INSERT INTO chanlite_groups (grp, channel, owner, expires) "
         "VALUES ('room.old', 'old-plain', '', 1e12)"
     )
+    kept = 0
+    if version == 2:  # history written by that release goes on in the same epoch
+        conn.execute("INSERT INTO chanlite_streams VALUES ('room.old', 'e1', 2, 0, NULL)")
+        for pos in (1, 2):
+            conn.execute(
+                "INSERT INTO chanlite_history VALUES ('room.old', ?, 0, ?)",
+                (pos, MsgpackCodec().encode({"type": "m", "i": pos - 3})),
+            )
+        kept = 2
     conn.close()
 
     layer = await make_layer()
     await layer.group_send("room.old", {"type": "m", "i": 0})
     # The membership made before the upgrade still works, and history is kept.
-    assert (await asyncio.wait_for(layer.receive("old-plain"), 5))["offset"] == 1
-    assert _offsets((await layer.history("room.old")).events) == [1]
-    assert _scalar(db, "SELECT value FROM chanlite_meta WHERE key = 'schema_version'") == "2"
+    assert (await asyncio.wait_for(layer.receive("old-plain"), 5))["offset"] == kept + 1
+    page = await layer.history("room.old")
+    assert [(e["i"], e["offset"]) for e in page.events] == [
+        (offset - kept - 1, offset) for offset in range(1, kept + 2)
+    ]
+    if version == 2:
+        assert page.position.epoch == "e1"
+    assert _scalar(db, "SELECT value FROM chanlite_meta WHERE key = 'schema_version'") == "3"
 
 
 async def test_resume_while_another_process_sends(make_layer: MakeLayer, db: Path) -> None:
@@ -297,3 +320,22 @@ async def test_resume_while_another_process_sends(make_layer: MakeLayer, db: Pat
             assert got[channel] == list(range(since.offset + 1, total + 1))
     finally:
         await sender.stop()
+
+
+async def test_a_sender_killed_mid_burst_leaves_no_hole(make_layer: MakeLayer, db: Path) -> None:
+    layer = await make_layer()
+    victim = await Peer.start(db, history="room.*:100000")
+    try:
+        await victim.call("burst", group="room.crash", count=1_000_000, window=64)
+        await victim.wait_for(lambda e: e.get("event") == "sent" and e["i"] >= 300)
+        await victim.kill()
+    finally:
+        if victim.proc.returncode is None:
+            await victim.kill()
+    sent = {e["i"] for e in victim.events if e.get("event") == "sent"}
+    page = await layer.history("room.crash")
+    # Every offset given has its message (each is written in one statement), and every
+    # send that returned before the kill is there.
+    assert _offsets(page.events) == list(range(1, page.position.offset + 1))
+    assert sent <= {e["i"] for e in page.events}
+    assert _scalar(db, "PRAGMA integrity_check") == "ok"
