@@ -250,6 +250,8 @@ class RedisLayer(BaseLayer):
             # Group messages published while no loop listened are not replayed (pub/sub
             # is at-most-once); from now on they are heard again.
             self._ensure_listener().want(self.keys.group_topic(group) for group in self._groups)
+        if self._presence.mine:
+            self._start_presence()  # the entries this process holds live on this loop now
 
     def _require_home(self, what: str) -> None:
         if not self._is_home(asyncio.get_running_loop()):
@@ -527,6 +529,9 @@ class RedisLayer(BaseLayer):
     def _start_presence(self) -> None:
         """Refresh and sweep in the background, on the owning loop, once presence is used."""
         if not self._is_home(asyncio.get_running_loop()):
+            # A sync caller's private loop: the owning loop (alive) keeps the entries.
+            if self._home is not None and not self._home.is_closed():
+                self._home.call_soon_threadsafe(self._start_presence)
             return
         task = self._presence_task
         if task is None or task.done():

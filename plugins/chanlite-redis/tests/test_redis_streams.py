@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from chanlite_redis import RedisLayer, RedisUnavailable
 from redis.asyncio import Redis
 from redis.crc import key_slot
@@ -408,3 +409,25 @@ async def test_close_leaves_at_once(make_redis_layer: Any) -> None:
     ]
     assert await watcher.presence("room") == {}
     assert await watcher.presence("room.2") == {}
+
+
+async def test_sync_callers_record_history_and_read_presence(make_redis_layer: Any) -> None:
+    layer = await _history_layer(make_redis_layer)
+    mine = await layer.new_channel()
+    await layer.group_add("h.sync", mine)
+
+    def sync_side() -> tuple[Any, Any]:
+        # As chanlite.sync does for a layer without blocking sends: a loop per call.
+        async_to_sync(layer.presence_join)("h.sync", mine, "ada", {"n": 1})
+        async_to_sync(layer.group_send)("h.sync", {"type": "x"})
+        return async_to_sync(layer.history)("h.sync"), async_to_sync(layer.presence)("h.sync")
+
+    page, listing = await asyncio.wait_for(asyncio.to_thread(sync_side), WAIT)
+    await asyncio.sleep(0)
+    # The owning loop refreshes the entry a sync call made.
+    assert layer._presence_task is not None and not layer._presence_task.done()
+    assert [(m["type"], m["offset"]) for m in page.events] == [("x", 1)]
+    assert listing == {"ada": [{"n": 1, "ref": mine}]}
+    diff = await asyncio.wait_for(layer.receive(mine), WAIT)
+    assert diff["type"] == "presence.diff" and diff["first"] is True
+    assert await asyncio.wait_for(layer.receive(mine), WAIT) == page.events[0]
