@@ -614,6 +614,7 @@ class RedisLayer(BaseLayer):
         home = self._is_home(asyncio.get_running_loop())
         # This layer object clears its own memberships itself when on its own loop.
         notice = msgpack.packb(["flush", self.client_id if home else _NOBODY])
+        self._presence.forget()  # before the keys go, so no refresh joins them again
 
         async def wipe(client: Redis) -> None:
             batch: list[Any] = []
@@ -633,7 +634,7 @@ class RedisLayer(BaseLayer):
     def _flush_local(self) -> None:
         self._local.clear()
         # The entries are gone from Redis: none is refreshed or joined again.
-        self._presence.mine.clear()
+        self._presence.forget()
         for group in list(self._groups):
             self._groups.pop(group)
             if self._listener is not None:

@@ -90,6 +90,9 @@ class Presence:
         #: group -> {channel: (key, meta)}: what this process holds, to refresh, to join
         #: again after being swept, and to leave on close.
         self.mine: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {}
+        # Bumped by forget(): a refresh under way when the entries were flushed must not
+        # join them again.
+        self._generation = 0
 
     def _keys(self, group: str) -> list[str]:
         return [*self.keys.presence(group), self.keys.owned(group, self._client_id)]
@@ -153,12 +156,27 @@ class Presence:
         keys = self.keys.presence(group)[:3]
         args: list[EncodableT] = [self._prefix, group, self._timeout_ms]
         script = stream_scripts.PRESENCE_LIST
-        removed, flat = await self._call("presence", lambda c: script(c, keys, args))
+        removed, blob = await self._call("presence", lambda c: script(c, keys, args))
         await self._announce_removed(group, removed)
-        entries = []
-        for i in range(0, len(flat), 2):
-            entry = self._parse(flat[i + 1])
-            entries.append((entry.seq, entry.key, with_ref(entry.meta, flat[i].decode())))
+        decode = self._codec.decode
+        entries: list[tuple[bytes, str, dict[str, Any]]] = []
+        view, at, end = memoryview(blob), 0, len(blob)
+        try:
+            while at < end:
+                size = int(view[at : at + 8])
+                channel = str(view[at + 8 : at + 8 + size], "utf-8")
+                at += 8 + size
+                size = int(view[at : at + 8])
+                raw = view[at + 8 : at + 8 + size]
+                at += 8 + size
+                # <12-digit seq><4-digit key length><key><12-char owner><meta payload>
+                start = 16 + int(raw[12:16])
+                meta = decode(raw[start + 12 :]).get("meta")
+                entry = dict(meta) if isinstance(meta, dict) else {}
+                entry["ref"] = channel
+                entries.append((raw[:12].tobytes(), str(raw[16:start], "utf-8"), entry))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PresenceError(f"unreadable presence entry in Redis: {exc}") from None
         entries.sort(key=lambda item: item[0])
         listing: dict[str, list[dict[str, Any]]] = {}
         for _, key, meta in entries:
@@ -183,6 +201,7 @@ class Presence:
         found missing get its entries joined again.
         """
         mine = list(self.mine)
+        generation = self._generation
         registry = [self.keys.processes(), self.keys.groups_of(self._client_id)]
         beat = stream_scripts.PRESENCE_BEAT
         process_beat = stream_scripts.PROCESS_BEAT
@@ -211,7 +230,7 @@ class Presence:
         for group, reply in zip(mine, replies, strict=True):
             missing, removed = reply[0], reply[1:]
             await self._announce_removed(group, removed)
-            if missing and group in self.mine:
+            if missing and group in self.mine and generation == self._generation:
                 logger.warning(
                     "Presence entries of this process in group %r were gone from Redis "
                     "(swept after a long silence, or Redis lost its data); joining them again",
@@ -264,6 +283,11 @@ class Presence:
                 await self.refresh()
             except LayerError as exc:
                 logger.warning("Presence refresh failed (retrying): %s", exc)
+
+    def forget(self) -> None:
+        """Drop this process's entries from memory only (they were deleted in Redis)."""
+        self.mine.clear()
+        self._generation += 1
 
     async def drop_all(self) -> None:
         """Remove every entry this process holds (it is closing), sending the leave diffs."""

@@ -329,11 +329,18 @@ PRESENCE_LIST = Script(
     + _PRESENCE
     + """
 -- KEYS: entries, counts, beats. ARGV: prefix, group, timeout ms.
--- Sweeps dead processes, then returns {{swept channel, entry, last, ...},
--- {channel, entry, channel, entry, ...}}.
+-- Sweeps dead processes, then returns {{swept channel, entry, last, ...}, listing}: the
+-- listing is ONE string, "<8-digit length><channel><8-digit length><entry>" repeated,
+-- as a reply of thousands of strings costs the client far more to parse.
 local removed = p_sweep(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], now_ms(),
   tonumber(ARGV[3]))
-return {removed, redis.call('HGETALL', KEYS[1])}
+local flat = redis.call('HGETALL', KEYS[1])
+local parts = {}
+for i = 1, #flat do
+  parts[#parts + 1] = string.format('%08d', #flat[i])
+  parts[#parts + 1] = flat[i]
+end
+return {removed, table.concat(parts)}
 """
 )
 
