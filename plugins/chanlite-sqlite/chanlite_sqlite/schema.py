@@ -165,6 +165,12 @@ def describe_error(path: str, exc: sqlite3.Error, timeout: float) -> DatabaseFil
         )
     elif "not a database" in text or "malformed" in text:
         reason = "is not an SQLite database (or is damaged). Point the layer at another path"
+    elif "disk i/o error" in text:
+        reason = (
+            "cannot be read or written (disk I/O error). If it was just deleted or replaced "
+            "while other processes had it open, they let go of the old file within a second: "
+            "try again"
+        )
     elif "unable to open" in text:
         reason = "cannot be opened or created. Check that its folder exists and is writable"
     else:
@@ -353,5 +359,5 @@ def remove_old_sidecars(path: str, old: dict[str, tuple[int, int] | None]) -> No
     """
     for suffix, identity in old.items():
         if identity is not None and file_identity(path + suffix) == identity:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone already, or not ours to remove
                 os.unlink(path + suffix)

@@ -285,6 +285,8 @@ class Watcher(threading.Thread):
         try:
             restored = self._open_again()
         except DatabaseFileError as exc:
+            if self._stopping.is_set():
+                return False  # the layer is closing: nothing to report
             logger.error(
                 "Channel layer database %s was %s while in use and cannot be opened again "
                 "(%s) This process cannot reach the others: stopping it.",

@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -364,3 +365,37 @@ async def test_servers_recover_from_a_deleted_file(db: Path) -> None:
     finally:
         await asyncio.gather(*(client.close() for client in clients))
         await asyncio.gather(*(server.stop() for server in servers))
+
+
+def test_a_layer_used_from_one_event_loop_per_call_moves_too(db: Path) -> None:
+    # As Django Channels' async_to_sync does: no loop runs between calls, so the write
+    # connection is let go of from the reader's thread.
+    layer = SQLiteLayer(db, heartbeat=0.2)
+
+    async def join() -> str:
+        channel = await layer.new_channel()
+        await layer.group_add("room", channel)
+        return channel
+
+    channel = asyncio.run(join())
+    try:
+        db.unlink()
+        deadline = time.monotonic() + 15
+        while layer.reopened == 0:
+            assert time.monotonic() < deadline, "the deleted file was not noticed"
+            time.sleep(0.02)
+
+        async def send_and_receive() -> tuple[list[str], dict[str, object]]:
+            await layer.group_send("room", {"type": "after"})
+            channels, message = await asyncio.wait_for(layer.receive_local(), 10)
+            return sorted(channels), message
+
+        assert asyncio.run(send_and_receive()) == ([channel], {"type": "after"})
+        conn = sqlite3.connect(db)
+        try:
+            groups = conn.execute("SELECT grp, channel FROM chanlite_groups").fetchall()
+        finally:
+            conn.close()
+        assert groups == [("room", channel)]
+    finally:
+        asyncio.run(layer.close())
