@@ -55,6 +55,7 @@ class HTTPConnection(asyncio.Protocol):
         "deadline",
         "deadline_kind",
         "drain",
+        "heavy",
         "lingering",
         "loop",
         "parser",
@@ -97,6 +98,7 @@ class HTTPConnection(asyncio.Protocol):
         self.pending_error: BadRequest | None = None
         self.shutting_down = False
         self.lingering = False  # closed by us with bytes still unsent (state.lingering)
+        self.heavy = False  # its buffers grew past high_water once (see ServerState)
 
     # asyncio.Protocol -----------------------------------------------------------------
 
@@ -116,6 +118,8 @@ class HTTPConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
+        if self.heavy:
+            self.state.request_trim(self.loop.time())
         if self.lingering:
             self.lingering = False
             self.state.lingering -= 1
@@ -131,6 +135,7 @@ class HTTPConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.heavy = True
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -144,6 +149,7 @@ class HTTPConnection(asyncio.Protocol):
                 cycle = self.cycles[-1]
                 cycle.body.extend(event.data)
                 if len(cycle.body) > self.state.config.high_water:
+                    self.heavy = True
                     self.pause_reading()
                 cycle.wake()
             elif event.__class__ is RequestHead:

@@ -30,6 +30,7 @@ from chanlite.server.config import Config
 from chanlite.server.connection import HTTPConnection
 from chanlite.server.http import default_headers
 from chanlite.server.lifespan import Lifespan
+from chanlite.server.memory import TRIM_INTERVAL, collect_garbage, release_free_memory
 from chanlite.server.state import ServerState, listener_address
 from chanlite.types import ASGIApp
 
@@ -133,6 +134,7 @@ class Server:
         assert state is not None
         loop = asyncio.get_running_loop()
         last_second = int(time.time())
+        next_trim = 0.0
         while True:
             await asyncio.sleep(self.config.tick_interval)
             second = int(time.time())
@@ -142,6 +144,14 @@ class Server:
             now = loop.time()
             for conn in list(state.connections):
                 conn.tick(now)
+            requested = state.trim_requested
+            # One tick after the request (the app has dropped the connection's queues by
+            # then), and no more often than TRIM_INTERVAL.
+            if requested and now - requested >= self.config.tick_interval and now >= next_trim:
+                state.trim_requested = 0.0
+                next_trim = now + TRIM_INTERVAL
+                collect_garbage()
+                loop.run_in_executor(None, release_free_memory)
 
     async def _shutdown(self, owns_sockets: bool) -> None:
         state = self.state

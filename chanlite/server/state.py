@@ -45,6 +45,7 @@ class ServerState:
         "send_limit",
         "slow_consumers",
         "tasks",
+        "trim_requested",
     )
 
     def __init__(self, config: Config, app: ASGIApp) -> None:
@@ -67,6 +68,9 @@ class ServerState:
         # WebSockets with broadcast frames queued this loop iteration; one call_soon
         # callback writes each one's queue with a single transport.write.
         self.dirty: list[Any] = []
+        # When a connection that held large buffers was gone (loop time; 0.0: none since
+        # the last trim): the tick then gives freed memory back to the OS (server.memory).
+        self.trim_requested = 0.0
         self.flush_scheduled = False
         self.flush_deferred = False
 
@@ -90,6 +94,11 @@ class ServerState:
                 conn.flush_pending()
             except Exception:  # one broken transport must not hold back everyone's frames
                 logger.exception("Writing queued broadcast frames failed")
+
+    def request_trim(self, now: float) -> None:
+        """A connection that held large buffers is gone: return freed memory soon."""
+        if not self.trim_requested:
+            self.trim_requested = now
 
     def over_limit(self) -> bool:
         limit = self.config.limit_concurrency

@@ -43,6 +43,7 @@ class WebSocketConnection(asyncio.Protocol):
         "counted",
         "deadline",
         "drain",
+        "heavy",
         "is_open",
         "lingering",
         "loop",
@@ -95,6 +96,9 @@ class WebSocketConnection(asyncio.Protocol):
         self.congested_since = 0.0  # when the write buffer went above high_water (0: not)
         self.control_window = 0.0  # when the control-frame budget was last reset
         self.slow = False  # closed by the slow-consumer policy
+        # Its buffers grew past high_water once (writes backed up, or reading paused for
+        # the app): when it is gone the server gives the freed memory back to the OS.
+        self.heavy = False
         # Frames from send_frame not yet written (None: nothing queued, not on the dirty list).
         self.pending: list[bytes] | None = None
         self.pending_size = 0
@@ -149,6 +153,8 @@ class WebSocketConnection(asyncio.Protocol):
         state = self.state
         state.connections.discard(self)
         self.lost = True
+        if self.heavy:
+            state.request_trim(self.loop.time())
         if self.lingering:
             self.lingering = False
             state.lingering -= 1
@@ -165,6 +171,7 @@ class WebSocketConnection(asyncio.Protocol):
         # The client is not reading what we write: read nothing more from it (a ping
         # flood's pongs, a request/answer loop) and keep only its latest pong.
         self.write_paused = True
+        self.heavy = True
         self.congested_since = self.loop.time()
         self.ws.hold_pongs()
         if not self.read_paused and not self.closed:
@@ -202,13 +209,18 @@ class WebSocketConnection(asyncio.Protocol):
         ws = self.ws
         messages = ws.receive_data(data)
         if ws.has_output():  # a pong, a close reply, an error close; usually nothing
-            if ws.error is not None and logger.isEnabledFor(logging.DEBUG):
-                self._log_error()
+            if ws.error is not None:
+                # A protocol violation (a flood of fragments or control frames, an
+                # oversized message) may have taken memory: give it back once it is gone.
+                self.heavy = True
+                if logger.isEnabledFor(logging.DEBUG):
+                    self._log_error()
             self._flush()
         if messages:
             self.queue.extend(messages)
             self._wake()
             if len(self.queue) >= MAX_QUEUED and not self.read_paused:
+                self.heavy = True
                 self.read_paused = True
                 self.transport.pause_reading()
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 import socket
+import threading
 import time
 from typing import Any
 
@@ -66,6 +67,7 @@ def test_ping_flood_stops_reading_and_closes_a_slow_consumer(served: list[Runnin
     close = Reader(sock).close_frame(timeout=20)
     sock.close()
     assert close is not None and (close.code, close.reason) == (1013, "slow consumer")
+    _memory_returns(pid, before)
     code, err = server.stop()
     assert code == 0, err
     err = "".join(server.banner) + err
@@ -92,6 +94,7 @@ def test_empty_continuation_frames_are_limited(served: list[Running]) -> None:
     close = Reader(sock).close_frame(timeout=10)  # None: the RST overtook the close frame
     sock.close()
     assert close is None or (close.code, close.reason) == (1002, "too many fragments")
+    _memory_returns(pid, before)
     code, err = server.stop()
     assert code == 0, err
     assert re.search(r"DEBUG: .*closed 1002: too many fragments", err), err
@@ -147,6 +150,60 @@ def test_broadcasts_reach_a_reader_in_order_and_a_member_that_never_reads_is_clo
     err = "".join(server.banner) + err
     warnings = [line for line in err.splitlines() if "slow consumer" in line]
     assert len(warnings) == 1 and f"127.0.0.1:{sleeper_port}" in warnings[0], err
+
+
+#: How far above its RSS before an attack a server may stay once the attacker left.
+RETURN_MARGIN_MIB = 8.0
+
+
+def _memory_returns(pid: int, before: float, timeout: float = 15.0) -> float:
+    """Wait until the server's RSS is back within RETURN_MARGIN_MIB of *before*."""
+    deadline = time.monotonic() + timeout
+    while (now := rss(pid)) - before > RETURN_MARGIN_MIB:
+        assert time.monotonic() < deadline, f"RSS {now:.1f} MiB, {before:.1f} MiB before"
+        time.sleep(0.2)
+    return now
+
+
+def test_memory_taken_by_slow_readers_is_given_back(served: list[Running]) -> None:
+    """Twenty clients that send 1 MB messages to an echo and never read the answers take
+    the server up by about 100 MiB (each at most --ws-send-limit queued plus 16 messages
+    waiting). Once the slow-consumer policy closed them and they left, the memory goes
+    back to the OS: RSS returns within RETURN_MARGIN_MIB of where it was (it stayed at
+    the peak before: glibc kept the freed buffers, some still held by reference cycles)."""
+    server = start(
+        "tests/server/apps.py:pid_app",
+        "--ws-send-timeout", "1",
+        "--log-level", "error",
+        "--no-access-log",
+    )  # fmt: skip
+    served.append(server)
+    pid = server.proc.pid
+    port = port_of(server)
+    before = rss(pid)
+    message = masked(Opcode.TEXT, b"y" * 1_000_000)
+    clients: list[socket.socket] = []
+    taken: list[int] = []
+
+    def slow_reader() -> None:
+        sock = connect("127.0.0.1", port, rcvbuf=4096)
+        clients.append(sock)
+        taken.append(pump(sock, message, 40 * len(message), 2.0, time.monotonic() + 20))
+
+    threads = [threading.Thread(target=slow_reader) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    during = rss(pid)
+    assert during - before > 40, f"the attack took too little to tell: {before} -> {during}"
+    for sock in clients:
+        sock.close()
+    after = _memory_returns(pid, before)
+    code, err = server.stop()
+    assert code == 0, err
+    assert "Traceback" not in err, err
+    print(f"RSS before {before:.1f} MiB, during {during:.1f} MiB, after {after:.1f} MiB")
 
 
 def _stderr_so_far(server: Running) -> str:
@@ -453,3 +510,16 @@ async def test_websockets_waiting_for_the_close_handshake_count_against_the_limi
             while state.lingering or state.connections or state.active:
                 await asyncio.sleep(0.02)
     assert any("503" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_freed_memory_can_be_returned_on_this_platform() -> None:
+    """The trim is real here (Linux with glibc, where the tests run), a no-op elsewhere."""
+    import platform
+    import sys
+
+    from chanlite.server import memory
+
+    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert memory.supported() is expected
+    assert memory.release_free_memory() is expected
+    assert memory.collect_garbage() >= 0
