@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 from chanlite.endpoints import WebSocketHandler, as_async
 from chanlite.exceptions import HTTPException, RegistrationClosed
-from chanlite.hub import Hub, HubStats
-from chanlite.layers.base import BaseLayer, Event
+from chanlite.hub import Hub, HubStats, LayerCheckFailed
+from chanlite.layers.base import BaseLayer, Event, LayerUnavailable
 from chanlite.layers.streams import HistoryPage, HistoryPolicy, StreamPosition
 from chanlite.requests import ClientDisconnect, Request
 from chanlite.responses import PlainTextResponse, Response, plain_messages, to_response
@@ -353,6 +353,9 @@ class App:
             return
         except HTTPException as exc:
             response = PlainTextResponse(exc.detail, exc.status_code, headers=exc.headers)
+        except LayerUnavailable as exc:
+            self.hub.layer_failed(exc)  # logged once per outage, not once per request
+            response = PlainTextResponse("Service Unavailable: channel layer unavailable", 503)
         except Exception as exc:
             logger.exception("Exception in HTTP handler %s for %s", route.name, scope["path"])
             body = "Internal Server Error"
@@ -395,6 +398,14 @@ class App:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    await self.hub.check()
+                except LayerCheckFailed as exc:
+                    # One line names the URL, the cause and the fix; the traceback is for
+                    # --log-level debug.
+                    logger.debug("Channel layer check failed", exc_info=exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 try:
                     for hook in self._startup:
                         await hook()

@@ -27,10 +27,14 @@ class CloseCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
     """A message over the size limit (``--ws-max-size``)."""
     INTERNAL_ERROR = 1011
-    """The handler raised."""
+    """The handler raised, or the channel layer it needed is unavailable."""
     TRY_AGAIN_LATER = 1013
     """The slow-consumer policy: the client did not read what was sent to it."""
 
 
 #: The close reason that goes with :attr:`CloseCode.TRY_AGAIN_LATER` for a slow consumer.
 SLOW_CONSUMER = "slow consumer"
+
+#: The close reason that goes with :attr:`CloseCode.INTERNAL_ERROR` when the channel layer
+#: cannot be reached (the outage is logged once by the hub, not per connection).
+LAYER_UNAVAILABLE = "channel layer unavailable"

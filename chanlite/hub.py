@@ -25,12 +25,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from chanlite.broadcast import BROADCAST, broadcast_event, encode_frame
-from chanlite.layers.base import BaseLayer, Event
+from chanlite.layers.base import BaseLayer, Event, LayerError, LayerUnavailable
 from chanlite.layers.errors import NotSupported
 from chanlite.layers.registry import get_layer, layer_class
 from chanlite.layers.streams import HistoryPage, HistoryPolicy, StreamPosition, check_pattern
@@ -38,6 +39,18 @@ from chanlite.layers.streams import HistoryPage, HistoryPolicy, StreamPosition, 
 logger = logging.getLogger("chanlite.hub")
 
 T = TypeVar("T")
+
+#: The group and channel the start-up check discards (a no-op every backend must answer).
+PROBE_GROUP = PROBE_CHANNEL = "chanlite.startup-check"
+
+#: Where a layer URL is set, for the advice in a start-up failure.
+LAYER_SOURCES = "App(layer=...), chanlite run --layer, CHANLITE_LAYER or CHANLITE['LAYER']"
+
+
+class LayerCheckFailed(RuntimeError):
+    """The start-up check could not use the channel layer; ``str()`` is one line naming
+    the URL, the cause and what to do."""
+
 
 #: Longest the reader waits for a full connection that is still handling its events
 #: before the slow-consumer policy applies to it (seconds).
@@ -121,6 +134,10 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: History declared through the App, applied to every layer the hub uses.
         self.history_declared: dict[str, HistoryPolicy] = {}
+        # (monotonic time the layer was first seen failing, failures since) during an outage,
+        # and which paths ("reader", "calls") are failing: the outage ends when none is.
+        self._outage: tuple[float, int] | None = None
+        self._failing: set[str] = set()
 
     # -- the layer ----------------------------------------------------------------------
 
@@ -177,6 +194,82 @@ class Hub:
             self.apply_history(layer)
             self._layer_url, self._layer, self._owns_layer = None, layer, False
 
+    def describe_layer(self) -> str:
+        """The layer's URL, or its repr when it was given as an object."""
+        return self._layer_url or repr(self._layer)
+
+    async def check(self) -> None:
+        """Build the layer and reach its backend once (start-up, before serving).
+
+        A wrong scheme, a bad option, a server that is down or a file that cannot be
+        written then stops start-up with one line, instead of failing every connection.
+        Raises :class:`LayerCheckFailed`; does nothing for an App without a layer.
+        """
+        if self._layer_url is None and self._layer is None:
+            return
+        where = self.describe_layer()
+        try:
+            layer = self.layer
+        except LayerError as exc:
+            raise LayerCheckFailed(f"Channel layer {where} cannot be used: {exc}") from exc
+        try:
+            # Discarding a channel that is in no group touches the backend the way every
+            # connection will (a connection, a write), and changes nothing.
+            await layer.group_discard(PROBE_GROUP, PROBE_CHANNEL)
+        except LayerUnavailable as exc:
+            # A backend's own error names what is wrong and what to do about it.
+            raise LayerCheckFailed(f"Channel layer {where} cannot be reached: {exc}") from exc
+        except Exception as exc:
+            raise LayerCheckFailed(
+                f"Channel layer {where} cannot be reached: {_describe(exc)}. Start its "
+                f"backend, or fix the URL where it is set ({LAYER_SOURCES})"
+            ) from exc
+        self.layer_ok()
+
+    def layer_failed(self, exc: BaseException, path: str = "calls") -> None:
+        """Count a failed layer call; the first of an outage is logged (one line, no
+        traceback), the rest only at debug, so a layer that stays down does not fill the
+        log with one traceback per connection. *path* is ``"reader"`` for the hub's
+        reader, ``"calls"`` for sends and group changes."""
+        self.stats.layer_errors += 1
+        self._failing.add(path)
+        outage = self._outage
+        if outage is None:
+            self._outage = (time.monotonic(), 1)
+            logger.error(
+                "Channel layer %s is unavailable: %s. Connections that need it are closed "
+                "with 1011 until it recovers (logged once; --log-level debug shows each).",
+                self.describe_layer(),
+                _describe(exc),
+                # A backend's own "unavailable" says it all; anything else is a surprise
+                # whose traceback is worth one entry.
+                exc_info=None if isinstance(exc, LayerUnavailable) else exc,
+            )
+        else:
+            self._outage = (outage[0], outage[1] + 1)
+            logger.debug("Channel layer call failed again: %s", _describe(exc))
+
+    def layer_ok(self, path: str = "calls") -> None:
+        """A layer call on *path* succeeded: once no path is failing, end the outage with
+        one line saying so."""
+        failing = self._failing
+        failing.discard(path)
+        outage = self._outage
+        if outage is not None and not failing:
+            self._outage = None
+            logger.warning(
+                "Channel layer %s is available again (after %.1f s and %d failed call%s)",
+                self.describe_layer(),
+                time.monotonic() - outage[0],
+                outage[1],
+                "" if outage[1] == 1 else "s",
+            )
+
+    @property
+    def layer_down(self) -> bool:
+        """True from a failed layer call until the next one that succeeds."""
+        return self._outage is not None
+
     def max_pending(self, channel: str) -> int:
         """How many events *channel*'s connection may hold waiting for its handlers:
         the App's ``max_pending_events``, else the layer's capacity for the channel."""
@@ -198,10 +291,14 @@ class Hub:
     async def send(self, channel: str, event: Event) -> None:
         """Send *event* to one channel (a connection's ``on`` handlers), in any process."""
         await self.layer.send(channel, event)
+        if self._outage is not None:
+            self.layer_ok()
 
     async def group_send(self, group: str, event: Event) -> None:
         """Send *event* to every member of *group*."""
         await self.layer.group_send(group, event)
+        if self._outage is not None:
+            self.layer_ok()
 
     async def broadcast(
         self,
@@ -213,6 +310,8 @@ class Hub:
     ) -> None:
         """Write one frame (exactly one of text/bytes/json) to every member socket of *group*."""
         await self.layer.group_send(group, broadcast_event(text=text, bytes=bytes, json=json))
+        if self._outage is not None:
+            self.layer_ok()
 
     # -- history and presence -------------------------------------------------------------
 
@@ -241,10 +340,14 @@ class Hub:
     async def group_add(self, group: str, channel: str) -> None:
         """Add *channel* to *group*."""
         await self.layer.group_add(group, channel)
+        if self._outage is not None:
+            self.layer_ok()
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove *channel* from *group*."""
         await self.layer.group_discard(group, channel)
+        if self._outage is not None:
+            self.layer_ok()
 
     # -- channels ---------------------------------------------------------------------------
 
@@ -304,33 +407,21 @@ class Hub:
     async def _read(self) -> None:
         layer = self.layer
         delay = 0.05
-        failures = 0
         while True:
             try:
                 channels, event = await layer.receive_local()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # A layer outage must not kill the reader: back off and try again. The
-                # first failure is logged with its traceback, the rest only counted, so
-                # a layer that stays down does not fill the log.
-                self.stats.layer_errors += 1
-                failures += 1
-                if failures == 1:
-                    logger.exception("Channel layer receive failed; retrying until it recovers")
-                else:
-                    logger.debug("Channel layer receive failed again (%d in a row)", failures)
+                # outage is logged once (and once when it ends), not per attempt.
+                self.layer_failed(exc, "reader")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            if failures:
-                logger.warning(
-                    "Channel layer receive recovered after %d failed attempt%s",
-                    failures,
-                    "" if failures == 1 else "s",
-                )
-                failures = 0
-                delay = 0.05
+            if self._outage is not None:
+                self.layer_ok("reader")
+            delay = 0.05
             try:
                 full = self.deliver(channels, event)
             except Exception:  # never let one bad event stop delivery to everyone
@@ -400,3 +491,7 @@ class Hub:
                 stats.events_undeliverable += 1
                 logger.debug("Broadcast frame for %r refused: its socket is closing", channel)
         return full
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

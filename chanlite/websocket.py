@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from chanlite.asgi_websocket import ASGIWebSocket, WebSocketState, peer
 from chanlite.broadcast import BROADCAST
-from chanlite.closecodes import SLOW_CONSUMER, CloseCode
+from chanlite.closecodes import LAYER_UNAVAILABLE, SLOW_CONSUMER, CloseCode
 from chanlite.exceptions import WebSocketDisconnect, WebSocketStateError
-from chanlite.layers.base import Event
+from chanlite.layers.base import Event, LayerUnavailable
 from chanlite.layers.errors import NotSupported
 from chanlite.layers.streams import (
     PRESENCE_DIFF,
@@ -422,9 +422,10 @@ class WebSocket(ASGIWebSocket):
         if func is None:
             self.hub.stats.events_unhandled += 1
             logger.warning(
-                "No on(%r) handler on %s; event dropped",
+                "No on(%r) handler on %s; event dropped.%s",
                 kind,
                 getattr(handler, "__qualname__", "this connection"),
+                _handled_types_hint(kind, handler.events if handler is not None else {}),
             )
             return
         try:
@@ -432,6 +433,9 @@ class WebSocket(ASGIWebSocket):
         except (WebSocketDisconnect, WebSocketStateError):
             if self.application_state is not WebSocketState.DISCONNECTED:
                 raise
+        except LayerUnavailable as exc:
+            self._layer_unavailable(exc)
+            await self._close_quietly(CloseCode.INTERNAL_ERROR, LAYER_UNAVAILABLE)
         except Exception:
             logger.exception("Exception in on(%r) handler for %s", kind, self.scope.get("path"))
             await self._close_quietly(CloseCode.INTERNAL_ERROR)
@@ -506,6 +510,14 @@ class WebSocket(ASGIWebSocket):
             room.set_result(None)
         hub.spawn(self._close_quietly(CloseCode.TRY_AGAIN_LATER, SLOW_CONSUMER))
 
+    def _layer_unavailable(self, exc: LayerUnavailable) -> None:
+        # The hub logs an outage once (and its end), not one traceback per connection.
+        hub = self._hub
+        if hub is not None:
+            hub.layer_failed(exc)
+        else:
+            logger.error("Channel layer unavailable: %s", exc)
+
     # -- the handler's life -------------------------------------------------------------
 
     async def run_handler(self, **path_params: Any) -> None:
@@ -522,6 +534,9 @@ class WebSocket(ASGIWebSocket):
             await handler(self, **path_params)
         except WebSocketDisconnect:
             pass
+        except LayerUnavailable as exc:
+            self._layer_unavailable(exc)
+            await self._close_quietly(CloseCode.INTERNAL_ERROR, LAYER_UNAVAILABLE)
         except Exception:
             logger.exception(
                 "Exception in WebSocket handler %s for %s",
@@ -559,6 +574,8 @@ class WebSocket(ASGIWebSocket):
             for group in self._groups or ():
                 try:
                     await hub.group_discard(group, name)
+                except LayerUnavailable as exc:
+                    hub.layer_failed(exc)
                 except Exception:
                     logger.warning("Could not leave group %r on disconnect", group, exc_info=True)
             self._groups = None
@@ -580,3 +597,15 @@ def _presence_arg(presence: object) -> tuple[str, dict[str, Any]]:
     ):
         raise PresenceError(f"presence must be a (key: str, meta: dict) tuple, not {presence!r}")
     return presence[0], presence[1]
+
+
+def _handled_types_hint(kind: object, events: Mapping[str, EventHandler]) -> str:
+    """`` Did you mean 'chat.message'? It handles: ...`` for an unhandled event type."""
+    if not events:
+        return " It handles no event types (add one with @handler.on(type))."
+    import difflib
+
+    types = sorted(events)
+    close = difflib.get_close_matches(kind, types, n=1) if isinstance(kind, str) else []
+    guess = f" Did you mean {close[0]!r}?" if close else ""
+    return f"{guess} It handles: {', '.join(types)}."

@@ -7,6 +7,7 @@ source tree that was never installed.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -58,20 +59,43 @@ def layer_class(scheme: str) -> type[BaseLayer]:
         module, _, attr = _BUILTIN[scheme].partition(":")
         obj = getattr(importlib.import_module(module), attr)
     else:
-        package = _KNOWN_PACKAGES.get(scheme)
-        hint = (
-            f"install it with: pip install {package}"
-            if package
-            else f"install a package that registers the entry point {scheme!r} "
-            f"in the group {GROUP!r}"
-        )
-        raise LayerNotFound(f"No channel layer is installed for the scheme {scheme!r}; {hint}")
+        raise LayerNotFound(_not_found_message(scheme))
     if not (isinstance(obj, type) and issubclass(obj, BaseLayer)):
         raise LayerConfigError(
             f"The entry point {scheme!r} in {GROUP!r} points at {obj!r}, "
             "which is not a chanlite.layers.BaseLayer subclass"
         )
     return obj
+
+
+def _not_found_message(scheme: str) -> str:
+    installed = sorted({row[0] for row in installed_layers()})
+    listing = ", ".join(f"{name}://" for name in installed)
+    # A typo of an installed (or known) scheme is far likelier than a missing plugin:
+    # say so first, and only then what could be installed.
+    close = difflib.get_close_matches(scheme, installed, n=1, cutoff=0.6)
+    if close:
+        return (
+            f"No channel layer is installed for the scheme {scheme!r}; did you mean "
+            f"{close[0]}://? Installed schemes: {listing}"
+        )
+    package = _KNOWN_PACKAGES.get(scheme)
+    close = difflib.get_close_matches(scheme, list(_KNOWN_PACKAGES), n=1, cutoff=0.6)
+    if package is None and close:
+        return (
+            f"No channel layer is installed for the scheme {scheme!r}; did you mean "
+            f"{close[0]}:// (pip install {_KNOWN_PACKAGES[close[0]]})? Installed schemes: "
+            f"{listing}"
+        )
+    hint = (
+        f"install it with: pip install {package}"
+        if package
+        else f"install a package that registers the entry point {scheme!r} in the group {GROUP!r}"
+    )
+    return (
+        f"No channel layer is installed for the scheme {scheme!r}; {hint}. "
+        f"Installed schemes: {listing}"
+    )
 
 
 def get_layer(url: str) -> BaseLayer:

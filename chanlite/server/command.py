@@ -205,9 +205,10 @@ def run(target: str, **options: Any) -> None:
         code = supervisor.run(on_ready=lambda: _banner(config, target, app, sock))
         _remove_uds(config)
         sys.exit(code)
-    _banner(config, target, app, sock)
     try:
-        boot.serve_sockets(config, [sock])
+        # The banner waits for the app's start-up (its channel layer reached): "serving"
+        # should mean it.
+        boot.serve_sockets(config, [sock], on_started=lambda: _banner(config, target, app, sock))
     except LifespanError as exc:
         _fail(str(exc), exc, debug, code=boot.EXIT_STARTUP_FAILED)
     except KeyboardInterrupt:  # pragma: no cover - signals are handled by the server
