@@ -103,6 +103,8 @@ def asgi_apps(module: ModuleType) -> list[str]:
             continue
         if inspect.isfunction(value) and value.__module__ != module.__name__:
             continue  # an imported helper, not this module's app
+        if type(value).__module__ in ("typing", "types", "collections.abc"):
+            continue  # type aliases (Scope, Receive, Send) are callable too
         if not_asgi(value) is None:
             found.append(name)
     return found
@@ -124,8 +126,21 @@ def not_asgi(obj: Any) -> str | None:
     except TypeError:
         kind = "function" if inspect.isfunction(obj) else type(obj).__name__
         name = getattr(obj, "__qualname__", type(obj).__name__)
-        return f"{_article(kind)} {kind} {name}{signature}"
+        return f"{_article(kind)} {kind} {name}({_parameters(signature)})"
     return None
+
+
+def _parameters(signature: inspect.Signature) -> str:
+    """The parameter names only: annotations would drown what is wrong."""
+    names = []
+    for param in signature.parameters.values():
+        if param.kind is param.VAR_POSITIONAL:
+            names.append(f"*{param.name}")
+        elif param.kind is param.VAR_KEYWORD:
+            names.append(f"**{param.name}")
+        else:
+            names.append(param.name)
+    return ", ".join(names)
 
 
 def _article(word: str) -> str:

@@ -103,6 +103,24 @@ async def test_unhandled_event_is_logged_and_counted(caplog: pytest.LogCaptureFi
     assert any("No on('mystery') handler" in rec.getMessage() for rec in caplog.records)
 
 
+async def test_an_unhandled_event_type_names_the_handled_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = feed_app()
+    caplog.set_level(logging.WARNING, logger="chanlite")
+    async with TestClient(app) as client:
+        async with client.websocket("/feed/t") as ws:
+            await ws.receive_json()
+            await app.group_send("t", {"type": "cuont", "n": 1})
+            await app.group_send("t", {"type": "count", "n": 1})
+            assert await ws.receive_json() == {"n": 1, "seen": 1}
+    messages = [rec.getMessage() for rec in caplog.records if "No on(" in rec.getMessage()]
+    assert messages == [
+        "No on('cuont') handler on feed_app.<locals>.feed; event dropped. Did you mean "
+        "'count'? It handles: blocking, count, explode, slow."
+    ]
+
+
 async def test_sync_on_handler_runs_on_a_thread() -> None:
     app = feed_app()
     threads: list[int] = []

@@ -73,14 +73,16 @@ def _not_found_message(scheme: str) -> str:
     listing = ", ".join(f"{name}://" for name in installed)
     # A typo of an installed (or known) scheme is far likelier than a missing plugin:
     # say so first, and only then what could be installed.
-    close = difflib.get_close_matches(scheme, installed, n=1, cutoff=0.6)
-    if close:
+    others = [name for name in installed if name != scheme]
+    close = difflib.get_close_matches(scheme, others, n=1, cutoff=0.6)
+    package = _KNOWN_PACKAGES.get(scheme)
+    if close and package is None:
         return (
             f"No channel layer is installed for the scheme {scheme!r}; did you mean "
             f"{close[0]}://? Installed schemes: {listing}"
         )
-    package = _KNOWN_PACKAGES.get(scheme)
-    close = difflib.get_close_matches(scheme, list(_KNOWN_PACKAGES), n=1, cutoff=0.6)
+    known = [name for name in _KNOWN_PACKAGES if name != scheme]
+    close = difflib.get_close_matches(scheme, known, n=1, cutoff=0.6)
     if package is None and close:
         return (
             f"No channel layer is installed for the scheme {scheme!r}; did you mean "

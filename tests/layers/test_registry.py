@@ -71,3 +71,25 @@ def test_memory_is_registered_as_an_entry_point() -> None:
         ep.value == "chanlite.layers.memory:MemoryLayer" for ep in registry._entry_points("memory")
     )
     assert ("memory", "chanlite") in {(s, d) for s, d, _ in installed_layers()}
+
+
+def test_a_scheme_typo_says_did_you_mean_and_lists_the_installed_schemes() -> None:
+    with pytest.raises(LayerNotFound) as info:
+        get_layer("memroy://")
+    installed = ", ".join(f"{row[0]}://" for row in installed_layers())
+    assert str(info.value) == (
+        "No channel layer is installed for the scheme 'memroy'; did you mean memory://? "
+        f"Installed schemes: {installed}"
+    )
+
+
+def test_a_typo_of_a_known_plugin_scheme_is_not_install_advice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(registry, "installed_layers", lambda: [("memory", "chanlite", "1")])
+    with pytest.raises(LayerNotFound) as info:
+        get_layer("sqllite:///x.db")
+    assert str(info.value) == (
+        "No channel layer is installed for the scheme 'sqllite'; did you mean sqlite:// "
+        "(pip install chanlite-sqlite)? Installed schemes: memory://"
+    )

@@ -269,7 +269,7 @@ def test_load_app_raises_a_typed_error_with_one_line() -> None:
 
     with pytest.raises(AppLoadError, match=r"^Could not load nowhere:app: Could not import"):
         load_app("nowhere:app")
-    with pytest.raises(AppLoadError, match="is a int, not an ASGI application"):
+    with pytest.raises(AppLoadError, match=r"is an int \(42\), not an ASGI application"):
         load_app("tests.server.apps:not_an_app")
     with pytest.raises(AppLoadError, match="RuntimeError: this module is broken") as info:
         load_app("tests/server/broken_app.py:app")
