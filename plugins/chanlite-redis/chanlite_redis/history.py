@@ -109,10 +109,9 @@ class History:
             group,
         ]
         script = stream_scripts.HISTORY_SEND
-        offset, epoch, dropped = await self._call(
-            "group_send", lambda c: script(c, all_keys, all_args)
-        )
-        return int(offset), epoch.decode(), list(dropped)
+        reply = await self._call("group_send", lambda c: script(c, all_keys, all_args))
+        offset, _, epoch = reply[0].decode().partition(" ")
+        return int(offset), epoch, reply[1:]
 
     async def position(self, group: str, policy: HistoryPolicy) -> StreamPosition:
         """The group's current position (creating its epoch if it has none yet)."""
