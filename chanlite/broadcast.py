@@ -21,13 +21,26 @@ BROADCAST = "chanlite.broadcast"
 
 
 def broadcast_event(
-    *, text: str | None = None, bytes: builtins.bytes | None = None, json: Any = None
+    *,
+    text: str | None = None,
+    bytes: builtins.bytes | None = None,
+    json: Any = None,
+    exclude: str | None = None,
 ) -> dict[str, Any]:
     """Build the layer event for a broadcast of exactly one of *text*, *bytes* or *json*.
+
+    *exclude* names a channel that must not get the frame (the sender's own socket).
 
     >>> broadcast_event(json={"n": 1})
     {'type': 'chanlite.broadcast', 'text': '{"n":1}'}
     """
+    event = _event(text, bytes, json)
+    if exclude is not None:
+        event["exclude"] = exclude
+    return event
+
+
+def _event(text: str | None, bytes: builtins.bytes | None, json: Any) -> dict[str, Any]:
     given = [name for name, value in (("text", text), ("bytes", bytes)) if value is not None]
     if json is not None:
         given.append("json")

@@ -307,9 +307,12 @@ class Hub:
         text: str | None = None,
         bytes: bytes | None = None,
         json: Any = None,
+        exclude: str | None = None,
     ) -> None:
-        """Write one frame (exactly one of text/bytes/json) to every member socket of *group*."""
-        await self.layer.group_send(group, broadcast_event(text=text, bytes=bytes, json=json))
+        """Write one frame (exactly one of text/bytes/json) to every member socket of
+        *group*, except the channel *exclude*."""
+        event = broadcast_event(text=text, bytes=bytes, json=json, exclude=exclude)
+        await self.layer.group_send(group, event)
         if self._outage is not None:
             self.layer_ok()
 
@@ -467,7 +470,10 @@ class Hub:
         stats = self.stats
         connections = self.connections
         full: list[Receiver] | None = None
+        exclude = event.get("exclude")
         for channel in channels:
+            if channel == exclude:
+                continue  # the sender's own socket (broadcast_from)
             receiver = connections.get(channel)
             if receiver is None:
                 stats.events_undeliverable += 1
