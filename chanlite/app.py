@@ -28,6 +28,7 @@ from chanlite.routing import (
 )
 from chanlite.subscription import Subscription
 from chanlite.sync import SyncSender
+from chanlite.topics import Limits, TopicSocket
 from chanlite.types import ASGIApp, Receive, Scope, Send
 from chanlite.websocket import WebSocket
 
@@ -156,6 +157,25 @@ class App:
 
         return decorator
 
+    def socket(
+        self,
+        path: str,
+        *,
+        connect: Callable[..., Any] | None = None,
+        limits: Limits | None = None,
+        longpoll: bool = True,
+    ) -> TopicSocket:
+        """Serve the Phoenix Channels protocol on *path* (``/websocket``, ``/longpoll``).
+
+        ``room = socket.topic("room:{name}")`` then declares topics and their handlers;
+        *connect* ``(connection, params)`` returns True to accept a client.
+        """
+        self._check_open("add a socket")
+        endpoint = TopicSocket(path, self.hub, connect=connect, limits=limits, longpoll=longpoll)
+        for route in endpoint.routes():
+            self.add_route(route)
+        return endpoint
+
     def mount(self, prefix: str, app: ASGIApp, name: str | None = None) -> None:
         """Hand every HTTP and WebSocket request under *prefix* to another ASGI *app*."""
         self.add_route(Mount(prefix, app, name=name))
@@ -210,12 +230,14 @@ class App:
         text: str | None = None,
         bytes: bytes | None = None,
         json: Any = None,
+        exclude: str | None = None,
     ) -> None:
         """Write one frame to every member socket of *group*, with no handler per member.
 
-        The frame is encoded once per process and the same bytes go to every member.
+        The frame is encoded once per process and the same bytes go to every member;
+        *exclude* names one channel (``ws.channel_name``) that does not get it.
         """
-        await self.hub.broadcast(group, text=text, bytes=bytes, json=json)
+        await self.hub.broadcast(group, text=text, bytes=bytes, json=json, exclude=exclude)
 
     # -- history and presence -------------------------------------------------------------
 
