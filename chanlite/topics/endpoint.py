@@ -26,6 +26,7 @@ from chanlite.endpoints import WebSocketHandler, as_async
 from chanlite.exceptions import WebSocketDisconnect, WebSocketStateError
 from chanlite.routing import BaseRoute, HTTPRoute, WebSocketRoute
 from chanlite.topics.connection import Connection
+from chanlite.topics.longpoll import LongPoll
 from chanlite.topics.protocol import Limits
 from chanlite.topics.topic import Refused, Topic, broadcast
 
@@ -90,8 +91,6 @@ class TopicSocket:
             WebSocketRoute(self.path + "/websocket", self.websocket_handler, name="phoenix")
         ]
         if self.longpoll:
-            from chanlite.topics.longpoll import LongPoll
-
             poll = LongPoll(self)
             routes.append(
                 HTTPRoute(

@@ -29,17 +29,16 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chanlite.asgi_websocket import peer
 from chanlite.broadcast import BROADCAST
 from chanlite.layers.base import Event
 from chanlite.responses import JSONResponse, PlainTextResponse, Response
-from chanlite.topics.connection import Connection
+from chanlite.topics.connection import Connection, Endpoint
 
 if TYPE_CHECKING:
     from chanlite.requests import Request
-    from chanlite.topics.endpoint import TopicSocket
 
 __all__ = ["LongPoll", "Session"]
 
@@ -263,10 +262,21 @@ class _Answer:
         """Never needed."""
 
 
+class SocketEndpoint(Endpoint, Protocol):
+    """What long-poll needs of its socket endpoint (a :class:`~chanlite.topics.TopicSocket`)."""
+
+    @property
+    def longpoll_window(self) -> float:
+        """Seconds a poll waits for messages before answering 204."""
+
+    async def authorize(self, connection: Connection) -> bool:
+        """Run the socket's ``connect``: True when the client is accepted."""
+
+
 class LongPoll:
     """The ``/longpoll`` HTTP endpoint of one :class:`~chanlite.topics.TopicSocket`."""
 
-    def __init__(self, endpoint: TopicSocket) -> None:
+    def __init__(self, endpoint: SocketEndpoint) -> None:
         self.endpoint = endpoint
         self.window = endpoint.longpoll_window
         self.sessions: dict[str, Session] = {}
