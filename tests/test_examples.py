@@ -29,28 +29,76 @@ async def test_chat_example_group_chat() -> None:
         assert (await client.get("/room/lobby")).status_code == 200
         async with client.websocket("/ws/lobby?nick=ann") as ann:
             welcome = await ann.receive_json()
-            assert (welcome["kind"], welcome["nick"], welcome["room"]) == (
+            assert (welcome["kind"], welcome["nick"], welcome["room"], welcome["people"]) == (
                 "welcome",
                 "ann",
                 "lobby",
+                [],
             )
             assert await ann.receive_json() == {"kind": "joined", "nick": "ann", "room": "lobby"}
             async with client.websocket("/ws/lobby?nick=bob") as bob:
-                assert (await bob.receive_json())["kind"] == "welcome"
+                welcome = await bob.receive_json()
+                assert (welcome["kind"], welcome["people"]) == ("welcome", ["ann"])
                 assert (await bob.receive_json())["nick"] == "bob"
                 assert (await ann.receive_json())["nick"] == "bob"
                 await bob.send_json({"text": "hello ann"})
                 for ws in (ann, bob):
                     got = await ws.receive_json()
-                    assert (got["kind"], got["nick"], got["text"]) == (
+                    assert (got["kind"], got["nick"], got["text"], got["offset"]) == (
                         "message",
                         "bob",
                         "hello ann",
+                        1,
                     )
                 await ann.send_json({"kind": "typing"})
                 assert await bob.receive_json() == {"kind": "typing", "nick": "ann"}
                 await ann.receive_json()
             assert await ann.receive_json() == {"kind": "left", "nick": "bob", "room": "lobby"}
+
+
+async def test_chat_example_history_and_presence() -> None:
+    """A latecomer sees the last lines; a page back from an outage gets what it missed;
+    a second tab of a nickname is not a second person; a bad position is refused."""
+    app = import_from_string("examples/chat/app.py:app")
+    async with TestClient(app) as client:
+        async with client.websocket("/ws/hist?nick=ann") as ann:
+            await ann.receive_json()  # welcome
+            await ann.receive_json()  # ann joined
+            for n in range(3):
+                await ann.send_json({"text": f"line {n}"})
+                line = await ann.receive_json()
+        async with client.websocket("/ws/hist?nick=cat") as cat:
+            assert (await cat.receive_json())["people"] == []
+            lines = [await cat.receive_json() for _ in range(3)]
+            assert [m["text"] for m in lines] == ["line 0", "line 1", "line 2"]
+            assert (await cat.receive_json())["kind"] == "joined"
+        await app.group_send("room.hist", {"type": "chat.message", "text": "while away"})
+        await app.group_send("room.hist", {"type": "chat.notice", "text": "and a notice"})
+        back = f"/ws/hist?nick=ann&offset={line['offset']}&epoch={line['epoch']}"
+        async with client.websocket(back) as ann, client.websocket(back) as tab2:
+            for ws in (ann, tab2):
+                assert (await ws.receive_json())["kind"] == "welcome"
+                assert (await ws.receive_json())["text"] == "while away"
+                assert (await ws.receive_json())["text"] == "and a notice"
+            assert await ann.receive_json() == {"kind": "joined", "nick": "ann", "room": "hist"}
+            await tab2.send_json({"text": "from tab 2"})
+            # ann's second tab did not announce a second ann: the next frame is the line.
+            assert (await ann.receive_json())["text"] == "from tab 2"
+            assert list(await app.presence("room.hist")) == ["ann"]
+        lost = f"/ws/hist?nick=bob&offset=1&epoch={'another-server'}"
+        async with client.websocket(lost) as bob:
+            await bob.receive_json()
+            gap = await bob.receive_json()
+            assert (gap["kind"], gap["reason"], gap["offset"]) == ("gap", "epoch", 6)
+            assert len([await bob.receive_json() for _ in range(6)]) == 6  # the last ones
+        with pytest.raises(WebSocketRejected):
+            async with client.websocket("/ws/hist?nick=eve&offset=x&epoch=e"):
+                pass
+        async with client.websocket("/ws/hist?nick=eve&offset=-1&epoch=e") as eve:
+            await eve.receive_json()
+            with pytest.raises(WebSocketDisconnect):
+                await eve.receive_json()
+            assert eve.close_code == 4400
 
 
 async def test_chat_example_events_from_other_programs() -> None:
@@ -67,7 +115,12 @@ async def test_chat_example_events_from_other_programs() -> None:
             await app.group_send("room.lobby", {"type": "chat.message", "text": "x", "nick": "op"})
             assert (await ann.receive_json())["nick"] == "op"
             await app.group_send("room.lobby", {"type": "chat.notice", "text": "restart at 5"})
-            assert await ann.receive_json() == {"kind": "notice", "text": "restart at 5"}
+            notice = await ann.receive_json()
+            assert (notice["kind"], notice["text"], notice["offset"]) == (
+                "notice",
+                "restart at 5",
+                3,
+            )
             await app.broadcast("room.lobby", text="plain words")
             assert await ann.receive_text() == "plain words"
 

@@ -2,9 +2,10 @@
 
 Two users (separate browser contexts) in one room on the SQLite layer, their pages served
 by different worker processes (one reconnects until the kernel hands it to the other
-worker): messages, typing, `chanlite send` from outside, a worker killed with SIGKILL and
-a server restart, both of which the pages ride out by reconnecting. The screenshot and
-the server's log stay in the test's tmp dir.
+worker): messages, typing, who is in the room, `chanlite send` from outside, a latecomer
+who sees the last messages, a worker killed with SIGKILL and a server restart, both of
+which the pages ride out by reconnecting and filling their gap from the room's history
+(which the restart keeps). The screenshot and the server's log stay in the test's tmp dir.
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ def notices(page: Page, text: str) -> Locator:
 def expect_message(page: Page, nick: str, text: str, timeout: int = TIMEOUT_MS) -> None:
     line = page.locator(f'#messages li[data-kind="message"][data-nick="{nick}"]', has_text=text)
     expect(line).to_have_count(1, timeout=timeout)
+
+
+def people(page: Page) -> Locator:
+    return page.locator("#people .person")
+
+
+def expect_people(page: Page, *nicks: str) -> None:
+    expect(people(page)).to_have_text(sorted(nicks))
 
 
 def test_chat_across_workers_cli_and_restart(browser: Browser, tmp_path: Path) -> None:
@@ -115,6 +124,24 @@ def test_chat_across_workers_cli_and_restart(browser: Browser, tmp_path: Path) -
             expect(raw).to_have_count(1)
             expect(raw).to_contain_text("<b>plain</b> words")  # shown as text, not markup
 
+        # Who is here, on both pages (served by two processes).
+        for page in (ann, bob):
+            expect_people(page, "ann", "bob")
+        # A latecomer sees the conversation so far (the room keeps its last messages),
+        # and is seen arriving and leaving.
+        cat = pages["cat"] = open_chat(
+            browser.new_context(), f"{server.url}/room/lobby?nick=cat", errors
+        )
+        worker_of(cat)
+        expect_message(cat, "ann", "hello from ann")
+        expect_message(cat, "bob", "hi ann")
+        expect_people(cat, "ann", "bob", "cat")
+        expect_people(ann, "ann", "bob", "cat")
+        cat.context.close()
+        del pages["cat"]
+        expect(ann.locator('#messages li[data-kind="left"]', has_text="cat left")).to_have_count(1)
+        expect_people(ann, "ann", "bob")
+
         shot = tmp_path / "chat.png"
         ann.screenshot(path=str(shot))
         print(f"\nscreenshot of the chat page: {shot}")
@@ -122,10 +149,14 @@ def test_chat_across_workers_cli_and_restart(browser: Browser, tmp_path: Path) -
         # A worker dies (kill -9): its page reconnects to a live worker, the other page does
         # not notice, and the room works both ways (the supervisor starts a replacement).
         os.kill(int(ann_worker), signal.SIGKILL)
+        # Said while ann's page has no socket: it arrives once, live or from the history.
+        bob.locator("#text").fill("while ann reconnects")
+        bob.locator("#text").press("Enter")
         expect(ann.locator("#status")).not_to_have_attribute(
             "data-worker", ann_worker, timeout=RECONNECT_MS
         )
         worker_of(ann)
+        expect_message(ann, "bob", "while ann reconnects")
         expect(notices(ann, "Reconnected")).to_have_count(1)
         ann.locator("#text").fill("after a crash")
         ann.locator("#text").press("Enter")
@@ -147,6 +178,11 @@ def test_chat_across_workers_cli_and_restart(browser: Browser, tmp_path: Path) -
         bob.locator("#text").fill("are we back?")
         bob.locator("#text").press("Enter")
         expect(bob.locator("#text")).to_have_value("are we back?")
+        # Another program writes into the room's history while no server runs: both pages
+        # get it when they are back, once (they resume from their last position).
+        kept = f"{layer}?history=room.*:100"
+        during = {"type": "chat.message", "nick": "ops", "text": "said during the restart"}
+        run_cli("send", "--layer", kept, "room.lobby", json.dumps(during))
 
         # Same port again: the pages reconnect on their own and the chat keeps working.
         server.start(port=port)
@@ -155,20 +191,34 @@ def test_chat_across_workers_cli_and_restart(browser: Browser, tmp_path: Path) -
                 "data-state", "open", timeout=RECONNECT_MS
             )
             expect(notices(page, "Reconnected")).to_have_count(outages)
+        for page in (ann, bob):
+            expect_message(page, "ops", "said during the restart")
+            expect_message(page, "ann", "hello from ann")  # still once: nothing replayed twice
+            expect(page.locator('#messages li[data-kind="gap"]')).to_have_count(0)
         bob.locator("#send").click()
         expect_message(ann, "bob", "are we back?")
         expect_message(bob, "bob", "are we back?")
+        # The history survived the restart: a new page sees what was said before it.
+        dan = pages["dan"] = open_chat(
+            browser.new_context(), f"{server.url}/room/lobby?nick=dan", errors
+        )
+        worker_of(dan)
+        for nick, text in (("ann", "hello from ann"), ("ops", "said during the restart")):
+            expect_message(dan, nick, text)
+        dan.context.close()
+        del pages["dan"]
         run_cli("send", "--layer", layer, "room.lobby", json.dumps({**event, "text": "back"}))
         for page in (ann, bob):
             expect_message(page, "ops", "back")
 
         ann.screenshot(path=str(tmp_path / "chat-after-restart.png"))
 
-        # Leaving is announced.
+        # Leaving is announced, and the list of who is here follows.
         bob.context.close()
         expect(
             ann.locator('#messages li[data-kind="left"]', has_text="bob left")
         ).not_to_have_count(0)
+        expect_people(ann, "ann")
 
     assert not errors, f"uncaught errors in the page: {errors}"
     assert last_message(ann).endswith("back")

@@ -5,6 +5,11 @@
 // (see app.py); any other frame - e.g. `chanlite send --broadcast-text` - is shown as a
 // system notice. When the socket drops the page reconnects with a growing, jittered delay
 // and shows where it stands in the status button (click it to retry at once).
+//
+// The page remembers the position (offset and epoch) of the last kept message it showed
+// and sends it when it reconnects: the server replays exactly what it missed, or says
+// with a "gap" frame that it cannot (then the latest messages follow). The list of who is
+// in the room comes with the welcome and follows the "joined" / "left" frames.
 (function () {
   "use strict";
 
@@ -31,6 +36,8 @@
     dialog: $("nick-dialog"),
     nickForm: $("nick-form"),
     nickInput: $("nick-input"),
+    people: $("people"),
+    peopleCount: $("people-count"),
   };
 
   var room = roomFromPath(location.pathname);
@@ -43,6 +50,8 @@
   var countdownTimer = null;
   var lastTypingSent = 0;
   var typists = new Map(); // nick -> timer that forgets them
+  var position = null; // {offset, epoch} of the last kept message shown
+  var people = new Set(); // nicknames in the room
 
   function roomFromPath(path) {
     var m = path.match(/^\/room\/([^/]*)\/?$/);
@@ -54,8 +63,12 @@
 
   function socketUrl() {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    return scheme + location.host + "/ws/" + encodeURIComponent(room) +
+    var url = scheme + location.host + "/ws/" + encodeURIComponent(room) +
       "?nick=" + encodeURIComponent(nick);
+    if (position) {
+      url += "&offset=" + position.offset + "&epoch=" + encodeURIComponent(position.epoch);
+    }
+    return url;
   }
 
   function connect() {
@@ -150,6 +163,9 @@
       addNotice(data, "raw");
       return;
     }
+    if (typeof msg.offset === "number" && typeof msg.epoch === "string") {
+      position = { offset: msg.offset, epoch: msg.epoch }; // where to resume from
+    }
     switch (msg.kind) {
       case "welcome":
         attempt = 0;
@@ -161,13 +177,19 @@
           outage = false;
           addNotice("Reconnected.", "system");
         }
+        setPeople(Array.isArray(msg.people) ? msg.people : []);
         break;
       case "joined":
+        addPerson(String(msg.nick));
         addNotice(msg.nick + " joined #" + room, "joined");
         break;
       case "left":
         forgetTypist(msg.nick);
+        removePerson(String(msg.nick));
         addNotice(msg.nick + " left", "left");
+        break;
+      case "gap":
+        addNotice(gapText(msg.reason), "gap");
         break;
       case "message":
         forgetTypist(msg.nick);
@@ -185,6 +207,44 @@
       default:
         addNotice(data, "raw");
     }
+  }
+
+  function gapText(reason) {
+    var why = {
+      epoch: "the server lost the room's history",
+      too_old: "they are no longer kept",
+      future: "the server does not know where this page was",
+    }[reason] || String(reason);
+    return "Some messages sent while you were away cannot be shown (" + why +
+      "); here are the latest.";
+  }
+
+  // -- who is here ----------------------------------------------------------------------
+
+  function setPeople(names) {
+    people = new Set(names.map(String));
+    renderPeople();
+  }
+
+  function addPerson(name) {
+    people.add(name);
+    renderPeople();
+  }
+
+  function removePerson(name) {
+    people.delete(name);
+    renderPeople();
+  }
+
+  function renderPeople() {
+    var names = Array.from(people).sort();
+    ui.people.replaceChildren.apply(ui.people, names.map(function (name) {
+      var li = span("person", name);
+      li.dataset.nick = name;
+      li.style.color = nickColour(name);
+      return li;
+    }));
+    ui.peopleCount.textContent = names.length === 1 ? "1 here" : names.length + " here";
   }
 
   // -- the message list -----------------------------------------------------------------
