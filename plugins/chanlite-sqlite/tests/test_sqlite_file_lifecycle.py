@@ -246,6 +246,10 @@ async def test_a_locked_file_is_logged_once_and_once_when_it_recovers(
         assert (await locker.stdout.readline()).strip() == b"locked"
         # The reader's rounds fail for a while (each waits out its busy timeout).
         await wait_for_line([a], "is locked by another process")
+        # A write fails to its caller with the same words, and adds no log line.
+        for _ in range(3):
+            reply = await a.try_call("group_send", group="room", message={"type": "x"})
+            assert not reply["ok"] and "is locked by another process" in reply["error"]
         await asyncio.sleep(3)
         locker.stdin.write(b"go\n")
         await locker.stdin.drain()
