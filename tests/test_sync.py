@@ -153,3 +153,15 @@ def test_an_app_that_is_not_serving_sends_through_its_url() -> None:
     with pytest.raises(RuntimeError, match="layer URL"):
         sync.SyncSender(App(layer=MemoryLayer())).layer_and_loop()
     sync.close()
+
+
+def test_a_sender_on_a_layer_object_returns_who_it_reached() -> None:
+    layer = MemoryLayer()
+    sender = sync.SyncSender(layer)
+    assert sender.group_send("g", {"type": "x"}) == 0
+    sync.run(layer.group_add("g", "a"))
+    sync.run(layer.group_add("g", "b"))
+    assert sender.group_send("g", {"type": "x"}) == 2
+    assert sender.broadcast("g", text="hi") == 2
+    assert sender.send("a", {"type": "x"}) is None  # a plain channel: the layer cannot tell
+    sync.run(layer.close())
