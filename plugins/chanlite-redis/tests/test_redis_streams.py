@@ -118,7 +118,7 @@ async def _collect(layer: RedisLayer, channel: str, count: int) -> list[dict[str
 async def test_offsets_from_concurrent_processes_are_unique_and_contiguous(
     spawn: Spawn, make_redis_layer: Any
 ) -> None:
-    layer = await _history_layer(make_redis_layer)
+    layer = await _history_layer(make_redis_layer, capacity=1000)
     mine = await layer.new_channel()
     await layer.group_add("h.race", mine)
     a, b = await spawn(), await spawn()
@@ -140,7 +140,9 @@ async def test_offsets_from_concurrent_processes_are_unique_and_contiguous(
 async def test_resume_while_another_process_sends_has_no_gap_or_duplicate(
     spawn: Spawn, make_redis_layer: Any
 ) -> None:
-    layer = await _history_layer(make_redis_layer)
+    # Room for every live message that arrives while the history is read: a full member
+    # would (rightly) have messages dropped.
+    layer = await _history_layer(make_redis_layer, capacity=1000)
     sender = await spawn()
     await sender.run(op="send_many", group="h.live", count=50, tag="before")
     seen = await layer.history("h.live")
