@@ -30,7 +30,6 @@ from chanlite.layers import (
     Codec,
     Event,
     LayerError,
-    PresenceError,
     check_presence,
     presence_diff,
     with_ref,
@@ -114,17 +113,21 @@ class Presence:
             "presence_join", lambda c: script(c, keys, args)
         )
         mine = self.mine.get(group)
+        registered = mine is not None
         if mine is None:
             mine = self.mine[group] = {}
-            await self._registered(group)
         mine[channel] = (key, meta)
+        if not registered:
+            # (Should this fail, the next refresh registers the group all the same.)
+            await self._registered(group)
         diffs: list[Event] = []
+        old = self._parse(previous) if previous is not None else None
         if updated:
-            old = with_ref(self._parse(previous).meta, channel)
-            diffs.append(presence_diff(group, joins={key: [entry]}, leaves={key: [old]}))
+            leaves = {key: [with_ref(old.meta, channel)]} if old is not None else {}
+            diffs.append(presence_diff(group, joins={key: [entry]}, leaves=leaves))
         else:
-            if previous is not None:
-                diffs.append(self._leave_diff(group, channel, previous, left_last == 1))
+            if old is not None:
+                diffs.append(self._leave_diff(group, channel, old, left_last == 1))
             diffs.append(presence_diff(group, joins={key: [entry]}, first=first == 1))
         for diff in diffs:
             await self._send_diff(group, diff)
@@ -145,10 +148,11 @@ class Presence:
         if reply is None:
             return
         previous, last = reply
-        await self._send_diff(group, self._leave_diff(group, channel, previous, last == 1))
+        entry = self._parse(previous)
+        if entry is not None:
+            await self._send_diff(group, self._leave_diff(group, channel, entry, last == 1))
 
-    def _leave_diff(self, group: str, channel: str, raw: bytes, last: bool) -> Event:
-        entry = self._parse(raw)
+    def _leave_diff(self, group: str, channel: str, entry: Entry, last: bool) -> Event:
         return presence_diff(group, leaves={entry.key: [with_ref(entry.meta, channel)]}, last=last)
 
     async def listing(self, group: str) -> dict[str, list[dict[str, Any]]]:
@@ -161,22 +165,24 @@ class Presence:
         decode = self._codec.decode
         entries: list[tuple[bytes, str, dict[str, Any]]] = []
         view, at, end = memoryview(blob), 0, len(blob)
-        try:
-            while at < end:
-                size = int(view[at : at + 8])
-                channel = str(view[at + 8 : at + 8 + size], "utf-8")
-                at += 8 + size
-                size = int(view[at : at + 8])
-                raw = view[at + 8 : at + 8 + size]
-                at += 8 + size
-                # <12-digit seq><4-digit key length><key><12-char owner><meta payload>
+        while at < end:
+            size = int(view[at : at + 8])
+            channel = str(view[at + 8 : at + 8 + size], "utf-8")
+            at += 8 + size
+            size = int(view[at : at + 8])
+            raw = view[at + 8 : at + 8 + size]
+            at += 8 + size
+            # <12-digit seq><4-digit key length><key><12-char owner><meta payload>
+            try:
                 start = 16 + int(raw[12:16])
                 meta = decode(raw[start + 12 :]).get("meta")
-                entry = dict(meta) if isinstance(meta, dict) else {}
-                entry["ref"] = channel
-                entries.append((raw[:12].tobytes(), str(raw[16:start], "utf-8"), entry))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise PresenceError(f"unreadable presence entry in Redis: {exc}") from None
+                key = str(raw[16:start], "utf-8")
+            except ValueError as exc:  # DecodeError and UnicodeDecodeError included
+                _unreadable(group, channel, exc)
+                continue
+            entry = dict(meta) if isinstance(meta, dict) else {}
+            entry["ref"] = channel
+            entries.append((raw[:12].tobytes(), key, entry))
         entries.sort(key=lambda item: item[0])
         listing: dict[str, list[dict[str, Any]]] = {}
         for _, key, meta in entries:
@@ -218,7 +224,7 @@ class Presence:
             async with client.pipeline(transaction=False) as pipe:
                 args: list[EncodableT] = [
                     self._prefix, self._client_id, 1 if mine else 0, self._timeout_ms,
-                    self._keep_ms,
+                    self._keep_ms, *mine,
                 ]  # fmt: skip
                 pipe.evalsha(process_beat.sha, 2, *registry, *args)
                 for group in mine:
@@ -272,8 +278,12 @@ class Presence:
 
     async def _announce_removed(self, group: str, removed: list[Any]) -> None:
         for i in range(0, len(removed), 3):
-            diff = self._leave_diff(group, removed[i].decode(), removed[i + 1], removed[i + 2] == 1)
-            await self._send_diff(group, diff)
+            channel = removed[i].decode()
+            entry = self._parse(removed[i + 1], group, channel)
+            if entry is not None:
+                await self._send_diff(
+                    group, self._leave_diff(group, channel, entry, removed[i + 2] == 1)
+                )
 
     async def run(self) -> None:
         """Refresh every ``timeout / 3`` seconds until cancelled; Redis trouble is logged."""
@@ -310,8 +320,15 @@ class Presence:
         args: list[EncodableT] = [self._prefix, group, self._client_id]
         return lambda client: stream_scripts.PRESENCE_DROP(client, keys, args)
 
-    def _parse(self, raw: bytes) -> Entry:
+    def _parse(self, raw: bytes, group: str = "", channel: str = "") -> Entry | None:
         try:
             return Entry(raw, self._codec)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise PresenceError(f"unreadable presence entry in Redis: {exc}") from None
+        except ValueError as exc:  # DecodeError and UnicodeDecodeError included
+            _unreadable(group, channel, exc)
+            return None
+
+
+def _unreadable(group: str, channel: str, exc: Exception) -> None:
+    # Another process's entry this one cannot read (another encryption key, say): the
+    # rest of the listing or the diffs still go out.
+    logger.error("Skipped an unreadable presence entry of %r in group %r: %s", channel, group, exc)

@@ -375,12 +375,13 @@ PROCESS_BEAT = Script(
     scripts._COMMON
     + """
 -- KEYS: the process registry, the caller's set of groups. ARGV: prefix, client,
--- holds entries (1/0), timeout ms, keep ms.
+-- holds entries (1/0), timeout ms, keep ms, then the groups where the caller holds some.
 -- Refreshes the caller (if it holds entries); returns the processes silent for timeout
 -- ms or longer with their groups: {client, {group, ...}, client, {group, ...}, ...}.
 local now = now_ms()
 if ARGV[3] == '1' then
   redis.call('ZADD', KEYS[1], now, ARGV[2])
+  for i = 6, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end

@@ -433,3 +433,16 @@ async def test_sync_callers_record_history_and_read_presence(make_redis_layer: A
     diff = await asyncio.wait_for(layer.receive(mine), WAIT)
     assert diff["type"] == "presence.diff" and diff["first"] is True
     assert await asyncio.wait_for(layer.receive(mine), WAIT) == page.events[0]
+
+
+async def test_an_entry_sealed_with_another_key_is_skipped_with_a_log(
+    make_redis_layer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    ours: RedisLayer = await make_redis_layer(symmetric_encryption_keys=["ours"])
+    theirs: RedisLayer = await make_redis_layer(symmetric_encryption_keys=["theirs"])
+    mine, other = await ours.new_channel(), await theirs.new_channel()
+    await ours.presence_join("room", mine, "ada", {"n": 1})
+    await theirs.presence_join("room", other, "bob", {"n": 2})
+    with caplog.at_level("ERROR", logger="chanlite.layers.redis"):
+        assert await ours.presence("room") == {"ada": [{"n": 1, "ref": mine}]}
+    assert f"unreadable presence entry of {other!r}" in caplog.text
