@@ -55,10 +55,12 @@ fuzz: setup
 	CHANLITE_FUZZ_EXAMPLES=$${CHANLITE_FUZZ_EXAMPLES:-20000} $(BIN)/pytest -q -p no:cacheprovider \
 	tests/server/test_protocol_fuzz.py
 
-## Minutes of churning connections, slow readers and a ping flood against chanlite run:
-## asserts the server's RSS stays under a ceiling and no broadcast to a reader is lost.
-soak: setup
+## Minutes of churning connections, slow readers and a ping flood against chanlite run,
+## then two chanlite run processes on a redis-server restarted mid-run (SOAK_SECONDS each):
+## asserts RSS stays under a ceiling and every message is delivered or its loss reported.
+soak: setup system-deps
 	$(BIN)/python -m tests.server.soak
+	$(BIN)/python -m tests.server.layer_soak
 
 bench: setup system-deps
 	bash bench/run.sh

@@ -130,6 +130,10 @@ class ASGIWebSocket(HTTPConnection):
                 self.close_reason = message.get("reason") or ""
             elif kind != "websocket.send":
                 raise WebSocketStateError(f"Cannot send {kind!r} on an open connection")
+        elif self.client_state is WebSocketState.DISCONNECTED and kind == "websocket.send":
+            # The client left (it was not this side that closed): the handler ends as for
+            # a disconnect seen by receive, not with an error a client could cause at will.
+            raise WebSocketDisconnect(self.close_code or 1006, self.close_reason)
         else:
             raise WebSocketStateError(
                 f"Cannot send {kind!r}: the connection is closed (close code {self.close_code})."

@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from chanlite.exceptions import SlowConsumer
-from chanlite.layers.base import Event
+from chanlite.layers.base import Event, LayerUnavailable
 
 if TYPE_CHECKING:
     from chanlite.hub import Hub
@@ -130,6 +130,8 @@ class Subscription:
         for group in self.groups:
             try:
                 await self.hub.group_discard(group, self.channel_name)
+            except LayerUnavailable as exc:  # an outage: counted, logged once by the hub
+                self.hub.layer_failed(exc)
             except Exception:
                 logger.warning("Could not leave group %r", group, exc_info=True)
 

@@ -583,6 +583,8 @@ class WebSocket(ASGIWebSocket):
             for group in self._presence or ():
                 try:
                     await hub.presence_leave(group, name)
+                except LayerUnavailable as exc:
+                    hub.layer_failed(exc)
                 except Exception:
                     logger.warning("Could not withdraw presence in %r", group, exc_info=True)
             self._presence = None

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -509,3 +510,35 @@ async def test_the_old_connection_hooks_warn() -> None:
     with pytest.warns(DeprecationWarning, match="WebSocket.handle_event"):
         await app.handle_event(ws, None, {"type": "chanlite.broadcast", "text": "x"})
     assert app.stats.events_undeliverable == 1  # not connected: counted, not silent
+
+
+async def test_sending_after_the_client_left_ends_the_handler_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that leaves while its handler is busy (here: between a receive and the
+    next send) must not turn into an ERROR traceback: the send raises
+    WebSocketDisconnect, which ends the handler like a receive would."""
+    from websockets.asyncio.client import connect
+
+    from tests.server.conftest import running
+
+    caplog.set_level(logging.INFO)
+    app = App()
+    outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    @app.websocket("/ws")
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        with contextlib.suppress(WebSocketDisconnect):  # e.g. a handler saying goodbye
+            await ws.receive_text()
+        try:
+            await ws.send_text("too late")
+        except WebSocketDisconnect as exc:
+            outcome.set_result(f"disconnect {exc.code}")
+            raise
+
+    async with running(app) as server:
+        async with connect(f"ws://127.0.0.1:{server.bound_port}/ws"):
+            pass  # leaves at once
+        assert (await asyncio.wait_for(outcome, 5)).startswith("disconnect ")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -38,7 +38,7 @@ def masked(opcode: Opcode, data: bytes, fin: bool = True) -> bytes:
     return Frame(opcode, data, fin).serialize(mask=True, extensions=[])
 
 
-def connect(host: str, port: int, rcvbuf: int | None = None) -> socket.socket:
+def connect(host: str, port: int, rcvbuf: int | None = None, path: str = "/ws") -> socket.socket:
     """A WebSocket after its handshake (a blocking socket; the 101 is consumed).
     *rcvbuf* shrinks the receive buffer (a client that reads nothing fills it quickly)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -46,7 +46,7 @@ def connect(host: str, port: int, rcvbuf: int | None = None) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.settimeout(10)
     sock.connect((host, port))
-    sock.sendall(HANDSHAKE)
+    sock.sendall(HANDSHAKE.replace(b"GET /ws ", f"GET {path} ".encode(), 1))
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = sock.recv(1)
@@ -140,11 +140,11 @@ class Reader:
 
 
 def ping_flood(
-    host: str, port: int, total: int = 64 << 20, seconds: float = 20.0
+    host: str, port: int, total: int = 64 << 20, seconds: float = 20.0, path: str = "/ws"
 ) -> tuple[int, socket.socket]:
     """Flood pings (125-byte payloads) without reading a pong; returns the bytes the
     server took. The socket is left open: the caller closes it."""
-    sock = connect(host, port, rcvbuf=4096)
+    sock = connect(host, port, rcvbuf=4096, path=path)
     chunk = masked(Opcode.PING, b"p" * 125) * 500  # ~64 KiB
     return pump(sock, chunk, total, stall=2.0, deadline=time.monotonic() + seconds), sock
 
