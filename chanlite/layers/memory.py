@@ -20,14 +20,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from chanlite.layers.base import BaseLayer, ChannelFull, Message
+from chanlite.layers.codec import MsgpackCodec
 from chanlite.layers.demux import LocalDemux
 from chanlite.layers.inbox import LocalInbox, wake
 from chanlite.layers.memory_streams import MemoryStreams
 from chanlite.layers.streams import HistoryPage, StreamPosition
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("use true or false")
 
 
 class _Queue:
@@ -58,8 +68,21 @@ class MemoryLayer(BaseLayer):
 
     extensions: ClassVar[list[str]] = ["groups", "flush", "history", "presence"]
 
-    def __init__(self, **options: Any) -> None:
+    url_options: ClassVar[Mapping[str, Callable[[str], Any]]] = {
+        **BaseLayer.url_options,
+        "encodable_only": _bool,
+    }
+
+    def __init__(self, *, encodable_only: bool = True, **options: Any) -> None:
         super().__init__(**options)
+        # What SQLite and Redis cannot carry is refused here too, with their message, so
+        # an app that works on memory:// keeps working when a second worker needs a
+        # shared layer. ``encodable_only=False`` (``memory://?encodable_only=false``)
+        # accepts any object, knowingly.
+        self.encodable_only = encodable_only
+        self._check: Callable[[Message], None] | None = (
+            MsgpackCodec().check if encodable_only else None
+        )
         self._queues: dict[str, _Queue] = {}
         # group -> {channel: time joined}; dict order doubles as join order.
         self._groups: dict[str, dict[str, float]] = {}
@@ -72,6 +95,9 @@ class MemoryLayer(BaseLayer):
     async def send(self, channel: str, message: Message) -> None:
         """Queue *message* on *channel*; raise :class:`ChannelFull` at capacity."""
         self.require_valid_message(message)
+        check = self._check
+        if check is not None:
+            check(message)
         self.require_valid_channel_name(channel)
         if self.is_local(channel):
             if self._inbox.offer((channel,), message):
@@ -161,6 +187,9 @@ class MemoryLayer(BaseLayer):
         """:meth:`group_send`, returning how many members *group* had."""
         self.require_valid_group_name(group)
         self.require_valid_message(message)
+        check = self._check
+        if check is not None:
+            check(message)
         policy = self.history_policies.lookup(group)  # cached: one dict hit
         if policy is not None:
             message = self._streams.record(group, policy, message)

@@ -111,6 +111,31 @@ class LayerContract:
         await layer.send("types", message)
         assert await _receive(layer, "types") == message
 
+    async def test_what_msgpack_cannot_carry_is_refused_with_the_codec_message(
+        self, make_layer: MakeLayer
+    ) -> None:
+        # One behaviour in every layer: memory:// too, so an app that works with one
+        # process does not break the day a second one needs a shared layer.
+        import datetime
+
+        from chanlite.layers.codec import MsgpackCodec
+
+        layer = await make_layer()
+        message = {"type": "when", "data": {"at": datetime.datetime(2026, 1, 1)}}
+        with pytest.raises(TypeError) as expected:
+            MsgpackCodec().encode(message)
+        await layer.group_add("refusals", "refusals-member")
+        for send in (
+            lambda: layer.send("refusals-member", message),
+            lambda: layer.group_send("refusals", message),
+        ):
+            with pytest.raises(TypeError) as refused:
+                await send()
+            assert str(refused.value) == str(expected.value)
+        assert "message['data']['at'] is datetime" in str(expected.value)
+        await layer.send("refusals-member", {"type": "fine"})  # nothing was queued before it
+        assert (await _receive(layer, "refusals-member"))["type"] == "fine"
+
     async def test_channels_are_independent(self, make_layer: MakeLayer) -> None:
         layer = await make_layer()
         await layer.send("chan-a", {"type": "a"})

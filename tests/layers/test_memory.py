@@ -126,3 +126,20 @@ async def test_each_memory_layer_is_its_own_epoch() -> None:
     with pytest.raises(HistoryGap) as caught:
         await two.history("room.a", position)
     assert caught.value.reason == "epoch"
+
+
+async def test_encodable_only_false_carries_any_object_knowingly() -> None:
+    import datetime
+
+    from chanlite.layers import LayerConfigError, get_layer
+
+    layer = get_layer("memory://?encodable_only=false")
+    assert isinstance(layer, MemoryLayer) and not layer.encodable_only
+    when = datetime.datetime(2026, 1, 1)
+    channel = await layer.new_channel()
+    await layer.group_add("g", channel)
+    await layer.group_send("g", {"type": "when", "at": when})
+    assert (await layer.receive(channel))["at"] is when
+    assert get_layer("memory://").encodable_only  # type: ignore[attr-defined]
+    with pytest.raises(LayerConfigError, match="Malformed value 'maybe' for option"):
+        get_layer("memory://?encodable_only=maybe")
