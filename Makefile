@@ -5,21 +5,34 @@ BIN := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 
-.PHONY: setup run test lint typecheck pytest compliance compliance-full bench clean system-deps fuzz soak
+.PHONY: setup setup-run run test lint typecheck pytest compliance compliance-full bench clean system-deps fuzz soak
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-.stamp-setup: $(BIN)/python pyproject.toml requirements-dev.txt $(PLUGINS)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# What running needs: chanlite and the SQLite layer the chat example uses.
+.stamp-run: $(BIN)/python pyproject.toml plugins/chanlite-sqlite/pyproject.toml
+	$(BIN)/pip install -q -e . -e plugins/chanlite-sqlite
+	touch $@
+
+# The development toolchain: every plugin with its test extras, Django, linters, mypy.
+.stamp-setup: .stamp-run pyproject.toml requirements-dev.txt $(PLUGINS)
 	$(BIN)/pip install -q -e '.[django]' $(foreach d,$(PLUGIN_DIRS),-e '$(d)[test]') -r requirements-dev.txt
 	touch $@
 
+## Install only what running an app needs (chanlite + the SQLite layer) into ./.venv.
+setup-run: .stamp-run
+
+## Install everything the tests and checks need into ./.venv.
 setup: .stamp-setup
 
-## Set up and run the chat example on the built-in server.
-run: setup
-	$(BIN)/chanlite run examples/chat/app.py:app --layer sqlite:///chat.db --host 127.0.0.1 --port 8000
+## Set up and run the chat example on the built-in server (HOST=, PORT= to change where).
+run: setup-run
+	$(BIN)/chanlite run examples/chat/app.py:app --layer sqlite:///chat.db --host $(HOST) --port $(PORT)
 
 ## OS packages the tests and benchmarks drive for real (redis-server, chromium, wrk); installs only what is missing.
 system-deps:
@@ -66,4 +79,4 @@ bench: setup system-deps
 	bash bench/run.sh
 
 clean:
-	rm -rf $(VENV) .stamp-setup
+	rm -rf $(VENV) .stamp-setup .stamp-run

@@ -172,6 +172,13 @@ def run(target: str, **options: Any) -> None:
     ):
         options[name] = _off_if_zero(options[name])
     debug = options["log_level"].lower() in ("debug", "trace")
+    if options["reload"] and options["workers"] > 1:
+        # The reloader restarts one process; saying "workers: 2" and starting one would
+        # hide that the app never ran as it will in production.
+        raise click.UsageError(
+            f"--reload runs one worker process, not --workers {options['workers']}: drop "
+            "--reload to run several workers, or --workers to reload on changes"
+        )
     try:
         config = boot.configure(options)
     except ValueError as exc:

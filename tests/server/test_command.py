@@ -72,6 +72,17 @@ def test_errors_are_one_clear_line(args: list[str], message: str, code: int) -> 
     assert "Traceback" not in err
 
 
+def test_reload_with_several_workers_is_refused_not_run_as_one() -> None:
+    proc = chanlite(f"{APPS}:pid_app", "--reload", "--workers", "2", "--port", "0")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2, err
+    assert (
+        "Error: --reload runs one worker process, not --workers 2: drop --reload to run "
+        "several workers, or --workers to reload on changes"
+    ) in err
+    assert "workers: 2" not in err and "chanlite serving" not in err
+
+
 def test_debug_log_level_shows_the_traceback() -> None:
     proc = chanlite("tests/server/broken_app.py:app", "--port", "0", "--log-level", "debug")
     _, err = proc.communicate(timeout=30)
