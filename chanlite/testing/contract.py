@@ -125,13 +125,12 @@ class LayerContract:
         with pytest.raises(TypeError) as expected:
             MsgpackCodec().encode(message)
         await layer.group_add("refusals", "refusals-member")
-        for send in (
-            lambda: layer.send("refusals-member", message),
-            lambda: layer.group_send("refusals", message),
-        ):
-            with pytest.raises(TypeError) as refused:
-                await send()
-            assert str(refused.value) == str(expected.value)
+        with pytest.raises(TypeError) as refused:
+            await layer.send("refusals-member", message)
+        assert str(refused.value) == str(expected.value)
+        with pytest.raises(TypeError) as refused:
+            await layer.group_send("refusals", message)
+        assert str(refused.value) == str(expected.value)
         assert "message['data']['at'] is datetime" in str(expected.value)
         await layer.send("refusals-member", {"type": "fine"})  # nothing was queued before it
         assert (await _receive(layer, "refusals-member"))["type"] == "fine"
