@@ -141,3 +141,29 @@ test("websocket: rejoin after the server restarts", async t => {
   assert.equal(response.user, "dee")
   assert.notEqual(response.pid, firstPid)
 })
+
+test("longpoll across two workers on the SQLite layer", async t => {
+  const os = require("node:os")
+  const fs = require("node:fs")
+  const path = require("node:path")
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "chanlite-lp-"))
+  const server = new Server("--workers", "2", "--layer", `sqlite:///${dir}/lp.db`)
+  await server.start()
+  const clients = ["ann", "bob", "cy", "dee"].map(user => connect(server, {transport: "longpoll", params: {user}}))
+  t.after(async () => { clients.forEach(c => c.disconnect()); await server.stop(); fs.rmSync(dir, {recursive: true}) })
+  const rooms = clients.map(c => c.channel("room:lp"))
+  const pids = new Set()
+  for(const room of rooms){ pids.add((await join(room)).pid) }
+  // Every request is its own HTTP exchange, landing on either worker; with 4 sessions
+  // and dozens of requests both workers serve sessions and relay to each other.
+  const got = rooms.map(() => [])
+  rooms.forEach((room, i) => room.on("new_msg", m => got[i].push(m.n)))
+  for(let n = 0; n < 20; n++){
+    const sender = rooms[n % rooms.length]
+    assert.deepEqual(await push(sender, "shout", {n}), {status: "ok", response: {}})
+  }
+  await until(() => got.every(g => g.length === 20), "every broadcast at every client")
+  for(const g of got){ assert.deepEqual(g, [...Array(20).keys()]) }
+  const whoami = await Promise.all(rooms.map(room => push(room, "whoami", {})))
+  assert.deepEqual(whoami.map(w => w.response.user), ["ann", "bob", "cy", "dee"])
+})
