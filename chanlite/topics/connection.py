@@ -19,6 +19,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chanlite.layers.base import Event
+from chanlite.layers.streams import HistoryGap, StreamPosition
+from chanlite.resume import PASS, StreamJoins
 from chanlite.topics.protocol import (
     Closed,
     JoinRequest,
@@ -28,7 +31,15 @@ from chanlite.topics.protocol import (
     Refusal,
     SocketProtocol,
 )
-from chanlite.topics.topic import Refused, Reply, Topic, broadcast, topic_group
+from chanlite.topics.streams import (
+    encoded,
+    parse_last,
+    parse_since,
+    position_ref,
+    presence_diff_payload,
+    presence_state,
+)
+from chanlite.topics.topic import Refused, Reply, Topic, topic_group
 
 if TYPE_CHECKING:
     from chanlite.hub import Hub
@@ -64,7 +75,7 @@ class Channel:
     one, ``close`` ends this topic for this client (``phx_close``).
     """
 
-    __slots__ = ("_busy", "_queue", "args", "connection", "definition", "topic")
+    __slots__ = ("_busy", "_queue", "args", "connection", "definition", "topic", "tracked")
 
     def __init__(
         self, connection: Connection, topic: str, definition: Topic, args: tuple[Any, ...]
@@ -75,6 +86,8 @@ class Channel:
         self.args = args
         self._queue: deque[PushRequest] | None = None
         self._busy = False
+        #: The presence this channel announced (``track``), as (key, meta).
+        self.tracked: tuple[str, dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
         return f"<Channel {self.topic!r} of {self.connection.transport.peer}>"
@@ -97,12 +110,27 @@ class Channel:
 
     async def broadcast(self, event: str, payload: Any) -> None:
         """Send *event* to every subscriber of this topic, in every process."""
-        await broadcast(self.connection.hub, self.topic, event, payload)
+        await self.definition.send(self.topic, event, payload)
 
     async def broadcast_from(self, event: str, payload: Any) -> None:
         """Send *event* to every subscriber of this topic but this client."""
         channel = self.connection.transport.channel_name
-        await broadcast(self.connection.hub, self.topic, event, payload, exclude=channel)
+        await self.definition.send(self.topic, event, payload, exclude=channel)
+
+    async def track(self, key: str, meta: dict[str, Any] | None = None) -> None:
+        """Announce this client in the topic as *key* with *meta* (a topic declared with
+        ``presence=True``); called again, it updates the meta. Withdrawn when the channel
+        ends. In the join handler it takes effect once the join is accepted."""
+        if not self.definition.presence:
+            raise RuntimeError(f"{self.definition!r} was not declared with presence=True")
+        self.tracked = (key, dict(meta or {}))
+        if self.joined:
+            await self.connection.hub.presence_join(
+                topic_group(self.topic),
+                self.connection.transport.channel_name,
+                key,
+                self.tracked[1],
+            )
 
     async def close(self) -> None:
         """End this topic for this client from the server (it gets ``phx_close``)."""
@@ -135,7 +163,16 @@ class Channel:
 class Connection:
     """One client connection: its protocol state, assigns, params and joined channels."""
 
-    __slots__ = ("assigns", "channels", "clock", "endpoint", "params", "protocol", "transport")
+    __slots__ = (
+        "_joins",
+        "assigns",
+        "channels",
+        "clock",
+        "endpoint",
+        "params",
+        "protocol",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -155,6 +192,7 @@ class Connection:
         self.protocol = SocketProtocol(limits or endpoint.limits)
         self.channels: dict[str, Channel] = {}
         self.clock = clock
+        self._joins: StreamJoins | None = None  # history joins in progress
 
     @property
     def hub(self) -> Hub:
@@ -223,8 +261,14 @@ class Connection:
                 response = await definition.join_handler(channel, *args, params)
                 if response is None:
                     response = {}
-            # Subscribed before the reply, so nothing broadcast after it is missed.
-            await self.hub.group_add(group, self.transport.channel_name)
+            replay: list[Event] = []
+            if definition.history is not None:
+                since, last = _history_params(params)
+                info, replay = await self._join_history(group, since, last)
+                response = {**response, "history": info} if isinstance(response, dict) else response
+            else:
+                # Subscribed before the reply, so nothing broadcast after it is missed.
+                await self.hub.group_add(group, self.transport.channel_name)
         except Refused as refusal:
             logger.debug("Join of %r refused: %r", request.topic, refusal.response)
             self.protocol.refuse_join(request, refusal.response)
@@ -232,10 +276,92 @@ class Connection:
         except Exception:
             logger.exception("Join handler of %r failed for %r", definition, request.topic)
             self.protocol.refuse_join(request, {"reason": "join crashed"})
+            await self._discard(request.topic)  # it may have been subscribed already
             return False
         self.channels[request.topic] = channel
         self.protocol.accept_join(request, response)
+        for event in replay:
+            self._push_message(event)
+        if channel.tracked is not None:
+            await self._announce(channel, group)
         return True
+
+    async def _join_history(
+        self, group: str, since: StreamPosition | None, last: int
+    ) -> tuple[dict[str, Any], list[Event]]:
+        """Subscribe to a history topic and read what the client missed: exactly the
+        messages after *since*, then (stashed meanwhile) the live ones, none twice."""
+        joins = self._joins
+        if joins is None:
+            joins = self._joins = StreamJoins(1000)
+        joins.begin(group)
+        replay: list[Event] = []
+        info: dict[str, Any] = {"recovered": True}
+        try:
+            await self.hub.group_add(group, self.transport.channel_name)
+            try:
+                page = await self.hub.history(group, since, None if since is not None else last)
+            except HistoryGap as gap:
+                info = {"recovered": False, "reason": gap.reason}
+                page = await self.hub.history(group, None, last)
+            replay.extend(page.events)
+            while joins.overflowed(group):
+                page = await self.hub.history(group, page.position, None)
+                replay.extend(page.events)
+        except BaseException:
+            joins.abort(group)
+            raise
+        finally:
+            if not joins.active:
+                self._joins = None
+        replay.extend(joins.finish(group, page.position))
+        if self._joins is None and joins.active:
+            self._joins = joins
+        info["offset"], info["epoch"] = page.position.offset, page.position.epoch
+        return info, replay
+
+    async def _announce(self, channel: Channel, group: str) -> None:
+        """Track *channel*'s presence, then send the client who is here."""
+        assert channel.tracked is not None
+        key, meta = channel.tracked
+        try:
+            await self.hub.presence_join(group, self.transport.channel_name, key, meta)
+            present = await self.hub.presence(group)
+        except Exception:
+            logger.exception("Presence of %r in %r failed", key, channel.topic)
+            return
+        self.protocol.push(channel.topic, "presence_state", presence_state(present))
+
+    def _push_message(self, event: Event) -> None:
+        channel = self.channels.get(event.get("topic"))  # type: ignore[arg-type]
+        if channel is None:
+            return
+        ref = position_ref(event.get("offset"), event.get("epoch"))
+        self.protocol.push(channel.topic, event["event"], event["payload"], ref)
+
+    async def on_message(self, event: Event) -> None:
+        """A message of a history topic, from the layer (numbered): to the client once."""
+        joins = self._joins
+        if joins is not None and "offset" in event:
+            if joins.offer(event) != PASS:
+                return  # stashed by a join in progress, or a duplicate of its replay
+            if not joins.active:
+                self._joins = None
+        topic = event.get("topic")
+        channel = self.channels.get(topic) if isinstance(topic, str) else None
+        if channel is None or event.get("exclude") == self.transport.channel_name:
+            return
+        await self.flush()  # what the protocol holds goes first
+        await self.transport.send([encoded(event)])
+
+    async def on_presence_diff(self, event: Event) -> None:
+        """A presence change in a topic's group: ``presence_diff`` to the client."""
+        group = event.get("group")
+        for channel in self.channels.values():
+            if channel.definition.presence and topic_group(channel.topic) == group:
+                self.protocol.push(channel.topic, "presence_diff", presence_diff_payload(event))
+                await self.flush()
+                return
 
     async def handle_push(self, channel: Channel, request: PushRequest) -> None:
         """Run the handler of one event on *channel* and reply to it."""
@@ -274,6 +400,15 @@ class Connection:
             del self.channels[channel.topic]
         if reason != "rejoin":  # a rejoin keeps the group: the new join is subscribed
             await self._discard(channel.topic)
+        if channel.tracked is not None:
+            try:
+                await self.hub.presence_leave(
+                    topic_group(channel.topic), self.transport.channel_name
+                )
+            except Exception:
+                logger.warning(
+                    "Could not withdraw the presence in %r", channel.topic, exc_info=True
+                )
         handler = channel.definition.leave_handler
         if handler is not None:
             try:
@@ -291,6 +426,17 @@ class Connection:
         """The connection is over: release every channel."""
         for channel in list(self.channels.values()):
             await self.release(channel, "disconnected")
+
+
+def _history_params(params: Any) -> tuple[StreamPosition | None, int]:
+    """``since`` and ``last`` from a history topic's join params; Refused when malformed."""
+    if not isinstance(params, dict):
+        return None, 0
+    try:
+        since = params.get("since")
+        return (None if since is None else parse_since(since)), parse_last(params.get("last"))
+    except ValueError as exc:
+        raise Refused({"reason": "bad history params", "detail": str(exc)}) from None
 
 
 class Endpoint(Protocol):

@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 from chanlite.asgi_websocket import peer
 from chanlite.endpoints import WebSocketHandler, as_async
 from chanlite.exceptions import WebSocketDisconnect, WebSocketStateError
+from chanlite.layers.streams import PRESENCE_DIFF, HistoryPolicy
 from chanlite.routing import BaseRoute, HTTPRoute, WebSocketRoute
 from chanlite.topics.connection import Connection
 from chanlite.topics.longpoll import LongPoll
 from chanlite.topics.protocol import Limits
+from chanlite.topics.streams import MESSAGE, topic_glob
 from chanlite.topics.topic import Refused, Topic, broadcast
 
 if TYPE_CHECKING:
@@ -63,13 +65,24 @@ class TopicSocket:
         self.longpoll = longpoll
         self.longpoll_window = longpoll_window
         self.websocket_handler = WebSocketHandler(self._serve_websocket, self.path + "/websocket")
+        # History messages and presence diffs come as layer events, in order, per socket.
+        self.websocket_handler.add_event_handler(MESSAGE, _on_message)
+        self.websocket_handler.add_event_handler(PRESENCE_DIFF, _on_presence_diff)
 
     def __repr__(self) -> str:
         return f"TopicSocket({self.path!r})"
 
-    def topic(self, pattern: str) -> Topic:
-        """Declare the topics matching *pattern* (``"room:{name}"``); tried in order."""
-        topic = Topic(pattern, self.hub)
+    def topic(self, pattern: str, *, history: int | None = None, presence: bool = False) -> Topic:
+        """Declare the topics matching *pattern* (``"room:{name}"``); tried in order.
+
+        *history* keeps that many messages per topic in the layer, so a client rejoins
+        from its last position and misses nothing; *presence* lets channels ``track``
+        themselves (:mod:`chanlite.topics.streams` says how both look on the wire).
+        Both need a layer with the capability (memory, SQLite, Redis).
+        """
+        if history is not None:
+            self.hub.keep_history(topic_glob(pattern), HistoryPolicy(history))
+        topic = Topic(pattern, self.hub, history=history, presence=presence)
         self.topics.append(topic)
         return topic
 
@@ -83,7 +96,11 @@ class TopicSocket:
 
     async def broadcast(self, topic: str, event: str, payload: Any) -> None:
         """Send *event* to every subscriber of *topic* (a full topic string), everywhere."""
-        await broadcast(self.hub, topic, event, payload)
+        found = self.match(topic)
+        if found is not None:
+            await found[0].send(topic, event, payload)
+        else:
+            await broadcast(self.hub, topic, event, payload)
 
     def routes(self) -> list[BaseRoute]:
         """The routes this endpoint serves (the app adds them)."""
@@ -134,6 +151,7 @@ class TopicSocket:
             await ws.close(1008)  # before accept: the handshake is refused with 403
             return
         await ws.accept(subprotocol=subprotocol)
+        ws.state.topics = connection
         try:
             while True:
                 message = await ws.receive()
@@ -146,6 +164,18 @@ class TopicSocket:
                     break
         finally:
             await connection.terminate()
+
+
+async def _on_message(ws: WebSocket, event: dict[str, Any]) -> None:
+    connection = ws.state.__dict__.get("topics")
+    if isinstance(connection, Connection):
+        await connection.on_message(event)
+
+
+async def _on_presence_diff(ws: WebSocket, event: dict[str, Any]) -> None:
+    connection = ws.state.__dict__.get("topics")
+    if isinstance(connection, Connection):
+        await connection.on_presence_diff(event)
 
 
 def _auth_token(ws: WebSocket, connection: Connection) -> str | None:

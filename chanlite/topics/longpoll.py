@@ -34,8 +34,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from chanlite.asgi_websocket import peer
 from chanlite.broadcast import BROADCAST
 from chanlite.layers.base import Event
+from chanlite.layers.streams import PRESENCE_DIFF
 from chanlite.responses import JSONResponse, PlainTextResponse, Response
 from chanlite.topics.connection import Connection, Endpoint
+from chanlite.topics.streams import MESSAGE
 
 if TYPE_CHECKING:
     from chanlite.requests import Request
@@ -129,6 +131,10 @@ class Session:
         if kind == BROADCAST:
             text = event.get("text")
             self._append([text if text is not None else bytes(event.get("bytes") or b"")])
+        elif kind == MESSAGE:
+            self.hub.spawn(self.connection.on_message(event))
+        elif kind == PRESENCE_DIFF:
+            self.hub.spawn(self.connection.on_presence_diff(event))
         elif kind == POLL:
             self._remote_poll(event)
         elif kind == POST:

@@ -463,12 +463,15 @@ class SocketProtocol:
         join_ref = current.join_ref if current is not None else None
         self.outgoing.append(encode_reply(join_ref, ref, topic, "error", response))
 
-    def push(self, topic: str, event: str, payload: Payload) -> bool:
-        """Push *event* to the client on joined *topic*; False if it is not joined."""
+    def push(self, topic: str, event: str, payload: Payload, ref: str | None = None) -> bool:
+        """Push *event* to the client on joined *topic*; False if it is not joined.
+
+        *ref* is None for a push (Phoenix's); history messages carry their position there.
+        """
         current = self.joined.get(topic)
         if current is None:
             return False
-        self.outgoing.append(encode_message(current.join_ref, None, topic, event, payload))
+        self.outgoing.append(encode_message(current.join_ref, ref, topic, event, payload))
         return True
 
     def close(self, topic: str) -> bool:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from chanlite.endpoints import as_async
 from chanlite.routing import CONVERTORS, Convertor
 from chanlite.topics.protocol import encode_broadcast
+from chanlite.topics.streams import message_event
 
 if TYPE_CHECKING:
     from chanlite.hub import Hub
@@ -115,10 +116,16 @@ class Topic:
     order, then the payload. Plain ``def`` handlers run on a thread.
     """
 
-    def __init__(self, pattern: str, hub: Hub) -> None:
+    def __init__(
+        self, pattern: str, hub: Hub, *, history: int | None = None, presence: bool = False
+    ) -> None:
         self.pattern = pattern
         self.regex, self.params = compile_topic(pattern)
         self.hub = hub
+        #: Messages kept per topic (None: no history; messages go out as plain broadcasts).
+        self.history = history
+        #: Whether channels may ``track`` a presence (``presence_state`` / ``presence_diff``).
+        self.presence = presence
         self.join_handler: JoinHandler | None = None
         self.leave_handler: JoinHandler | None = None
         self.events: dict[str, EventHandler] = {}
@@ -183,7 +190,16 @@ class Topic:
         every process; each process encodes the message once for all its subscribers."""
         if len(args) < 2:
             raise TypeError("broadcast() takes the topic's parameters, then event and payload")
-        await broadcast(self.hub, self.topic(*args[:-2]), args[-2], args[-1])
+        await self.send(self.topic(*args[:-2]), args[-2], args[-1])
+
+    async def send(self, topic: str, event: str, payload: Any, exclude: str | None = None) -> None:
+        """Send *event* to every subscriber of *topic* (one of this pattern's), except the
+        layer channel *exclude*. A history topic's message is kept and numbered."""
+        if self.history is None:
+            await broadcast(self.hub, topic, event, payload, exclude)
+        else:
+            event_ = message_event(topic, event, payload, exclude)
+            await self.hub.group_send(topic_group(topic), event_)
 
 
 async def broadcast(

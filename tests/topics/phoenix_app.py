@@ -90,3 +90,18 @@ async def binary(channel: Channel, name: str, payload: Any) -> Any:
 @room.on("whoami")
 async def whoami(channel: Channel, name: str, payload: Any) -> dict[str, Any]:
     return {"user": channel.assigns["user"], "pid": os.getpid()}
+
+
+chat = socket.topic("chat:{name}", history=100, presence=True)
+
+
+@chat.join
+async def join_chat(channel: Channel, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    await channel.track(channel.assigns["user"], {"pid": os.getpid()})
+    return {"pid": os.getpid()}
+
+
+@chat.on("say")
+async def say(channel: Channel, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    await channel.broadcast("said", {**payload, "from": channel.assigns["user"]})
+    return {}

@@ -58,3 +58,7 @@ def run_node_suite(*files: str) -> None:
 
 def test_phoenix_client_topics() -> None:
     run_node_suite("topics.test.js")
+
+
+def test_phoenix_client_history_and_presence() -> None:
+    run_node_suite("streams.test.js")
