@@ -17,9 +17,13 @@ app = App(layer="memory://")
 @app.websocket("/ws/chat/{room}")
 async def chat(ws: WebSocket, room: str) -> None:
     await ws.accept()
+    if not (room.isascii() and room.isalnum() and len(room) <= 40):
+        await ws.close(1008, "bad room name")  # client input: refuse it, never crash on it
+        return
     await ws.join(f"chat.{room}")
     async for msg in ws.iter_json():
-        await ws.group_send(f"chat.{room}", {"type": "chat.message", "text": msg["text"]})
+        if isinstance(msg, dict) and isinstance(msg.get("text"), str):
+            await ws.group_send(f"chat.{room}", {"type": "chat.message", "text": msg["text"]})
 
 
 @chat.on("chat.message")

@@ -151,3 +151,19 @@ async def test_served_site_refuses_cross_site_posts_to_chanlite_routes(
     assert status == 403 and b"CSRF verification failed" in body
     assert (await asyncio.to_thread(attempt, "/change/"))[0] == 403  # as a Django view
     assert (await asyncio.to_thread(attempt, "/api/hook"))[0] == 200  # @csrf_exempt
+
+
+async def test_served_site_checks_the_scheme_and_port_of_an_origin(
+    servers: dict[str, Any],
+) -> None:
+    """The origin check compares scheme and port too, on the real server: the site's own
+    origin is accepted; the same host on another port or scheme is another site."""
+    port = servers["ws"]
+    url = f"ws://127.0.0.1:{port}/ws/whoami"
+    async with connect(url, origin=f"http://127.0.0.1:{port}", open_timeout=10) as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["authenticated"] is False
+    for origin in (f"http://127.0.0.1:{port + 1}", f"https://127.0.0.1:{port}"):
+        with pytest.raises(websockets.InvalidStatus) as info:
+            async with connect(url, origin=origin, open_timeout=10):
+                pass
+        assert info.value.response.status_code == 403, origin

@@ -523,3 +523,71 @@ def test_freed_memory_can_be_returned_on_this_platform() -> None:
     assert memory.supported() is expected
     assert memory.release_free_memory() is expected
     assert memory.collect_garbage() >= 0
+
+
+def test_client_input_never_becomes_a_traceback_in_the_readme_chat(
+    served: list[Running],
+) -> None:
+    """Finding 9: a binary frame to an ``iter_json`` handler, JSON that is not an object
+    with ``text``, invalid JSON and invalid room names gave 1011 and an ERROR traceback
+    each. Now each is a precise close (1007 from ``iter_json``, 1008 from the app's own
+    check) or is ignored, with no traceback, against ``chanlite run`` over real sockets."""
+    server = start("tests/readme_chat_app.py:app", "--log-level", "info")
+    served.append(server)
+    port = port_of(server)
+
+    def attempt(path: str, frame: bytes) -> tuple[int, str] | str:
+        sock = connect("127.0.0.1", port, path=path)
+        sock.sendall(frame)
+        sock.sendall(masked(Opcode.TEXT, b'{"text": "still here"}'))
+        reader = Reader(sock)
+        first = reader.next_frame(timeout=10)
+        sock.close()
+        assert first is not None, path
+        if first.opcode is Opcode.CLOSE:
+            close = Close.parse(first.data)
+            return close.code, close.reason
+        return first.data.decode()
+
+    lobby = "/ws/chat/lobby"
+    echo = '{"text":"still here"}'  # the app's own answer to the valid message after it
+    assert attempt(lobby, masked(Opcode.BINARY, b"\x00bin")) == (1007, "invalid JSON")
+    assert attempt(lobby, masked(Opcode.TEXT, b"not json")) == (1007, "invalid JSON")
+    assert attempt(lobby, masked(Opcode.TEXT, b"[1, 2]")) == echo  # ignored
+    assert attempt(lobby, masked(Opcode.TEXT, b'{"x": 1}')) == echo
+    assert attempt(lobby, masked(Opcode.TEXT, b'{"text": 5}')) == echo
+    assert attempt("/ws/chat/" + "a" * 120, b"") == (1008, "bad room name")
+    assert attempt("/ws/chat/bad%20room", b"") == (1008, "bad room name")
+    code, err = server.stop()
+    assert code == 0, err
+    assert "Traceback" not in err and "ERROR" not in err, err
+    assert err.count("with 1007") == 2, err  # each refusal logged (INFO), no traceback
+
+
+async def test_a_frame_of_the_wrong_kind_closes_1003_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Finding 9, over a real socket: a binary frame to a handler reading ``iter_text``
+    closed 1011 with an ERROR traceback; now it is 1003 and one INFO line."""
+    from chanlite import App, WebSocket
+
+    app = App()
+
+    @app.websocket("/ws")
+    async def texts(ws: WebSocket) -> None:
+        await ws.accept()
+        async for text in ws.iter_text():
+            await ws.send_text(text)
+
+    caplog.set_level(logging.INFO)
+    async with running(app) as server:
+        ws, _ = await RawWebSocket.connect(server.bound_port or 0)
+        ws.send(Opcode.TEXT, b"fine")
+        frame = await ws.next_frame()
+        assert frame is not None and frame.data == b"fine"
+        ws.send(Opcode.BINARY, b"\x00\x01")
+        close = await ws.close_frame()
+        ws.writer.close()
+    assert close.code == 1003
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert any(r.levelno == logging.INFO and "1003" in r.getMessage() for r in caplog.records)
