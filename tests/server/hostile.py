@@ -5,6 +5,11 @@ print a server's RSS before, during and after an attack::
 
     .venv/bin/python -m tests.server.hostile ping-flood 127.0.0.1 8000 SERVER_PID
     .venv/bin/python -m tests.server.hostile fragment-flood 127.0.0.1 8000 SERVER_PID
+    .venv/bin/python -m tests.server.hostile slow-readers 127.0.0.1 8000 SERVER_PID 20
+
+(the last argument: how many attackers at once, default 1; serve
+``tests/server/apps.py:pid_app``, an echo, with ``--ws-max-control-frames 0`` for the
+ping flood to run past the rate limit).
 """
 
 from __future__ import annotations
@@ -154,19 +159,55 @@ def fragment_flood_chunk() -> bytes:
     return masked(Opcode.CONT, b"", fin=False) * 10_000
 
 
-def _main(kind: str, host: str, port: int, pid: int) -> None:  # pragma: no cover - by hand
-    print(f"before: {rss_mib(pid):.1f} MiB")
+def _attack(kind: str, host: str, port: int) -> socket.socket:  # pragma: no cover
+    """One attacker of *kind*; returns its socket, left open."""
     if kind == "ping-flood":
-        sent, sock = ping_flood(host, port)
-    else:
+        return ping_flood(host, port, total=32 << 20, seconds=15)[1]
+    if kind == "fragment-flood":
         sock = connect(host, port)
         sock.sendall(masked(Opcode.TEXT, b"start", fin=False))
-        sent = pump(sock, fragment_flood_chunk(), 6_100_000 * 6, 2.0, time.monotonic() + 30)
-    print(f"sent {sent / 1e6:.1f} MB; during: {rss_mib(pid):.1f} MiB")
-    sock.close()
-    time.sleep(2)
-    print(f"after: {rss_mib(pid):.1f} MiB")
+        pump(sock, fragment_flood_chunk(), 6_100_000 * 6, 2.0, time.monotonic() + 30)
+        return sock
+    if kind == "slow-readers":  # 1 MB messages to an echo whose answers it never reads
+        sock = connect(host, port, rcvbuf=4096)
+        message = masked(Opcode.TEXT, b"y" * 1_000_000)
+        pump(sock, message, 40 * len(message), 2.0, time.monotonic() + 20)
+        return sock
+    raise SystemExit(f"unknown attack {kind!r}: ping-flood, fragment-flood or slow-readers")
+
+
+def _main(kind: str, host: str, port: int, pid: int, attackers: int) -> None:  # pragma: no cover
+    import threading
+
+    before = rss_mib(pid)
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], rss_mib(pid))
+
+    threading.Thread(target=sample, daemon=True).start()
+    socks: list[socket.socket] = []
+    threads = [
+        threading.Thread(target=lambda: socks.append(_attack(kind, host, port)))
+        for _ in range(attackers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    during = rss_mib(pid)
+    for sock in socks:
+        sock.close()
+    time.sleep(5)
+    done.set()
+    print(
+        f"{kind} x{attackers}: before {before:.1f} MiB, peak {peak[0]:.1f} MiB, "
+        f"at the end of the attack {during:.1f} MiB, 5 s after it left {rss_mib(pid):.1f} MiB"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover
-    _main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    kind, host, port, pid, *rest = sys.argv[1:]
+    _main(kind, host, int(port), int(pid), int(rest[0]) if rest else 1)

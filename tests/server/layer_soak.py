@@ -215,7 +215,7 @@ class Member:
             sock.close()
 
 
-def run(seconds: float, restarts: int = 1, ceiling_mib: float = 150.0) -> dict[str, Any]:
+def run(seconds: float, restarts: int = 1, ceiling_mib: float = 100.0) -> dict[str, Any]:
     """Run the soak for about *seconds* with *restarts* redis-server restarts spread over
     it; assert everything the module docstring says and return the figures."""
     redis = RedisServer()

@@ -1,7 +1,7 @@
 """A soak run against ``chanlite run``: churning connections, slow readers and a ping
 flood at once, while one member checks that every broadcast promised to it arrives in
-order. Asserts the server's RSS stays under a ceiling (and prints it before, at its peak
-and after).
+order. Asserts the server's RSS stays under a ceiling and comes back within 16 MiB of
+where it started once the clients left (and prints it before, at its peak and after).
 
     make soak                        # 60 s
     SOAK_SECONDS=600 make soak       # longer
@@ -123,6 +123,8 @@ def main() -> int:
     assert code == 0, err
     assert "Traceback" not in err, err
     assert peak < CEILING_MIB, f"RSS peaked at {peak:.1f} MiB (ceiling {CEILING_MIB} MiB)"
+    # What the attackers took went back to the OS once they left.
+    assert after - baseline < 16, f"RSS {after:.1f} MiB after, {baseline:.1f} MiB before"
     assert counts["churned"] > 0 and counts["slow"] > 0 and counts["floods"] > 0, counts
     return 0
 
