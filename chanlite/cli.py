@@ -116,7 +116,9 @@ def send(
         if event is None or (channel is None and group is None):
             raise click.UsageError("Give a GROUP and an EVENT, or --channel NAME and an EVENT")
         message = _parse_event(event)
-    reached = _send_through(layer_url, create, channel, group, message)
+    reached, created = _send_through(layer_url, create, channel, group, message)
+    if created:
+        click.echo(f"created the layer's storage for {layer_url} (it did not exist)")
     where = f"channel {channel!r}" if channel is not None else f"group {group!r}"
     if reached is None:
         if channel is not None:
@@ -150,8 +152,9 @@ def _parse_event(event: str) -> dict[str, Any]:
 
 def _send_through(
     layer_url: str, create: bool, channel: str | None, group: str | None, message: dict[str, Any]
-) -> int | None:
-    """Send *message* through a layer made for this call; returns who it reached."""
+) -> tuple[int | None, bool]:
+    """Send *message* through a layer made for this call; returns who it reached and
+    whether the layer created its storage to do so."""
     from chanlite import sync
     from chanlite.layers import LayerError, StorageNotFound, get_layer
 
@@ -161,9 +164,11 @@ def _send_through(
         layer.create_storage = create
         sender = sync.SyncSender(layer)
         if channel is not None:
-            return sender.send(channel, message)
-        assert group is not None
-        return sender.group_send(group, message)
+            reached = sender.send(channel, message)
+        else:
+            assert group is not None
+            reached = sender.group_send(group, message)
+        return reached, layer.storage_created
     except StorageNotFound as exc:
         hint = "Check the path, or pass --create to create it."
         raise click.ClickException(f"{exc} {hint}") from None

@@ -145,6 +145,12 @@ class BaseLayer(ABC):
     #: Backends with nothing to create ignore it.
     create_storage: bool = True
 
+    @property
+    def storage_created(self) -> bool:
+        """Whether this layer object created its backend's storage (a new SQLite file);
+        ``chanlite send --create`` reports it. False unless a backend says otherwise."""
+        return False
+
     #: Query-string options accepted by :meth:`from_url`, with their parsers.
     #: Subclasses extend this mapping with their own tuning knobs.
     url_options: ClassVar[Mapping[str, Callable[[str], Any]]] = {

@@ -13,6 +13,7 @@ sockets) delivers them to its local channels like any other process would.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import sqlite3
 import threading
@@ -53,6 +54,8 @@ class BlockingWriter:
     ) -> None:
         self.path = path
         self.create = create
+        #: Whether opening the path created the file.
+        self.created = False
         self.timeout = timeout
         self.expiry = expiry
         self.capacity_of = capacity_of
@@ -72,7 +75,9 @@ class BlockingWriter:
             conn.close()
             conn = self._conn = None
         if conn is None:
+            existed = os.path.lexists(self.path)
             conn = self._conn = open_database(self.path, self.timeout, self.create)
+            self.created = self.created or not existed
             self._identity = file_identity(self.path)
             self._sidecars = sidecar_identities(self.path)
             if self._sock is None:

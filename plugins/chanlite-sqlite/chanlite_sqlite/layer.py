@@ -237,6 +237,14 @@ class SQLiteLayer(BaseLayer):
             )
         return cls(path, **cls.parse_url_options(url))
 
+    @property
+    def storage_created(self) -> bool:
+        """Whether this layer object created the database file (it did not exist)."""
+        blocking, watcher = self._blocking, self._watcher
+        return bool(
+            (blocking is not None and blocking.created) or (watcher is not None and watcher.created)
+        )
+
     def __repr__(self) -> str:
         return f"<SQLiteLayer {self.path!r} client_id={self.client_id}>"
 

@@ -137,6 +137,8 @@ class Watcher(threading.Thread):
         self._on_beat = on_beat
         self._file_events = file_events
         self._create = create  # the file may be created (a lost one is recreated anyway)
+        #: Whether opening the path created the file.
+        self.created = False
         #: ``(device, inode)`` of the file the connection has open, and of its -wal/-shm.
         self.identity: tuple[int, int] | None = None
         self._sidecars: dict[str, tuple[int, int] | None] = {}
@@ -198,7 +200,9 @@ class Watcher(threading.Thread):
 
     def _open(self, restore: bool = False) -> int:
         """Open the path and register; returns the memberships put back (*restore*)."""
+        existed = os.path.lexists(self.path)
         self._conn = open_database(self.path, self.timeout, self._create or restore)
+        self.created = self.created or not existed
         self.identity = file_identity(self.path)
         try:
             restored = self._register(restore)

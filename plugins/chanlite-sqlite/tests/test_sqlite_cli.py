@@ -52,10 +52,17 @@ def test_a_missing_file_is_an_error_and_is_not_created(tmp_path: Path) -> None:
     done = chanlite_send("sqlite:///typo.db", "--create", "room", EVENT, cwd=tmp_path)
     assert (done.returncode, done.stdout, done.stderr) == (
         3,
+        "created the layer's storage for sqlite:///typo.db (it did not exist)\n"
         "nobody is in group 'room': the message reached no one\n",
         "",
     )
     assert (tmp_path / "typo.db").exists()
+    # It says so only when it did.
+    done = chanlite_send("sqlite:///typo.db", "--create", "room", EVENT, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (
+        3,
+        "nobody is in group 'room': the message reached no one\n",
+    )
 
 
 async def test_send_says_how_many_members_it_reached(tmp_path: Path, peer: Peer) -> None:
