@@ -83,8 +83,9 @@ async def _receiver(db: str, members: int, conn: Connection) -> None:
 
 async def _round(
     layer: SQLiteLayer, conns: list[Connection], group: str, count: int, window: int
-) -> tuple[float, float]:
-    """One measured round: (deliveries per CPU-second, sender CPU per message in us)."""
+) -> tuple[float, float, float]:
+    """One measured round: deliveries per CPU-second, and the CPU per message (us) of the
+    sender and of the two receivers together."""
     await layer.group_send(group, {"type": "bench.start"})
     await asyncio.sleep(0.2)  # the receivers have read "start" before the clock runs
     numbers = iter(range(count))
@@ -98,9 +99,14 @@ async def _round(
     sender_cpu = time.process_time() - cpu
     await layer.group_send(group, {"type": "bench.stop"})
     results = [conn.recv() for conn in conns]
-    total_cpu = sender_cpu + sum(c for c, _ in results)
+    receivers_cpu = sum(c for c, _ in results)
     deliveries = sum(d for _, d in results)
-    return deliveries / total_cpu, sender_cpu / count * 1e6
+    per_message = 1e6 / count
+    return (
+        deliveries / (sender_cpu + receivers_cpu),
+        sender_cpu * per_message,
+        receivers_cpu * per_message,
+    )
 
 
 async def bench_fanout(db: str, rounds: int) -> None:
@@ -118,17 +124,19 @@ async def bench_fanout(db: str, rounds: int) -> None:
         await layer.group_discard("warm", "up")
         await asyncio.sleep(0.3)
         for window, count in ((64, 5000), (1, 1500)):
-            results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in GROUPS}
+            results: dict[str, list[tuple[float, float, float]]] = {kind: [] for kind in GROUPS}
             for _ in range(rounds):
                 for kind, group in GROUPS.items():  # alternate: the machine's load is shared
                     results[kind].append(await _round(layer, conns, group, count, window))
-            rate = {k: statistics.median(r for r, _ in v) for k, v in results.items()}
-            send = {k: statistics.median(s for _, s in v) for k, v in results.items()}
+            rate = {k: statistics.median(r[0] for r in v) for k, v in results.items()}
+            send = {k: statistics.median(r[1] for r in v) for k, v in results.items()}
+            recv = {k: statistics.median(r[2] for r in v) for k, v in results.items()}
             print(
                 f"fanout   {members:>4} members, {window:>2} in flight, {count} msgs x {rounds} "
                 f"rounds: deliveries per CPU-second plain {rate['plain']:,.0f}, history "
-                f"{rate['history']:,.0f} = {rate['history'] / rate['plain']:.0%}; sender CPU "
-                f"per message plain {send['plain']:.1f} us, history {send['history']:.1f} us"
+                f"{rate['history']:,.0f} = {rate['history'] / rate['plain']:.0%}; CPU per "
+                f"message sender {send['plain']:.0f} -> {send['history']:.0f} us, receivers "
+                f"{recv['plain']:.0f} -> {recv['history']:.0f} us"
             )
         for group in GROUPS.values():
             await layer.group_send(group, {"type": "bench.exit"})
@@ -199,11 +207,11 @@ async def bench_presence(db: str, members: int, calls: int) -> None:
 # -- join/leave churn ---------------------------------------------------------------------
 
 
-def churner(db: str, rate: int, seconds: float, conn: Connection) -> None:
-    asyncio.run(_churner(db, rate, seconds, conn))
+def churner(db: str, rate: int, seconds: float, rooms: int, conn: Connection) -> None:
+    asyncio.run(_churner(db, rate, seconds, rooms, conn))
 
 
-async def _churner(db: str, rate: int, seconds: float, conn: Connection) -> None:
+async def _churner(db: str, rate: int, seconds: float, rooms: int, conn: Connection) -> None:
     layer = SQLiteLayer(db, **OPTIONS)
     await layer.group_discard("warm", "up")
     conn.send("ready")
@@ -213,41 +221,51 @@ async def _churner(db: str, rate: int, seconds: float, conn: Connection) -> None
     tasks = []
     pid = os.getpid()
 
+    async def drain() -> None:  # the connections read their events, as a server's would
+        while True:
+            await layer.receive_local()
+
+    reader = asyncio.ensure_future(drain())
+
     async def connection(i: int) -> None:
         channel = await layer.new_channel()
+        room = f"room.churn{i % rooms}"
         t = time.monotonic_ns()
-        await layer.group_add("room.churn", channel)
-        await layer.presence_join("room.churn", channel, f"u{pid}.{i}", {"t": t})
+        await layer.group_add(room, channel)
+        await layer.presence_join(room, channel, f"u{pid}.{i}", {"t": t})
         joins.append(time.monotonic_ns() - t)
         await asyncio.sleep(1.0)
         t = time.monotonic_ns()
-        await layer.presence_leave("room.churn", channel)
-        await layer.group_discard("room.churn", channel)
+        await layer.presence_leave(room, channel)
+        await layer.group_discard(room, channel)
         leaves.append(time.monotonic_ns() - t)
 
     cpu, wall = time.process_time(), time.monotonic()
     begin = time.monotonic()
     total = int(rate * seconds)
+    late = 0.0  # how far behind its schedule the opening of connections fell
     for i in range(total):
         delay = begin + i / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+        late = max(late, -delay)
         tasks.append(asyncio.ensure_future(connection(i)))
     await asyncio.gather(*tasks)
     usage = (time.process_time() - cpu) / (time.monotonic() - wall)
-    late = time.monotonic() - begin - seconds
+    reader.cancel()
     conn.send((joins, leaves, usage, late))
     await layer.close()
 
 
-async def bench_churn(db: str, rate: int, seconds: float) -> None:
+async def bench_churn(db: str, rate: int, seconds: float, rooms: int) -> None:
     watcher_layer = SQLiteLayer(db, **OPTIONS)
     watcher = await watcher_layer.new_channel()
-    await watcher_layer.group_add("room.churn", watcher)
+    for room in range(rooms):
+        await watcher_layer.group_add(f"room.churn{room}", watcher)
     procs, conns = [], []
     for _ in range(2):
         ours, theirs = CONTEXT.Pipe()
-        proc = CONTEXT.Process(target=churner, args=(db, rate // 2, seconds, theirs))
+        proc = CONTEXT.Process(target=churner, args=(db, rate // 2, seconds, rooms, theirs))
         proc.start()
         procs.append(proc)
         conns.append(ours)
@@ -271,17 +289,19 @@ async def bench_churn(db: str, rate: int, seconds: float) -> None:
     results = [conn.recv() for conn in conns]
     for proc in procs:
         proc.join()
-    rows = await watcher_layer.presence("room.churn")
+    rows = sum([len(await watcher_layer.presence(f"room.churn{r}")) for r in range(rooms)])
     await watcher_layer.close()
+    where = "one room" if rooms == 1 else f"{rooms} rooms"
     print(
-        f"churn    {rate:,} connections/s over 2 processes for {seconds:g} s (each joins, then "
-        f"leaves 1 s later): {seen:,} diffs seen, {len(rows)} left listed"
+        f"churn    {rate:,} connections/s over 2 processes in {where} for {seconds:g} s (each "
+        f"joins, then leaves 1 s later; every diff goes to the room's ~{2 * rate // rooms} "
+        f"members): {seen:,} diffs seen, {rows} left listed"
     )
     for n, (joins, leaves, cpu_share, late) in enumerate(results, 1):
         print(
             f"churn    process {n}: CPU {cpu_share:.0%} of one core; presence_join (with "
             f"group_add) {percentiles(joins)}; presence_leave (with group_discard) "
-            f"{percentiles(leaves)}; pacing late by {late * 1e3:.0f} ms at the end"
+            f"{percentiles(leaves)}; opening fell behind schedule by up to {late * 1e3:.0f} ms"
         )
     print(f"churn    watcher: join -> diff received {percentiles(latencies)}; CPU {usage:.0%}")
 
@@ -289,7 +309,7 @@ async def bench_churn(db: str, rate: int, seconds: float) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="fanout,resume,presence,churn")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(
@@ -308,7 +328,8 @@ async def main() -> None:
             elif name == "presence":
                 await bench_presence(db, 10_000, 30)
             else:
-                await bench_churn(db, 1000, 10)
+                await bench_churn(db, 1000, 10, 100)
+                await bench_churn(db.replace(".db", "1.db"), 1000, 10, 1)
     print(f"load average at the end {os.getloadavg()[0]:.2f} (other work shares these CPUs)")
 
 
