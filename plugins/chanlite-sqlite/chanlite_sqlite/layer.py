@@ -702,9 +702,10 @@ class SQLiteLayer(BaseLayer):
         return listing(self._codec, rows)
 
     def _own_presence(self) -> dict[tuple[str, str], Entry]:
-        # Watcher thread: what to announce again if this process was presumed dead.
+        # Watcher thread: what to announce again if this process was presumed dead
+        # (nothing once closing: its leaves are announced).
         with self._lock:
-            return dict(self._present)
+            return {} if self._closed else dict(self._present)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -741,6 +742,11 @@ class SQLiteLayer(BaseLayer):
         if writer is not None:
             await writer.drained()
             db = writer.db  # a new one if the file was replaced or a loop took over
+        if watcher is not None:
+            # Before unregistering: a heartbeat that finds the registration gone would take
+            # this process for one presumed dead and register it again.
+            watcher.stop()
+            await asyncio.get_running_loop().run_in_executor(None, watcher.join, 5)
         if db is not None:
             try:
                 await db.execute("BEGIN IMMEDIATE")
@@ -754,9 +760,6 @@ class SQLiteLayer(BaseLayer):
                 pass
             finally:
                 await db.close()
-        if watcher is not None:
-            watcher.stop()
-            await asyncio.get_running_loop().run_in_executor(None, watcher.join, 5)
         if self._blocking is not None:
             self._blocking.close()
         if self._reader is not None:
