@@ -61,7 +61,24 @@ def _off_if_zero(value: Any) -> Any:
     default="info",
     help="Log level; debug also shows tracebacks for errors.",
 )
-@_opt("--access-log/--no-access-log", default=True, help="Log one line per request.")
+@_opt(
+    "--log-config",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Logging configuration file: dictConfig .json or .yaml (PyYAML), else fileConfig "
+    "(.ini). Replaces chanlite's own log set-up.",
+)
+@_opt(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="stderr lines as timestamped text, or one JSON object per line.",
+)
+@_opt(
+    "--access-log/--no-access-log",
+    default=True,
+    help="Log one line per request when it ends, with its duration.",
+)
 @_opt(
     "--proxy-headers/--no-proxy-headers",
     default=True,
@@ -254,10 +271,11 @@ def url_of(config: Config, sock: socket.socket) -> str:
 
 
 def _banner(config: Config, target: str, app: Any, sock: socket.socket) -> None:
-    if hasattr(app, "layer_url"):
-        layer = app.layer_url or f"{type(getattr(app, '_layer', None)).__name__} object"
-    else:
-        layer = "none"
+    layer = "none"
+    if getattr(app, "layer_url", None):
+        layer = app.layer_url
+    elif getattr(getattr(app, "hub", None), "_layer", None) is not None:
+        layer = app.hub.describe_layer()  # a layer object: its repr
     workers = config.workers
     click.echo(f"chanlite serving {target}  (Ctrl+C to quit)", err=True)
     click.echo(f"  {url_of(config, sock)}", err=True)

@@ -41,6 +41,10 @@ class Config:
     layer: str | None = None
     log_level: str = "info"
     access_log: bool = True
+    # A logging configuration file (dictConfig .json/.yaml, or fileConfig .ini), and the
+    # format of chanlite's own stderr lines when there is none: "text" or "json".
+    log_config: str | None = None
+    log_format: Literal["text", "json"] = "text"
     proxy_headers: bool = True
     forwarded_allow_ips: str = "127.0.0.1"
     root_path: str = ""
@@ -86,6 +90,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.lifespan not in ("auto", "on", "off"):
             raise ValueError(f"lifespan must be auto, on or off, not {self.lifespan!r}")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be text or json, not {self.log_format!r}")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if self.workers < 1:

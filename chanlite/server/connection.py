@@ -25,6 +25,7 @@ from chanlite.server.http import (
     Upgrade,
     simple_response,
 )
+from chanlite.server.logs import log_access
 from chanlite.server.state import (
     ServerState,
     access_logger,
@@ -364,6 +365,7 @@ class RequestCycle:
         "response_headers",
         "response_started",
         "scope",
+        "started_at",
         "waiter",
     )
 
@@ -388,6 +390,7 @@ class RequestCycle:
         self.head_written = False
         self.response_headers: Any = ()
         self.waiter: asyncio.Future[None] | None = None
+        self.started_at = conn.loop.time()
 
     def start(self) -> None:
         state = self.conn.state
@@ -422,6 +425,14 @@ class RequestCycle:
         finally:
             self.conn.state.active -= 1
             self.conn.cycle_done(self)
+            # Once per request, when it ends: a stream the client left included.
+            if self.conn.state.access_log and access_logger.isEnabledFor(logging.INFO):
+                log_access(
+                    self.scope,
+                    self.framer.status,
+                    self.conn.loop.time() - self.started_at,
+                    self.disconnected and not self.framer.complete,
+                )
 
     def _fail(self) -> None:
         transport = self.conn.transport
@@ -431,6 +442,7 @@ class RequestCycle:
             transport.write(
                 simple_response(500, "Internal Server Error", self.conn.state.default_headers)
             )
+            self.framer.status = 500
             self.framer.complete = True
         self.framer.keep_alive = False
         self.conn.close()
@@ -542,16 +554,3 @@ class RequestCycle:
 
     def _complete(self) -> None:
         self.wake()
-        if self.conn.state.access_log and access_logger.isEnabledFor(logging.INFO):
-            scope = self.scope
-            client = scope["client"]
-            query = scope["query_string"]
-            access_logger.info(
-                '%s - "%s %s%s HTTP/%s" %d',
-                f"{client[0]}:{client[1]}" if client else "-",
-                scope["method"],
-                scope["path"],
-                "?" + query.decode("latin-1") if query else "",
-                scope["http_version"],
-                self.framer.status,
-            )

@@ -18,6 +18,7 @@ import contextlib
 import email.utils
 import functools
 import logging
+import os
 import signal
 import socket
 import sys
@@ -26,6 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from chanlite.server import logs
 from chanlite.server.config import Config
 from chanlite.server.connection import HTTPConnection
 from chanlite.server.http import default_headers
@@ -103,9 +105,11 @@ class Server:
             if isinstance(name, tuple) and self._port is None:
                 self._port = int(name[1])
         self.started.set()
-        if self.announce:
+        if self.announce:  # serve(): this line is the start line
             where = config.uds or f"http://{config.host}:{self._port}"
             logger.info("chanlite serving on %s (Ctrl+C to quit)", where)
+        else:
+            logger.info("Started server process [%d]", os.getpid())
         ticker = loop.create_task(self._tick_forever())
         try:
             await self._exit.wait()
@@ -158,6 +162,7 @@ class Server:
         assert state is not None
         for server in self.servers:
             server.close()  # stop accepting
+        logger.info("Shutting down: draining %d connection(s)", len(state.connections))
         for conn in list(state.connections):
             conn.shutdown()
         timeout = self.config.timeout_graceful_shutdown
@@ -185,10 +190,9 @@ class Server:
             for sock in self.sockets:
                 sock.close()
             if self.config.uds:
-                import os
-
                 with contextlib.suppress(OSError):
                     os.unlink(self.config.uds)
+        logger.info("Stopped server process [%d]", os.getpid())
 
     # signals --------------------------------------------------------------------------
 
@@ -251,18 +255,8 @@ def run_loop(main: Any) -> None:
 
 
 def setup_logging(config: Config) -> None:
-    """Set chanlite's log levels; print to stderr unless logging is configured already."""
-    level = config.log_level_number
-    logging.addLevelName(5, "TRACE")
-    for name in ("chanlite.server", "chanlite.access", "chanlite"):
-        logging.getLogger(name).setLevel(level)
-    package = logging.getLogger("chanlite")
-    if not package.handlers and not logging.getLogger().handlers:
-        # Nobody configured logging (the command line): print to stderr ourselves. When
-        # the embedding program did, its handlers get the records instead.
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s:  %(message)s"))
-        package.addHandler(handler)
-        package.propagate = False
-    if not config.access_log:
-        logging.getLogger("chanlite.access").setLevel(logging.WARNING)
+    """Set chanlite's log levels; print to stderr unless logging is configured already
+    (see :mod:`chanlite.server.logs`)."""
+    logs.setup_logging(
+        config.log_level_number, config.access_log, config.log_config, config.log_format
+    )
