@@ -34,7 +34,7 @@ from chanlite.broadcast import BROADCAST
 from chanlite.closecodes import LAYER_UNAVAILABLE, SLOW_CONSUMER, CloseCode
 from chanlite.exceptions import WebSocketDisconnect, WebSocketStateError
 from chanlite.layers.base import Event, LayerUnavailable
-from chanlite.layers.errors import NotSupported
+from chanlite.layers.errors import LayerError, NotSupported
 from chanlite.layers.streams import (
     PRESENCE_DIFF,
     HistoryGap,
@@ -44,6 +44,7 @@ from chanlite.layers.streams import (
     check_limit,
     check_position,
 )
+from chanlite.presence import key_events
 from chanlite.resume import DUPLICATE, PASS, StreamJoins, gap_event
 from chanlite.types import Receive, Scope, Send
 
@@ -211,19 +212,25 @@ class WebSocket(ASGIWebSocket):
         """
         hub = self.hub
         replay = since is not None or last is not None
-        if replay:
-            layer = hub.layer
-            if "history" not in layer.extensions:
-                raise NotSupported(layer, "history", f"cannot join {group!r} from a position")
-            if since is not None:
-                check_position(since)
-            check_limit(last)
-            layer.require_history(group)
-        if presence is not None:
-            presence = _presence_arg(presence)
-            layer = hub.layer
-            if "presence" not in layer.extensions:
-                raise NotSupported(layer, "presence", f"cannot announce a presence in {group!r}")
+        try:
+            if replay:
+                layer = hub.layer
+                if "history" not in layer.extensions:
+                    raise NotSupported(layer, "history", f"cannot join {group!r} from a position")
+                if since is not None:
+                    check_position(since)
+                check_limit(last)
+                layer.require_history(group)
+            if presence is not None:
+                presence = _presence_arg(presence)
+                layer = hub.layer
+                if "presence" not in layer.extensions:
+                    raise NotSupported(
+                        layer, "presence", f"cannot announce a presence in {group!r}"
+                    )
+        except (LayerError, TypeError) as exc:
+            logger.debug("Refused to join %r for %s: %s", group, peer(self.scope), exc)
+            raise
         channel = self.channel_name
         position: StreamPosition | None = None
         if replay:
@@ -234,7 +241,9 @@ class WebSocket(ASGIWebSocket):
         if presence is not None:
             try:
                 await hub.presence_join(group, channel, presence[0], presence[1])
-            except BaseException:
+            except BaseException as exc:
+                if isinstance(exc, LayerError):  # e.g. PresenceError: meta too large
+                    logger.debug("Refused presence in %r for %s: %s", group, peer(self.scope), exc)
                 await self.leave(group)
                 raise
             if self._presence is None:
@@ -442,41 +451,22 @@ class WebSocket(ASGIWebSocket):
 
     async def _presence_diff(self, event: Event) -> None:
         """Run ``on("presence.diff")`` with the raw diff, and ``on("presence.join")`` /
-        ``on("presence.leave")`` for a key's first arrival and last departure.
-
-        Presence events are opt-in: with none of these handlers they are skipped quietly.
-        A second connection of a key present already announces nothing at key level.
-        """
+        ``on("presence.leave")`` for a key's first arrival and last departure
+        (:func:`chanlite.presence.key_events`). Opt-in: with none of these handlers,
+        diffs are skipped quietly."""
         handler = self._handler
-        if handler is None:
-            return
-        found = handler.events
-        group = event.get("group")
-        calls: list[tuple[EventHandler, Event]] = []
-        raw = found.get(PRESENCE_DIFF)
-        if raw is not None:
-            calls.append((raw, event))
-        for flag, side, kind in (
-            ("first", "joins", "presence.join"),
-            ("last", "leaves", "presence.leave"),
-        ):
-            func = found.get(kind)
-            if func is None or not event.get(flag):
-                continue
-            for key, metas in (event.get(side) or {}).items():
-                meta = metas[0] if metas else {}
-                calls.append((func, {"type": kind, "group": group, "key": key, "meta": meta}))
-        for func, payload in calls:
+        found = handler.events if handler is not None else {}
+        calls = [event] if PRESENCE_DIFF in found else []
+        calls += [e for e in key_events(event) if e["type"] in found]
+        for payload in calls:
             try:
-                await func(self, payload)
+                await found[payload["type"]](self, payload)
             except (WebSocketDisconnect, WebSocketStateError):
                 if self.application_state is not WebSocketState.DISCONNECTED:
                     raise
                 return
             except Exception:
-                logger.exception(
-                    "Exception in on(%r) handler for %s", payload["type"], self.scope.get("path")
-                )
+                logger.exception("Exception in on(%r) handler", payload["type"])
                 await self._close_quietly(CloseCode.INTERNAL_ERROR)
                 return
 
