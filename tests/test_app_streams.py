@@ -383,7 +383,7 @@ async def _read_until(
     ws: ClientConnection, stop: int, got: list[dict[str, Any]], stop_early: int | None = None
 ) -> None:
     while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
         if "msg" in frame:
             got.append(frame)
             if frame["msg"] == stop or (stop_early is not None and len(got) >= stop_early):
@@ -452,3 +452,34 @@ def test_stash_overflow_reads_the_history_again() -> None:
     assert joins.offer(event(9)) == DUPLICATE
     assert joins.offer({**event(9), "epoch": "new"}) == PASS  # another epoch: deliver
     assert not joins.active
+
+
+def test_blocking_senders_on_sqlite_keep_the_apps_history(tmp_path: Any) -> None:
+    """A script or a Django view (no event loop) sends into a history group of an App on
+    the SQLite layer: the blocking path records it, and history and presence read back."""
+    from chanlite import sync
+
+    url = f"sqlite:///{tmp_path / 'sync.db'}"
+    app = App(layer=url)
+    app.history("room.*", size=10)
+
+    def script() -> tuple[list[int], dict[str, Any], list[int]]:
+        for n in range(3):
+            app.sync.group_send("room.sync", {"type": "chat.line", "text": str(n)})
+        page = app.sync.history("room.sync")
+        # The URL form of the declaration, for code that has no App at hand.
+        sync.group_send(f"{url}?history=room.*:10", "room.sync", {"type": "chat.line"})
+        again = sync.SyncSender(f"{url}?history=room.*:10").history("room.sync")
+        return (
+            [e["offset"] for e in page.events],
+            app.sync.presence("room.sync"),
+            [e["offset"] for e in again.events],
+        )
+
+    try:
+        offsets, present, after = script()
+    finally:
+        sync.close()
+    assert offsets == [1, 2, 3]
+    assert present == {}
+    assert after == [1, 2, 3, 4]
