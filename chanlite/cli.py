@@ -19,6 +19,16 @@ def main() -> None:
     """chanlite: WebSockets, HTTP and channel layers on one small ASGI core."""
 
 
+@main.result_callback()
+def _exit_status(result: Any, **_: Any) -> None:
+    # A channel layer that stopped the process (its storage gone for good) shut the
+    # server down gracefully; the exit status says it was not a normal stop.
+    from chanlite.layers.base import layer_gave_up
+
+    if layer_gave_up() is not None:
+        sys.exit(1)
+
+
 def _load(target: str) -> Any:
     from chanlite.importer import ImportFromStringError, import_from_string
 

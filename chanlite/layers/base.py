@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import os
 import re
 import secrets
+import signal
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -63,6 +65,7 @@ __all__ = [
     "LayerUnavailable",
     "Message",
     "NotSupported",
+    "layer_gave_up",
     "release_pending",
 ]
 
@@ -127,6 +130,16 @@ def release_pending(pending: dict[str, int], channels: Sequence[str]) -> None:
             pending[channel] = left
         else:
             del pending[channel]
+
+
+#: Errors of layers that stopped this process (:meth:`BaseLayer.stop_process`).
+_gave_up: list[LayerError] = []
+
+
+def layer_gave_up() -> LayerError | None:
+    """The error of a layer that stopped this process, or None (``chanlite run`` exits
+    with status 1 when there is one)."""
+    return _gave_up[0] if _gave_up else None
 
 
 class BaseLayer(ABC):
@@ -319,6 +332,14 @@ class BaseLayer(ABC):
         name = f"{prefix}.{self.client_id}!{secrets.token_hex(8)}"
         self.require_valid_channel_name(name)
         return name
+
+    def stop_process(self, error: LayerError) -> None:
+        """Give up: this layer can no longer reach the other processes (its storage is
+        gone for good), and serving on would be deaf. Records *error* (``chanlite run``
+        then exits with status 1, see :func:`layer_gave_up`) and sends this process
+        SIGTERM: a graceful shutdown. Log the reason first; this logs nothing."""
+        _gave_up.append(error)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def count_drops(self, group: str, full: Collection[str], members: int | None = None) -> None:
         """Record that one ``group_send`` to *group* dropped its message for *full* channels.

@@ -13,7 +13,8 @@ trimming happen in one thread per layer object (see :mod:`chanlite_sqlite.watche
 If the file is deleted or replaced while in use, the process notices within
 ``poll_interval``, opens the path again and registers itself, its channels and its
 memberships there (one WARNING line with what was lost); if it cannot (the folder is
-gone) it logs one ERROR line and stops its process with SIGTERM rather than run on deaf.
+gone) it logs one ERROR line and stops its process (``stop_process``: SIGTERM, a graceful
+shutdown) rather than run on deaf.
 Code without an event loop can use :meth:`SQLiteLayer.send_blocking` and
 :meth:`SQLiteLayer.group_send_blocking` (:class:`chanlite.layers.BlockingSends`, see
 :mod:`chanlite_sqlite.blocking`); local delivery goes through the toolkit's
@@ -29,7 +30,6 @@ import logging
 import os
 import re
 import secrets
-import signal
 import sqlite3
 import threading
 import time
@@ -372,7 +372,7 @@ class SQLiteLayer(BaseLayer):
         moving = self._moving
         if moving is not None and not moving.done():
             moving.set_exception(error)
-        os.kill(os.getpid(), signal.SIGTERM)
+        self.stop_process(error)
 
     # -- writer hooks ---------------------------------------------------------------------
 

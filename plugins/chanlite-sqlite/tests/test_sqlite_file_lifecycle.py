@@ -25,6 +25,7 @@ import pytest
 from chanlite_sqlite import SQLiteLayer
 from sqlite_harness import Peer
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -403,3 +404,25 @@ def test_a_layer_used_from_one_event_loop_per_call_moves_too(db: Path) -> None:
         assert groups == [("room", channel)]
     finally:
         asyncio.run(layer.close())
+
+
+async def test_a_server_whose_folder_is_gone_stops_with_one_error(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    db = folder / "chat.db"
+    server = await Server.start(db)
+    try:
+        client = await server.client()
+        shutil.rmtree(folder)
+        code = await asyncio.wait_for(server.proc.wait(), 30)
+        await server.stop()
+        # A graceful stop (the client is told the server is going away), status 1.
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(client.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert code == 1, server.log
+        (line,) = server.lines("cannot be opened again")
+        assert f"its folder {folder} is gone" in line and "stopping it" in line
+        assert not [line for line in server.log if "Traceback" in line]
+    finally:
+        await server.stop()
