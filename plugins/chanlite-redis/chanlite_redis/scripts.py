@@ -139,6 +139,8 @@ return 0
 """
 )
 
+# HISTORY_SEND (stream_scripts.py) runs this script's body, after _COMMON, as a function
+# once it has stamped ARGV[3]: keep KEYS[1], ARGV[1..7] and the returned list as they are.
 GROUP_SEND = (
     _COMMON
     + """
