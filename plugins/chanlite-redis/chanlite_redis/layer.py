@@ -646,6 +646,11 @@ class RedisLayer(BaseLayer):
         Returns within about twice ``timeout`` whatever the tasks were doing.
         """
         await self._demux.close()
+        presence_task = self._presence_task
+        if presence_task is not None and presence_task.get_loop() is asyncio.get_running_loop():
+            # No refresh between the leaves below and the end: it would refresh the
+            # process in the registry after it left.
+            await stop([presence_task], self.timeout)
         if self._presence.mine:
             # Leave at once rather than after the others' sweep (best effort: if Redis is
             # down they sweep these entries within presence_timeout).
