@@ -185,3 +185,30 @@ async def test_sse_example() -> None:
             assert r.json() == {"published": True}
             data = await asyncio.wait_for(chunks.__anext__(), 5)
             assert data == b"data: " + json.dumps("breaking").encode() + b"\n\n"
+
+
+async def test_topics_chat_example_under_the_test_client() -> None:
+    """The topics chat's socket: a join tracks the nick and replays the room's history."""
+    app = import_from_string("examples/topics_chat/app.py:app")
+    async with TestClient(app) as client:
+        assert "room" in (await client.get("/")).text
+        async with client.websocket("/socket/websocket?vsn=2.0.0&nick=ann") as ws:
+            await ws.send_text('["1","1","room:t","phx_join",{"last":50}]')
+            join = json.loads(await ws.receive_text(timeout=5))
+            assert join[4]["status"] == "ok"
+            assert join[4]["response"]["history"]["recovered"] is True
+            state = json.loads(await ws.receive_text(timeout=5))
+            assert state[3] == "presence_state" and list(state[4]) == ["ann"]
+            await ws.send_text('["1","2","room:t","say",{"text":" hi "}]')
+            seen = [json.loads(await ws.receive_text(timeout=5)) for _ in range(3)]
+            said = [m for m in seen if m[3] == "message"]
+            assert said[0][4]["text"] == "hi" and said[0][1].startswith("1:")
+            await ws.send_text('["1","3","room:t","say",{"text":""}]')
+            while (reply := json.loads(await ws.receive_text(timeout=5)))[1] != "3":
+                pass
+            assert reply[4]["status"] == "error"
+        async with client.websocket("/socket/websocket?vsn=2.0.0&nick=bob") as ws:
+            await ws.send_text('["1","1","room:t","phx_join",{"last":50}]')
+            await ws.receive_text(timeout=5)  # the join reply
+            replayed = json.loads(await ws.receive_text(timeout=5))
+            assert replayed[3] == "message" and replayed[4]["text"] == "hi"

@@ -229,7 +229,7 @@ class Session:
     async def _reap(self) -> None:
         window = self.longpoll.window
         while not self.closed:
-            await asyncio.sleep(window / 2)
+            await asyncio.sleep(window / 4)
             if self._waiter is None and time.monotonic() - self.last_poll > window * 1.5:
                 logger.debug("Long-poll session of %s expired", self.peer)
                 await self.end()
