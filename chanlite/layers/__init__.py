@@ -14,7 +14,7 @@ from chanlite.layers.errors import (
     NotSupported,
     StorageNotFound,
 )
-from chanlite.layers.inbox import LocalInbox
+from chanlite.layers.inbox import LocalInbox, ThreadSafeInbox
 from chanlite.layers.registry import get_layer, installed_layers, layer_class
 from chanlite.layers.streams import (
     PRESENCE_DIFF,
@@ -62,6 +62,7 @@ __all__ = [
     "PresenceError",
     "StorageNotFound",
     "StreamPosition",
+    "ThreadSafeInbox",
     "check_limit",
     "check_position",
     "check_presence",

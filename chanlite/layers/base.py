@@ -270,6 +270,10 @@ class BaseLayer(ABC):
                 return capacity
         return self.capacity
 
+    def min_capacity(self) -> int:
+        """The smallest capacity any channel has: the default or a ``channel_capacity``."""
+        return min([self.capacity, *(capacity for _, capacity in self.channel_capacity)])
+
     def require_valid_channel_name(self, name: object, receive: bool = False) -> bool:
         """Raise ``TypeError`` unless *name* is a valid channel name (Channels' rules).
 

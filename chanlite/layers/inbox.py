@@ -5,11 +5,17 @@ in one :class:`LocalInbox`: group messages as *one* entry naming every local mem
 direct sends as one entry naming one channel. The inbox does the bookkeeping every
 backend needs and that is easy to get subtly wrong, so a backend only moves bytes:
 
-* **capacity** -- pending messages are counted per channel; :meth:`LocalInbox.offer`
-  queues a message for the channels with room and returns the full ones;
+* **capacity** -- :meth:`LocalInbox.offer` queues a message for the channels with room
+  and returns the full ones. Counting every member of every group message would cost
+  O(members) dict updates per message, so while fewer entries wait than the smallest
+  capacity (no channel can be full then) nothing is counted; past that the counts are
+  built from the queue and kept until it has drained to half that length;
 * **expiry** -- entries are in arrival order, so expired ones sit at the head and are
   dropped there when the inbox is next touched (no timer, no scan);
-* **the waiter** -- :meth:`LocalInbox.get` waits for the next entry.
+* **the waiter** -- :meth:`LocalInbox.get` waits for the next entry;
+* **draining** -- :meth:`LocalInbox.wait_drained` holds back a backend's reader that
+  pulls from a shared store while the inbox is long, so a slow process leaves messages
+  where their senders see the channels fill up.
 
 Two guarantees hold for everything here, and the contract suite checks them per layer:
 
@@ -21,8 +27,10 @@ Two guarantees hold for everything here, and the contract suite checks them per 
   without awaiting again; a waiter is only a wake-up, so a call cancelled after being
   woken has taken nothing, and the cancel is never swallowed.
 
-Puts may come from any thread (a backend's reader thread, say): the inbox holds a lock
-for its few lines of bookkeeping and wakes waiters on their own loops.
+A :class:`LocalInbox` is used by one thread at a time (successive loops in successive
+threads are fine). A backend that puts entries from a thread of its own (a reader
+thread, say) uses :class:`ThreadSafeInbox`, which holds a lock for the few lines of
+bookkeeping of each call; waiters are woken on their own loops either way.
 
 Backpressure: when a caller in this process fills a local member faster than the reader
 drains the inbox (``group_send`` in a loop that never yields), :meth:`wait_for_room`
@@ -33,11 +41,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from chanlite.layers.base import Event
 
@@ -73,25 +82,35 @@ def _set_result(future: asyncio.Future[Any], result: Any) -> None:
         future.set_result(result)
 
 
+def _wake_all(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        wake(future)
+
+
 class LocalInbox:
     """FIFO of ``(channels, event)`` for local channels, with capacity and expiry.
 
-    *capacity_of* gives a channel's capacity (the layer's ``get_capacity``); *clock* is the
-    time base of expiry (``time.monotonic`` in one process, ``time.time`` for backends
-    whose expiry times cross processes); *acknowledge*, if given, receives the ``ack``
-    handles of entries once they have left the inbox (delivered or expired), on the loop of
-    a :meth:`get` call.
+    *capacity_of* gives a channel's capacity (the layer's ``get_capacity``) and
+    *min_capacity* the smallest it can give (the layer's ``min_capacity()``; the default,
+    1, counts always); *clock* is the time base of expiry (``time.monotonic`` in one
+    process, ``time.time`` for backends whose expiry times cross processes);
+    *acknowledge*, if given, receives the ``ack`` handles of entries once they have left
+    the inbox (delivered or expired), on the loop of a :meth:`get` call; it must not call
+    back into the inbox.
     """
 
     __slots__ = (
         "_acknowledge",
         "_capacity_of",
         "_clock",
+        "_counts",
+        "_drained",
         "_expiry",
+        "_floor",
         "_getting",
+        "_held",
+        "_held_total",
         "_items",
-        "_lock",
-        "_pending",
         "_room_waiters",
         "_unacked",
         "_waiters",
@@ -103,23 +122,30 @@ class LocalInbox:
         *,
         expiry: float,
         capacity_of: Callable[[str], int],
+        min_capacity: int = 1,
         clock: Callable[[], float] = time.monotonic,
         acknowledge: Acknowledge | None = None,
         room_wait: float = 1.0,
     ) -> None:
         self._expiry = expiry
         self._capacity_of = capacity_of
+        self._floor = max(1, min_capacity)
         self._clock = clock
         self._acknowledge = acknowledge
         #: Longest a sender waits in :meth:`wait_for_room` for the reader (seconds).
         self.room_wait = room_wait
         self._items: deque[Entry] = deque()
-        self._pending: dict[str, int] = {}
-        self._lock = threading.Lock()
+        # Queued events per channel; None while fewer than _floor are outstanding
+        # (queued plus held), when no channel can be full.
+        self._counts: dict[str, int] | None = None
+        # Events taken with get_entry(hold=True) and not released yet, per channel.
+        self._held: dict[str, int] = {}
+        self._held_total = 0
         self._waiters: list[asyncio.Future[None]] = []
         self._room_waiters: list[asyncio.Future[None]] = []
+        self._drained: list[tuple[int, asyncio.Future[None]]] = []
         self._unacked: list[Any] = []
-        self._getting = 0  # get() calls in progress: someone will drain the inbox
+        self._getting = 0  # get() calls waiting: someone will drain the inbox
 
     def __len__(self) -> int:
         return len(self._items)
@@ -129,16 +155,6 @@ class LocalInbox:
         return self._clock()
 
     # -- putting --------------------------------------------------------------------------
-
-    def has_room(self, channel: str) -> bool:
-        """True if *channel* has fewer pending events than its capacity."""
-        with self._lock:
-            self._expire(self._clock())
-            return self._pending.get(channel, 0) < self._capacity_of(channel)
-
-    def pending(self, channel: str) -> int:
-        """How many events wait for *channel* (in the queue or held by a demultiplexer)."""
-        return self._pending.get(channel, 0)
 
     def offer(
         self,
@@ -153,45 +169,61 @@ class LocalInbox:
         One entry is queued for all channels with room (none if all are full). *expires*
         is an absolute time on the inbox's clock (default: now plus the expiry).
         """
-        with self._lock:
-            now = self._clock()
+        full: list[str] = []
+        now = self._clock()
+        items = self._items
+        if items and items[0][0] <= now:
             self._expire(now)
-            pending = self._pending
-            capacity_of = self._capacity_of
-            room: list[str] = []
-            full: list[str] = []
-            for channel in channels:
-                count = pending.get(channel, 0)
-                if count < capacity_of(channel):
-                    pending[channel] = count + 1
-                    room.append(channel)
-                else:
-                    full.append(channel)
-            waiters = self._append(now, expires, room, event, ack) if room else None
-        if waiters:
-            for waiter in waiters:
-                wake(waiter)
+        counts = self._counts
+        room = channels if counts is None else self._split(counts, channels, full)
+        if room:
+            if expires is None:
+                expires = now + self._expiry
+            items.append((expires, tuple(room), event, ack))
+            if counts is not None:
+                for channel in room:
+                    counts[channel] = counts.get(channel, 0) + 1
+            elif len(items) + self._held_total >= self._floor:
+                self._count_all()
+            waiters = self._waiters
+            if waiters:
+                # Every waiter is woken: each looks again, and one whose call was
+                # cancelled leaves the entry to the others.
+                self._waiters = []
+                _wake_all(waiters)
         return full
 
-    def _append(
-        self, now: float, expires: float | None, channels: Sequence[str], event: Event, ack: Any
-    ) -> list[asyncio.Future[None]]:
-        # Holding the lock: queue the entry and take the waiters to wake. Every waiter is
-        # woken: each looks again, and one whose call was cancelled leaves it to the others.
-        self._items.append(
-            (now + self._expiry if expires is None else expires, tuple(channels), event, ack)
-        )
-        waiters = self._waiters
-        if waiters:
-            self._waiters = []
-        return waiters
+    def _split(self, counts: dict[str, int], channels: Sequence[str], full: list[str]) -> list[str]:
+        # Counting: the channels with room; the others go to *full*.
+        held = self._held
+        capacity_of = self._capacity_of
+        room: list[str] = []
+        for channel in channels:
+            count = counts.get(channel, 0)
+            if held:
+                count += held.get(channel, 0)
+            if count < capacity_of(channel):
+                room.append(channel)
+            else:
+                full.append(channel)
+        return room
+
+    def _count_all(self) -> None:
+        # Start counting, from what is queued now.
+        counts: dict[str, int] = {}
+        for entry in self._items:
+            for channel in entry[1]:
+                counts[channel] = counts.get(channel, 0) + 1
+        self._counts = counts
 
     # -- getting --------------------------------------------------------------------------
 
     async def get(self) -> tuple[tuple[str, ...], Event]:
         """Wait for the next unexpired entry: ``(channels, event)``; its counts are released."""
-        _, channels, event = await self.get_entry(hold=False)
-        return channels, event
+        entry = self._take(False)
+        if entry is None:
+            entry = await self._wait_take(False)
+        return entry[1], entry[2]
 
     async def get_entry(self, *, hold: bool = False) -> tuple[float, tuple[str, ...], Event]:
         """Wait for the next unexpired entry: ``(expires, channels, event)``.
@@ -200,80 +232,128 @@ class LocalInbox:
         counted against their capacity until it calls :meth:`release` for each channel
         (what :class:`~chanlite.layers.demux.LocalDemux` does until a consumer takes it).
         """
+        entry = self._take(hold)
+        if entry is None:
+            entry = await self._wait_take(hold)
+        return entry[0], entry[1], entry[2]
+
+    async def _wait_take(self, hold: bool) -> Entry:
+        # Nothing was queued: wait for an offer, then look again (another call may have
+        # taken the entry meanwhile, or this one may be cancelled having taken nothing).
+        loop = asyncio.get_running_loop()
         self._getting += 1
         try:
             while True:
-                with self._lock:
-                    entry = self._pop_live(self._clock(), hold)
-                    if entry is None:
-                        waiter = asyncio.get_running_loop().create_future()
-                        self._waiters.append(waiter)
-                    acks = self._unacked
-                    if acks:
-                        self._unacked = []
-                    rooms = self._take_room_waiters()
-                if rooms:
-                    for room in rooms:
-                        wake(room)
-                if acks and self._acknowledge is not None:
-                    self._acknowledge(acks)
+                waiter = loop.create_future()
+                if self._park(waiter):
+                    try:
+                        await waiter
+                    finally:
+                        if not waiter.done():
+                            self._unpark(waiter)
+                entry = self._take(hold)
                 if entry is not None:
-                    return entry[0], entry[1], entry[2]
-                try:
-                    await waiter
-                finally:
-                    if not waiter.done():
-                        with self._lock:
-                            if waiter in self._waiters:
-                                self._waiters.remove(waiter)
+                    return entry
         finally:
             self._getting -= 1
 
+    def _park(self, waiter: asyncio.Future[None]) -> bool:
+        """Make *waiter* wait for the next offer; False if an entry is queued already."""
+        if self._items:
+            return False
+        self._waiters.append(waiter)
+        return True
+
+    def _unpark(self, future: asyncio.Future[None]) -> None:
+        """Forget a waiter that stopped waiting (cancelled, timed out) before it was woken."""
+        for waiting in (self._waiters, self._room_waiters):
+            if future in waiting:
+                waiting.remove(future)
+        if any(waiting is future for _, waiting in self._drained):
+            self._drained = [(low, w) for low, w in self._drained if w is not future]
+
+    def _take(self, hold: bool) -> Entry | None:
+        """The next live entry, off the queue, or None; settles what leaving entries owe."""
+        items = self._items
+        entry: Entry | None = None
+        if items:
+            now = self._clock()
+            while items:
+                head = items.popleft()
+                if head[3] is None and self._counts is None and not hold:
+                    if head[0] > now:  # the common case: nothing to count or acknowledge
+                        entry = head
+                        break
+                    continue
+                self._left(head, hold and head[0] > now)
+                if head[0] > now:
+                    entry = head
+                    break
+        if self._unacked or self._room_waiters or self._drained:
+            self._settle()
+        return entry
+
+    def _settle(self) -> None:
+        # Entries left: acknowledge them, wake who waits for room or for a shorter queue.
+        acks, self._unacked = self._unacked, []
+        rooms, self._room_waiters = self._room_waiters, []
+        _wake_all(rooms)
+        length = len(self._items)
+        drained = self._drained
+        if drained and any(length < low for low, _ in drained):
+            self._drained = []
+            _wake_all([future for _, future in drained])
+        if acks and self._acknowledge is not None:
+            self._acknowledge(acks)
+
+    def _left(self, entry: Entry, hold: bool) -> None:
+        # *entry* has left the queue (taken, held, or expired): update the counts.
+        if entry[3] is not None:
+            self._unacked.append(entry[3])
+        counts = self._counts
+        if counts is not None:
+            for channel in entry[1]:
+                left = counts[channel] - 1
+                if left:
+                    counts[channel] = left
+                else:
+                    del counts[channel]
+        if hold:
+            held = self._held
+            for channel in entry[1]:
+                held[channel] = held.get(channel, 0) + 1
+            self._held_total += len(entry[1])
+            if counts is None and len(self._items) + self._held_total >= self._floor:
+                self._count_all()  # held for many channels: one of them may be full now
+        elif counts is not None and len(self._items) + self._held_total < self._floor // 2:
+            self._counts = None
+
     def release(self, channel: str) -> None:
         """Give back the count of one event held for *channel* (see ``get_entry(hold=True)``)."""
-        with self._lock:
-            self._release((channel,))
-            rooms = self._take_room_waiters()
-        for room in rooms:
-            wake(room)
-
-    def _pop_live(self, now: float, hold: bool) -> Entry | None:
-        # Holding the lock: drop expired entries at the head, take the first live one.
-        items = self._items
-        while items:
-            entry = items.popleft()
-            if entry[3] is not None:
-                self._unacked.append(entry[3])
-            if entry[0] > now:
-                if not hold:
-                    self._release(entry[1])
-                return entry
-            self._release(entry[1])
-        return None
-
-    def _release(self, channels: Iterable[str]) -> None:
-        pending = self._pending
-        for channel in channels:
-            left = pending.get(channel, 0) - 1
-            if left > 0:
-                pending[channel] = left
-            else:
-                pending.pop(channel, None)
+        held = self._held
+        left = held.get(channel, 0) - 1
+        if left < 0:
+            return  # forgotten by clear()
+        if left:
+            held[channel] = left
+        else:
+            del held[channel]
+        self._held_total -= 1
+        if self._counts is not None and len(self._items) + self._held_total < self._floor // 2:
+            self._counts = None
+        rooms, self._room_waiters = self._room_waiters, []
+        _wake_all(rooms)
 
     def _expire(self, now: float) -> None:
-        # Holding the lock.
+        # Drop expired entries at the head.
         items = self._items
-        if items and items[0][0] <= now:
-            while items and items[0][0] <= now:
-                entry = items.popleft()
-                self._release(entry[1])
-                if entry[3] is not None:
-                    self._unacked.append(entry[3])
+        while items and items[0][0] <= now:
+            self._left(items.popleft(), False)
 
     # -- backpressure ---------------------------------------------------------------------
 
     def reader_active(self) -> bool:
-        """True while a :meth:`get` call is in progress with entries queued for it.
+        """True while a :meth:`get` call is waiting and entries are queued for it.
 
         Only then can waiting for room help: the reader will take entries and free
         capacity. With no reader (nothing calls ``receive_local``), or with everything
@@ -287,44 +367,111 @@ class LocalInbox:
         Returns True if they all have room. Waits only while :meth:`reader_active`; the
         wait is bounded by *timeout* (default :attr:`room_wait`).
         """
-        deadline = time.monotonic() + (self.room_wait if timeout is None else timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.room_wait if timeout is None else timeout)
         while True:
-            with self._lock:
-                self._expire(self._clock())
-                pending = self._pending
-                if all(pending.get(c, 0) < self._capacity_of(c) for c in channels):
-                    return True
-                left = deadline - time.monotonic()
-                if left <= 0 or not self.reader_active():
-                    return False
-                room = asyncio.get_running_loop().create_future()
-                self._room_waiters.append(room)
+            room = loop.create_future()
+            if self._has_room(channels, room):
+                return True
+            left = deadline - loop.time()
+            if left <= 0 or not self.reader_active():
+                self._unpark(room)
+                return False
             try:
                 await asyncio.wait_for(room, left)
             except asyncio.TimeoutError:
                 return False
             finally:
                 if not room.done():
-                    with self._lock:
-                        if room in self._room_waiters:
-                            self._room_waiters.remove(room)
+                    self._unpark(room)
 
-    def _take_room_waiters(self) -> list[asyncio.Future[None]]:
-        rooms = self._room_waiters
-        if rooms:
-            self._room_waiters = []
-        return rooms
+    def _has_room(self, channels: Sequence[str], room: asyncio.Future[None]) -> bool:
+        """True if all *channels* have room; else *room* is woken when an entry leaves."""
+        self._expire(self._clock())
+        counts = self._counts
+        full: list[str] = []
+        if counts is not None:
+            self._split(counts, channels, full)
+        if not full:
+            return True
+        self._room_waiters.append(room)
+        return False
+
+    async def wait_drained(self, high: int, low: int) -> None:
+        """Return at once if fewer than *high* entries wait; else once fewer than *low* do.
+
+        For a backend's reader that moves messages from a shared store into the inbox:
+        while this process's reader is behind, the messages stay in the store, where
+        senders see the channels fill up. :meth:`clear` also ends the wait.
+        """
+        loop = asyncio.get_running_loop()
+        while len(self._items) >= high:
+            drained = loop.create_future()
+            if not self._park_drained(high, low, drained):
+                return
+            try:
+                await drained
+            finally:
+                if not drained.done():
+                    self._unpark(drained)
+
+    def _park_drained(self, high: int, low: int, drained: asyncio.Future[None]) -> bool:
+        """Make *drained* wait for fewer than *low* entries; False if fewer than *high* wait."""
+        if len(self._items) < high:
+            return False
+        self._drained.append((low, drained))
+        return True
 
     # -- housekeeping -----------------------------------------------------------------------
 
     def clear(self) -> None:
         """Forget every queued event and every count (``flush``)."""
-        with self._lock:
-            for entry in self._items:
-                if entry[3] is not None:
-                    self._unacked.append(entry[3])
-            self._items.clear()
-            self._pending.clear()
-            rooms = self._take_room_waiters()
-        for room in rooms:
-            wake(room)
+        for entry in self._items:
+            if entry[3] is not None:
+                self._unacked.append(entry[3])
+        self._items.clear()
+        self._counts = None
+        self._held.clear()
+        self._held_total = 0
+        wakes = [*self._room_waiters, *(future for _, future in self._drained)]
+        self._room_waiters = []
+        self._drained = []
+        _wake_all(wakes)
+
+
+_I = TypeVar("_I", bound=LocalInbox)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _locked(method: Callable[Concatenate[_I, P], R]) -> Callable[Concatenate[_I, P], R]:
+    def locked(self: _I, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._lock:  # type: ignore[attr-defined]
+            return method(self, *args, **kwargs)
+
+    functools.update_wrapper(locked, method)
+    return locked
+
+
+class ThreadSafeInbox(LocalInbox):
+    """A :class:`LocalInbox` that entries may be offered to from any thread.
+
+    For a backend with a thread of its own that delivers (a reader thread): every piece
+    of bookkeeping runs under a lock, which a plain :class:`LocalInbox` (used from one
+    thread at a time) does without. The *acknowledge* callback runs under it too.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._lock = threading.Lock()
+
+    offer = _locked(LocalInbox.offer)
+    release = _locked(LocalInbox.release)
+    clear = _locked(LocalInbox.clear)
+    _take = _locked(LocalInbox._take)
+    _park = _locked(LocalInbox._park)
+    _unpark = _locked(LocalInbox._unpark)
+    _has_room = _locked(LocalInbox._has_room)
+    _park_drained = _locked(LocalInbox._park_drained)

@@ -18,7 +18,7 @@ shutdown) rather than run on deaf.
 Code without an event loop can use :meth:`SQLiteLayer.send_blocking` and
 :meth:`SQLiteLayer.group_send_blocking` (:class:`chanlite.layers.BlockingSends`, see
 :mod:`chanlite_sqlite.blocking`); local delivery goes through the toolkit's
-:class:`~chanlite.layers.LocalInbox`.
+:class:`~chanlite.layers.ThreadSafeInbox`.
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ from chanlite.layers import (
     HistoryPolicy,
     LayerConfigError,
     LocalDemux,
-    LocalInbox,
     Message,
     MsgpackCodec,
     StreamPosition,
+    ThreadSafeInbox,
     check_limit,
     check_position,
     check_presence,
@@ -176,8 +176,13 @@ class SQLiteLayer(BaseLayer):
         self._codec = MsgpackCodec()
         # Messages for local channels. Expiry times cross processes: wall clock. Direct
         # messages from other processes carry their row id, deleted once delivered.
-        self._inbox = LocalInbox(
-            expiry=expiry, capacity_of=self.get_capacity, clock=time.time, acknowledge=self._ack
+        # The watcher thread puts into it too.
+        self._inbox = ThreadSafeInbox(
+            expiry=expiry,
+            capacity_of=self.get_capacity,
+            min_capacity=self.min_capacity(),
+            clock=time.time,
+            acknowledge=self._ack,
         )
         self._demux = LocalDemux(self._inbox, prepare=self._start)
         self._plain = PlainReceivers(lambda: self._writer, self._codec)

@@ -1,0 +1,119 @@
+"""LocalInbox: capacity counted only when a channel can be full, held events, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from chanlite.layers.inbox import LocalInbox, ThreadSafeInbox
+
+
+def _inbox(capacity: int = 4, **options: object) -> LocalInbox:
+    return LocalInbox(expiry=60, capacity_of=lambda _: capacity, min_capacity=capacity, **options)  # type: ignore[arg-type]
+
+
+async def test_capacity_holds_across_the_switch_to_counting() -> None:
+    inbox = _inbox(capacity=4)
+    # Short queue: no channel can be full, nothing is counted yet.
+    assert inbox.offer(("a", "b"), {"type": "1"}) == []
+    assert inbox.offer(("a",), {"type": "2"}) == []
+    assert inbox.offer(("a",), {"type": "3"}) == []
+    assert inbox.offer(("a", "b"), {"type": "4"}) == []
+    assert inbox.offer(("a", "b"), {"type": "5"}) == ["a"]
+    assert len(inbox) == 5
+    assert await inbox.get() == (("a", "b"), {"type": "1"})
+    assert inbox.offer(("a",), {"type": "6"}) == []
+    assert inbox.offer(("a",), {"type": "7"}) == ["a"]
+
+
+async def test_counting_stops_once_drained_and_starts_again() -> None:
+    inbox = _inbox(capacity=4)
+    for round_ in range(3):
+        for n in range(4):
+            assert inbox.offer(("a",), {"type": f"{round_}.{n}"}) == []
+        assert inbox.offer(("a",), {"type": "over"}) == ["a"]
+        for n in range(4):
+            assert (await inbox.get())[1]["type"] == f"{round_}.{n}"
+
+
+async def test_held_events_count_until_released() -> None:
+    inbox = _inbox(capacity=2)
+    inbox.offer(("a", "b"), {"type": "1"})
+    inbox.offer(("a",), {"type": "2"})
+    await inbox.get_entry(hold=True)
+    await inbox.get_entry(hold=True)
+    assert len(inbox) == 0
+    assert inbox.offer(("a", "b"), {"type": "3"}) == ["a"]  # a holds 2, b holds 1
+    inbox.release("a")
+    assert inbox.offer(("a",), {"type": "4"}) == []
+
+
+async def test_a_group_entry_held_for_many_channels_counts_at_once() -> None:
+    inbox = _inbox(capacity=2)
+    members = tuple(f"m{i}" for i in range(10))
+    inbox.offer(members, {"type": "1"})
+    await inbox.get_entry(hold=True)
+    inbox.offer(members, {"type": "2"})
+    assert inbox.offer(members, {"type": "3"}) == list(members)
+
+
+async def test_expired_entries_are_skipped_and_acknowledged() -> None:
+    now = [100.0]
+    acked: list[object] = []
+    inbox = LocalInbox(
+        expiry=1, capacity_of=lambda _: 10, clock=lambda: now[0], acknowledge=acked.extend
+    )
+    inbox.offer(("a",), {"type": "old"}, ack=1)
+    now[0] += 2
+    inbox.offer(("a",), {"type": "new"}, ack=2)
+    assert await inbox.get() == (("a",), {"type": "new"})
+    assert acked == [1, 2]
+
+
+async def test_wait_drained_waits_for_the_low_mark() -> None:
+    inbox = _inbox(capacity=100)
+    for n in range(6):
+        inbox.offer(("a",), {"type": str(n)})
+    await asyncio.wait_for(inbox.wait_drained(high=10, low=2), 1)  # below high: at once
+    waiting = asyncio.ensure_future(inbox.wait_drained(high=5, low=2))
+    for _ in range(4):
+        await inbox.get()
+        await asyncio.sleep(0)
+        assert not waiting.done()  # 5, 4, 3, 2 left
+    await inbox.get()
+    await asyncio.wait_for(waiting, 1)  # 1 left: fewer than 2
+    assert len(inbox) == 1
+
+
+async def test_wait_drained_ends_on_clear_and_leaves_nothing_on_cancel() -> None:
+    inbox = _inbox(capacity=100)
+    for n in range(3):
+        inbox.offer(("a",), {"type": str(n)})
+    cancelled = asyncio.ensure_future(inbox.wait_drained(high=2, low=1))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert cancelled.cancelled()
+    waiting = asyncio.ensure_future(inbox.wait_drained(high=2, low=1))
+    await asyncio.sleep(0)
+    inbox.clear()
+    await asyncio.wait_for(waiting, 1)
+
+
+async def test_thread_safe_inbox_takes_offers_from_threads() -> None:
+    inbox = ThreadSafeInbox(expiry=60, capacity_of=lambda _: 10_000, min_capacity=10_000)
+
+    def put(name: str) -> None:
+        for n in range(2000):
+            assert inbox.offer((name,), {"type": "n", "n": n}) == []
+
+    threads = [threading.Thread(target=put, args=(f"t{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    got: dict[str, list[int]] = {}
+    for _ in range(8000):
+        channels, event = await asyncio.wait_for(inbox.get(), 5)
+        got.setdefault(channels[0], []).append(event["n"])
+    for thread in threads:
+        thread.join()
+    assert got == {f"t{i}": list(range(2000)) for i in range(4)}
