@@ -163,11 +163,15 @@ class LocalInbox:
         *,
         expires: float | None = None,
         ack: Any = None,
+        force: bool = False,
     ) -> list[str]:
         """Queue *event* for those of *channels* with room; return the full ones.
 
         One entry is queued for all channels with room (none if all are full). *expires*
-        is an absolute time on the inbox's clock (default: now plus the expiry).
+        is an absolute time on the inbox's clock (default: now plus the expiry). With
+        *force* it is queued for every channel, full or not: for a message whose sender
+        was already told it is stored (the backend enforced the capacity), which must
+        not be lost now; it still counts against the channels.
         """
         full: list[str] = []
         now = self._clock()
@@ -175,7 +179,7 @@ class LocalInbox:
         if items and items[0][0] <= now:
             self._expire(now)
         counts = self._counts
-        room = channels if counts is None else self._split(counts, channels, full)
+        room = channels if counts is None or force else self._split(counts, channels, full)
         if room:
             if expires is None:
                 expires = now + self._expiry
@@ -191,6 +195,28 @@ class LocalInbox:
                 # cancelled leaves the entry to the others.
                 self._waiters = []
                 _wake_all(waiters)
+        return full
+
+    async def offer_waiting(
+        self, channels: Sequence[str], event: Event, *, expires: float | None = None
+    ) -> list[str]:
+        """:meth:`offer`, then :meth:`retry_full` for the full channels: for ``group_send``."""
+        full = self.offer(channels, event, expires=expires)
+        if full:
+            full = await self.retry_full(full, event, expires=expires)
+        return full
+
+    async def retry_full(
+        self, full: list[str], event: Event, *, expires: float | None = None
+    ) -> list[str]:
+        """Offer *event* again to the *full* channels once this process's reader made room.
+
+        A sender in this process that never yields fills its own members faster than the
+        reader drains them: while :meth:`reader_active`, wait for room (bounded, see
+        :meth:`wait_for_room`) before the caller counts the drops. Returns those still full.
+        """
+        if self.reader_active() and await self.wait_for_room(full):
+            return self.offer(full, event, expires=expires)
         return full
 
     def _split(self, counts: dict[str, int], channels: Sequence[str], full: list[str]) -> list[str]:

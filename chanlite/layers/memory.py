@@ -216,14 +216,7 @@ class MemoryLayer(BaseLayer):
             elif not self._deliver(channel, message, now):
                 dropped.append(channel)
         if local:
-            inbox = self._inbox
-            full = inbox.offer(local, message)
-            if full and inbox.reader_active():
-                # This process fills its own members faster than its reader drains them
-                # (a loop that never yields): give the reader time before dropping.
-                await inbox.wait_for_room(full)
-                full = inbox.offer(full, message)
-            dropped += full
+            dropped += await self._inbox.offer_waiting(local, message)
         if dropped:
             self.count_drops(group, dropped, len(members))
         if not members and self._groups.get(group) is members:

@@ -27,11 +27,10 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
-from chanlite.layers import Codec, LayerError
+from chanlite.layers import Codec, LayerError, LocalInbox
 from chanlite_redis import scripts
 from chanlite_redis.errors import layer_error
 from chanlite_redis.listener import Listener
-from chanlite_redis.local import LocalQueue
 from chanlite_redis.tasks import raise_if_cancelled
 
 logger = logging.getLogger("chanlite.layers.redis")
@@ -40,6 +39,10 @@ logger = logging.getLogger("chanlite.layers.redis")
 INBOX_WAIT = 5
 #: Most entries taken by one read.
 INBOX_BATCH = 256
+# Pull from the inbox only while fewer than LOW_WATER entries wait locally, so a slow reader
+# leaves messages in Redis, where senders see its channels fill up.
+HIGH_WATER = 1024
+LOW_WATER = 256
 
 Call = Callable[[str, Callable[[Redis], Awaitable[Any]]], Awaitable[Any]]
 
@@ -53,7 +56,7 @@ class Inbox:
         keys: scripts.Keys,
         client_id: str,
         codec: Codec,
-        local: LocalQueue,
+        local: LocalInbox,
         where: str = "",
     ) -> None:
         self._where = where
@@ -81,7 +84,7 @@ class Inbox:
         failing = False
         loop = asyncio.get_running_loop()
         while True:
-            await self._local.wait_drained()
+            await self._local.wait_drained(HIGH_WATER, LOW_WATER)
             try:
                 entries = await self._take(blocking, uncount)
             except RuntimeError:
@@ -166,7 +169,8 @@ class Inbox:
         except ValueError as exc:
             logger.error("Dropped a malformed message for %r: %s", channel, exc)
             return channel
-        self._local.put((channel,), message)
+        # Redis enforced the capacity and the sender was told the message is stored.
+        self._local.offer((channel,), message, force=True)
         return channel
 
     def _server_now(self) -> float:

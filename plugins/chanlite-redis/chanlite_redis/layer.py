@@ -42,6 +42,7 @@ from chanlite.layers import (
     LayerConfigError,
     LayerError,
     LocalDemux,
+    LocalInbox,
     Message,
     StreamPosition,
     check_stream_message,
@@ -54,7 +55,6 @@ from chanlite_redis.errors import layer_error
 from chanlite_redis.history import History, StampedCodec
 from chanlite_redis.inbox import Inbox
 from chanlite_redis.listener import Listener
-from chanlite_redis.local import LocalQueue
 from chanlite_redis.plain import PlainChannels, PlainParts
 from chanlite_redis.presence import Presence
 from chanlite_redis.tasks import cancels_now, stop
@@ -170,10 +170,11 @@ class RedisLayer(BaseLayer):
 
     def _reset_state(self) -> None:
         """Fresh state: what this process holds (kept across event loops), then per loop."""
-        floor = min([self.capacity, *(capacity for _, capacity in self.channel_capacity)])
         # What the process holds outlives any one event loop: messages queued for local
         # channels and local memberships. A loop that takes over keeps them.
-        self._local = LocalQueue(self.expiry, self.get_capacity, floor)
+        self._local = LocalInbox(
+            expiry=self.expiry, capacity_of=self.get_capacity, min_capacity=self.min_capacity()
+        )
         # group -> {local channel: monotonic join time}, in join order.
         self._groups: dict[str, dict[str, float]] = {}
         self._inbox = Inbox(
@@ -184,7 +185,7 @@ class RedisLayer(BaseLayer):
             where=self._where,
         )
         # Sorts local messages per channel for receive(); what it holds outlives loops too.
-        self._demux = LocalDemux(self.receive_local)
+        self._demux = LocalDemux(self._local, prepare=self._prepare_local)
         self._reset_loop_state()
 
     def _reset_loop_state(self) -> None:
@@ -305,9 +306,8 @@ class RedisLayer(BaseLayer):
         self.require_valid_message(message)
         self.require_valid_channel_name(channel)
         if self.is_local(channel) and self._is_home(asyncio.get_running_loop()):
-            if not self._local.has_room(channel):
+            if self._local.offer((channel,), message):
                 raise ChannelFull(channel)
-            self._local.put((channel,), message)
             return
         args: list[EncodableT] = [
             self.prefix,
@@ -331,9 +331,13 @@ class RedisLayer(BaseLayer):
 
     async def receive_local(self) -> tuple[Sequence[str], Message]:
         """Wait for the next message for any channel made by :meth:`new_channel` here."""
+        await self._prepare_local()
+        return await self._local.get()
+
+    async def _prepare_local(self) -> None:
+        # Before waiting for local messages: this loop reads this process's inbox.
         self._require_home("receive_local")
         self._start_receiving()
-        return await self._local.get()
 
     def _start_receiving(self) -> None:
         if self._blocking is None:
@@ -479,12 +483,12 @@ class RedisLayer(BaseLayer):
         else:
             offset, epoch, dropped = await self._history.send(group, policy, keys, args)
             message = stream_message(message, group, offset, epoch)
-        for channel in dropped:
-            self.count_drop(group, channel.decode())
-        if home:
-            members = self._live_members(group)
-            if members:
-                self._fan_out(group, members, message)
+        full = [channel.decode() for channel in dropped]
+        members = self._live_members(group) if home else None
+        if members:
+            full += await self._local.offer_waiting(tuple(members), message)
+        # The script names the members it dropped, not how many it served.
+        self.count_drops(group, full, None if dropped else len(members or ()))
 
     # -- history and presence ----------------------------------------------------------------
 
@@ -560,7 +564,7 @@ class RedisLayer(BaseLayer):
         except ValueError as exc:
             logger.error("Dropped a malformed message for group %r: %s", group, exc)
             return
-        self._fan_out(group, members, message)
+        self.count_drops(group, self._local.offer(tuple(members), message), len(members))
 
     def _live_members(self, group: str) -> dict[str, float] | None:
         """This process's members of *group*, with expired memberships dropped."""
@@ -576,14 +580,6 @@ class RedisLayer(BaseLayer):
                 self._forget_member(group, channel)
             members = self._groups.get(group)
         return members
-
-    def _fan_out(self, group: str, members: dict[str, float], message: Message) -> None:
-        """Queue *message* once for every local member with room; count the others."""
-        room, full = self._local.split_by_room(members)
-        for channel in full:
-            self.count_drop(group, channel)
-        if room:
-            self._local.put(tuple(room), message)
 
     def _on_control(self, data: bytes) -> None:
         try:

@@ -557,12 +557,8 @@ class SQLiteLayer(BaseLayer):
         await writer.call(op)
         full = op.full
         if full:
-            inbox = self._inbox
             try:
-                if inbox.reader_active() and await inbox.wait_for_room(full):
-                    # This process filled its own members faster than its reader drains
-                    # them (a loop that never yields): the reader made room meanwhile.
-                    full = inbox.offer(full, copy, expires=op.expires)
+                full = await self._inbox.retry_full(full, copy, expires=op.expires)
             finally:
                 self.count_drops(group, [*full, *op.dropped], len(op.local) + len(op.plain))
         elif op.dropped:
