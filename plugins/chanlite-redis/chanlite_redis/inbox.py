@@ -31,7 +31,7 @@ from chanlite.layers import Codec, LayerError, LocalInbox
 from chanlite_redis import scripts
 from chanlite_redis.errors import layer_error
 from chanlite_redis.listener import Listener
-from chanlite_redis.tasks import raise_if_cancelled
+from chanlite_redis.tasks import quiet_if_collected, raise_if_cancelled
 
 logger = logging.getLogger("chanlite.layers.redis")
 
@@ -117,6 +117,10 @@ class Inbox:
 
     async def _take(self, client: Redis, uncount: AsyncScript) -> list[bytes]:
         """Settle the counts of what was delivered and wait for more, in one round trip."""
+        with quiet_if_collected(asyncio.get_running_loop()):
+            return await self._take_on(client, uncount)
+
+    async def _take_on(self, client: Redis, uncount: AsyncScript) -> list[bytes]:
         if self._blmpop is None:
             version = str((await client.info("server")).get("redis_version", "0"))
             await client.script_load(scripts.UNCOUNT)
@@ -193,9 +197,10 @@ class Inbox:
             middle = (before + time.time()) / 2
             self._clock_offset = (seconds + micros / 1e6 - middle) * 1000
 
-        while True:
-            try:
-                await call("heartbeat", beat)
-            except LayerError as exc:
-                logger.debug("%r: heartbeat failed: %s", self, exc)
-            await asyncio.sleep(every)
+        with quiet_if_collected(asyncio.get_running_loop()):
+            while True:
+                try:
+                    await call("heartbeat", beat)
+                except LayerError as exc:
+                    logger.debug("%r: heartbeat failed: %s", self, exc)
+                await asyncio.sleep(every)

@@ -136,7 +136,10 @@ class PlainChannels:
             wake.users -= 1
             if wake.users == 0:
                 # Stay subscribed a while: a worker loop calls receive() again at once.
-                asyncio.get_running_loop().call_later(LINGER, self._unwatch, channel, wake, topic)
+                # (No running loop: collected after its loop was closed by hand.)
+                with contextlib.suppress(RuntimeError):
+                    loop = asyncio.get_running_loop()
+                    loop.call_later(LINGER, self._unwatch, channel, wake, topic)
 
     def _unwatch(self, channel: str, wake: _Wake, topic: str) -> None:
         if wake.users == 0 and self._wakes.get(channel) is wake:

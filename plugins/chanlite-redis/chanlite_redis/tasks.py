@@ -18,8 +18,9 @@ the wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import Any
 
 logger = logging.getLogger("chanlite.layers.redis")
@@ -83,3 +84,20 @@ async def stop(tasks: Collection[asyncio.Task[Any]], timeout: float) -> None:
     for task in tasks:
         if task.done() and not task.cancelled():
             task.exception()  # retrieved, so asyncio does not log it
+
+
+@contextlib.contextmanager
+def quiet_if_collected(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """Around the awaits of a task that may be left on a loop someone closed by hand.
+
+    Such a task's coroutine is closed when collected, at any later moment: redis-py's
+    cleanup on the way out then needs the closed loop and raises ``RuntimeError``,
+    reported as an unraisable exception (in whatever code runs at that moment). The
+    coroutine ends as closed instead: nothing is left for it to do.
+    """
+    try:
+        yield
+    except RuntimeError:
+        if loop.is_closed():
+            raise GeneratorExit from None
+        raise
