@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from chanlite.endpoints import WebSocketHandler, as_async
-from chanlite.exceptions import HTTPException, RegistrationClosed
+from chanlite.exceptions import RAISE_EXCEPTIONS, HTTPException, RegistrationClosed
 from chanlite.hub import Hub, HubStats, LayerCheckFailed
 from chanlite.layers.base import BaseLayer, Event, LayerUnavailable
 from chanlite.layers.streams import HistoryPage, HistoryPolicy, StreamPosition
@@ -364,6 +364,7 @@ class App:
         request = Request(scope, receive)
         response: Response
         messages = None
+        failure: Exception | None = None
         try:
             result = await route.endpoint(request, **scope["path_params"])
             messages = plain_messages(result, scope["method"])
@@ -379,7 +380,10 @@ class App:
             self.hub.layer_failed(exc)  # logged once per outage, not once per request
             response = PlainTextResponse("Service Unavailable: channel layer unavailable", 503)
         except Exception as exc:
-            logger.exception("Exception in HTTP handler %s for %s", route.name, scope["path"])
+            if RAISE_EXCEPTIONS in scope.get("extensions", ()):
+                failure = exc  # a test client asked to see it, after the 500
+            else:
+                logger.exception("Exception in HTTP handler %s for %s", route.name, scope["path"])
             body = "Internal Server Error"
             if self.debug:
                 body = "".join(traceback.format_exception(exc))
@@ -393,6 +397,8 @@ class App:
         finally:
             if request.has_form:
                 await request.close()  # release spooled upload files now, not at GC
+        if failure is not None:
+            raise failure
 
     async def _serve_websocket(
         self, route: Any, scope: Scope, receive: Receive, send: Send

@@ -86,3 +86,9 @@ class SlowConsumer(ChanliteError):
             f"Subscription {self.channel_name} ended as a slow consumer: "
             f"{self.dropped} events were not delivered to it"
         )
+
+
+#: The ASGI scope extension a test client sets to have a chanlite App re-raise a handler's
+#: exception once it has answered 500 (HTTP) or closed 1011 (WebSocket). Servers do not
+#: set it: there the App logs the exception and the connection goes on.
+RAISE_EXCEPTIONS = "chanlite.raise_exceptions"

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from chanlite.asgi_websocket import ASGIWebSocket, WebSocketState, peer
 from chanlite.broadcast import BROADCAST
 from chanlite.closecodes import LAYER_UNAVAILABLE, SLOW_CONSUMER, CloseCode
-from chanlite.exceptions import WebSocketDisconnect, WebSocketStateError
+from chanlite.exceptions import RAISE_EXCEPTIONS, WebSocketDisconnect, WebSocketStateError
 from chanlite.layers.base import Event, LayerUnavailable
 from chanlite.layers.errors import LayerError, NotSupported
 from chanlite.layers.streams import (
@@ -528,6 +528,10 @@ class WebSocket(ASGIWebSocket):
             self._layer_unavailable(exc)
             await self._close_quietly(CloseCode.INTERNAL_ERROR, LAYER_UNAVAILABLE)
         except Exception:
+            if RAISE_EXCEPTIONS in self.scope.get("extensions", ()):
+                # A test client asked to see it: close as a server would, then raise.
+                await self._close_quietly(CloseCode.INTERNAL_ERROR)
+                raise
             logger.exception(
                 "Exception in WebSocket handler %s for %s",
                 getattr(handler, "__name__", handler),

@@ -291,3 +291,26 @@ async def test_concurrent_requests() -> None:
         waiting = asyncio.ensure_future(client.get("/wait"))
         assert (await client.get("/open")).text == "opened"
         assert (await waiting).text == "waited"
+
+
+async def test_a_handler_exception_reaches_the_test_by_default() -> None:
+    app = App(layer=None)
+
+    @app.http("/boom")
+    async def boom(request: Request) -> str:
+        raise ZeroDivisionError("boom in the handler")
+
+    @app.websocket("/ws")
+    async def ws_boom(ws: Any) -> None:
+        await ws.accept()
+        raise LookupError("boom in the socket handler")
+
+    async with TestClient(app) as client:
+        with pytest.raises(ZeroDivisionError, match="boom in the handler"):
+            await client.get("/boom")
+        with pytest.raises(LookupError, match="boom in the socket handler"):
+            async with client.websocket("/ws") as ws:
+                await ws.receive_text()
+    async with TestClient(app, raise_server_exceptions=False) as client:
+        r = await client.get("/boom")
+        assert (r.status_code, r.text) == (500, "Internal Server Error")

@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any, TypeAlias
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
+from chanlite.exceptions import RAISE_EXCEPTIONS
 from chanlite.exceptions import WebSocketDisconnect as WebSocketDisconnect
 from chanlite.testing._call import AppCall, ClientDisconnected, Session, logger
 from chanlite.testing.http import (
@@ -290,6 +291,10 @@ class TestClient:
             "server": (host, port),
             "extensions": {},
         }
+        if self.raise_server_exceptions:
+            # Asks a chanlite App to re-raise a handler's exception after answering 500
+            # (or closing 1011), so the test sees it; servers do not offer it.
+            scope["extensions"][RAISE_EXCEPTIONS] = {}
         if self._state is not None:
             scope["state"] = dict(self._state)
         return scope
@@ -435,5 +440,5 @@ class TestClient:
             sent.append(("sec-websocket-protocol", ", ".join(offered)))
         scope = self._scope("websocket", path, params, _merge_headers(sent, headers), cookies)
         scope["subprotocols"] = offered
-        scope["extensions"] = {"websocket.http.response": {}}
+        scope["extensions"]["websocket.http.response"] = {}
         return WebSocketTestSession(self._session(timeout), scope, offered)

@@ -648,7 +648,7 @@ async def test_websocket_scope_is_complete() -> None:
     assert scope["client"] == ("testclient", 50000)
     assert scope["server"] == ("secure.test", 443)
     assert scope["subprotocols"] == ["v1", "v2"]
-    assert scope["extensions"] == {"websocket.http.response": {}}
+    assert scope["extensions"] == {"websocket.http.response": {}, "chanlite.raise_exceptions": {}}
     assert "state" not in scope  # no lifespan ran
     headers = dict(scope["headers"])
     assert headers[b"host"] == b"secure.test"
