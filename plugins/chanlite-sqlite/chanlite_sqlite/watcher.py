@@ -472,6 +472,7 @@ class Watcher(threading.Thread):
             self._upsert_process(conn)
             if restore:
                 restored = self._restore_memberships(conn, time.time())
+                self._hold_places(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -482,6 +483,18 @@ class Watcher(threading.Thread):
             with contextlib.suppress(OSError):
                 self._sock.sendto(PEERS_CHANGED, ("127.0.0.1", port))
         return restored
+
+    def _hold_places(self, conn: sqlite3.Connection) -> None:
+        # The processes we knew in the old file move here too, each when it notices. Until
+        # then a row with cursor 0 stands for each, so that no heartbeat trims the group
+        # messages written here before it arrives (it reads this file from its start), and
+        # so that writers here wake it. One that never comes is removed as dead, after
+        # heartbeat_timeout, like any silent process.
+        conn.executemany(
+            "INSERT INTO chanlite_processes (client_id, pid, wake_port, heartbeat, cursor) "
+            "VALUES (?, 0, ?, ?, 0) ON CONFLICT (client_id) DO NOTHING",
+            [(client_id, port, time.time()) for client_id, port in self.peers.items()],
+        )
 
     def _restore_memberships(self, conn: sqlite3.Connection, now: float) -> int:
         # The memberships this process made for its own channels, unexpired.

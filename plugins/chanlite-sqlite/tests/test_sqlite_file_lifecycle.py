@@ -152,6 +152,32 @@ async def test_a_message_sent_right_after_the_delete_is_not_lost(
     await wait_for_line([a, b], MOVED)
 
 
+async def test_a_burst_across_the_delete_arrives_whole(db: Path, start_peer: StartPeer) -> None:
+    # Messages written to the new file before a process has moved there must wait for it
+    # (no heartbeat may trim them), and what the old file held for it is read first.
+    count = 2000
+    # B notices late (it checks the file every 2 s): A moves first and writes the rest of
+    # the burst, with heartbeats, in the new file before B is there.
+    a, b = await asyncio.gather(
+        start_peer(capacity=100_000), start_peer(capacity=100_000, poll_interval=2)
+    )
+    await join(b)
+    await a.call("burst", group="room", count=count, window=64)
+    await a.wait_for(lambda e: e.get("event") == "sent" and e["i"] >= count // 4, 60)
+    remove(db, with_wal=False)
+    await a.wait_for(lambda e: e.get("event") == "sent" and e["i"] == count - 1, 60)
+
+    def received() -> list[int]:
+        return [e["message"]["i"] for e in b.local() if e["message"].get("type") == "burst"]
+
+    deadline = time.monotonic() + 20
+    while len(received()) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert sorted(received()) == list(range(count))  # every one, once
+    assert (await b.call("drops"))["drops"] == {}
+    await wait_for_line([a, b], MOVED)
+
+
 async def test_replaced_file_is_used_and_delivery_resumes(db: Path, start_peer: StartPeer) -> None:
     a, b = await asyncio.gather(start_peer(), start_peer())
     await join(a)
