@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from chanlite import App, HistoryError, NotSupported, StreamPosition, WebSocket
+from chanlite import App, HistoryError, NotSupported, PresenceError, StreamPosition, WebSocket
 from chanlite.layers import LayerConfigError
 from chanlite.layers.base import BaseLayer, Event
 from chanlite.layers.memory import MemoryLayer
@@ -483,3 +484,33 @@ def test_blocking_senders_on_sqlite_keep_the_apps_history(tmp_path: Any) -> None
     assert offsets == [1, 2, 3]
     assert present == {}
     assert after == [1, 2, 3, 4]
+
+
+async def test_presence_info_too_large_leaves_nothing_behind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App(layer="memory://")
+    seen: list[Any] = []
+
+    @app.websocket("/p")
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            await ws.join("room.big", presence=("ada", {"blob": "x" * 5000}))
+        except PresenceError as exc:
+            seen.append(str(exc))
+        try:
+            await ws.join("room.big", presence=("ada", {"when": object()}))
+        except PresenceError as exc:
+            seen.append(str(exc))
+        seen.append(ws.groups)
+        await ws.send_text("done")
+
+    caplog.set_level(logging.DEBUG, "chanlite.websocket")
+    async with TestClient(app) as client, client.websocket("/p") as ws:
+        assert await ws.receive_text(timeout=5) == "done"
+    assert "the limit is 4096" in seen[0]
+    assert "cannot be encoded" in seen[1]
+    assert seen[2] == frozenset()  # the group joined for it was left again
+    assert await app.presence("room.big") == {}
+    assert sum("Refused presence in 'room.big'" in r.getMessage() for r in caplog.records) == 2

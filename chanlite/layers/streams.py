@@ -24,6 +24,7 @@ This module does no I/O: the backends call :func:`check_since` and
 from __future__ import annotations
 
 import fnmatch
+import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from chanlite.layers.errors import LayerConfigError, LayerError
+
+logger = logging.getLogger("chanlite.layers")
 
 __all__ = [
     "MAX_PRESENCE_KEY",
@@ -225,6 +228,15 @@ class HistoryPolicies:
                 self._patterns[index] = (pattern, compiled, policy)
                 break
         else:
+            shadow = next((k for k, _, _ in self._patterns if _shadows(k, pattern)), None)
+            if shadow is not None:
+                logger.warning(
+                    "The history pattern %r never applies: every group it matches also "
+                    "matches %r, declared before it (the first matching pattern wins); "
+                    "declare the narrower pattern first",
+                    pattern,
+                    shadow,
+                )
             self._patterns.append((pattern, compiled, policy))
         self._cache.clear()
 
@@ -258,6 +270,18 @@ class HistoryPolicies:
         if not self._patterns:
             return "no history patterns are declared"
         return "declared patterns: " + ", ".join(repr(p) for p, _, _ in self._patterns)
+
+
+def _shadows(earlier: str, later: str) -> bool:
+    """True when *earlier* certainly matches every group *later* matches.
+
+    Only the sure case is told: *earlier* is a literal prefix followed by ``*`` (``*``,
+    ``room.*``) and *later* starts with that literal prefix.
+    """
+    prefix = earlier[:-1]
+    if not earlier.endswith("*") or any(c in prefix for c in "*?[]"):
+        return False
+    return later.startswith(prefix)
 
 
 # -- reading history ----------------------------------------------------------------------

@@ -118,3 +118,18 @@ def test_gap_message_says_what_to_do() -> None:
         "Cannot resume group 'room.1' exactly: messages after that offset are no longer "
         "kept; the stream is at offset 9, epoch 'e1'. Reload from there."
     )
+
+
+def test_a_pattern_shadowed_by_an_earlier_one_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    layer = MemoryLayer()
+    layer.keep_history("room.*", HistoryPolicy(5))
+    layer.keep_history("lobby", HistoryPolicy(5))
+    assert not caplog.records
+    layer.keep_history("room.vip.*", HistoryPolicy(1))
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert "'room.vip.*' never applies" in record.getMessage()
+    assert "'room.*', declared before it" in record.getMessage()
+    assert layer.history_policy("room.vip.x") == HistoryPolicy(5)  # as the warning says
