@@ -514,3 +514,14 @@ async def test_presence_info_too_large_leaves_nothing_behind(
     assert seen[2] == frozenset()  # the group joined for it was left again
     assert await app.presence("room.big") == {}
     assert sum("Refused presence in 'room.big'" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_events_with_an_offset_key_of_their_own_pass() -> None:
+    from chanlite.resume import PASS, STASHED, StreamJoins
+
+    joins = StreamJoins(max_stash=10)
+    joins.begin("g")
+    assert joins.offer({"type": "x", "offset": 3, "group": ["not", "a", "name"]}) == PASS
+    assert joins.offer({"type": "x", "offset": 3}) == PASS
+    assert joins.offer({"type": "x", "offset": 3, "group": "other"}) == PASS
+    assert joins.offer({"type": "x", "offset": 3, "group": "g", "epoch": "e"}) == STASHED
