@@ -742,7 +742,11 @@ class SQLiteLayer(BaseLayer):
         self._writer = self._db = self._watcher = None
         if writer is not None:
             await writer.drained()
-            db = writer.db  # a new one if the file was replaced or a loop took over
+            db = writer.db
+            with contextlib.suppress(Exception):  # the file may be lost for good
+                # A new one if the file was replaced (even with nothing written since) or
+                # a loop took over.
+                db = await writer.current_connection()
         if watcher is not None:
             # Before unregistering: a heartbeat that finds the registration gone would take
             # this process for one presumed dead and register it again.

@@ -266,6 +266,12 @@ class Writer:
         self.identity = file_identity(self.path)
         self._stale = False
 
+    async def current_connection(self) -> aiosqlite.Connection:
+        """The write connection, opened again first if it was released or lost."""
+        if self._stale or not _worker_alive(self.db):
+            await self._replace_connection()
+        return self.db
+
     async def _release(self) -> None:
         with self._lock:
             waiting, self._releases = self._releases, []

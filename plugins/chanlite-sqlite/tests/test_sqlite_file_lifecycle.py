@@ -452,3 +452,20 @@ async def test_a_server_whose_folder_is_gone_stops_with_one_error(tmp_path: Path
         assert not [line for line in server.log if "Traceback" in line]
     finally:
         await server.stop()
+
+
+async def test_closing_after_a_move_unregisters_from_the_new_file(db: Path) -> None:
+    layer = SQLiteLayer(db, heartbeat=0.2)
+    await layer.group_add("room", await layer.new_channel())
+    db.unlink()
+    deadline = time.monotonic() + 15
+    while layer.reopened == 0:  # nothing written since: the writer was only released
+        assert time.monotonic() < deadline, "the deleted file was not noticed"
+        await asyncio.sleep(0.02)
+    await layer.close()
+    conn = sqlite3.connect(db)
+    try:
+        for table in ("chanlite_processes", "chanlite_groups"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
+    finally:
+        conn.close()
