@@ -9,13 +9,22 @@ import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from chanlite import encoders
+from chanlite.encoders import JSONDefault
 from chanlite.endpoints import WebSocketHandler, as_async
 from chanlite.exceptions import RAISE_EXCEPTIONS, HTTPException, RegistrationClosed
 from chanlite.hub import Hub, HubStats, LayerCheckFailed
 from chanlite.layers.base import BaseLayer, Event, LayerUnavailable
 from chanlite.layers.streams import HistoryPage, HistoryPolicy, StreamPosition
 from chanlite.requests import ClientDisconnect, Request
-from chanlite.responses import PlainTextResponse, Response, plain_messages, to_response
+from chanlite.responses import (
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    plain_messages,
+    to_response,
+)
 from chanlite.routing import (
     BaseRoute,
     HTTPRoute,
@@ -54,7 +63,11 @@ class App:
     ``get_asgi_application()``); *debug* shows tracebacks in 500 responses;
     *max_pending_events* bounds the layer events waiting for one connection's ``on``
     handlers (default: the layer's capacity for its channel) before its client is closed
-    as a slow consumer (1013).
+    as a slow consumer (1013); *json_default* encodes what JSON cannot hold in returned
+    dicts/lists and ``ws.send_json`` (default :func:`chanlite.encoders.json_default`:
+    datetime, UUID, Decimal, dataclasses, enums); *json_errors* answers every
+    :class:`HTTPException` as ``{"detail": ...}`` JSON (by default only requests that
+    accept or send JSON get it).
     """
 
     def __init__(
@@ -64,10 +77,14 @@ class App:
         fallback: ASGIApp | None = None,
         debug: bool = False,
         max_pending_events: int | None = None,
+        json_default: JSONDefault | None = None,
+        json_errors: bool = False,
     ) -> None:
         self.routes: list[BaseRoute] = []
         self.fallback = fallback
         self.debug = debug
+        self.json_default: JSONDefault = json_default or encoders.json_default
+        self.json_errors = json_errors
         #: This process's link to the layer: the layer, its reader, channels, tasks, stats.
         self.hub = Hub(layer, max_pending_events=max_pending_events)
         self._startup: list[Callable[[], Awaitable[Any]]] = []
@@ -348,6 +365,13 @@ class App:
                 return
             if match is Match.PARTIAL and partial is None:
                 partial = child
+        if kind == "http" and partial is None:
+            # /items/ where /items exists (or the other way round): redirect, as
+            # Starlette and Django (APPEND_SLASH) do, rather than 404.
+            location = self._slash_redirect(scope)
+            if location is not None:
+                await RedirectResponse(location, 307)(scope, receive, send)
+                return
         if self.fallback is not None:
             await self.fallback(scope, receive, send)
         elif kind == "websocket":
@@ -360,6 +384,22 @@ class App:
         else:
             await PlainTextResponse("Not Found", 404)(scope, receive, send)
 
+    def _slash_redirect(self, scope: Scope) -> str | None:
+        """The same path with its trailing slash added or removed, when that path has a
+        route (not a mount: a mount takes both); with the query string kept."""
+        path: str = scope["path"]
+        if path == "/" or (scope.get("root_path") and route_path(scope) == "/"):
+            return None
+        other = path[:-1] if path.endswith("/") else path + "/"
+        probe = {**scope, "path": other}
+        for route in self.routes:
+            if isinstance(route, Mount):
+                continue
+            if route.matches(probe)[0] is not Match.NONE:
+                query: bytes = scope.get("query_string", b"")
+                return other + ("?" + query.decode("latin-1") if query else "")
+        return None
+
     async def _serve_http(self, route: Any, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         response: Response
@@ -367,15 +407,18 @@ class App:
         failure: Exception | None = None
         try:
             result = await route.endpoint(request, **scope["path_params"])
-            messages = plain_messages(result, scope["method"])
+            messages = plain_messages(result, scope["method"], self.json_default)
             if messages is None:
-                response = to_response(result)
+                response = to_response(result, self.json_default)
         except ClientDisconnect:
             logger.debug("Client left during %s %s", scope["method"], scope["path"])
             await request.close()
             return
         except HTTPException as exc:
-            response = PlainTextResponse(exc.detail, exc.status_code, headers=exc.headers)
+            if self.json_errors or _wants_json(scope):
+                response = JSONResponse({"detail": exc.detail}, exc.status_code, exc.headers)
+            else:
+                response = PlainTextResponse(exc.detail, exc.status_code, headers=exc.headers)
         except LayerUnavailable as exc:
             self.hub.layer_failed(exc)  # logged once per outage, not once per request
             response = PlainTextResponse("Service Unavailable: channel layer unavailable", 503)
@@ -467,3 +510,15 @@ class App:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _wants_json(scope: Scope) -> bool:
+    """A JSON client: it accepts JSON (and not HTML), or it sent a JSON body."""
+    for name, value in scope["headers"]:
+        if name == b"accept":
+            accept = value.lower()
+            if b"json" in accept and b"text/html" not in accept:
+                return True
+        elif name == b"content-type" and b"json" in value.lower().split(b";")[0]:
+            return True
+    return False

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 from chanlite.closecodes import CloseCode
+from chanlite.encoders import json_default
 from chanlite.exceptions import WebSocketDisconnect, WebSocketStateError
 from chanlite.requests import HTTPConnection
 from chanlite.types import Message, Receive, Scope, Send
@@ -203,9 +204,16 @@ class ASGIWebSocket(HTTPConnection):
         if send_now is None or not send_now(data, False):
             await self.send({"type": "websocket.send", "bytes": data})
 
+    def _json_default(self) -> Callable[[Any], Any]:
+        """The hook for values JSON cannot hold (the App's ``json_default`` on a chanlite
+        WebSocket)."""
+        return json_default
+
     async def send_json(self, data: Any, mode: str = "text") -> None:
         """Send *data* as compact JSON in a text frame (or a binary one with mode="binary")."""
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(
+            data, separators=(",", ":"), ensure_ascii=False, default=self._json_default()
+        )
         if mode == "binary":
             await self.send_bytes(text.encode())
         else:

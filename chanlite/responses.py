@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import os
 import stat as stat_module
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping
@@ -19,6 +18,7 @@ from typing import Any, BinaryIO, Literal
 from urllib.parse import quote
 
 from chanlite.datastructures import MutableHeaders
+from chanlite.encoders import JSONDefault, dumps
 from chanlite.exceptions import SlowConsumer
 from chanlite.types import Message, Receive, Scope, Send
 
@@ -217,18 +217,20 @@ class JSONResponse(Response):
         status_code: int = 200,
         headers: Mapping[str, str] | None = None,
         media_type: str | None = None,
+        *,
+        default: JSONDefault | None = None,
     ) -> None:
+        self._default = default
         super().__init__(content, status_code, headers, media_type)
 
     def render(self, content: Any) -> bytes:
-        """Serialise *content*; a value JSON cannot represent raises ``TypeError``."""
-        return _json_bytes(content)
+        """Serialise *content* (datetime, UUID, Decimal, dataclasses... through *default*,
+        else :func:`chanlite.encoders.json_default`); anything else raises ``TypeError``."""
+        return _json_bytes(content, getattr(self, "_default", None))
 
 
-def _json_bytes(content: Any) -> bytes:
-    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
-        "utf-8"
-    )
+def _json_bytes(content: Any, default: JSONDefault | None = None) -> bytes:
+    return dumps(content, default).encode("utf-8")
 
 
 class RedirectResponse(Response):
@@ -479,7 +481,7 @@ def file_etag(st: os.stat_result) -> str:
     return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
 
 
-def to_response(value: Any) -> Response:
+def to_response(value: Any, json_default: JSONDefault | None = None) -> Response:
     """Turn an HTTP handler's return value into a ``Response``.
 
     ``Response`` as is; ``dict``/``list`` -> JSON; ``str`` -> text/plain; ``bytes`` ->
@@ -488,14 +490,14 @@ def to_response(value: Any) -> Response:
     Anything else is a ``TypeError`` naming the type.
     """
     if not isinstance(value, tuple):
-        return _convert(value, None)
+        return _convert(value, None, json_default)
     if len(value) not in (2, 3) or not isinstance(value[1], int) or isinstance(value[1], bool):
         raise TypeError(
             "A tuple returned from an HTTP handler must be (body, status) or"
             f" (body, status, headers) with an int status; got {_describe(value)} of"
             f" length {len(value)}."
         )
-    response = _convert(value[0], value[1])
+    response = _convert(value[0], value[1], json_default)
     if len(value) == 3:
         headers = value[2]
         if not isinstance(headers, Mapping):
@@ -511,7 +513,9 @@ _TEXT_TYPE = (b"content-type", _content_type(PlainTextResponse.media_type, Respo
 _JSON_TYPE = (b"content-type", _content_type(JSONResponse.media_type, Response.charset))
 
 
-def plain_messages(value: Any, method: str) -> tuple[Message, Message] | None:
+def plain_messages(
+    value: Any, method: str, json_default: JSONDefault | None = None
+) -> tuple[Message, Message] | None:
     """The ``http.response.start`` and ``http.response.body`` messages ``to_response``
     would send for a returned ``str``, ``dict`` or ``list``, built without a Response
     object (the common returns, on every request's path); None for any other value.
@@ -523,7 +527,7 @@ def plain_messages(value: Any, method: str) -> tuple[Message, Message] | None:
         body = value.encode("utf-8")
         content_type = _TEXT_TYPE
     elif cls is dict or cls is list:
-        body = _json_bytes(value)
+        body = _json_bytes(value, json_default)
         content_type = _JSON_TYPE
     else:
         return None
@@ -534,7 +538,7 @@ def plain_messages(value: Any, method: str) -> tuple[Message, Message] | None:
     )
 
 
-def _convert(value: Any, status: int | None) -> Response:
+def _convert(value: Any, status: int | None, json_default: JSONDefault | None = None) -> Response:
     if value.__class__ is str:  # the most common return, checked first
         return PlainTextResponse(value, status or 200)
     if isinstance(value, Response):
@@ -542,7 +546,7 @@ def _convert(value: Any, status: int | None) -> Response:
             value.status_code = status
         return value
     if isinstance(value, dict | list):
-        return JSONResponse(value, status or 200)
+        return JSONResponse(value, status or 200, default=json_default)
     if isinstance(value, str):
         return PlainTextResponse(value, status or 200)
     if isinstance(value, bytes | bytearray | memoryview):

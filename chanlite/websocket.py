@@ -122,6 +122,11 @@ class WebSocket(ASGIWebSocket):
         self._joins: StreamJoins | None = None
         self._presence: set[str] | None = None
 
+    def _json_default(self) -> Callable[[Any], Any]:
+        # The App's hook (App(json_default=...)), else the built-in one.
+        hook = getattr(self.scope.get("app"), "json_default", None)
+        return hook if hook is not None else super()._json_default()
+
     # -- the channel layer ---------------------------------------------------------------
 
     @property
