@@ -4,7 +4,8 @@ Returned dicts and lists, :class:`~chanlite.responses.JSONResponse` and ``ws.sen
 encode ``datetime``/``date``/``time`` (ISO 8601), ``UUID`` and ``Decimal`` (strings: no
 precision lost), dataclass instances (as dicts) and enums (their value) out of the box; a
 set is refused (no order to give it). ``App(json_default=func)`` replaces the hook for
-that app's returned values and ``send_json``; call :func:`json_default` from it for everything it does not handle::
+that app's returned values and ``send_json``; call :func:`json_default` from it for
+everything it does not handle::
 
     def encode(value):
         if isinstance(value, Money):
