@@ -12,12 +12,13 @@ slot only (what a Redis Cluster needs; a prefix must therefore not contain ``{``
     {p}pz:{group}          zset    process (client id) -> server ms of its last refresh
     {p}ps:{group}          string  join sequence (orders the listing)
     {p}po:{group}:<client> set     the channels one process holds in the group
-    {p}pp                  zset    process -> server ms of its last refresh, for every
+    {p}{pp}                zset    process -> server ms of its last refresh, for every
                                    process holding presence entries anywhere
-    {p}pp:<client>         set     the groups where that process holds entries
+    {p}{pp}:<client>       set     the groups where that process holds entries
 
 The last two are the only keys not of one group: the registry through which any live
-process finds the groups of a process that died, however many groups there are.
+process finds the groups of a process that died, however many groups there are. They
+share the hash tag ``{pp}``, so the registry scripts touch one slot too.
 
 A presence entry is ``<12-digit seq><4-digit key length><key><12-char client><meta>``,
 *meta* being a codec payload. A *stamped* payload is ``\\0<offset> <epoch> <group>\\0``
@@ -66,11 +67,11 @@ class StreamKeys:
 
     def processes(self) -> str:
         """The registry of processes holding presence entries, by last refresh."""
-        return f"{self.prefix}pp"
+        return f"{self.prefix}{{pp}}"
 
     def groups_of(self, client_id: str) -> str:
         """The set of groups where process *client_id* holds presence entries."""
-        return f"{self.prefix}pp:{client_id}"
+        return f"{self.prefix}{{pp}}:{client_id}"
 
 
 class Script:
@@ -390,7 +391,7 @@ local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[4]
   'LIMIT', 0, 64)
 for _, client in ipairs(dead) do
   result[#result + 1] = client
-  result[#result + 1] = redis.call('SMEMBERS', ARGV[1] .. 'pp:' .. client)
+  result[#result + 1] = redis.call('SMEMBERS', ARGV[1] .. '{pp}:' .. client)
 end
 return result
 """

@@ -386,7 +386,7 @@ async def test_a_process_swept_while_alive_joins_again(
     assert (await _diffs(watcher, seen, 0.2))[0]["first"] is True
     client = Redis.from_url(redis_server.url)
     try:  # as if Redis had lost its data (restart without persistence)
-        await client.delete(*[k async for k in client.scan_iter(match=f"{prefix}p*")])
+        await client.delete(*[k async for k in client.scan_iter(match=f"{prefix}*")])
     finally:
         await client.aclose()
     assert await watcher.presence("room") == {}
