@@ -10,6 +10,9 @@ Without ``--url`` it starts its own ``redis-server`` (persistence off) on a free
   *since* (a history group of size 1000): p50 / p99 of the call, ``--resumes`` times.
 * **presence list** - ``presence(group)`` of a group with ``--presence`` entries joined
   by two layer objects: p50 / p99 wall time and CPU time of the listing process.
+* **presence churn** - two processes each join ``--churn / 2`` connections a second to
+  one room's group and presence, each leaving after 1 s, for ``--churn-seconds``: join
+  and leave latency p50 / p99 and CPU of each process.
 * **group send with history vs without** - a receiver process holds ``--members``
   channels of one group and reads with ``receive_local()``; a sender process
   ``group_send``s ``--messages`` broadcast events, to a plain group and to a history
@@ -150,7 +153,10 @@ async def members(url: str, prefix: str, group: str, count: int, expected: int) 
 class Peer:
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True
+            [sys.executable, __file__, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
 
     def event(self) -> dict[str, Any]:
@@ -215,6 +221,121 @@ def group_send_round(url: str, group: str, args: argparse.Namespace) -> dict[str
     }
 
 
+# -- presence churn across processes ----------------------------------------------------------
+
+
+async def churn(url: str, prefix: str, rate: float, seconds: float, lifetime: float) -> None:
+    """Join and leave presence in one room at *rate* a second each, for *seconds*.
+
+    Each "connection" is a channel that joins the group and its presence, lives
+    *lifetime* seconds, then leaves both, as a chanlite server does for a socket. The
+    process reads its own events (every diff reaches every live member) meanwhile.
+    """
+    from collections import deque
+
+    layer = make_layer(url, prefix)
+    group = "presence.churn"
+    diffs = 0
+
+    async def read() -> None:
+        nonlocal diffs
+        while True:
+            await layer.receive_local()
+            diffs += 1
+
+    reader = asyncio.ensure_future(read())
+    await asyncio.sleep(0)
+    emit(event="ready")
+    sys.stdin.readline()  # "go"
+    joins: list[float] = []
+    leaves: list[float] = []
+    lags: list[float] = []
+    live: deque[tuple[float, str]] = deque()
+    pending: set[asyncio.Task[None]] = set()
+
+    async def join(i: int) -> None:
+        channel = await layer.new_channel()
+        start = time.perf_counter()
+        await layer.group_add(group, channel)
+        await layer.presence_join(group, channel, f"user-{os.getpid()}-{i}", {"i": i})
+        joins.append(time.perf_counter() - start)
+        live.append((time.monotonic() + lifetime, channel))
+
+    async def leave(channel: str) -> None:
+        start = time.perf_counter()
+        await layer.presence_leave(group, channel)
+        await layer.group_discard(group, channel)
+        leaves.append(time.perf_counter() - start)
+
+    def spawn(coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    cpu = time.process_time()
+    began = time.monotonic()
+    i = 0
+    while True:
+        due = began + i / rate
+        now = time.monotonic()
+        if due >= began + seconds:
+            break
+        if due > now:
+            await asyncio.sleep(due - now)
+        lags.append(max(0.0, time.monotonic() - due))
+        spawn(join(i))
+        i += 1
+        while live and live[0][0] <= time.monotonic():
+            spawn(leave(live.popleft()[1]))
+    if pending:
+        await asyncio.wait(pending)
+    cpu = time.process_time() - cpu
+    elapsed = time.monotonic() - began
+    reader.cancel()
+    emit(
+        event="done", joins=joins, leaves=leaves, lag=statistics.median(lags),
+        cpu=cpu, elapsed=elapsed, diffs=diffs,
+    )  # fmt: skip
+    os._exit(0)
+
+
+def churn_round(url: str, args: argparse.Namespace) -> dict[str, float]:
+    prefix = f"bench-churn-{os.getpid()}-{time.monotonic_ns()}:"
+    rate = args.churn / 2
+    command = [
+        "--role", "churn", "--url", url, "--prefix", prefix, "--rate", str(rate),
+        "--seconds", str(args.churn_seconds),
+    ]  # fmt: skip
+    peers = [Peer(*command) for _ in range(2)]
+    try:
+        for peer in peers:
+            peer.event()  # ready
+        for peer in peers:
+            assert peer.process.stdin is not None
+            peer.process.stdin.write("go\n")
+            peer.process.stdin.flush()
+        results = [peer.event() for peer in peers]
+    finally:
+        for peer in peers:
+            peer.close()
+    joins = sorted(t for r in results for t in r["joins"])
+    leaves = sorted(t for r in results for t in r["leaves"])
+    join_p50, join_p99 = percentiles(joins)
+    leave_p50, leave_p99 = percentiles(leaves)
+    elapsed = max(r["elapsed"] for r in results)
+    return {
+        "joins_per_s": len(joins) / args.churn_seconds,
+        "leaves_per_s": len(leaves) / max(args.churn_seconds - 1.0, 1e-9),
+        "join_p50": join_p50,
+        "join_p99": join_p99,
+        "leave_p50": leave_p50,
+        "leave_p99": leave_p99,
+        "cpu_per_process": statistics.mean(r["cpu"] / r["elapsed"] for r in results),
+        "lag": max(r["lag"] for r in results),
+        "diffs_per_s": sum(r["diffs"] for r in results) / elapsed,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url")
@@ -228,7 +349,14 @@ def main() -> None:
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--group", help=argparse.SUPPRESS)
     parser.add_argument("--expected", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--churn", type=float, default=1000, help="joins a second, 2 processes")
+    parser.add_argument("--churn-seconds", type=float, default=5)
+    parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role == "churn":
+        asyncio.run(churn(args.url, args.prefix, args.rate, args.seconds, lifetime=1.0))
+        return
     if args.role == "members":
         asyncio.run(members(args.url, args.prefix, args.group, args.members, args.expected))
         return
@@ -250,6 +378,23 @@ def main() -> None:
             f"  p50 {listing['p50'] * 1000:.1f} ms   p99 {listing['p99'] * 1000:.1f} ms   "
             f"CPU {listing['cpu'] * 1000:.1f} ms per listing   "
             f"(joins: {listing['joins_per_s']:.0f}/s while filling it)\n",
+            flush=True,
+        )
+
+        c = churn_round(url, args)
+        print(
+            f"presence churn: 2 processes joining {args.churn / 2:.0f}/s each for "
+            f"{args.churn_seconds:g} s, each connection leaving after 1 s (one room):"
+        )
+        print(
+            f"  {c['joins_per_s']:.0f} joins/s and {c['leaves_per_s']:.0f} leaves/s done; "
+            f"join p50 {c['join_p50'] * 1000:.2f} ms "
+            f"p99 {c['join_p99'] * 1000:.2f} ms; leave p50 {c['leave_p50'] * 1000:.2f} ms "
+            f"p99 {c['leave_p99'] * 1000:.2f} ms"
+        )
+        print(
+            f"  CPU {c['cpu_per_process']:.0%} of a core per process; schedule lag p50 "
+            f"{c['lag'] * 1000:.2f} ms; {c['diffs_per_s']:,.0f} diff items/s read\n",
             flush=True,
         )
 
