@@ -284,10 +284,10 @@ class WebSocket(ASGIWebSocket):
             if not joins.active:
                 self._joins = None
             raise
-        replay.extend(joins.finish(group, page.position))
+        hub.stats.events_replayed += len(replay)
+        replay.extend(joins.finish(group, page.position))  # live ones newer than the read
         if not joins.active:
             self._joins = None
-        hub.stats.events_replayed += len(replay)
         for event in replay:
             self._queue(event)
         return page.position

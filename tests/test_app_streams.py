@@ -525,3 +525,25 @@ def test_events_with_an_offset_key_of_their_own_pass() -> None:
     assert joins.offer({"type": "x", "offset": 3}) == PASS
     assert joins.offer({"type": "x", "offset": 3, "group": "other"}) == PASS
     assert joins.offer({"type": "x", "offset": 3, "group": "g", "epoch": "e"}) == STASHED
+
+
+async def test_broadcasts_to_a_history_group_are_replayed_as_frames() -> None:
+    app = App(layer="memory://")
+    app.history("feed.*", size=10)
+
+    @app.websocket("/feed")
+    async def feed(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.join("feed.x", last=2)
+        async for _ in ws.iter_text():
+            pass
+
+    async with TestClient(app) as client:
+        for n in range(3):
+            await app.broadcast("feed.x", json={"n": n})
+        async with client.websocket("/feed") as ws:
+            assert await ws.receive_json(timeout=5) == {"n": 1}
+            assert await ws.receive_json(timeout=5) == {"n": 2}
+            await app.broadcast("feed.x", text="live")
+            assert await ws.receive_text(timeout=5) == "live"
+    assert app.stats.events_replayed == 2
