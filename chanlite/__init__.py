@@ -35,6 +35,7 @@ from chanlite.responses import (
     Response,
     StreamingResponse,
 )
+from chanlite.sse import EventSourceResponse, ServerSentEvent
 from chanlite.staticfiles import StaticFiles
 from chanlite.websocket import WebSocket
 
@@ -42,6 +43,7 @@ __all__ = [
     "App",
     "BaseLayer",
     "ChannelFull",
+    "EventSourceResponse",
     "FileResponse",
     "HTMLResponse",
     "HTTPException",
@@ -55,6 +57,7 @@ __all__ = [
     "RedirectResponse",
     "Request",
     "Response",
+    "ServerSentEvent",
     "StaticFiles",
     "StreamPosition",
     "StreamingResponse",

@@ -92,6 +92,7 @@ class App:
         self._middleware: list[tuple[Callable[..., ASGIApp], dict[str, Any]]] = []
         self._stack: ASGIApp | None = None
         self._static: dict[tuple[str, str], HTTPRoute | WebSocketRoute] = {}
+        self._tasks_at_startup: set[asyncio.Task[Any]] | None = None
 
     # -- the layer (held by the hub) ------------------------------------------------------
 
@@ -469,6 +470,8 @@ class App:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # What ran before the app started is not the app's (see _warn_stray_tasks).
+                self._tasks_at_startup = asyncio.all_tasks()
                 try:
                     await self.hub.check()
                 except LayerCheckFailed as exc:
@@ -495,6 +498,44 @@ class App:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def _warn_stray_tasks(self) -> None:
+        """Say so when tasks started by the app's own modules without :meth:`spawn` are
+        still running at shutdown: nothing cancels or awaits them, and their failures
+        surface only when they are garbage-collected, if ever."""
+        modules = set()
+        for func in [
+            *self._startup,
+            *self._shutdown,
+            *(getattr(r, "endpoint", None) for r in self.routes),
+        ]:
+            func = getattr(func, "func", func)  # a WebSocketHandler wraps the function
+            module = getattr(func, "__module__", None)
+            if isinstance(module, str) and not module.startswith("chanlite."):
+                modules.add(module)
+        before, self._tasks_at_startup = self._tasks_at_startup, None
+        if not modules or before is None:
+            return
+        spawned = self.hub.tasks
+        stray = []
+        for task in asyncio.all_tasks():
+            if task.done() or task in spawned or task in before:
+                continue
+            frame = getattr(task.get_coro(), "cr_frame", None)
+            if frame is not None and frame.f_globals.get("__name__") in modules:
+                stray.append(getattr(task.get_coro(), "__qualname__", repr(task)) + "()")
+        if stray:
+            logger.warning(
+                "Background task%s %s still running at shutdown %s started without "
+                "app.spawn(): nothing cancels or awaits %s, and a failure in %s is lost. "
+                "Start background work with app.spawn(coro): the app keeps it, logs its "
+                "failure and cancels it at shutdown.",
+                "" if len(stray) == 1 else "s",
+                ", ".join(sorted(stray)),
+                "was" if len(stray) == 1 else "were",
+                "it" if len(stray) == 1 else "them",
+                "it" if len(stray) == 1 else "them",
+            )
+
     async def aclose(self) -> None:
         """Run shutdown hooks, stop the hub's reader and background tasks, close the layer."""
         errors: list[BaseException] = []
@@ -503,6 +544,7 @@ class App:
                 await hook()
             except Exception as exc:
                 errors.append(exc)
+        self._warn_stray_tasks()
         await self.hub.aclose()
         if errors:
             raise errors[0]

@@ -379,6 +379,11 @@ class Hub:
         task.add_done_callback(self._task_done)
         return task
 
+    @property
+    def tasks(self) -> frozenset[asyncio.Task[Any]]:
+        """The background tasks started with :meth:`spawn` that are still running."""
+        return frozenset(self._tasks)
+
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
