@@ -428,6 +428,56 @@ class FileResponse(Response):
         headers.setdefault("content-length", str(st.st_size))
         headers.setdefault("last-modified", formatdate(st.st_mtime, usegmt=True))
         headers.setdefault("etag", file_etag(st))
+        if self.status_code == 200:
+            headers.setdefault("accept-ranges", "bytes")
+
+    def _apply_range(self, scope: Scope, size: int) -> tuple[int, int]:
+        """``(offset, length)`` to send: the whole file, or the one byte range the request
+        asks for (206 with ``content-range``; 416 when it lies outside the file). Several
+        ranges, a malformed one or an ``If-Range`` that no longer matches get the whole
+        file, as RFC 9110 allows."""
+        if self.status_code != 200 or scope.get("method") not in ("GET", "HEAD"):
+            return 0, size
+        wanted = if_range = None
+        for name, value in scope.get("headers", ()):
+            if name == b"range":
+                wanted = value.decode("latin-1").strip()
+            elif name == b"if-range":
+                if_range = value.decode("latin-1").strip()
+        if wanted is None:
+            return 0, size
+        if if_range is not None and if_range not in (
+            self._headers.get("etag"),
+            self._headers.get("last-modified"),
+        ):
+            return 0, size  # the file changed since the client's copy: send all of it
+        unit, _, spec = wanted.partition("=")
+        if unit.strip().lower() != "bytes" or "," in spec:
+            return 0, size
+        first, dash, last = spec.strip().partition("-")
+        try:
+            if not dash:
+                return 0, size
+            if first:
+                start = int(first)
+                end = int(last) if last else size - 1
+            else:  # a suffix: the last N bytes
+                start, end = max(size - int(last), 0), size - 1
+        except ValueError:
+            return 0, size
+        headers = self._headers
+        if start >= size or (not first and int(last) == 0):
+            self.status_code = 416
+            headers["content-range"] = f"bytes */{size}"
+            headers["content-length"] = "0"
+            return 0, 0
+        if end < start:
+            return 0, size  # malformed ("bytes=9-3"): ignored
+        end = min(end, size - 1)
+        self.status_code = 206
+        headers["content-range"] = f"bytes {start}-{end}/{size}"
+        headers["content-length"] = str(end - start + 1)
+        return start, end - start + 1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.stat_result is None:
@@ -439,8 +489,15 @@ class FileResponse(Response):
                 raise RuntimeError(f"Path {self.path!r} is not a regular file.")
             self.stat_result = st
             self._set_stat_headers(st)
-        head_only = scope.get("method") == "HEAD" or self.status_code in _NO_BODY_STATUSES
-        pathsend = "http.response.pathsend" in scope.get("extensions", {})
+        offset, remaining = self._apply_range(scope, self.stat_result.st_size)
+        head_only = (
+            scope.get("method") == "HEAD"
+            or self.status_code in _NO_BODY_STATUSES
+            or self.status_code == 416
+        )
+        pathsend = self.status_code == 200 and "http.response.pathsend" in scope.get(
+            "extensions", {}
+        )
         file: BinaryIO | None = None
         if not (head_only or pathsend):
             # Open before the status line goes out, so a vanished file is still a clean error.
@@ -463,7 +520,8 @@ class FileResponse(Response):
                     await send({"type": "http.response.body", "body": b""})
                 return
             # Send exactly the advertised content-length, even if the file changes meanwhile.
-            remaining = self.stat_result.st_size
+            if offset:
+                await asyncio.to_thread(file.seek, offset)
             while remaining > 0:
                 chunk = await asyncio.to_thread(file.read, min(self.chunk_size, remaining))
                 if not chunk:

@@ -21,7 +21,8 @@ class StaticFiles:
     ``scope["root_path"]``). A path that would leave the directory - ``..`` segments,
     absolute or drive paths, NUL bytes, or a symlink pointing outside - is a 404, exactly
     like a missing file, so the response reveals nothing. Other methods get 405 with
-    ``Allow: GET, HEAD``. ``If-None-Match`` / ``If-Modified-Since`` give 304.
+    ``Allow: GET, HEAD``. ``If-None-Match`` / ``If-Modified-Since`` give 304; a ``Range``
+    of bytes gets 206 with just those bytes (416 outside the file; ``If-Range`` honoured).
 
     With ``html=True`` a directory serves its ``index.html`` (``/docs`` redirects to
     ``/docs/`` first, so relative links work) and a top-level ``404.html``, if present,
