@@ -1,7 +1,9 @@
 """History and presence through the App, memory and SQLite side by side in one run.
 
     .venv/bin/python bench/streams.py [--rounds 5] [--messages 300] [--resumes 200]
-        [--presence 10000] [--layers memory,sqlite]
+        [--presence 10000] [--layers memory,sqlite,redis]
+
+``redis`` starts its own ``redis-server`` (persistence off) on a free port.
 
 * **broadcast with history vs without** -- ``app.broadcast`` to a group of 200 and of 1000
   members, one process: the hub's reader takes each message off the layer and writes its
@@ -15,6 +17,8 @@
   p50 / p99.
 * **presence list** -- ``app.presence(group)`` of a 10,000-entry group: p50 / p99 wall
   and CPU per call.
+
+CPU is this process's (every thread); with Redis, the server's own CPU is not counted.
 
 Channels + channels_redis has neither history nor presence: nothing to compare there.
 """
@@ -76,9 +80,14 @@ class CountingReceiver:
         return None
 
 
+REDIS: list[str] = []  # the URL of the redis-server this run started
+
+
 def layer_url(kind: str, tmp: Path, name: str) -> str:
     if kind == "memory":
         return f"memory://?capacity={CAPACITY}"
+    if kind == "redis":
+        return f"{REDIS[0]}?capacity={CAPACITY}&prefix={name}:"
     return f"sqlite:///{tmp / name}.db?capacity={CAPACITY}"
 
 
@@ -183,6 +192,7 @@ async def presence(kind: str, tmp: Path, entries: int, calls: int) -> None:
         f"{kind:6} presence list of {entries} entries: p50 {ms(p50)}  p99 {ms(p99)}  "
         f"CPU p50 {ms(statistics.median(cpus))}  (joining them took {joins:.1f} s)"
     )
+    await layer.flush()  # the entries go with the data, not one leave at a time
     await app.hub.aclose()
 
 
@@ -192,9 +202,15 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--resumes", type=int, default=200)
     parser.add_argument("--presence", type=int, default=10_000)
-    parser.add_argument("--layers", default="memory,sqlite")
+    parser.add_argument("--layers", default="memory,sqlite,redis")
     args = parser.parse_args()
     kinds = args.layers.split(",")
+    if "redis" in kinds:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from redis_layer import start_redis
+
+        server, url, _keep = start_redis()
+        REDIS.append(url)
     print(f"python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     with tempfile.TemporaryDirectory() as tmp:
         for members in (200, 1000):
@@ -204,6 +220,9 @@ async def main() -> None:
             await resume(kind, Path(tmp), args.resumes)
         for kind in kinds:
             await presence(kind, Path(tmp), args.presence, 20)
+    if REDIS:
+        server.terminate()
+        server.wait()
 
 
 if __name__ == "__main__":
