@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from chanlite import encoders
+from chanlite.asgi_websocket import peer
+from chanlite.closecodes import CloseCode
 from chanlite.encoders import JSONDefault
 from chanlite.endpoints import WebSocketHandler, as_async
 from chanlite.exceptions import RAISE_EXCEPTIONS, HTTPException, RegistrationClosed
@@ -93,6 +95,7 @@ class App:
         self._stack: ASGIApp | None = None
         self._static: dict[tuple[str, str], HTTPRoute | WebSocketRoute] = {}
         self._tasks_at_startup: set[asyncio.Task[Any]] | None = None
+        self._authenticate: Callable[[WebSocket], Awaitable[Any]] | None = None
 
     # -- the layer (held by the hub) ------------------------------------------------------
 
@@ -159,21 +162,47 @@ class App:
 
         return decorator
 
-    def add_websocket_route(self, path: str, handler: H) -> WebSocketHandler[H]:
-        """Serve WebSockets on *path* with *handler* ``(ws, **path_params)``, one per socket."""
+    def add_websocket_route(
+        self, path: str, handler: H, *, auth: Callable[..., Any] | None = None
+    ) -> WebSocketHandler[H]:
+        """Serve WebSockets on *path* with *handler* ``(ws, **path_params)``, one per socket.
+
+        *auth* authenticates this route's sockets (instead of :meth:`authenticate`'s hook).
+        """
         endpoint = (
             handler if isinstance(handler, WebSocketHandler) else WebSocketHandler(handler, path)
         )
+        if auth is not None:
+            endpoint.auth = as_async(auth)
         self.add_route(WebSocketRoute(path, endpoint, name=endpoint.__name__))
         return endpoint
 
-    def websocket(self, path: str) -> Callable[[H], WebSocketHandler[H]]:
+    def websocket(
+        self, path: str, *, auth: Callable[..., Any] | None = None
+    ) -> Callable[[H], WebSocketHandler[H]]:
         """Decorator form of :meth:`add_websocket_route`; the result has ``.on(type)``."""
 
         def decorator(func: H) -> WebSocketHandler[H]:
-            return self.add_websocket_route(path, func)
+            return self.add_websocket_route(path, func, auth=auth)
 
         return decorator
+
+    def authenticate(self, func: F) -> F:
+        """Authenticate every WebSocket before its handler runs (a route's ``auth=`` wins).
+
+        ``func(ws)`` (async or plain) reads what the client sent - ``ws.query_params``,
+        ``ws.cookies``, ``ws.headers`` - and returns the user, which becomes ``ws.user``
+        (``scope["user"]``), or None to refuse: the handshake is then answered 403 before
+        any accept, the handler never runs, and one INFO line says so. An exception in
+        *func* refuses too, logged with its traceback::
+
+            @app.authenticate
+            async def user_from_token(ws):
+                return await users.by_token(ws.query_params.get("token"))
+        """
+        self._check_open("add an authentication hook")
+        self._authenticate = as_async(func)
+        return func
 
     def socket(
         self,
@@ -345,6 +374,9 @@ class App:
                 # the handshake path is measured, one coroutine less).
                 scope["app"] = self
                 ws = WebSocket(scope, receive, send, hub=self.hub, handler=hit.endpoint)
+                auth = getattr(hit.endpoint, "auth", None) or self._authenticate
+                if auth is not None and not await _authenticated(ws, auth):
+                    return
                 await ws.run_handler(**scope["path_params"])
                 return
             if scope["method"] in hit.methods:  # else the walk below answers 405
@@ -449,6 +481,9 @@ class App:
     ) -> None:
         scope["app"] = self
         ws = WebSocket(scope, receive, send, hub=self.hub, handler=route.endpoint)
+        auth = getattr(route.endpoint, "auth", None) or self._authenticate
+        if auth is not None and not await _authenticated(ws, auth):
+            return
         await ws.run_handler(**scope["path_params"])
 
     @staticmethod
@@ -564,3 +599,24 @@ def _wants_json(scope: Scope) -> bool:
         elif name == b"content-type" and b"json" in value.lower().split(b";")[0]:
             return True
     return False
+
+
+async def _authenticated(ws: WebSocket, auth: Callable[[WebSocket], Awaitable[Any]]) -> bool:
+    """Run *auth*; set ``scope["user"]`` and return True, or refuse the handshake (403)."""
+    try:
+        user = await auth(ws)
+    except Exception:
+        logger.exception("WebSocket authentication failed for %s", ws.scope.get("path"))
+        user = None
+    else:
+        if user is None:
+            logger.info(
+                "WebSocket %s from %s refused: not authenticated",
+                ws.scope.get("path"),
+                peer(ws.scope),
+            )
+    if user is None:
+        await ws.close(CloseCode.POLICY_VIOLATION)  # before accept: a 403 handshake answer
+        return False
+    ws.scope["user"] = user
+    return True

@@ -50,6 +50,8 @@ class WebSocketHandler(Generic[H]):
         self.func = func
         self.path = path
         self.events: dict[str, EventHandler] = {}
+        #: Authenticates this handler's sockets (``app.websocket(path, auth=...)``), or None.
+        self.auth: Callable[[Any], Awaitable[Any]] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[None]:
         return self.func(*args, **kwargs)
