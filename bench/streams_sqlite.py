@@ -14,8 +14,9 @@ Scenarios (the sender is this process, receivers and churners are spawned proces
   ``history(group, since)`` returning exactly those 100; p50/p99 over many resumes.
 * ``presence``: ``presence(group)`` of a 10,000-member group; p50/p99 and CPU per call.
 * ``churn``: two processes each open and close 500 connections a second (``group_add`` +
-  ``presence_join``, ``presence_leave`` + ``group_discard`` a second later) in one room;
-  this process watches the room. CPU of each process, join-to-diff latency as the
+  ``presence_join``, ``presence_leave`` + ``group_discard`` a second later) in 100 rooms,
+  then in one room; this process watches the rooms. ``churn1``: the same 1,000 a second
+  from one process, in 100 rooms. CPU of each process, join-to-diff latency as the
   watcher sees it, and how long the join and leave calls take.
 
 Timestamps are ``time.monotonic_ns()``, one system-wide clock on Linux.
@@ -257,21 +258,22 @@ async def _churner(db: str, rate: int, seconds: float, rooms: int, conn: Connect
     await layer.close()
 
 
-async def bench_churn(db: str, rate: int, seconds: float, rooms: int) -> None:
+async def bench_churn(db: str, rate: int, seconds: float, rooms: int, processes: int = 2) -> None:
     watcher_layer = SQLiteLayer(db, **OPTIONS)
     watcher = await watcher_layer.new_channel()
     for room in range(rooms):
         await watcher_layer.group_add(f"room.churn{room}", watcher)
     procs, conns = [], []
-    for _ in range(2):
+    for _ in range(processes):
         ours, theirs = CONTEXT.Pipe()
-        proc = CONTEXT.Process(target=churner, args=(db, rate // 2, seconds, rooms, theirs))
+        share = rate // processes
+        proc = CONTEXT.Process(target=churner, args=(db, share, seconds, rooms, theirs))
         proc.start()
         procs.append(proc)
         conns.append(ours)
     for conn in conns:
         conn.recv()
-    expected = 2 * int(rate // 2 * seconds) * 2
+    expected = processes * int(rate // processes * seconds) * 2
     latencies: list[int] = []
     seen = 0
     cpu, wall = time.process_time(), time.monotonic()
@@ -293,7 +295,8 @@ async def bench_churn(db: str, rate: int, seconds: float, rooms: int) -> None:
     await watcher_layer.close()
     where = "one room" if rooms == 1 else f"{rooms} rooms"
     print(
-        f"churn    {rate:,} connections/s over 2 processes in {where} for {seconds:g} s (each "
+        f"churn    {rate:,} connections/s over {processes} process{'es' if processes > 1 else ''} "
+        f"in {where} for {seconds:g} s (each "
         f"joins, then leaves 1 s later; every diff goes to the room's ~{2 * rate // rooms} "
         f"members): {seen:,} diffs seen, {rows} left listed"
     )
@@ -308,7 +311,7 @@ async def bench_churn(db: str, rate: int, seconds: float, rooms: int) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="fanout,resume,presence,churn")
+    parser.add_argument("--only", default="fanout,resume,presence,churn,churn1")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -317,7 +320,7 @@ async def main() -> None:
         f"{sqlite3.sqlite_version}, load average {os.getloadavg()[0]:.2f}"
     )
     with tempfile.TemporaryDirectory() as folder:
-        for name in ("fanout", "resume", "presence", "churn"):
+        for name in ("fanout", "resume", "presence", "churn", "churn1"):
             if name not in only:
                 continue
             db = str(Path(folder) / f"{name}.db")
@@ -327,9 +330,11 @@ async def main() -> None:
                 await bench_resume(db, 300)
             elif name == "presence":
                 await bench_presence(db, 10_000, 30)
-            else:
+            elif name == "churn":
                 await bench_churn(db, 1000, 10, 100)
                 await bench_churn(db.replace(".db", "1.db"), 1000, 10, 1)
+            else:  # the same churn from one process: no other process's lock to wait for
+                await bench_churn(db, 1000, 10, 100, processes=1)
     print(f"load average at the end {os.getloadavg()[0]:.2f} (other work shares these CPUs)")
 
 
