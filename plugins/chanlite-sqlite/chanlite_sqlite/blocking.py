@@ -143,6 +143,16 @@ class BlockingWriter:
         self._transaction(write)
         return members, dropped
 
+    def transaction(self, write: Callable[[sqlite3.Connection, float], None]) -> None:
+        """Run *write* in one ``BEGIN IMMEDIATE ... COMMIT``, then wake every process
+        (this one's reader too) to read what it wrote; file errors are DatabaseFileError."""
+
+        def run(conn: sqlite3.Connection, now: float) -> list[int]:
+            write(conn, now)
+            return self._ports(conn, None)
+
+        self._transaction(run)
+
     def _transaction(self, write: Callable[[sqlite3.Connection, float], list[int]]) -> int:
         """Run *write* in one ``BEGIN IMMEDIATE ... COMMIT``, then poke the readers it names."""
         with self._lock:

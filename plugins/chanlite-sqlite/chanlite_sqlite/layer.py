@@ -68,7 +68,7 @@ from chanlite_sqlite.presence import (
     Join,
     Leave,
     LeaveOwned,
-    PresenceScript,
+    PresenceWriter,
     Sweeper,
     encode_meta,
     listing,
@@ -191,9 +191,10 @@ class SQLiteLayer(BaseLayer):
         # (group, local channel) -> membership expiry, as this process added them.
         self._joined: dict[tuple[str, str], float] = {}
         self._reader: HistoryReader | None = None
-        self._presence_ops = PresenceScript(
-            self._codec, lambda: self.client_id, lambda: time.time() + self.expiry
+        self._presence_writer = PresenceWriter(
+            self._shared_blocking, self._codec, lambda: self.client_id
         )
+        self._waking = False  # a wake-up of this process's reader is scheduled
         # (group, channel) -> (key, stored meta): this process's presence entries.
         self._present: dict[tuple[str, str], Entry] = {}
         # The file deleted or replaced under us: the move to the new one (pending while
@@ -387,11 +388,29 @@ class SQLiteLayer(BaseLayer):
         Members that are full are left in ``op.full`` for :meth:`group_send`, which may
         wait for this process's reader before counting them as drops.
         """
-        if op.offset is not None:  # one dict, shared by the members: no per-member cost
-            event = op.event
-            event["offset"], event["epoch"], event["group"] = op.offset, op.epoch, op.group
+        if op.offset is not None:
+            # A history group's messages reach this process's members through its reader,
+            # like every other process's: in offset order. Delivered here at commit, one
+            # could overtake an earlier offset that another process committed and the
+            # reader has not read yet, and a resuming client skips what is older than the
+            # last offset it saw.
+            if op.local:
+                self._wake_own_reader()
+            return
         if op.local:
             op.full = self._inbox.offer(op.local, op.event, expires=op.expires)
+
+    def _wake_own_reader(self) -> None:
+        # One datagram per turn of the event loop, however many messages were committed.
+        if not self._waking:
+            self._waking = True
+            asyncio.get_running_loop().call_soon(self._poke_own_reader)
+
+    def _poke_own_reader(self) -> None:
+        self._waking = False
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.poke([watcher.port])
 
     def encode_stream(self, op: GroupSend) -> bytes:
         """*op*'s message with its offset, epoch and group, encoded (for plain members)."""
@@ -571,6 +590,10 @@ class SQLiteLayer(BaseLayer):
         self._after_fork()
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
+        return self._shared_blocking()
+
+    def _shared_blocking(self) -> BlockingWriter:
+        # Also presence's connection, which announces the leaves while closing.
         writer = self._blocking
         if writer is None:
             with self._lock:
@@ -677,8 +700,8 @@ class SQLiteLayer(BaseLayer):
         self.require_valid_channel_name(channel)
         check_presence(key, meta, self._codec.encode)
         stored = encode_meta(self._codec, meta)
-        writer = await self._start()
-        await writer.call(self._presence_ops.op(Join(group, channel, key, stored)))
+        await self._start()  # registered first: entries belong to a live process
+        await self._presence_writer.submit(Join(group, channel, key, stored))
         with self._lock:
             self._present[group, channel] = (key, stored)
 
@@ -686,8 +709,8 @@ class SQLiteLayer(BaseLayer):
         """Remove *channel*'s presence in *group* (no error if absent); members get the diff."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        writer = await self._start()
-        await writer.call(self._presence_ops.op(Leave(group, channel)))
+        await self._start()
+        await self._presence_writer.submit(Leave(group, channel))
         with self._lock:
             self._present.pop((group, channel), None)
 
@@ -734,7 +757,7 @@ class SQLiteLayer(BaseLayer):
         if self._writer is not None and self._present:
             # Announce this process's leaves now rather than after presence_timeout.
             with contextlib.suppress(Exception):
-                await self._writer.call(self._presence_ops.op(LeaveOwned(self.client_id)))
+                await self._presence_writer.submit(LeaveOwned(self.client_id))
         moving = self._moving
         if moving is not None and not moving.done():
             moving.set_exception(RuntimeError(f"{self!r} is closed"))

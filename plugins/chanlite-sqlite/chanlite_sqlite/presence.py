@@ -1,10 +1,11 @@
 """Presence in the file: one row per (group, connection channel), owned by its process.
 
-* **Joins and leaves** are writer operations (:class:`PresenceScript`): a batch of them
-  reads the rows and key counts it touches in two queries, works out each change in
-  order, writes the result, and sends one ``presence.diff`` per change to the group as
-  ordinary group messages in the same transaction, so the listing and the diffs never
-  disagree and every process's members get them by the normal group delivery.
+* **Joins and leaves** are queued to :class:`PresenceWriter`, which writes everything
+  queued as one transaction in a worker thread (:func:`apply_changes`): the rows and key
+  counts it touches are read in two queries, each change is worked out in order, and one
+  ``presence.diff`` per change goes to the group as an ordinary group message in the same
+  transaction, so the listing and the diffs never disagree and every process's members
+  (this process's too) get them by the normal group delivery.
 * **Liveness.** A process's entries live as long as its heartbeat in ``chanlite_processes``
   (refreshed at least every third of ``presence_timeout``). On each heartbeat every live
   process runs :meth:`Sweeper.sweep`: entries of a process silent for ``presence_timeout``
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
@@ -22,10 +24,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
 from chanlite.layers import Codec, DecodeError, presence_diff, with_ref
-from chanlite_sqlite.writer import Custom, GroupSend
+from chanlite_sqlite.blocking import BlockingWriter
+from chanlite_sqlite.writer import resolve
 
 logger = logging.getLogger("chanlite.layers.sqlite")
 
@@ -125,7 +126,8 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
 
 
 _ROWS = "SELECT grp, channel, key, meta FROM chanlite_presence"
-_COUNTS = "SELECT grp, key, count(*) FROM chanlite_presence"
+# Without statistics SQLite would read every entry of the group through the primary key.
+_COUNTS = "SELECT grp, key, count(*) FROM chanlite_presence INDEXED BY chanlite_presence_key"
 _UPSERT = (
     "INSERT INTO chanlite_presence (grp, channel, key, meta, owner) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (grp, channel) DO UPDATE SET "
@@ -140,76 +142,168 @@ def _pairs_sql(select: str, column: str, count: int) -> str:
     return f"{select} WHERE (grp, {column}) IN (VALUES {values}){grouped}"
 
 
-class PresenceScript:
-    """Presence joins and leaves as writer operations (:class:`~chanlite_sqlite.writer.Custom`).
+def apply_changes(
+    conn: sqlite3.Connection,
+    changes: Sequence[Join | Leave | LeaveOwned],
+    *,
+    codec: Codec,
+    owner: str,
+    send: Callable[[dict[str, Any]], None],
+) -> None:
+    """Write *changes* in order inside the caller's transaction; *send* each diff.
 
-    *owner* is the writing process's client_id; *expires* gives a diff's expiry time.
+    Reads the rows and key counts the changes touch in two queries, works the changes
+    out in memory (so ``"first"``/``"last"`` are exact however they interleave), then
+    writes the result.
+    """
+    rows: dict[tuple[str, str], Entry] = {}
+    owned: dict[str, list[tuple[str, str]]] = {}
+    for who in {c.owner for c in changes if isinstance(c, LeaveOwned)}:
+        found = owned[who] = []
+        for grp, channel, key, meta in conn.execute(
+            f"{_ROWS} WHERE owner = ? ORDER BY grp, channel", (who,)
+        ):
+            rows[grp, channel] = (key, meta)
+            found.append((grp, channel))
+    pairs = list({(c.group, c.channel) for c in changes if not isinstance(c, LeaveOwned)})
+    for chunk in _chunks(pairs):
+        for grp, channel, key, meta in conn.execute(
+            _pairs_sql(_ROWS, "channel", len(chunk)), _flat(chunk)
+        ):
+            rows[grp, channel] = (key, meta)
+    keys = {(group, key) for (group, _), (key, _) in rows.items()}
+    keys.update((c.group, c.key) for c in changes if isinstance(c, Join))
+    counts = _counts(conn, keys)
+    work = _Diffs(codec, rows, counts)
+    for change in changes:
+        if isinstance(change, Join):
+            diffs = work.join(change.group, change.channel, change.key, change.stored)
+        elif isinstance(change, Leave):
+            diffs = work.leave(change.group, change.channel)
+        else:
+            diffs = [d for pair in owned[change.owner] for d in work.leave(*pair)]
+        for diff in diffs:
+            send(diff)
+    gone = [pair for pair in work.changed if pair not in work.rows]
+    kept = [(g, c, *work.rows[g, c], owner) for g, c in work.changed if (g, c) in work.rows]
+    if gone:
+        conn.executemany("DELETE FROM chanlite_presence WHERE grp = ? AND channel = ?", gone)
+    if kept:
+        conn.executemany(_UPSERT, kept)
+
+
+def _counts(conn: sqlite3.Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for chunk in _chunks(sorted(keys)):
+        for grp, key, count in conn.execute(_pairs_sql(_COUNTS, "key", len(chunk)), _flat(chunk)):
+            counts[grp, key] = count
+    return counts
+
+
+def write_diff(
+    conn: sqlite3.Connection,
+    diff: dict[str, Any],
+    now: float,
+    *,
+    codec: Codec,
+    expiry: float,
+    capacity_of: Callable[[str], int],
+) -> None:
+    """Write *diff* as a group message (origin '': every process, this one too, reads it
+    and delivers it to its members; plain-named members get a row each, room permitting)."""
+    group = diff["group"]
+    payload = codec.encode(diff)
+    expires = now + expiry
+    insert = (
+        "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload) "
+        "VALUES (?, '', ?, '', ?, ?)"
+    )
+    conn.execute(insert, ("", group, expires, payload))
+    for (channel,) in conn.execute(
+        # The owner index: the primary key would visit every member of the group.
+        "SELECT channel FROM chanlite_groups INDEXED BY chanlite_groups_owner "
+        "WHERE owner = '' AND grp = ? AND expires > ?",
+        (group, now),
+    ).fetchall():
+        (backlog,) = conn.execute(
+            "SELECT count(*) FROM chanlite_messages WHERE channel = ? AND expires > ?",
+            (channel, now),
+        ).fetchone()
+        if backlog < capacity_of(channel):
+            conn.execute(insert, (channel, "", expires, payload))
+        else:
+            logger.info("Presence diff for %r dropped: the channel is full", channel)
+
+
+class PresenceWriter:
+    """Joins and leaves, written in batches by one worker thread on a plain connection.
+
+    A presence change is a transaction of several statements; run from the event loop it
+    would hold the file's write lock across as many loop turns, and other processes would
+    wait in SQLite's busy handler (which sleeps up to 100 ms between tries). Here the
+    whole transaction runs in one go: everything queued meanwhile is one transaction,
+    then every process (this one included) is woken to read the diffs. *connection* gives
+    the blocking writer (its connection, lock, file checks and wake-ups); *owner* this
+    process's client_id.
     """
 
-    def __init__(self, codec: Codec, owner: Callable[[], str], expires: Callable[[], float]):
-        self.codec = codec
-        self.owner = owner
-        self.expires = expires
+    def __init__(
+        self, connection: Callable[[], BlockingWriter], codec: Codec, owner: Callable[[], str]
+    ) -> None:
+        self._connection = connection
+        self._codec = codec
+        self._owner = owner
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Join | Leave | LeaveOwned, asyncio.Future[None]]] = []
+        self._draining = False
 
-    def op(self, change: Join | Leave | LeaveOwned) -> Custom:
-        """The writer operation for *change*."""
-        return Custom(self, change, None)
+    async def submit(self, change: Join | Leave | LeaveOwned) -> None:
+        """Queue *change* and wait until it is committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            self._pending.append((change, future))
+            start = not self._draining
+            self._draining = True
+        if start:
+            # Not awaited: the drain outlives a caller that is cancelled.
+            loop.run_in_executor(None, self._drain)
+        await future
 
-    async def apply(self, db: aiosqlite.Connection, ops: list[Custom]) -> None:
-        """Write a run of changes, in order; their diffs go in each op's ``sends``."""
-        changes: list[Join | Leave | LeaveOwned] = [op.data for op in ops]
-        rows: dict[tuple[str, str], Entry] = {}
-        owned: dict[str, list[tuple[str, str]]] = {}
-        for owner in {c.owner for c in changes if isinstance(c, LeaveOwned)}:
-            found = owned[owner] = []
-            for grp, channel, key, meta in await db.execute_fetchall(
-                "SELECT grp, channel, key, meta FROM chanlite_presence WHERE owner = ? "
-                "ORDER BY grp, channel",
-                (owner,),
-            ):
-                rows[grp, channel] = (key, meta)
-                found.append((grp, channel))
-        pairs = list({(c.group, c.channel) for c in changes if not isinstance(c, LeaveOwned)})
-        for chunk in _chunks(pairs):
-            sql = _pairs_sql(_ROWS, "channel", len(chunk))
-            for grp, channel, key, meta in await db.execute_fetchall(sql, _flat(chunk)):
-                rows[grp, channel] = (key, meta)
-        keys = list(
-            {(group, key) for (group, _), (key, _) in rows.items()}
-            | {(c.group, c.key) for c in changes if isinstance(c, Join)}
-        )
-        counts: dict[tuple[str, str], int] = {}
-        for chunk in _chunks(keys):
-            sql = _pairs_sql(_COUNTS, "key", len(chunk))
-            for grp, key, count in await db.execute_fetchall(sql, _flat(chunk)):
-                counts[grp, key] = count
-        work = _Diffs(self.codec, rows, counts)
-        expires = self.expires()
-        for op, change in zip(ops, changes, strict=True):
-            if isinstance(change, Join):
-                diffs = work.join(change.group, change.channel, change.key, change.stored)
-            elif isinstance(change, Leave):
-                diffs = work.leave(change.group, change.channel)
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._pending = self._pending, []
+                if not batch:
+                    self._draining = False
+                    return
+            try:
+                self._write([change for change, _ in batch])
+            except Exception as exc:  # DatabaseFileError and the like: the callers get it
+                for _, future in batch:
+                    resolve(future, error=exc)
             else:
-                diffs = [d for pair in owned[change.owner] for d in work.leave(*pair)]
-            op.sends = [self._send(diff, expires) for diff in diffs]
-        me = self.owner()
-        gone = [pair for pair in work.changed if pair not in work.rows]
-        kept = [
-            (group, channel, *work.rows[group, channel], me)
-            for group, channel in work.changed
-            if (group, channel) in work.rows
-        ]
-        if gone:
-            await db.executemany(
-                "DELETE FROM chanlite_presence WHERE grp = ? AND channel = ?", gone
-            )
-        if kept:
-            await db.executemany(_UPSERT, kept)
+                for _, future in batch:
+                    resolve(future)
 
-    def _send(self, diff: dict[str, Any], expires: float) -> GroupSend:
-        payload = self.codec.encode(diff)
-        return GroupSend(diff["group"], payload, diff, expires, None)
+    def _write(self, changes: list[Join | Leave | LeaveOwned]) -> None:
+        writer = self._connection()
+        codec, owner = self._codec, self._owner()
+
+        def write(conn: sqlite3.Connection, now: float) -> None:
+            def send(diff: dict[str, Any]) -> None:
+                write_diff(
+                    conn,
+                    diff,
+                    now,
+                    codec=codec,
+                    expiry=writer.expiry,
+                    capacity_of=writer.capacity_of,
+                )
+
+            apply_changes(conn, changes, codec=codec, owner=owner, send=send)
+
+        writer.transaction(write)
 
 
 def _flat(pairs: Iterable[tuple[str, str]]) -> list[str]:
@@ -305,7 +399,7 @@ class Sweeper:
             self.timeout,
         )
         rows.sort()
-        counts = self._counts(conn, {(grp, key) for grp, _, key, _ in rows})
+        counts = _counts(conn, {(grp, key) for grp, _, key, _ in rows})
         # The counts are after the delete: add the removed ones back, then take them off
         # one by one so "last" marks the key's final meta, as separate leaves would.
         for grp, _, key, _ in rows:
@@ -332,7 +426,7 @@ class Sweeper:
             sql = _pairs_sql(_ROWS, "channel", len(chunk))
             for grp, channel, key, meta in conn.execute(sql, _flat(chunk)):
                 rows[grp, channel] = (key, meta)
-        counts = self._counts(conn, {(g, k) for (g, _), (k, _) in mine.items()})
+        counts = _counts(conn, {(g, k) for (g, _), (k, _) in mine.items()})
         work = _Diffs(self.codec, rows, counts)
         for group, channel in pairs:
             key, stored = mine[group, channel]
@@ -343,35 +437,7 @@ class Sweeper:
         conn.executemany(_UPSERT, [(g, c, k, m, self.client_id) for (g, c), (k, m) in mine.items()])
         return True
 
-    def _counts(
-        self, conn: sqlite3.Connection, keys: set[tuple[str, str]]
-    ) -> dict[tuple[str, str], int]:
-        counts: dict[tuple[str, str], int] = {}
-        for chunk in _chunks(sorted(keys)):
-            sql = _pairs_sql(_COUNTS, "key", len(chunk))
-            for grp, key, count in conn.execute(sql, _flat(chunk)):
-                counts[grp, key] = count
-        return counts
-
     def _send(self, conn: sqlite3.Connection, diff: dict[str, Any], now: float) -> None:
-        """Write *diff* as a group message (origin '': every process, this one too, reads it)."""
-        group = diff["group"]
-        payload = self.codec.encode(diff)
-        expires = now + self.expiry
-        insert = (
-            "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload) "
-            "VALUES (?, '', ?, '', ?, ?)"
+        write_diff(
+            conn, diff, now, codec=self.codec, expiry=self.expiry, capacity_of=self.capacity_of
         )
-        conn.execute(insert, ("", group, expires, payload))
-        for (channel,) in conn.execute(
-            "SELECT channel FROM chanlite_groups WHERE grp = ? AND owner = '' AND expires > ?",
-            (group, now),
-        ).fetchall():
-            (backlog,) = conn.execute(
-                "SELECT count(*) FROM chanlite_messages WHERE channel = ? AND expires > ?",
-                (channel, now),
-            ).fetchone()
-            if backlog < self.capacity_of(channel):
-                conn.execute(insert, (channel, "", expires, payload))
-            else:
-                logger.info("Presence leave for %r dropped: the channel is full", channel)

@@ -132,27 +132,7 @@ class Flush:
     future: asyncio.Future[None] | None
 
 
-class Script(Protocol):
-    """Writes of another module (presence), done in the batch's transaction."""
-
-    async def apply(self, db: aiosqlite.Connection, ops: list[Custom]) -> None:
-        """Write *ops* (consecutive ones of this script); group messages to send go in
-        each op's ``sends``."""
-
-
-@dataclass(slots=True)
-class Custom:
-    """An operation of a :class:`Script`; its ``sends`` are written as group messages in the
-    same transaction and delivered like any ``group_send`` once committed."""
-
-    script: Script
-    data: Any
-    future: asyncio.Future[None] | None
-    sends: list[GroupSend] = field(default_factory=list)
-    result: Any = None
-
-
-Op = Send | GroupSend | GroupAdd | GroupDiscard | Claim | Ack | Flush | Custom
+Op = Send | GroupSend | GroupAdd | GroupDiscard | Claim | Ack | Flush
 
 
 class Hooks(Protocol):
@@ -248,7 +228,7 @@ class Writer:
             generation = self._generation
         self._task = loop.create_task(self._drain(generation))
 
-    async def call(self, op: Send | GroupSend | GroupAdd | GroupDiscard | Flush | Custom) -> None:
+    async def call(self, op: Send | GroupSend | GroupAdd | GroupDiscard | Flush) -> None:
         """Queue *op* and wait until it is committed (or failed)."""
         op.future = asyncio.get_running_loop().create_future()
         self.submit(op)
@@ -390,15 +370,6 @@ class Writer:
                 plain.update(op.plain)
                 everyone = True
                 resolve(op.future)
-            elif isinstance(op, Custom):
-                for send in op.sends:
-                    try:
-                        hooks.committed_group_send(send)
-                    except Exception:  # committed; other processes have it
-                        logger.exception("Local delivery to group %r failed", send.group)
-                    plain.update(send.plain)
-                    everyone = True
-                resolve(op.future, op.result)
             elif isinstance(op, Claim):
                 try:
                     op.done(op.result)
@@ -453,16 +424,6 @@ class Writer:
         elif isinstance(first, Flush):
             for table in ("messages", "groups", "history", "streams", "presence"):
                 await self.db.execute(f"DELETE FROM chanlite_{table}")
-        elif isinstance(first, Custom):
-            customs = [op for op in run if isinstance(op, Custom)]
-            start = 0
-            for end in range(1, len(customs) + 1):
-                if end == len(customs) or customs[end].script is not customs[start].script:
-                    await customs[start].script.apply(self.db, customs[start:end])
-                    start = end
-            sends = [send for op in customs for send in op.sends]
-            if sends:
-                await self._group_sends(sends)
 
     async def _backlog(self, channels: Iterable[str]) -> dict[str, int]:
         """Unexpired, unconsumed messages per channel."""
@@ -556,10 +517,11 @@ class Writer:
         streams = [op for op in ops if op.history is not None]
         if not streams:
             return ops
-        me = self.hooks.client_id
+        # Origin '': this process's reader delivers them to its own members too, in
+        # offset order with every other process's (see SQLiteLayer.committed_group_send).
         given = await record(
             self.db,
-            [(op.group, me, op.expires, op.payload, op.history) for op in streams if op.history],
+            [(op.group, "", op.expires, op.payload, op.history) for op in streams if op.history],
         )
         for op, (offset, epoch) in zip(streams, given, strict=True):
             op.offset, op.epoch = offset, epoch

@@ -339,3 +339,32 @@ async def test_a_sender_killed_mid_burst_leaves_no_hole(make_layer: MakeLayer, d
     assert _offsets(page.events) == list(range(1, page.position.offset + 1))
     assert sent <= {e["i"] for e in page.events}
     assert _scalar(db, "PRAGMA integrity_check") == "ok"
+
+
+async def test_members_get_offsets_in_order_while_two_processes_send(
+    make_layer: MakeLayer, db: Path
+) -> None:
+    """A member in a sending process sees every offset once, in order: its own process's
+    messages never overtake an earlier one another process committed (a resuming client
+    skips what is older than the last offset it saw, so that would be a loss)."""
+    layer = await make_layer(capacity=100_000)
+    member = await layer.new_channel()
+    await layer.group_add("room.order", member)
+    other = await Peer.start(db, history="room.*:100000")
+    try:
+        await other.call("burst", group="room.order", count=1500, window=8)
+        numbers = iter(range(1500))
+
+        async def send() -> None:
+            for i in numbers:
+                await layer.group_send("room.order", {"type": "mine", "i": i})
+
+        await asyncio.gather(*(send() for _ in range(8)))
+        await other.wait_for(lambda e: e.get("event") == "sent" and e["i"] == 1499)
+        offsets = []
+        while len(offsets) < 3000:
+            _, event = await asyncio.wait_for(layer.receive_local(), 10)
+            offsets.append(event["offset"])
+        assert offsets == list(range(1, 3001))
+    finally:
+        await other.stop()
