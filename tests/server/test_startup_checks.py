@@ -4,6 +4,7 @@ wherever the URL comes from; and a target that is not an ASGI app, with what it 
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import subprocess
@@ -125,3 +126,26 @@ def test_a_file_without_an_attribute_suggests_the_app_in_it() -> None:
 def test_a_missing_attribute_suggests_the_closest_app() -> None:
     err = refused("tests/server/checks_app.py:ap")
     assert 'Attribute "ap" not found in module "tests/server/checks_app.py". Did you mean' in err
+
+
+def test_a_layer_from_django_settings_is_checked_too(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "chanlite", "--port", "0", "--noreload"],
+        cwd=ROOT / "tests" / "django" / "project",
+        env={
+            **os.environ,
+            "CL_TEST_LAYER": url,  # CHANLITE["LAYER"] in the test site's settings
+            "CL_TEST_DB": str(tmp_path / "site.db"),
+            "PYTHONUNBUFFERED": "1",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, err = proc.communicate(timeout=45)
+    assert proc.returncode == 3, err
+    assert "Traceback" not in err
+    line = error_line(err)
+    assert line.startswith(f"Error: Application startup failed: Channel layer {url} cannot be")
+    assert "Connection refused" in line
