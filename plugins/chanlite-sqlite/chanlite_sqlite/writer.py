@@ -517,11 +517,17 @@ class Writer:
         streams = [op for op in ops if op.history is not None]
         if not streams:
             return ops
-        # Origin '': this process's reader delivers them to its own members too, in
-        # offset order with every other process's (see SQLiteLayer.committed_group_send).
+        # Origin '' when this process has members of the group: its reader then
+        # delivers to them too, in offset order with every other process's messages (see
+        # SQLiteLayer.committed_group_send); otherwise its reader need not read the row.
+        me = self.hooks.client_id
         given = await record(
             self.db,
-            [(op.group, "", op.expires, op.payload, op.history) for op in streams if op.history],
+            [
+                (op.group, "" if op.local else me, op.expires, op.payload, op.history)
+                for op in streams
+                if op.history
+            ],
         )
         for op, (offset, epoch) in zip(streams, given, strict=True):
             op.offset, op.epoch = offset, epoch
@@ -531,12 +537,13 @@ class Writer:
         me = self.hooks.client_id
         plain, local = await self._members(ops)
         counts = await self._backlog(c for channels in plain.values() for c in channels)
+        for op in ops:
+            op.local = local.get(op.group, [])
         await self._record_history(ops)
         rows = []
         for op in ops:
             if op.history is None:
                 rows.append(("", "", op.group, me, op.expires, op.payload))
-            op.local = local.get(op.group, [])
             members = plain.get(op.group, ())
             payload = self.hooks.encode_stream(op) if members and op.offset else op.payload
             for channel in members:
