@@ -469,3 +469,18 @@ async def test_closing_after_a_move_unregisters_from_the_new_file(db: Path) -> N
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
     finally:
         conn.close()
+
+
+async def test_presence_is_put_back_in_the_new_file(db: Path, start_peer: StartPeer) -> None:
+    a, b = await asyncio.gather(start_peer(), start_peer())
+    tab = (await a.call("new_channel"))["channel"]
+    await a.call("presence_join", group="room.p", channel=tab, key="ada", meta={"n": 1})
+    assert list((await b.call("presence", group="room.p"))["presence"]) == ["ada"]
+    remove(db, with_wal=False)
+    await wait_for_line([a, b], MOVED)
+
+    async def listed() -> None:
+        while list((await b.call("presence", group="room.p"))["presence"]) != ["ada"]:
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(listed(), 10)  # at a's next heartbeat in the new file
