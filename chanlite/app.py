@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from chanlite import encoders
 from chanlite.asgi_websocket import peer
+from chanlite.census import Census
 from chanlite.closecodes import CloseCode
 from chanlite.encoders import JSONDefault
 from chanlite.endpoints import WebSocketHandler, as_async
@@ -18,6 +19,7 @@ from chanlite.exceptions import RAISE_EXCEPTIONS, HTTPException, RegistrationClo
 from chanlite.hub import Hub, HubStats, LayerCheckFailed
 from chanlite.layers.base import BaseLayer, Event, LayerUnavailable
 from chanlite.layers.streams import HistoryPage, HistoryPolicy, StreamPosition
+from chanlite.metrics import Metrics
 from chanlite.requests import ClientDisconnect, Request
 from chanlite.responses import (
     JSONResponse,
@@ -69,7 +71,8 @@ class App:
     dicts/lists and ``ws.send_json`` (default :func:`chanlite.encoders.json_default`:
     datetime, UUID, Decimal, dataclasses, enums); *json_errors* answers every
     :class:`HTTPException` as ``{"detail": ...}`` JSON (by default only requests that
-    accept or send JSON get it).
+    accept or send JSON get it); *metrics* is a path (e.g. ``"/metrics"``) at which to
+    answer Prometheus scrapes (off by default; needs ``chanlite[metrics]``).
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class App:
         max_pending_events: int | None = None,
         json_default: JSONDefault | None = None,
         json_errors: bool = False,
+        metrics: str | None = None,
     ) -> None:
         self.routes: list[BaseRoute] = []
         self.fallback = fallback
@@ -89,6 +93,12 @@ class App:
         self.json_errors = json_errors
         #: This process's link to the layer: the layer, its reader, channels, tasks, stats.
         self.hub = Hub(layer, max_pending_events=max_pending_events)
+        #: This process's numbers, published into the layer on a heartbeat under a server
+        #: (``chanlite inspect``), and read by ``/metrics``.
+        self.census = Census(self.hub)
+        self._metrics: Metrics | None = None
+        if metrics is not None:
+            self.enable_metrics(metrics)
         self._startup: list[Callable[[], Awaitable[Any]]] = []
         self._shutdown: list[Callable[[], Awaitable[Any]]] = []
         self._middleware: list[tuple[Callable[..., ASGIApp], dict[str, Any]]] = []
@@ -233,6 +243,19 @@ class App:
 
         self.mount(prefix, StaticFiles(directory=directory, html=html), name="static")
 
+    def enable_metrics(self, path: str = "/metrics") -> None:
+        """Answer Prometheus scrapes at *path* (``GET``; the text format). Correct under
+        ``chanlite run --workers N``: see :mod:`chanlite.metrics`. Raises ImportError
+        naming the package when prometheus-client is not installed."""
+        if self._metrics is not None and self._metrics.path == path:
+            return
+        self._metrics = Metrics(self.census, path)
+
+    @property
+    def metrics_path(self) -> str | None:
+        """Where Prometheus scrapes are answered, or None (off)."""
+        return self._metrics.path if self._metrics is not None else None
+
     def add_middleware(self, middleware: Callable[..., ASGIApp], **options: Any) -> None:
         """Wrap the app in ASGI *middleware* ``middleware(app, **options)``.
 
@@ -360,10 +383,14 @@ class App:
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self._lifespan(receive, send)
+            await self._lifespan(scope, receive, send)
             return
         if kind not in ("http", "websocket"):
             raise ValueError(f"chanlite cannot serve ASGI scope type {kind!r}")
+        metrics = self._metrics
+        if metrics is not None and kind == "http" and scope["path"] == metrics.path:
+            await metrics(scope, receive, send)
+            return
         # Most requests are for a path without parameters: one dictionary lookup.
         hit = self._static.get((kind, route_path(scope)))
         if hit is not None:
@@ -501,7 +528,9 @@ class App:
         )
         await ws.handle_event(event)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # chanlite's server offers its counters (and --metrics-path) in the scope.
+        offered = (scope.get("extensions") or {}).get("chanlite.counters") or {}
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -521,6 +550,11 @@ class App:
                 except Exception as exc:
                     logger.exception("Application startup failed")
                     await send({"type": "lifespan.startup.failed", "message": _describe(exc)})
+                    return
+                try:
+                    self._start_reporting(offered)
+                except ImportError as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -571,6 +605,21 @@ class App:
                 "it" if len(stray) == 1 else "them",
             )
 
+    def _start_reporting(self, offered: dict[str, Any]) -> None:
+        # Under chanlite's server only: a test client or another server gets no heartbeat.
+        path = offered.get("metrics_path")
+        if path:
+            self.enable_metrics(path)
+        server = offered.get("server")
+        if server is None:
+            return
+        if self.hub.has_layer:
+            self.census.start(server)
+        else:
+            self.census.server = server
+        if self._metrics is not None:
+            self._metrics.start(self.hub.spawn)
+
     async def aclose(self) -> None:
         """Run shutdown hooks, stop the hub's reader and background tasks, close the layer."""
         errors: list[BaseException] = []
@@ -580,6 +629,9 @@ class App:
             except Exception as exc:
                 errors.append(exc)
         self._warn_stray_tasks()
+        await self.census.stop()
+        if self._metrics is not None:
+            await self._metrics.stop()
         await self.hub.aclose()
         if errors:
             raise errors[0]

@@ -26,7 +26,8 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -102,6 +103,22 @@ class HubStats:
     """History events (and ``history.gap`` notices) delivered by joins from a position."""
     duplicates_skipped: int = 0
     """Live events a join from a position had already delivered from the history."""
+    sends: int = 0
+    """Events sent to one channel through the layer (``send``)."""
+    group_sends: int = 0
+    """Events sent to a group through the layer (``group_send``)."""
+    broadcasts: int = 0
+    """Broadcasts sent through the layer (each becomes :attr:`broadcast_frames` writes)."""
+    layer_send_seconds: float = 0.0
+    """Time spent in the layer's ``send`` / ``group_send`` by the three above."""
+    events_received: int = 0
+    """Events (and broadcasts) the reader took from the layer."""
+    slow_consumer_events: int = 0
+    """Events that were waiting for connections closed as slow consumers (dropped)."""
+    subscriptions_open: int = 0
+    """Open :meth:`~chanlite.App.subscribe` subscriptions (server-sent event streams)."""
+    topic_connections_open: int = 0
+    """Open topic connections (WebSocket and long-poll)."""
 
     @property
     def broadcast_dropped(self) -> int:
@@ -109,6 +126,41 @@ class HubStats:
         when its connection is closing, or its client is closed as a slow consumer."""
         return 0
 
+
+@dataclass
+class SlowConsumerReport:
+    """One slow-consumer decision: who was closed, where, and what was waiting."""
+
+    at: float
+    """``time.time()`` of the decision."""
+    kind: str
+    """``"bytes"`` (the server's write buffer) or ``"events"`` (events for its handlers)."""
+    peer: str
+    """The client's address (``host:port``) or ``"-"``."""
+    path: str
+    """The connection's path."""
+    channel: str | None
+    """Its channel name, if it had one."""
+    groups: list[str]
+    """The groups it belonged to."""
+    waiting: int
+    """How many bytes (kind ``"bytes"``) or events (``"events"``) were waiting."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain dict (JSON, msgpack) of the report."""
+        return {
+            "at": self.at,
+            "kind": self.kind,
+            "peer": self.peer,
+            "path": self.path,
+            "channel": self.channel,
+            "groups": self.groups,
+            "waiting": self.waiting,
+        }
+
+
+#: How many slow-consumer reports a hub keeps (the newest; counters keep the totals).
+SLOW_CONSUMER_REPORTS = 20
 
 #: The former name of :class:`HubStats`.
 DispatchStats = HubStats
@@ -128,6 +180,16 @@ class Hub:
         self.max_pending_events = max_pending_events
         self.connections: dict[str, Receiver] = {}
         self.stats = HubStats()
+        #: The latest slow-consumer decisions (newest last), see :meth:`slow_consumer`.
+        self.slow_consumer_reports: deque[SlowConsumerReport] = deque(maxlen=SLOW_CONSUMER_REPORTS)
+        #: What the server this hub runs under offers (``chanlite.server.counters``), once
+        #: the lifespan startup has told; None under a server without it.
+        self.server_counters: Any = None
+        self.started_at = time.time()
+        #: Groups and presence groups of this process's connections: group -> channels
+        #: (what ``chanlite inspect`` shows; kept on joins and leaves, not per message).
+        self.local_groups: dict[str, set[str]] = {}
+        self.local_presence: dict[str, set[str]] = {}
         self._counter = itertools.count(1)
         self._prefix: tuple[BaseLayer, str] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -179,6 +241,16 @@ class Hub:
             raise NotSupported(
                 cls, "history", f"the layer {url!r} cannot keep history; use one that does"
             )
+
+    @property
+    def built_layer(self) -> BaseLayer | None:
+        """The layer if it was built (or given), else None: reading it builds nothing."""
+        return self._layer
+
+    @property
+    def has_layer(self) -> bool:
+        """False for an App created with ``layer=None``."""
+        return self._layer_url is not None or self._layer is not None
 
     @property
     def layer_url(self) -> str | None:
@@ -290,13 +362,21 @@ class Hub:
 
     async def send(self, channel: str, event: Event) -> None:
         """Send *event* to one channel (a connection's ``on`` handlers), in any process."""
+        began = time.perf_counter()
         await self.layer.send(channel, event)
+        stats = self.stats
+        stats.sends += 1
+        stats.layer_send_seconds += time.perf_counter() - began
         if self._outage is not None:
             self.layer_ok()
 
     async def group_send(self, group: str, event: Event) -> None:
         """Send *event* to every member of *group*."""
+        began = time.perf_counter()
         await self.layer.group_send(group, event)
+        stats = self.stats
+        stats.group_sends += 1
+        stats.layer_send_seconds += time.perf_counter() - began
         if self._outage is not None:
             self.layer_ok()
 
@@ -312,7 +392,11 @@ class Hub:
         """Write one frame (exactly one of text/bytes/json) to every member socket of
         *group*, except the channel *exclude*."""
         event = broadcast_event(text=text, bytes=bytes, json=json, exclude=exclude)
+        began = time.perf_counter()
         await self.layer.group_send(group, event)
+        stats = self.stats
+        stats.broadcasts += 1
+        stats.layer_send_seconds += time.perf_counter() - began
         if self._outage is not None:
             self.layer_ok()
 
@@ -331,9 +415,12 @@ class Hub:
     async def presence_join(self, group: str, channel: str, key: str, meta: dict[str, Any]) -> None:
         """Announce *channel* in *group* as *key* with *meta*."""
         await self.layer.presence_join(group, channel, key, meta)
+        if channel in self.connections:
+            self.local_presence.setdefault(group, set()).add(channel)
 
     async def presence_leave(self, group: str, channel: str) -> None:
         """Withdraw *channel*'s presence in *group*."""
+        _forget(self.local_presence, group, channel)
         await self.layer.presence_leave(group, channel)
 
     async def presence(self, group: str) -> dict[str, list[dict[str, Any]]]:
@@ -343,11 +430,14 @@ class Hub:
     async def group_add(self, group: str, channel: str) -> None:
         """Add *channel* to *group*."""
         await self.layer.group_add(group, channel)
+        if channel in self.connections:
+            self.local_groups.setdefault(group, set()).add(channel)
         if self._outage is not None:
             self.layer_ok()
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove *channel* from *group*."""
+        _forget(self.local_groups, group, channel)
         await self.layer.group_discard(group, channel)
         if self._outage is not None:
             self.layer_ok()
@@ -369,6 +459,29 @@ class Hub:
     def unregister(self, name: str) -> None:
         """Forget a channel: events for it are counted as undeliverable from now on."""
         self.connections.pop(name, None)
+
+    def slow_consumer(
+        self,
+        kind: str,
+        scope: Mapping[str, Any],
+        channel: str | None,
+        groups: Sequence[str],
+        waiting: int,
+    ) -> SlowConsumerReport:
+        """Record one slow-consumer decision (counted by the caller): kept among the
+        latest :data:`SLOW_CONSUMER_REPORTS` for ``chanlite inspect``."""
+        client = scope.get("client")
+        report = SlowConsumerReport(
+            at=time.time(),
+            kind=kind,
+            peer=f"{client[0]}:{client[1]}" if client else "-",
+            path=str(scope.get("path", "")),
+            channel=channel,
+            groups=sorted(groups),
+            waiting=waiting,
+        )
+        self.slow_consumer_reports.append(report)
+        return report
 
     # -- background tasks -----------------------------------------------------------------
 
@@ -429,6 +542,7 @@ class Hub:
                 continue
             if self._outage is not None:
                 self.layer_ok("reader")
+            self.stats.events_received += 1
             delay = 0.05
             try:
                 full = self.deliver(channels, event)
@@ -502,6 +616,14 @@ class Hub:
                 stats.events_undeliverable += 1
                 logger.debug("Broadcast frame for %r refused: its socket is closing", channel)
         return full
+
+
+def _forget(members: dict[str, set[str]], group: str, channel: str) -> None:
+    channels = members.get(group)
+    if channels is not None:
+        channels.discard(channel)
+        if not channels:
+            del members[group]
 
 
 def _describe(exc: BaseException) -> str:

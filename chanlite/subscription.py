@@ -60,6 +60,7 @@ class Subscription:
         self._room: asyncio.Future[None] | None = None
         self._closed = False
         self._failure: SlowConsumer | None = None
+        self._counted = False  # counted in hub.stats.subscriptions_open
 
     def push_event(self, event: Event) -> bool:
         """Called by the hub for each event (broadcasts included). False when the queue
@@ -91,6 +92,8 @@ class Subscription:
         dropped = len(self._events)
         self._events.clear()
         self.hub.stats.slow_consumers += 1
+        self.hub.stats.slow_consumer_events += dropped
+        self.hub.slow_consumer("events", {}, self.channel_name, self.groups, dropped)
         self._undeliverable(dropped)
         self._failure = SlowConsumer(self.channel_name, dropped)
         logger.warning(
@@ -113,6 +116,8 @@ class Subscription:
             room.set_result(None)
 
     async def __aenter__(self) -> Subscription:
+        self.hub.stats.subscriptions_open += 1
+        self._counted = True
         self.channel_name = self.hub.register(self)
         for group in self.groups:
             await self.hub.group_add(group, self.channel_name)
@@ -125,6 +130,9 @@ class Subscription:
         tb: TracebackType | None,
     ) -> None:
         self._closed = True
+        if self._counted:
+            self._counted = False
+            self.hub.stats.subscriptions_open -= 1
         self._took_one()  # a hub waiting for room stops waiting
         self.hub.unregister(self.channel_name)
         for group in self.groups:

@@ -493,17 +493,28 @@ class WebSocket(ASGIWebSocket):
         if self._events:
             self._events.clear()
         hub.stats.events_undeliverable += dropped
+        hub.stats.slow_consumer_events += dropped
+        groups = sorted(self._groups or ())
+        hub.slow_consumer("events", self.scope, self._channel_name, groups, dropped)
         logger.warning(
             "Closing WebSocket %s from %s with 1013: slow consumer (%d events waiting for it "
-            "dropped; its client does not read)",
+            "dropped; its client does not read; channel %s, groups %s)",
             self.scope.get("path"),
             peer(self.scope),
             dropped,
+            self._channel_name,
+            ", ".join(groups) or "none",
         )
         room = self._room
         if room is not None and not room.done():
             room.set_result(None)
         hub.spawn(self._close_quietly(CloseCode.TRY_AGAIN_LATER, SLOW_CONSUMER))
+
+    def _server_slow_consumer(self, waiting: int, why: str) -> str:
+        """The server closed this connection as a slow consumer (*waiting* bytes unread)."""
+        groups = sorted(self._groups or ())
+        self.hub.slow_consumer("bytes", self.scope, self._channel_name, groups, waiting)
+        return f"; channel {self._channel_name}, groups {', '.join(groups) or 'none'}"
 
     def _layer_unavailable(self, exc: LayerUnavailable) -> None:
         # The hub logs an outage once (and its end), not one traceback per connection.
@@ -525,6 +536,11 @@ class WebSocket(ASGIWebSocket):
         handler = self._handler
         if handler is None:
             raise WebSocketStateError("This WebSocket has no handler to run")
+        frames = self.scope.get("extensions", {}).get("chanlite.frames")
+        if frames is not None and self._hub is not None:
+            # The server's slow-consumer policy (bytes its client left unread) tells the
+            # hub, and names this connection's channel and groups in its log line.
+            frames["on_slow_consumer"] = self._server_slow_consumer
         try:
             await handler(self, **path_params)
         except WebSocketDisconnect:

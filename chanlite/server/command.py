@@ -12,8 +12,9 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import click
@@ -24,6 +25,8 @@ from chanlite.server.config import LOG_LEVELS, Config
 from chanlite.server.lifespan import LifespanError
 
 logger = logging.getLogger("chanlite.server")
+#: prometheus-client's multiprocess directory, set for workers (see chanlite.metrics).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _opt(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -55,6 +58,12 @@ def _off_if_zero(value: Any) -> Any:
     help="Directory to watch with --reload (repeatable; default: the current directory).",
 )
 @_opt("--layer", default=None, help="Channel layer URL, e.g. sqlite:///chat.db.")
+@_opt(
+    "--metrics-path",
+    default=None,
+    help="Answer Prometheus scrapes at this path, e.g. /metrics (chanlite apps; needs "
+    "chanlite[metrics]). Off by default.",
+)
 @_opt(
     "--log-level",
     type=click.Choice(list(LOG_LEVELS), case_sensitive=False),
@@ -225,8 +234,9 @@ def run(target: str, **options: Any) -> None:
         if own_sockets:
             options["port"] = sock.getsockname()[1]
         supervisor = Supervisor(boot.worker, (target, options), options, sock, own_sockets)
-        # The banner waits until every worker listens: "serving" should mean it.
-        code = supervisor.run(on_ready=lambda: _banner(config, target, app, sock))
+        with _multiprocess_metrics():
+            # The banner waits until every worker listens: "serving" should mean it.
+            code = supervisor.run(on_ready=lambda: _banner(config, target, app, sock))
         _remove_uds(config)
         sys.exit(code)
     try:
@@ -240,6 +250,22 @@ def run(target: str, **options: Any) -> None:
     finally:
         sock.close()
         _remove_uds(config)
+
+
+@contextlib.contextmanager
+def _multiprocess_metrics() -> Iterator[None]:
+    """Give the workers a fresh directory for prometheus-client's multiprocess mode (a
+    scrape of any worker then sums them all), unless one is set; removed at exit. Only
+    an environment variable and a directory: the server imports no metrics code."""
+    if os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="chanlite-metrics-") as directory:
+        os.environ[MULTIPROC_ENV] = directory
+        try:
+            yield
+        finally:
+            os.environ.pop(MULTIPROC_ENV, None)
 
 
 def _bind(config: Config, debug: bool, reuse_port: bool = False) -> socket.socket:

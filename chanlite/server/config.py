@@ -39,6 +39,8 @@ class Config:
     reload: bool = False
     reload_dirs: list[str] = field(default_factory=list)
     layer: str | None = None
+    # Where the app answers Prometheus scrapes (offered to it in the lifespan scope).
+    metrics_path: str | None = None
     log_level: str = "info"
     access_log: bool = True
     # A logging configuration file (dictConfig .json/.yaml, or fileConfig .ini), and the

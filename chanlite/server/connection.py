@@ -116,9 +116,11 @@ class HTTPConnection(asyncio.Protocol):
         self.deadline = self.loop.time() + self.state.config.timeout_request_header
         self.deadline_kind = HEADER
         self.state.connections.add(self)
+        self.state.counters.http_open += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
+        self.state.counters.http_open -= 1
         if self.heavy:
             self.state.request_trim(self.loop.time())
         if self.lingering:
@@ -178,6 +180,7 @@ class HTTPConnection(asyncio.Protocol):
         state = self.state
         scope = base_scope(state, "http", head, self.client, self.server, self.secure)
         scope["method"] = head.method
+        state.counters.http_requests += 1
         app = service_unavailable if state.over_limit() else state.app
         framer = ResponseFramer(head.method == "HEAD", head.keep_alive and not self.shutting_down)
         cycle = RequestCycle(self, scope, app, framer, head.expect_continue)
@@ -193,6 +196,7 @@ class HTTPConnection(asyncio.Protocol):
             self.pending_error = BadRequest(400, "WebSocket upgrade after pipelined requests")
             return
         self.state.connections.discard(self)
+        self.state.counters.http_open -= 1  # the socket is a WebSocket's from here on
         ws = WebSocketConnection(self.state, self.loop, self.transport)
         self.transport.set_protocol(ws)
         self.transport = None  # type: ignore[assignment]

@@ -22,8 +22,15 @@ class Lifespan:
     to support lifespan, and serving goes on without it.
     """
 
-    def __init__(self, app: ASGIApp, mode: str, state: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        mode: str,
+        state: dict[str, Any],
+        extensions: dict[str, Any] | None = None,
+    ) -> None:
         self.app = app
+        self.extensions = extensions or {}
         self.mode = mode
         self.state = state
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
@@ -57,6 +64,7 @@ class Lifespan:
             "type": "lifespan",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
             "state": self.state,
+            "extensions": self.extensions,
         }
         try:
             await self.app(scope, self._receive, self._send)

@@ -30,6 +30,7 @@ from typing import Any
 from chanlite.server import logs
 from chanlite.server.config import Config
 from chanlite.server.connection import HTTPConnection
+from chanlite.server.counters import EXTENSION
 from chanlite.server.http import default_headers
 from chanlite.server.lifespan import Lifespan
 from chanlite.server.memory import TRIM_INTERVAL, collect_garbage, release_free_memory
@@ -90,7 +91,9 @@ class Server:
         state = ServerState(config, self.app)
         self.state = state
         self._update_date()
-        self.lifespan = Lifespan(self.app, config.lifespan, state.app_state)
+        # The app may read this process's counters (chanlite.server.counters).
+        extensions = {EXTENSION: {"server": state.counters, "metrics_path": config.metrics_path}}
+        self.lifespan = Lifespan(self.app, config.lifespan, state.app_state, extensions)
         await self.lifespan.startup()
 
         self.sockets = list(sockets) if sockets is not None else [config.bind_socket()]

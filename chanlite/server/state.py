@@ -12,6 +12,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from chanlite.exceptions import ClientDisconnected
+from chanlite.server.counters import ServerCounters
 from chanlite.server.http import RequestHead
 from chanlite.types import ASGIApp, Scope
 
@@ -36,6 +37,7 @@ class ServerState:
         "app_state",
         "config",
         "connections",
+        "counters",
         "date",
         "default_headers",
         "dirty",
@@ -60,6 +62,7 @@ class ServerState:
         self.access_log = config.access_log
         self.send_limit = config.ws_send_limit
         self.slow_consumers = 0  # WebSockets closed by the slow-consumer policy
+        self.counters = ServerCounters()  # offered to the app in the lifespan scope
         # Connections the server closed that still hold unsent bytes (and a descriptor)
         # until the client reads them or the grace ends, and WebSockets whose app is done
         # while the socket waits for the close handshake or its abort: they count against

@@ -5,7 +5,10 @@ request asks to upgrade. Incoming messages queue for the app's ``receive`` (read
 when the app falls behind); ``send`` waits while the transport buffer is above the
 high-water mark. Keep-alive pings, the handshake and close timeouts are driven by the
 server's one shared tick. ``scope["extensions"]["chanlite.frames"]["send_frame"]`` writes a
-pre-encoded frame straight to the transport: the broadcast fast path.
+pre-encoded frame straight to the transport: the broadcast fast path. The app may add
+``"on_slow_consumer"`` to that dict: ``(bytes_waiting, why) -> str`` is called once when the
+slow-consumer policy closes the connection, and what it returns (e.g. ``"; channel ...,
+groups ..."``) ends the log line.
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ class WebSocketConnection(asyncio.Protocol):
         """Begin the handshake for the upgrade request *head*."""
         state = self.state
         state.connections.add(self)
+        state.counters.ws_open += 1
         scope = base_scope(state, "websocket", head, client, server, secure)
         subprotocols: list[str] = []
         for name, value in head.headers:
@@ -134,6 +138,7 @@ class WebSocketConnection(asyncio.Protocol):
                 _peer(scope),
                 state.config.limit_concurrency,
             )
+            state.counters.ws_refused["over_limit"] += 1
             self.transport.write(simple_response(503, "Service Unavailable", state.default_headers))
             self._close_transport()
             return
@@ -152,6 +157,7 @@ class WebSocketConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         state = self.state
         state.connections.discard(self)
+        state.counters.ws_open -= 1
         self.lost = True
         if self.heavy:
             state.request_trim(self.loop.time())
@@ -207,6 +213,8 @@ class WebSocketConnection(asyncio.Protocol):
             self.read_paused = True
             self.transport.pause_reading()
         ws = self.ws
+        counters = self.state.counters
+        counters.ws_bytes_in += len(data)
         messages = ws.receive_data(data)
         if ws.has_output():  # a pong, a close reply, an error close; usually nothing
             if ws.error is not None:
@@ -217,6 +225,7 @@ class WebSocketConnection(asyncio.Protocol):
                     self._log_error()
             self._flush()
         if messages:
+            counters.ws_messages_in += len(messages)
             self.queue.extend(messages)
             self._wake()
             if len(self.queue) >= MAX_QUEUED and not self.read_paused:
@@ -284,6 +293,9 @@ class WebSocketConnection(asyncio.Protocol):
             self.slow_consumer(f"more than {self.state.send_limit} bytes queued")
             return False
         self.pending_size = size
+        counters = self.state.counters
+        counters.ws_messages_out += 1
+        counters.ws_bytes_out += len(frame)
         if pending is None:
             self.pending = [frame]
             state = self.state
@@ -306,6 +318,9 @@ class WebSocketConnection(asyncio.Protocol):
             return False
         if self.pending is not None:
             self.flush_pending()  # queued broadcast frames go first
+        counters = self.state.counters
+        counters.ws_messages_out += 1
+        counters.ws_bytes_out += len(data)
         ws = self.ws
         frame = ws.small_frame(data)
         if frame is not None:
@@ -338,11 +353,27 @@ class WebSocketConnection(asyncio.Protocol):
         if self.slow or self.closed or not self.ws.is_open:
             return
         self.slow = True
-        self.state.slow_consumers += 1
+        state = self.state
+        state.slow_consumers += 1
+        waiting = self.pending_size + self.transport.get_write_buffer_size()
+        counters = state.counters
+        counters.slow_consumers += 1
+        counters.slow_consumer_bytes += waiting
+        detail = ""
+        # The app may have said how to describe this connection (its channel, its groups)
+        # and wants to hear of the decision: the log line then names them too.
+        report = self.scope["extensions"]["chanlite.frames"].get("on_slow_consumer")
+        if report is not None:
+            try:
+                detail = report(waiting, why) or ""
+            except Exception:
+                logger.exception("Reporting a slow consumer to the application failed")
         logger.warning(
-            "WebSocket client %s is a slow consumer (%s): closing with 1013",
+            "WebSocket client %s is a slow consumer (%s; %d bytes waiting%s): closing with 1013",
             _peer(self.scope),
             why,
+            waiting,
+            detail,
         )
         self.pending = None  # still on the dirty list maybe; flush_pending skips it
         self.pending_size = 0
@@ -372,6 +403,7 @@ class WebSocketConnection(asyncio.Protocol):
         if self.deadline and now >= self.deadline:
             self.deadline = 0.0
             if not self.accepted and self.ws.denial is None:
+                self.state.counters.ws_refused["timeout"] += 1
                 logger.debug("WebSocket handshake timeout from %s", self.scope.get("client"))
             self.transport.abort()
             self.closed = True
@@ -418,6 +450,7 @@ class WebSocketConnection(asyncio.Protocol):
                 logger.error("Exception in ASGI application", exc_info=exc)
             if not self.closed:
                 if not self.accepted and self.ws.denial is None:
+                    self.state.counters.ws_refused["error"] += 1
                     self.transport.write(
                         simple_response(500, "Internal Server Error", self.state.default_headers)
                     )
@@ -430,6 +463,7 @@ class WebSocketConnection(asyncio.Protocol):
         else:
             if not self.closed:
                 if not self.accepted and self.ws.denial is None:
+                    self.state.counters.ws_refused["app"] += 1
                     self.ws.reject()  # returning without accept means 403
                     self._flush()
                     self._close_transport()
@@ -473,10 +507,15 @@ class WebSocketConnection(asyncio.Protocol):
                 if self.closed or ws.state is not OPEN:
                     raise ClientDisconnected("the WebSocket is closed")
             text = message.get("text")
+            counters = self.state.counters
+            counters.ws_messages_out += 1
             if text is not None:
+                counters.ws_bytes_out += len(text)
                 ws.send_text(text)
             else:
-                ws.send_bytes(message.get("bytes") or b"")
+                data = message.get("bytes") or b""
+                counters.ws_bytes_out += len(data)
+                ws.send_bytes(data)
             self._flush()
         elif kind == "websocket.accept":
             if self.accepted or ws.denial is not None:
@@ -491,12 +530,14 @@ class WebSocketConnection(asyncio.Protocol):
                 interval = self.state.config.ws_ping_interval
                 self.next_ping = self.loop.time() + (interval or 0.0)
                 self._flush()
+                self.state.counters.ws_accepted += 1
                 self._log(101)
                 if early:
                     self.queue.extend(early)
                     self._wake()
                 self._resume_reading(MAX_QUEUED)
             else:
+                self.state.counters.ws_refused["app"] += 1
                 logger.debug(
                     "WebSocket handshake from %s refused: %s", _peer(self.scope), ws.refusal
                 )
@@ -509,6 +550,7 @@ class WebSocketConnection(asyncio.Protocol):
                     self._flush()
             elif ws.denial is None and not self.closed:
                 ws.reject()
+                self.state.counters.ws_refused["app"] += 1
                 self._flush()
                 self._close_transport()
                 self._log(403)
@@ -518,6 +560,7 @@ class WebSocketConnection(asyncio.Protocol):
             if self.closed:
                 raise ClientDisconnected("the client went away during the handshake")
             self.deadline = 0.0
+            self.state.counters.ws_refused["denial"] += 1
             status = int(message["status"])
             self.transport.write(
                 ws.start_denial(status, message.get("headers") or (), self.state.date)

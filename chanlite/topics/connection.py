@@ -164,6 +164,7 @@ class Connection:
     """One client connection: its protocol state, assigns, params and joined channels."""
 
     __slots__ = (
+        "_counted",
         "_joins",
         "assigns",
         "channels",
@@ -193,6 +194,8 @@ class Connection:
         self.channels: dict[str, Channel] = {}
         self.clock = clock
         self._joins: StreamJoins | None = None  # history joins in progress
+        endpoint.hub.stats.topic_connections_open += 1
+        self._counted = True  # in hub.stats.topic_connections_open until terminate()
 
     @property
     def hub(self) -> Hub:
@@ -424,6 +427,9 @@ class Connection:
 
     async def terminate(self) -> None:
         """The connection is over: release every channel."""
+        if self._counted:
+            self._counted = False
+            self.hub.stats.topic_connections_open -= 1
         for channel in list(self.channels.values()):
             await self.release(channel, "disconnected")
 
