@@ -46,7 +46,6 @@ from chanlite.layers import (
     Message,
     StreamPosition,
     check_stream_message,
-    stream_message,
 )
 from chanlite_redis import scripts
 from chanlite_redis.codec import make_codec
@@ -471,20 +470,22 @@ class RedisLayer(BaseLayer):
             self._ms(self.group_expiry),
             self._ms(self.heartbeat * 3),
         ]
-        home = self._is_home(asyncio.get_running_loop())
         # Our own process hands the message to its members directly (the very object,
-        # as the memory layer does) and skips its own copy from pub/sub.
-        args.append(self.client_id if home else _NOBODY)
+        # as the memory layer does) and skips its own copy from pub/sub. Not in a history
+        # group: there its members must get the group's messages in offset order, and
+        # only the pub/sub connection sees them in that order (a message another process
+        # sent just after ours may arrive there before the reply to our own script).
+        local = policy is None and self._is_home(asyncio.get_running_loop())
+        args.append(self.client_id if local else _NOBODY)
         keys = [self.keys.members(group)]
         if policy is None:
             dropped = await self._call(
                 "group_send", lambda c: self._group_send_script(keys=keys, args=args, client=c)
             )
         else:
-            offset, epoch, dropped = await self._history.send(group, policy, keys, args)
-            message = stream_message(message, group, offset, epoch)
+            _, _, dropped = await self._history.send(group, policy, keys, args)
         full = [channel.decode() for channel in dropped]
-        members = self._live_members(group) if home else None
+        members = self._live_members(group) if local else None
         if members:
             full += await self._local.offer_waiting(tuple(members), message)
         # The script names the members it dropped, not how many it served.

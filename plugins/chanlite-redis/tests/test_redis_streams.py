@@ -446,3 +446,22 @@ async def test_an_entry_sealed_with_another_key_is_skipped_with_a_log(
     with caplog.at_level("ERROR", logger="chanlite.layers.redis"):
         assert await ours.presence("room") == {"ada": [{"n": 1, "ref": mine}]}
     assert f"unreadable presence entry of {other!r}" in caplog.text
+
+
+async def test_a_sending_process_gets_the_group_in_offset_order(
+    spawn: Spawn, make_redis_layer: Any
+) -> None:
+    # The process sends too: its own messages must not overtake another process's
+    # earlier ones on the way to its members.
+    layer = await _history_layer(make_redis_layer, capacity=2000)
+    mine = await layer.new_channel()
+    await layer.group_add("h.both", mine)
+    other = await spawn()
+    await other.command(op="send_many", group="h.both", count=300, tag="peer")
+    for i in range(300):
+        await layer.group_send("h.both", {"type": "x", "tag": "here", "i": i})
+    got = await _collect(layer, mine, 600)
+    await other.next_event("done")
+    assert [m["offset"] for m in got] == list(range(1, 601))
+    for tag in ("peer", "here"):
+        assert [m["i"] for m in got if m["tag"] == tag] == list(range(300))
