@@ -48,6 +48,7 @@ from chanlite.layers import (
     check_stream_message,
 )
 from chanlite_redis import scripts
+from chanlite_redis.catchup import CatchUp
 from chanlite_redis.codec import make_codec
 from chanlite_redis.config import Host, describe, make_pool, strip_query, url_from_hosts
 from chanlite_redis.errors import layer_error
@@ -147,6 +148,8 @@ class RedisLayer(BaseLayer):
         self._history = History(
             prefix=prefix, codec=self._codec, call=self._call, keep=self.group_expiry
         )
+        # Fills a history group's gap in live delivery after pub/sub was lost (outlives loops).
+        self._catchup = CatchUp(self._read_missed, self._deliver_group)
         self._presence = Presence(
             prefix=prefix,
             client_id=self.client_id,
@@ -250,6 +253,7 @@ class RedisLayer(BaseLayer):
             # Group messages published while no loop listened are not replayed (pub/sub
             # is at-most-once); from now on they are heard again.
             self._ensure_listener().want(self.keys.group_topic(group) for group in self._groups)
+            self._start_catch_up()
         if self._presence.mine:
             self._start_presence()  # the entries this process holds live on this loop now
 
@@ -565,7 +569,31 @@ class RedisLayer(BaseLayer):
         except ValueError as exc:
             logger.error("Dropped a malformed message for group %r: %s", group, exc)
             return
+        if data[_SENDER] == 0 and not self._catchup.heard(group, message):
+            return  # a history message held until what was missed before it is delivered
         self.count_drops(group, self._local.offer(tuple(members), message), len(members))
+
+    def _deliver_group(self, group: str, message: Message) -> None:
+        members = self._live_members(group)
+        if members:
+            self.count_drops(group, self._local.offer(tuple(members), message), len(members))
+
+    async def _read_missed(self, group: str, since: StreamPosition) -> list[Message]:
+        policy = self.history_policy(group)
+        if policy is None:
+            return []
+        return (await self._history.read(group, policy, since, None)).events
+
+    def _start_catch_up(self) -> None:
+        """Pub/sub was lost (or no loop listened): fill each history group's gap."""
+        self._catchup.forget(self._groups)
+        groups = [group for group in self._groups if self.history_policy(group) is not None]
+        for group in self._catchup.pending(groups):
+            self._spawn(self._catchup.run(group, self._subscriber(group)))
+
+    def _subscriber(self, group: str) -> Callable[[], Awaitable[None]]:
+        topic = self.keys.group_topic(group)
+        return lambda: self._subscribe(topic)
 
     def _live_members(self, group: str) -> dict[str, float] | None:
         """This process's members of *group*, with expired memberships dropped."""
@@ -602,6 +630,7 @@ class RedisLayer(BaseLayer):
         # Wake-ups may have been missed while disconnected: let plain receivers look again.
         if self._plain is not None:
             self._plain.wake_all()
+        self._start_catch_up()
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -465,3 +466,40 @@ async def test_a_sending_process_gets_the_group_in_offset_order(
     assert [m["offset"] for m in got] == list(range(1, 601))
     for tag in ("peer", "here"):
         assert [m["i"] for m in got if m["tag"] == tag] == list(range(300))
+
+
+async def test_messages_missed_while_pubsub_reconnects_are_filled_from_the_stream(
+    make_redis_layer: Any, redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver = await _history_layer(make_redis_layer)
+    sender = await _history_layer(make_redis_layer)
+    mine = await receiver.new_channel()
+    await receiver.group_add("h.gap", mine)
+    for i in range(3):
+        await sender.group_send("h.gap", {"type": "x", "i": i})
+    assert [m["offset"] for m in await _collect(receiver, mine, 3)] == [1, 2, 3]
+    client = Redis.from_url(redis_server.url)
+    try:
+        # Redis drops the pub/sub connections (as it does a consumer over its output
+        # buffer limit); what is published before the listener is back is not heard.
+        with caplog.at_level("INFO", logger="chanlite.layers.redis"):
+            await client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            for i in range(3, 20):
+                await sender.group_send("h.gap", {"type": "x", "i": i})
+            got = await _collect(receiver, mine, 17)
+    finally:
+        await client.aclose()
+    assert [m["offset"] for m in got] == list(range(4, 21))
+    # (How many were missed depends on how fast the listener came back.)
+    assert re.search(r"delivered \d+ messages missed", caplog.text)
+    await sender.group_send("h.gap", {"type": "x", "i": 20})
+    assert (await asyncio.wait_for(receiver.receive(mine), WAIT))["offset"] == 21
+    assert await _nothing_more(receiver, mine)
+
+
+async def _nothing_more(layer: RedisLayer, channel: str) -> bool:
+    try:
+        await asyncio.wait_for(layer.receive(channel), 0.3)
+    except asyncio.TimeoutError:
+        return True
+    return False
