@@ -105,6 +105,7 @@ class App:
         self._stack: ASGIApp | None = None
         self._static: dict[tuple[str, str], HTTPRoute | WebSocketRoute] = {}
         self._tasks_at_startup: set[asyncio.Task[Any]] | None = None
+        self._json_routes: set[BaseRoute] = set()
         self._authenticate: Callable[[WebSocket], Awaitable[Any]] | None = None
 
     # -- the layer (held by the hub) ------------------------------------------------------
@@ -155,19 +156,32 @@ class App:
         endpoint: Callable[..., Any],
         methods: Sequence[str] | None = None,
         name: str | None = None,
+        *,
+        json: bool = False,
     ) -> None:
-        """Serve *path* with *endpoint* ``(request, **path_params)``; plain defs run on a thread."""
+        """Serve *path* with *endpoint* ``(request, **path_params)``; plain defs run on a thread.
+
+        ``json=True`` marks a JSON route: its :class:`HTTPException` answers are
+        ``{"detail": ...}`` JSON whatever the client accepts.
+        """
         name = name or str(getattr(endpoint, "__name__", type(endpoint).__name__))
         route = HTTPRoute(path, as_async(endpoint), methods=methods, name=name)
         self.add_route(route)
+        if json:
+            self._json_routes.add(route)
 
     def http(
-        self, path: str, methods: Sequence[str] | None = None, name: str | None = None
+        self,
+        path: str,
+        methods: Sequence[str] | None = None,
+        name: str | None = None,
+        *,
+        json: bool = False,
     ) -> Callable[[F], F]:
         """Decorator form of :meth:`add_http_route`; returns the function unchanged."""
 
         def decorator(func: F) -> F:
-            self.add_http_route(path, func, methods=methods, name=name)
+            self.add_http_route(path, func, methods=methods, name=name, json=json)
             return func
 
         return decorator
@@ -475,7 +489,7 @@ class App:
             await request.close()
             return
         except HTTPException as exc:
-            if self.json_errors or _wants_json(scope):
+            if self.json_errors or route in self._json_routes or _wants_json(scope):
                 response = JSONResponse({"detail": exc.detail}, exc.status_code, exc.headers)
             else:
                 response = PlainTextResponse(exc.detail, exc.status_code, headers=exc.headers)

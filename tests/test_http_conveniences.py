@@ -51,6 +51,18 @@ async def test_json_errors_makes_every_http_exception_json() -> None:
         assert r.headers["x-why"] == "short and stout"
 
 
+async def test_a_json_route_answers_http_exceptions_as_json() -> None:
+    app = App(layer=None)
+
+    @app.http("/api/thing", json=True)
+    async def thing(request: Request) -> dict[str, Any]:
+        raise HTTPException(409, "taken")
+
+    async with TestClient(app) as client:
+        r = await client.get("/api/thing", headers={"accept": "*/*"})
+        assert (r.status_code, r.json()) == (409, {"detail": "taken"})
+
+
 class Colour(enum.Enum):
     RED = "red"
 
