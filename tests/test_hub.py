@@ -277,3 +277,59 @@ async def test_tight_loops_of_events_and_broadcasts_reach_a_reading_client_in_or
     assert layer.dropped == 0
     assert app.stats.slow_consumers == 0
     assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+
+
+class DownLayer(MemoryLayer):
+    """A memory layer whose group calls fail as a backend that went away does."""
+
+    down = True
+
+    async def group_send(self, group: str, message: Event) -> None:
+        if self.down:
+            from chanlite.layers import LayerUnavailable
+
+            raise LayerUnavailable("backend at test://down is unreachable")
+        await super().group_send(group, message)
+
+
+async def test_an_outage_is_one_line_for_many_requests_and_sockets(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    layer = DownLayer()
+    app = App(layer=layer)
+
+    @app.http("/notify")
+    async def notify(request: Any) -> str:
+        await app.group_send("room", {"type": "note"})
+        return "sent"
+
+    @app.websocket("/ws")
+    async def ws_notify(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.group_send("room", {"type": "note"})
+        await ws.send_text("sent")
+
+    caplog.set_level(logging.DEBUG, logger="chanlite")
+    async with TestClient(app) as client:
+        for _ in range(3):
+            r = await client.get("/notify")
+            assert (r.status_code, r.text) == (
+                503,
+                "Service Unavailable: channel layer unavailable",
+            )
+            async with client.websocket("/ws") as ws:
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    await ws.receive_text()
+                assert (closed.value.code, closed.value.reason) == (
+                    1011,
+                    "channel layer unavailable",
+                )
+        layer.down = False
+        assert (await client.get("/notify")).text == "sent"
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.levelname for r in lines] == ["ERROR", "WARNING"]
+    assert "is unavailable: LayerUnavailable: backend at test://down" in lines[0].getMessage()
+    assert "is available again (after" in lines[1].getMessage()
+    assert "and 6 failed calls)" in lines[1].getMessage()
+    assert all(r.exc_info is None for r in lines)
+    assert app.stats.layer_errors == 6
