@@ -149,3 +149,14 @@ def test_a_layer_from_django_settings_is_checked_too(tmp_path: Path) -> None:
     line = error_line(err)
     assert line.startswith(f"Error: Application startup failed: Channel layer {url} cannot be")
     assert "Connection refused" in line
+
+
+def test_a_sqlite_file_in_an_unwritable_place_stops_start_up() -> None:
+    # /proc refuses new files even to root, where a chmod would not.
+    url = "sqlite:////proc/chanlite-startup-check.db"
+    err = refused(APP, "--layer", url)
+    assert error_line(err) == (
+        f"Error: Application startup failed: Channel layer {url} cannot be reached: Channel "
+        "layer database /proc/chanlite-startup-check.db cannot be opened or created. Check "
+        "that its folder exists and is writable."
+    )
