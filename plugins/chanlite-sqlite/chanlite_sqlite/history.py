@@ -31,8 +31,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import aiosqlite
-
 from chanlite.layers import (
     Codec,
     DecodeError,
@@ -40,6 +38,7 @@ from chanlite.layers import (
     StreamPosition,
     check_since,
 )
+from chanlite_sqlite.connection import Connection
 from chanlite_sqlite.schema import describe_error, file_identity, open_database
 
 #: A history message's row: its offset is the stream's last + its rank among this
@@ -107,7 +106,7 @@ def assign(groups: Sequence[str], returned: Iterable[Any]) -> list[tuple[int, st
     return [given[group].pop() for group in groups]
 
 
-async def record(db: aiosqlite.Connection, records: Sequence[Record]) -> list[tuple[int, str]]:
+async def record(db: Connection, records: Sequence[Record]) -> list[tuple[int, str]]:
     """Write *records* (one statement, atomic); ``(offset, epoch)`` of each, in order."""
     sql, params = insert_history(records)
     returned = await db.execute_fetchall(sql, params)

@@ -39,8 +39,6 @@ from os import PathLike, fspath
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
-import aiosqlite
-
 from chanlite.broadcast import broadcast_event
 from chanlite.layers import (
     BaseLayer,
@@ -60,6 +58,7 @@ from chanlite.layers import (
     stream_message,
 )
 from chanlite_sqlite.blocking import BlockingWriter
+from chanlite_sqlite.connection import Connection
 from chanlite_sqlite.errors import DatabaseFileError
 from chanlite_sqlite.history import HistoryReader, prune
 from chanlite_sqlite.plain import PlainReceivers
@@ -169,7 +168,7 @@ class SQLiteLayer(BaseLayer):
         self.timeout = timeout
         self._watcher: Watcher | None = None
         self._writer: Writer | None = None
-        self._db: aiosqlite.Connection | None = None
+        self._db: Connection | None = None
         self._starting: asyncio.Task[None] | None = None
         self._closed = False
         self._lock = threading.Lock()
@@ -312,9 +311,12 @@ class SQLiteLayer(BaseLayer):
             create=self.create_storage,
         )
         watcher.start()
-        db: aiosqlite.Connection | None = None
+        db: Connection | None = None
         try:
-            await asyncio.wrap_future(watcher.ready)
+            # Shielded: a cancel here must not cancel ``ready``, or the thread, finding
+            # nobody waiting, would unregister this client_id, which the next start-up
+            # (on the next event loop) may have registered again by then.
+            await asyncio.shield(asyncio.wrap_future(watcher.ready))
             db = await connect_async(self.path, self.timeout)
         except BaseException:
             watcher.stop()
@@ -325,7 +327,7 @@ class SQLiteLayer(BaseLayer):
         self._watcher, self._db = watcher, db
         self._writer = Writer(db, self.path, self.timeout, self)
 
-    async def reconnect(self) -> aiosqlite.Connection:
+    async def reconnect(self) -> Connection:
         """A new write connection (the writer's died with an event loop, or the file
         under it was deleted or replaced: then once the watcher has moved us)."""
         moving = self._moving

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from chanlite.layers.base import DecodeError, Message
 from chanlite.layers.codec import Codec
-from chanlite_sqlite.writer import Claim, Writer, resolve
+from chanlite_sqlite.connection import resolve
+from chanlite_sqlite.writer import Claim, Writer
 
 logger = logging.getLogger("chanlite.layers.sqlite")
 
@@ -29,7 +30,8 @@ class _Queue:
     def __init__(self) -> None:
         self.buffer: deque[Message] = deque()
         self.waiters: deque[asyncio.Future[Message]] = deque()
-        self.claiming = False
+        # The loop that submitted the claim in flight, if any.
+        self.claiming: asyncio.AbstractEventLoop | None = None
         self.dirty = False
 
 
@@ -101,7 +103,7 @@ class PlainReceivers:
         if (
             not queue.buffer
             and not queue.waiters
-            and not queue.claiming
+            and queue.claiming is None
             and self._queues.get(channel) is queue
         ):
             del self._queues[channel]
@@ -111,29 +113,34 @@ class PlainReceivers:
         writer = self._writer()
         if writer is None:
             return
-        if queue.claiming:
+        if queue.claiming is not None and not queue.claiming.is_closed():
             queue.dirty = True  # claim again when this one is done
             return
-        queue.claiming, queue.dirty = True, False
+        # (A claim submitted on a loop that has closed may wait in the writer's queue
+        # until some other write starts a drain: claim from this loop meanwhile.)
+        queue.claiming, queue.dirty = asyncio.get_running_loop(), False
 
         def done(payloads: list[bytes]) -> None:
-            queue.claiming = False
+            queue.claiming = None
+            # The rows are taken from the file: they go to the channel's receivers here,
+            # even if its queue was forgotten meanwhile (another claim ended first).
+            target = self._queues.setdefault(channel, queue) if payloads else queue
             for payload in payloads:
                 try:
                     message = self._codec.decode(payload)
                 except DecodeError as exc:
                     logger.error("Skipping an undecodable message on %r: %s", channel, exc)
                     continue
-                while queue.waiters and _gone(queue.waiters[0]):
-                    queue.waiters.popleft()
-                if queue.waiters:
-                    resolve(queue.waiters.popleft(), message)
+                while target.waiters and _gone(target.waiters[0]):
+                    target.waiters.popleft()
+                if target.waiters:
+                    resolve(target.waiters.popleft(), message)
                 else:
-                    queue.buffer.append(message)
-            if queue.waiters and (queue.dirty or payloads):
-                self._claim(channel, queue)
+                    target.buffer.append(message)
+            if target.waiters and (target.dirty or payloads):
+                self._claim(channel, target)
             else:
-                self._forget_if_idle(channel, queue)
+                self._forget_if_idle(channel, target)
 
         writer.submit(Claim(channel, max(1, len(queue.waiters)), done))
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from chanlite.layers import Codec, DecodeError, presence_diff, with_ref
 from chanlite_sqlite.blocking import BlockingWriter
-from chanlite_sqlite.writer import resolve
+from chanlite_sqlite.connection import resolve
 
 logger = logging.getLogger("chanlite.layers.sqlite")
 

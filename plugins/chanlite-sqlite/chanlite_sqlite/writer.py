@@ -1,4 +1,4 @@
-"""The batching writer: every write of one process goes through one aiosqlite connection.
+"""The batching writer: every write of one process goes through one write connection.
 
 Calls queue an operation and wait for its commit. A drain task runs while operations are
 queued, taking everything queued so far into *one* ``BEGIN IMMEDIATE ... COMMIT``: under
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import sqlite3
 import threading
@@ -29,9 +30,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aiosqlite
-
 from chanlite.layers import ChannelFull, HistoryPolicy, LayerUnavailable
+from chanlite_sqlite.connection import Connection, connect, resolve
 from chanlite_sqlite.history import record
 from chanlite_sqlite.schema import describe_error, file_identity
 
@@ -39,34 +39,13 @@ logger = logging.getLogger("chanlite.layers.sqlite")
 
 MAX_BATCH = 512
 
+# The statement committing the batch a drain task is writing, once it has started.
+_FINAL: contextvars.ContextVar[list[asyncio.Future[None]]] = contextvars.ContextVar("final")
+
 _INSERT = (
     "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-
-
-def resolve(future: asyncio.Future[Any] | None, result: Any = None, error: Any = None) -> None:
-    """Complete *future* from any thread."""
-    if future is None or future.done():
-        return
-    loop = future.get_loop()
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        _complete(future, result, error)
-    elif not loop.is_closed():
-        loop.call_soon_threadsafe(_complete, future, result, error)
-
-
-def _complete(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 @dataclass(slots=True)
@@ -158,7 +137,7 @@ class Hooks(Protocol):
 
     def poke(self, ports: list[int]) -> None: ...
 
-    async def reconnect(self) -> aiosqlite.Connection:
+    async def reconnect(self) -> Connection:
         """A new write connection (once the process has moved to a replaced file)."""
         ...
 
@@ -167,9 +146,9 @@ class Hooks(Protocol):
 
 
 class Writer:
-    """Queues write operations and commits them in batches on one aiosqlite connection."""
+    """Queues write operations and commits them in batches on one write connection."""
 
-    def __init__(self, db: aiosqlite.Connection, path: str, timeout: float, hooks: Hooks) -> None:
+    def __init__(self, db: Connection, path: str, timeout: float, hooks: Hooks) -> None:
         self.db = db
         self.path = path
         self.timeout = timeout
@@ -207,7 +186,7 @@ class Writer:
                 return done
             # No loop is running a write: nothing uses the connection now.
             self._stale = True
-        _close_raw(self.db)
+        self.db.close_now()
         done.set_result(None)
         return done
 
@@ -235,20 +214,14 @@ class Writer:
         await op.future
 
     async def _replace_connection(self) -> None:
-        if not self._stale:
-            logger.warning(
-                "The write connection to %s stopped with an event loop that closed "
-                "mid-write; reconnecting",
-                self.path,
-            )
-        _close_raw(self.db)  # rolls back what it held, releasing the write lock
+        self.db.close_now()  # rolls back what it held, releasing the write lock
         self.db = await self.hooks.reconnect()
         self.identity = file_identity(self.path)
         self._stale = False
 
-    async def current_connection(self) -> aiosqlite.Connection:
+    async def current_connection(self) -> Connection:
         """The write connection, opened again first if it was released or lost."""
-        if self._stale or not _worker_alive(self.db):
+        if self._stale:
             await self._replace_connection()
         return self.db
 
@@ -311,7 +284,14 @@ class Writer:
                     self._draining = False
             raise
 
+    async def _final(self, final: asyncio.Future[None]) -> None:
+        """Wait for the statement that commits a batch; once started it ends (see :meth:`_run`)."""
+        _FINAL.get().append(final)
+        await asyncio.shield(final)
+
     async def _run(self, batch: list[Op]) -> None:
+        finals: list[asyncio.Future[None]] = []
+        _FINAL.set(finals)  # this task's own: a drain on another loop has its own
         try:
             if not self._stale and self.identity != file_identity(self.path):
                 # Deleted or replaced under us: writing on would reach nobody. Let go of
@@ -320,25 +300,37 @@ class Writer:
                 with contextlib.suppress(Exception):
                     await self.db.close()
                 self.hooks.file_changed()
-            if self._stale or not _worker_alive(self.db):
+            if self._stale:
                 await self._replace_connection()
             db = self.db
-            if db.in_transaction:  # left open by a drain whose loop stopped
-                await db.execute("ROLLBACK")
+            await db.rollback_open()  # left open by a drain whose loop stopped
             group_sends = [op for op in batch if isinstance(op, GroupSend)]
             if len(group_sends) < len(batch) or not await self._group_sends_fast(group_sends):
-                await db.execute("BEGIN IMMEDIATE")
                 try:
+                    await db.execute("BEGIN IMMEDIATE")
                     for run in _runs(batch):
                         await self._apply(run)
                 except BaseException:
-                    await db.execute("ROLLBACK")
+                    await db.rollback_open()
                     raise
-                await db.execute("COMMIT")
+                await self._final(db.start("COMMIT"))
+        except asyncio.CancelledError:
+            if not finals:
+                raise
+            final = finals[-1]
+            # The statement that commits the batch runs whatever happens to this task (its
+            # loop is ending, say): learn how it ended, so what it wrote is delivered, not
+            # reported as failed while stored.
+            await asyncio.wait([final])
+            if final.cancelled() or final.exception() is not None:
+                raise
+            self._committed(batch)
+            batch.clear()  # settled: nothing for the caller to fail
+            raise
         except sqlite3.Error as exc:
             _fail(batch, describe_error(self.path, exc, self.timeout))
             return
-        except ValueError as exc:  # aiosqlite: the connection was closed under us
+        except ValueError as exc:  # the connection was closed under us
             _fail(batch, RuntimeError(f"The layer is closed ({exc})"))
             return
         except LayerUnavailable as exc:  # the file could not be opened again
@@ -504,10 +496,12 @@ class Writer:
             params: list[object] = []
             for op in others:
                 params += (op.group, me, op.expires, op.payload)
-            await self.db.execute(
-                "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload) "
-                f"VALUES {values}",
-                params,
+            await self._final(
+                self.db.start(
+                    "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload) "
+                    f"VALUES {values}",
+                    params,
+                )
             )
         return True
 
@@ -557,39 +551,9 @@ class Writer:
         await self.db.executemany(_INSERT, rows)
 
 
-async def connect_async(path: str, timeout: float) -> aiosqlite.Connection:
-    """The write connection: autocommit, NORMAL sync, a daemon worker thread."""
-    # check_same_thread=False: if the worker thread dies (below), the connection can
-    # still be closed, releasing any lock it held, from the event loop's thread.
-    db = aiosqlite.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-    # A layer that is never closed (Channels never closes its layers) must not keep the
-    # interpreter from exiting; the watcher thread is a daemon too.
-    thread = getattr(db, "_thread", None)
-    if isinstance(thread, threading.Thread):
-        thread.daemon = True
-    await db
-    try:
-        await db.execute("PRAGMA synchronous=NORMAL")
-    except BaseException:
-        await db.close()
-        raise
-    return db
-
-
-def _close_raw(db: aiosqlite.Connection) -> None:
-    # The sqlite3 connection under aiosqlite (opened with check_same_thread=False), closed
-    # from this thread: its worker thread may be gone with an event loop, or idle.
-    conn = getattr(db, "_connection", None)
-    if isinstance(conn, sqlite3.Connection):
-        with contextlib.suppress(sqlite3.Error):
-            conn.close()
-
-
-def _worker_alive(db: aiosqlite.Connection) -> bool:
-    # aiosqlite's worker thread dies when the event loop of a call in flight has closed
-    # (it cannot hand the result back); every later call on it would wait forever.
-    thread = getattr(db, "_thread", None)
-    return not isinstance(thread, threading.Thread) or thread.is_alive()
+async def connect_async(path: str, timeout: float) -> Connection:
+    """The write connection (see :mod:`chanlite_sqlite.connection`)."""
+    return await connect(path, timeout)
 
 
 def _fail(batch: Sequence[Op], error: BaseException) -> None:
