@@ -3,10 +3,11 @@
 Subclass :class:`LayerContract` in a test module and provide a ``make_layer`` fixture: an
 async factory taking layer options (``capacity``, ``expiry``, ``group_expiry``,
 ``channel_capacity``) and returning a fresh, empty layer, closed by the fixture afterwards.
-Every test here then runs against that layer; :class:`LoopSafetyContract` adds the
-tests of loop changes and cancellation::
+Every test here then runs against that layer: the behaviour of the layer API
+(:class:`LayerBehaviourContract`) and what loop changes and cancellation put a layer
+through (:class:`LoopSafetyContract`), one suite::
 
-    class TestMyLayerContract(LayerContract, LoopSafetyContract):
+    class TestMyLayerContract(LayerContract):
         @pytest.fixture
         async def make_layer(self, tmp_path):
             made = []
@@ -69,8 +70,8 @@ async def _nothing_arrives(awaitable: Awaitable[Any], within: float = 0.3) -> bo
     return False
 
 
-class LayerContract:
-    """Behaviour every chanlite channel layer must show. Needs a ``make_layer`` fixture."""
+class LayerBehaviourContract:
+    """The layer API's behaviour: send/receive, capacity, expiry, names, groups, flush."""
 
     # -- send / receive ---------------------------------------------------------------
 
@@ -411,8 +412,7 @@ class LayerContract:
 class LoopSafetyContract:
     """Loop changes and cancellation: what Channels code and sync callers put a layer through.
 
-    Every layer's test module runs it beside :class:`LayerContract` (a layer that does
-    not pass it yet opts in later). Needs the same ``make_layer`` fixture.
+    Part of :class:`LayerContract`. Needs the same ``make_layer`` fixture.
     """
 
     # -- successive event loops (async_to_sync per call, asyncio.run per call) -------------
@@ -512,18 +512,23 @@ class LoopSafetyContract:
 
         Every cancel must end its task as cancelled (never swallowed), every loop must
         shut down in bounded time, and every message a completed ``send`` stored must be
-        received exactly once in the end.
+        received exactly once in the end. A ``send`` cancelled while the backend stores
+        the message may have stored it (no backend can take back what a server or a
+        file committed): such a message is received exactly once too, never twice.
         """
         layer = await make_layer(capacity=1000)
         rng = random.Random(20)
         local = await _on_new_loop(layer.new_channel())
         sent: list[int] = []
+        tried: list[int] = []
         received: list[int] = []
 
         async def work(n: int) -> None:
             await layer.group_add("cancel-group", local)
+            tried.append(n)
             await layer.send("cancel-plain", {"type": "n", "n": n})
             sent.append(n)
+            tried.append(-n)
             await layer.send(local, {"type": "n", "n": -n})
             sent.append(-n)
             await layer.group_send("cancel-group", {"type": "g"})
@@ -558,7 +563,9 @@ class LoopSafetyContract:
                         received.append(message["n"])
 
         await _on_new_loop(drain())
-        assert sorted(received) == sorted(sent)
+        assert sorted(set(received)) == sorted(received), "a message arrived twice"
+        assert sorted(set(sent) - set(received)) == [], "messages whose send returned were lost"
+        assert set(received) <= set(tried)
 
     async def test_close_is_bounded_after_cancels(self, make_layer: MakeLayer) -> None:
         rng = random.Random(21)
@@ -588,3 +595,11 @@ class LoopSafetyContract:
         # And loops that end with the layer still open (Channels never closes its layers).
         for _ in range(3):
             await _on_new_loop(one_run(rng.choice([0, 0.001, 0.02]), close=False))
+
+
+class LayerContract(LayerBehaviourContract, LoopSafetyContract):
+    """Behaviour every chanlite channel layer must show. Needs a ``make_layer`` fixture.
+
+    The layer API (:class:`LayerBehaviourContract`) and loop changes and cancellation
+    (:class:`LoopSafetyContract`): one suite, run on every layer.
+    """

@@ -10,10 +10,9 @@ from chanlite.layers import BaseLayer
 from chanlite.layers.memory import MemoryLayer
 from chanlite.layers.streams import HistoryGap, HistoryPolicy
 from chanlite.testing import HistoryContract, LayerContract, PresenceContract
-from chanlite.testing.contract import LoopSafetyContract
 
 
-class TestMemoryContract(LayerContract, LoopSafetyContract):
+class TestMemoryContract(LayerContract):
     @pytest.fixture
     async def make_layer(self) -> AsyncIterator[Any]:
         made: list[BaseLayer] = []

@@ -13,10 +13,9 @@ from chanlite.testing import (
     LayerContract,
     PresenceContract,
 )
-from chanlite.testing.contract import LoopSafetyContract
 
 
-class TestRedisContract(LayerContract, LoopSafetyContract):
+class TestRedisContract(LayerContract):
     @pytest.fixture
     def make_layer(self, make_redis_layer: Any) -> Any:
         return make_redis_layer
