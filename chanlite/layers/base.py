@@ -10,7 +10,8 @@ reader for all of its connections: every channel made by :meth:`BaseLayer.new_ch
 one layer object is *local* to it, and ``receive_local`` yields each message addressed to
 any of them together with the local channels it is for. A group message therefore crosses
 into a process once and names all of that process's members, which is what lets the
-dispatcher encode a broadcast frame once and write it to every member socket.
+hub (:mod:`chanlite.hub`) encode a broadcast frame once and write it to every member
+socket.
 
 History and presence (``extensions`` ``"history"`` and ``"presence"``) are optional
 capabilities: :class:`BaseLayer` parses their declarations alike for every layer and its
