@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,14 +10,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+_MAKE_ENV = {"MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES"}
 
 
 def make_dry_run(*args: str) -> str:
     make = shutil.which("make")
     if make is None:
         pytest.fail("make is not installed: apt-get install make", pytrace=False)
+    # Run as a top-level make even when the suite itself runs under ``make test``:
+    # an inherited MAKELEVEL/MAKEFLAGS adds "Entering/Leaving directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in _MAKE_ENV}
     done = subprocess.run(
-        [make, "-n", "-B", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        [make, "--no-print-directory", "-n", "-B", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return done.stdout
 
