@@ -92,7 +92,10 @@ async def whoami(channel: Channel, name: str, payload: Any) -> dict[str, Any]:
     return {"user": channel.assigns["user"], "pid": os.getpid()}
 
 
-chat = socket.topic("chat:{name}", history=100, presence=True)
+# A history longer than anything a test sends: the resume test's writer can run
+# 150+ messages ahead of a reader that is reconnecting, and a shorter history
+# would (rightly) answer "too_old" instead of replaying them.
+chat = socket.topic("chat:{name}", history=1000, presence=True)
 
 
 @chat.join
