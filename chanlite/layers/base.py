@@ -67,7 +67,6 @@ __all__ = [
     "Message",
     "NotSupported",
     "layer_gave_up",
-    "release_pending",
 ]
 
 logger = logging.getLogger("chanlite.layers")
@@ -117,20 +116,6 @@ def _float(value: str) -> float:
 
 #: At most one drop line per group per this many seconds (the counters stay exact).
 DROP_LOG_INTERVAL = 10.0
-
-
-def release_pending(pending: dict[str, int], channels: Sequence[str]) -> None:
-    """Take one off each of *channels*' counts of queued messages, forgetting zeros.
-
-    The bookkeeping behind per-channel capacity for a queue whose entries name the
-    channels they are for (the in-process queue of a layer's ``receive_local``).
-    """
-    for channel in channels:
-        left = pending[channel] - 1
-        if left:
-            pending[channel] = left
-        else:
-            del pending[channel]
 
 
 #: Errors of layers that stopped this process (:meth:`BaseLayer.stop_process`).
