@@ -91,6 +91,10 @@ class Census:
         server = self.server
         if server is not None:
             values.update(server.snapshot())
+            # The server's slow consumers (bytes unread) and the hub's (events) differ.
+            values["slow_consumers_server"] = values.pop("slow_consumers", 0)
+        else:
+            values["slow_consumers_server"] = 0
         for name, value in asdict(hub.stats).items():
             values[name] = value
         layer = hub.built_layer  # a layer not built yet has dropped nothing

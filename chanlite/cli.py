@@ -1,4 +1,4 @@
-"""The ``chanlite`` command line: ``run``, ``send``, ``routes``, ``plugins``."""
+"""The ``chanlite`` command line: ``run``, ``send``, ``routes``, ``plugins``, ``inspect``."""
 
 from __future__ import annotations
 
@@ -202,3 +202,37 @@ def _register_run() -> None:
 
 
 _register_run()
+
+
+@main.command()
+@click.option("--layer", "layer_url", required=True, envvar="CHANLITE_LAYER", help="Layer URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document and exit.")
+@click.option(
+    "--watch",
+    "watch_every",
+    type=float,
+    default=None,
+    is_flag=False,
+    flag_value=2.0,
+    help="Redraw every N seconds (default 2) until Ctrl+C (needs chanlite[inspect]).",
+)
+def inspect(layer_url: str, as_json: bool, watch_every: float | None) -> None:
+    """Show every process sharing the layer at --layer: pid, host, uptime, connections,
+    groups with member counts, presence, drops, slow consumers and the age of its last
+    heartbeat, as each process published it (processes served by chanlite run)."""
+    import asyncio
+
+    from chanlite import inspector
+    from chanlite.layers import LayerError
+
+    try:
+        if watch_every is not None:
+            inspector.watch(layer_url, watch_every)
+            return
+        view = asyncio.run(inspector.gather(layer_url))
+    except (LayerError, ImportError, OSError) as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(view, indent=2, sort_keys=True))
+    else:
+        click.echo(inspector.render_text(view))

@@ -206,12 +206,7 @@ FAMILIES: tuple[Family, ...] = (
 
 
 def _numbers(census: Census) -> dict[str, float]:
-    numbers = census.numbers()
-    # The server's slow-consumer count has the same name as the hub's: keep both apart.
-    server = census.server
-    numbers["slow_consumers_server"] = server.snapshot()["slow_consumers"] if server else 0
-    numbers["slow_consumers"] = census.hub.stats.slow_consumers
-    return numbers
+    return census.numbers()
 
 
 def require_client() -> None:

@@ -5,7 +5,10 @@ messages flow and slow consumers are closed."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -111,15 +114,43 @@ async def test_two_workers_add_up_and_move(tmp_path: Path, served: list[Running]
 async def test_a_slow_consumer_shows_in_the_metrics(tmp_path: Path, served: list[Running]) -> None:
     server = start_two(tmp_path, "--ws-send-timeout", "1")
     served.append(server)
+    layer = f"sqlite:///{tmp_path / 'ops.db'}"
     port = int(server.url.rsplit(":", 1)[1])
     sock = never_reading_client(port, "/flood/slow")
+    client_port = sock.getsockname()[1]
     try:
         samples = await eventually(
             server, lambda s: value(s, "chanlite_slow_consumers_total", kind="bytes") >= 1
         )
         assert value(samples, "chanlite_slow_consumer_waiting_bytes_total") > 0
+        # chanlite inspect names the connection, its groups and what was waiting.
+        deadline = time.monotonic() + 20  # published on the worker's next heartbeat
+        reports: list[dict[str, Any]] = []
+        while not reports:
+            assert time.monotonic() < deadline, "no slow consumer in chanlite inspect"
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "chanlite", "inspect", "--layer", layer, "--json"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert done.returncode == 0, done.stderr
+            processes = json.loads(done.stdout)["processes"]
+            reports = [s for p in processes for s in p["slow_consumers"]]
+        assert len(reports) == 1, reports
+        (report,) = reports
+        assert report["kind"] == "bytes" and report["waiting"] > 0
+        assert report["path"] == "/flood/slow" and report["groups"] == ["room.slow"]
+        assert report["peer"] == f"127.0.0.1:{client_port}"
     finally:
         sock.close()
+    code, err = server.stop()
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "slow consumer" in line]
+    assert len(warnings) == 1, err
+    assert f"127.0.0.1:{client_port}" in warnings[0] and "groups room.slow" in warnings[0]
+    assert "bytes waiting" in warnings[0]
 
 
 def never_reading_client(port: int, path: str) -> socket.socket:
