@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
 
+from chanlite.eventtypes import check_on_type
 from chanlite.websocket import EventHandler
 
 __all__ = ["EventHandler", "WebSocketHandler", "as_async"]
@@ -60,7 +61,9 @@ class WebSocketHandler(Generic[H]):
         """Handle layer events of *event_type* for connections of this handler.
 
         The handler is ``async def f(ws, event)`` or a plain ``def`` (run on a thread).
-        Events for one connection are handled one at a time, in arrival order.
+        Events for one connection are handled one at a time, in arrival order. The type
+        is matched exactly (see :meth:`add_event_handler`); stack ``on`` decorators to
+        take several types with one function.
         """
         if not isinstance(event_type, str) or not event_type:
             raise TypeError("on() needs the event type as a non-empty string, e.g. 'chat.message'")
@@ -72,7 +75,14 @@ class WebSocketHandler(Generic[H]):
         return decorator
 
     def add_event_handler(self, event_type: str, func: Callable[..., Any]) -> None:
-        """Register *func* for layer events of *event_type* (``on`` without decoration)."""
+        """Register *func* for layer events of *event_type* (``on`` without decoration).
+
+        The type is matched exactly: ``"chat.message"`` and ``"chat_message"`` are two
+        types (Django Channels sends both to a method ``chat_message``); register both
+        to take both. ASGI message types (``"websocket.receive"``, ...) are refused with
+        a ``ValueError`` saying where chanlite handles them.
+        """
+        check_on_type(event_type, self.__name__)
         if event_type in self.events:
             raise ValueError(
                 f"{self.__qualname__} already handles {event_type!r} events "

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from chanlite.asgi_websocket import ASGIWebSocket, WebSocketState, peer
 from chanlite.broadcast import BROADCAST
 from chanlite.closecodes import LAYER_UNAVAILABLE, SLOW_CONSUMER, CloseCode
+from chanlite.eventtypes import unhandled_hint
 from chanlite.exceptions import RAISE_EXCEPTIONS, WebSocketDisconnect, WebSocketStateError
 from chanlite.layers.base import Event, LayerUnavailable
 from chanlite.layers.errors import LayerError, NotSupported
@@ -439,7 +440,11 @@ class WebSocket(ASGIWebSocket):
                 "No on(%r) handler on %s; event dropped.%s",
                 kind,
                 getattr(handler, "__qualname__", "this connection"),
-                _handled_types_hint(kind, handler.events if handler is not None else {}),
+                unhandled_hint(
+                    kind,
+                    handler.events if handler is not None else (),
+                    getattr(handler, "__name__", "handler"),
+                ),
             )
             return
         try:
@@ -614,15 +619,3 @@ def _presence_arg(presence: object) -> tuple[str, dict[str, Any]]:
     ):
         raise PresenceError(f"presence must be a (key: str, meta: dict) tuple, not {presence!r}")
     return presence[0], presence[1]
-
-
-def _handled_types_hint(kind: object, events: Mapping[str, EventHandler]) -> str:
-    """`` Did you mean 'chat.message'? It handles: ...`` for an unhandled event type."""
-    if not events:
-        return " It handles no event types (add one with @handler.on(type))."
-    import difflib
-
-    types = sorted(events)
-    close = difflib.get_close_matches(kind, types, n=1) if isinstance(kind, str) else []
-    guess = f" Did you mean {close[0]!r}?" if close else ""
-    return f"{guess} It handles: {', '.join(types)}."

@@ -121,6 +121,96 @@ async def test_an_unhandled_event_type_names_the_handled_ones(
     ]
 
 
+def channels_named_app() -> App:
+    """A handler that takes ``chat.message``; ``room_notice`` spelled the Channels way."""
+    app = App(layer="memory://")
+
+    @app.websocket("/room/{name}")
+    async def room(ws: WebSocket, name: str) -> None:
+        await ws.accept()
+        await ws.join(name)
+        await ws.send_json({"ready": True})
+        async for _ in ws.iter_text():
+            pass
+
+    @room.on("chat.message")
+    async def chat_message(ws: WebSocket, event: dict[str, Any]) -> None:
+        await ws.send_json({"message": event["message"]})
+
+    @room.on("room_notice")
+    @room.on("room.notice")  # stacked: one function takes both spellings
+    async def room_notice(ws: WebSocket, event: dict[str, Any]) -> None:
+        await ws.send_json({"notice": event["type"]})
+
+    return app
+
+
+async def test_an_event_typed_the_channels_way_is_dropped_with_the_reason_and_the_fix(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Channels calls chat_message() for "chat_message" and "chat.message" alike; chanlite
+    matches exactly, and the drop says so instead of looking like a typo."""
+    app = channels_named_app()
+    caplog.set_level(logging.WARNING, logger="chanlite")
+    async with TestClient(app) as client:
+        async with client.websocket("/room/lobby") as ws:
+            await ws.receive_json()
+            await app.group_send("lobby", {"type": "chat_message", "message": "old style"})
+            await app.group_send("lobby", {"type": "chat.message", "message": "new style"})
+            assert await ws.receive_json() == {"message": "new style"}
+    assert app.stats.events_unhandled == 1
+    messages = [rec.getMessage() for rec in caplog.records if "No on(" in rec.getMessage()]
+    assert messages == [
+        "No on('chat_message') handler on channels_named_app.<locals>.room; event dropped. "
+        "It handles 'chat.message', which Django Channels treats as the same type: a "
+        "Channels consumer's method chat_message() gets both 'chat_message' and "
+        "'chat.message', while chanlite matches the type exactly. Send 'chat.message', or "
+        "also register @room.on('chat_message') (on() decorators stack on one function). "
+        "It handles: chat.message, room.notice, room_notice."
+    ]
+
+
+async def test_stacked_on_decorators_take_both_spellings() -> None:
+    app = channels_named_app()
+    async with TestClient(app) as client:
+        async with client.websocket("/room/hall") as ws:
+            await ws.receive_json()
+            await app.group_send("hall", {"type": "room_notice"})
+            await app.group_send("hall", {"type": "room.notice"})
+            assert await ws.receive_json() == {"notice": "room_notice"}
+            assert await ws.receive_json() == {"notice": "room.notice"}
+    assert app.stats.events_unhandled == 0
+
+
+@pytest.mark.parametrize(
+    ("event_type", "advice"),
+    [
+        ("websocket.receive", "client frames are not layer events"),
+        ("websocket_receive", "client frames are not layer events"),
+        ("websocket.disconnect", "groups joined with ws.join() are left on their own"),
+        ("websocket.connect", "the handler itself runs when a client connects"),
+        ("http_request", "an HTTP request is answered by an @app.http(path) handler"),
+    ],
+)
+def test_on_an_asgi_message_type_is_refused_with_where_chanlite_handles_it(
+    event_type: str, advice: str
+) -> None:
+    """A Channels consumer's websocket_receive() etc. have no layer-event equivalent: an
+    on() for them would never run, so registering one is an error, not a silent no-op."""
+    app = App(layer="memory://")
+
+    @app.websocket("/ws")
+    async def chat(ws: WebSocket) -> None:
+        await ws.accept()
+
+    with pytest.raises(ValueError, match="would never run") as info:
+        chat.on(event_type)(lambda ws, event: None)
+    assert f"chat.on({event_type!r})" in str(info.value)
+    assert advice in str(info.value)
+    assert "Django Channels" in str(info.value)
+    assert chat.events == {}
+
+
 async def test_sync_on_handler_runs_on_a_thread() -> None:
     app = feed_app()
     threads: list[int] = []
