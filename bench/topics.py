@@ -1,7 +1,7 @@
 """Topics on the Phoenix protocol against plain sockets, on a real `chanlite run`.
 
-    .venv/bin/python bench/topics.py                          # everything, ~2 minutes
-    .venv/bin/python bench/topics.py --only broadcast,memory,resume
+    .venv/bin/python bench/topics.py                          # everything, ~10 minutes
+    .venv/bin/python bench/topics.py --only broadcast,channels,memory,resume
 
 * ``broadcast``: one publisher, 1,000 subscribers. The topic path (a push whose handler
   calls ``channel.broadcast``: every subscriber gets ``[null,null,"room:1","msg",{...}]``)
@@ -9,6 +9,10 @@
   the same JSON payload. Deliveries per CPU-second of the server process (utime + stime
   from /proc), median of rounds that alternate the two; the ratio is the topic path's
   share. One process, memory layer; ``--workers 2`` on SQLite with ``--layer``.
+* ``channels``: the same topic broadcast on the Redis layer against Django Channels +
+  channels_redis on uvicorn (bench/apps/channels_topics_app.py: a consumer that answers
+  joins and turns a ``pub`` push into ``group_send``, one handler call per member), one
+  process and 2 workers each; needs bench/.venv (bench/run.sh builds it) and redis-server.
 * ``memory``: the server's RSS growth per connection at 5,000 connections, each joined to
   10 topics, against 5,000 plain sockets each in one group.
 * ``resume``: a connection joins a history topic with ``since`` 100 messages back; time
@@ -26,6 +30,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -41,28 +46,44 @@ CHANLITE = Path(sys.executable).parent / "chanlite"
 BANNER = re.compile(r"http://127\.0\.0\.1:(\d+)")
 PAYLOAD = {"body": "x" * 64, "n": 0}
 TICKS = os.sysconf("SC_CLK_TCK")
+BATCH = 10
 
 
 class Server:
-    def __init__(self, *args: str) -> None:
+    """`chanlite run` of the bench app with *args*, or another server's *command*."""
+
+    def __init__(
+        self, *args: str, command: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.args = args
+        self.command = command
+        self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
     def __enter__(self) -> Server:
-        cmd = ["taskset", "-c", "0", str(CHANLITE), "run", "bench/apps/topics_app.py:app"]
-        cmd += ["--port", "0", "--no-access-log", "--log-level", "warning", *self.args]
+        cmd = ["taskset", "-c", "0"]
+        if self.command is None:
+            cmd += [str(CHANLITE), "run", "bench/apps/topics_app.py:app", "--port", "0"]
+            cmd += ["--no-access-log", "--log-level", "warning", *self.args]
+        else:
+            self.port = free_port()
+            cmd += [part.replace("{port}", str(self.port)) for part in self.command]
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)  # fmt: skip
+                                     env=self.env, start_new_session=True)  # fmt: skip
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             self.log.seek(0)
-            found = BANNER.search(self.log.read().decode(errors="replace"))
+            text = self.log.read().decode(errors="replace")
+            found = BANNER.search(text) if self.command is None else None
             if found:
                 self.port = int(found.group(1))
+            if self.port and _listening(self.port):
                 time.sleep(1.0)  # workers importing the app
                 return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{text}")
             time.sleep(0.05)
         raise RuntimeError("server did not start")
 
@@ -94,13 +115,25 @@ class Server:
         return total
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def frame(join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any) -> str:
     return json.dumps([join_ref, ref, topic, event, payload])
 
 
 async def topic_socket(port: int, topics: list[str], **params: Any) -> Any:
     ws = await websockets.connect(f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0",
-                                  max_queue=None, compression=None)  # fmt: skip
+                                  max_queue=None, compression=None, ping_interval=None)  # fmt: skip
     for i, topic in enumerate(topics):
         await ws.send(frame(str(i), str(i), topic, "phx_join", params))
     for _ in topics:
@@ -111,37 +144,50 @@ async def topic_socket(port: int, topics: list[str], **params: Any) -> Any:
 
 async def plain_socket(port: int) -> Any:
     ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/sub", max_queue=None,
-                                  compression=None)  # fmt: skip
+                                  compression=None, ping_interval=None)  # fmt: skip
     assert await ws.recv() == "joined"
     return ws
 
 
 async def count(ws: Any, expected: int, done: list[int]) -> None:
-    got = 0
-    while got < expected:
+    """Read *expected* messages, adding one to ``done[0]`` for each."""
+    for _ in range(expected):
         await ws.recv()
-        got += 1
-    done.append(got)
+        done[0] += 1
 
 
 async def fanout(
     server: Server, kind: str, subscribers: list[Any], publisher: Any, messages: int
 ) -> float:
-    done: list[int] = []
+    """Deliveries per server CPU-second. A server that drops (a peer's full channels) is
+    charged the CPU it spent until nothing more arrived for 3 s."""
+    done = [0]
     readers = [asyncio.ensure_future(count(ws, messages, done)) for ws in subscribers]
     await asyncio.sleep(0.2)
     start = server.cpu()
-    for n in range(messages):
-        payload = {**PAYLOAD, "n": n}
-        if kind == "topic":
-            await publisher.send(frame("0", None, "room:1", "pub", payload))
-        else:
-            await publisher.send(json.dumps(payload))
-        if n % 20 == 19:
-            await asyncio.sleep(0.01)  # let the readers keep up: no slow consumers
-    await asyncio.gather(*readers)
+    # Batches of 10 messages, the next one sent when the last has arrived everywhere (or
+    # nothing more came for 3 s): a server is measured at its pace, never overrun into
+    # dropping. The topic publisher sends without a ref, so no replies are in the way.
+    for first in range(0, messages, BATCH):
+        for n in range(first, min(first + BATCH, messages)):
+            payload = {**PAYLOAD, "n": n}
+            if kind == "topic":
+                await publisher.send(frame("0", None, "room:1", "pub", payload))
+            else:
+                await publisher.send(json.dumps(payload))
+        expected = len(subscribers) * min(first + BATCH, messages)
+        seen, quiet = -1, time.monotonic()
+        while done[0] < expected and time.monotonic() - quiet < 3.0:
+            if done[0] != seen:
+                seen, quiet = done[0], time.monotonic()
+            await asyncio.sleep(0.002)
+    expected = len(subscribers) * messages
     used = server.cpu() - start
-    return len(subscribers) * messages / max(used, 1e-3)
+    for reader in readers:
+        reader.cancel()
+    if done[0] < expected:
+        print(f"  ({kind}: {expected - done[0]:,} of {expected:,} deliveries never arrived)")
+    return done[0] / max(used, 1e-3)
 
 
 async def run_broadcast(args: argparse.Namespace, extra: tuple[str, ...]) -> dict[str, Any]:
@@ -154,7 +200,7 @@ async def run_broadcast(args: argparse.Namespace, extra: tuple[str, ...]) -> dic
         await topic_pub.send(frame("0", "0", "room:1", "phx_join", {}))
         json.loads(await topic_pub.recv())
         # the publisher's own copy arrives too: read it away
-        topic_pub_drain = asyncio.ensure_future(count(topic_pub, 10**9, []))
+        topic_pub_drain = asyncio.ensure_future(count(topic_pub, 10**9, [0]))
         plain_pub = await websockets.connect(f"ws://127.0.0.1:{port}/ws/pub", compression=None)
         rates: dict[str, list[float]] = {"topic": [], "plain": []}
         for _ in range(args.rounds):
@@ -167,6 +213,54 @@ async def run_broadcast(args: argparse.Namespace, extra: tuple[str, ...]) -> dic
             await ws.close()
     topic, plain = statistics.median(rates["topic"]), statistics.median(rates["plain"])
     return {"topic": topic, "plain": plain, "ratio": topic / plain, "rounds": rates}
+
+
+async def run_topic_fanout(server: Server, args: argparse.Namespace) -> float:
+    """Topic broadcast only (no plain sockets): deliveries per server CPU-second."""
+    port = server.port
+    subs = [await topic_socket(port, ["room:1"]) for _ in range(args.subscribers)]
+    pub = await topic_socket(port, ["room:1"])
+    drain = asyncio.ensure_future(count(pub, 10**9, [0]))
+    rates = [await fanout(server, "topic", subs, pub, args.messages) for _ in range(args.rounds)]
+    drain.cancel()
+    for ws in [*subs, pub]:
+        await ws.close()
+    return statistics.median(rates)
+
+
+def run_channels(args: argparse.Namespace, workers: int) -> dict[str, float]:
+    """chanlite topics on the Redis layer against Channels + channels_redis on uvicorn,
+    each with *workers* processes, each publishing through a push handler: both pay the
+    layer's round trip."""
+    peers = REPO / "bench" / ".venv" / "bin"
+    redis_port = free_port()
+    redis = subprocess.Popen(
+        ["taskset", "-c", "1", "redis-server", "--port", str(redis_port), "--save", "",
+         "--appendonly", "no"], stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        while not _listening(redis_port):
+            time.sleep(0.05)
+        url = f"redis://127.0.0.1:{redis_port}/0"
+        result = {}
+        with Server("--layer", url, "--workers", str(workers)) as server:
+            result["chanlite"] = asyncio.run(run_topic_fanout(server, args))
+        uvicorn = [
+            str(peers / "uvicorn"),
+            "channels_topics_app:application",
+            "--app-dir",
+            "bench/apps",
+            "--workers",
+            str(workers),
+        ]
+        uvicorn += ["--port", "{port}", "--loop", "uvloop", "--http", "httptools"]
+        uvicorn += ["--ws", "websockets-sansio", "--no-access-log", "--log-level", "warning"]
+        with Server(command=uvicorn, env={"BENCH_CHANNEL_LAYER": url}) as server:
+            result["channels"] = asyncio.run(run_topic_fanout(server, args))
+        return result
+    finally:
+        redis.terminate()
+        redis.wait(10)
 
 
 async def run_memory(args: argparse.Namespace) -> dict[str, Any]:
@@ -232,7 +326,7 @@ async def run_resume(args: argparse.Namespace, extra: tuple[str, ...]) -> dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="broadcast,memory,resume")
+    parser.add_argument("--only", default="broadcast,channels,memory,resume")
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
@@ -251,6 +345,12 @@ def main() -> None:
         r = asyncio.run(run_broadcast(args, ("--workers", "2", "--layer", f"sqlite:///{db}")))
         print(f"broadcast to {args.subscribers}, 2 workers on SQLite: topic {r['topic']:,.0f} vs "
               f"app.broadcast {r['plain']:,.0f} deliveries/CPU-s = {r['ratio']:.0%}")  # fmt: skip
+    if "channels" in only:
+        for workers in (1, 2):
+            r = run_channels(args, workers)
+            print(f"broadcast to {args.subscribers}, {workers} worker(s) on Redis: chanlite topics "
+                  f"{r['chanlite']:,.0f} vs Channels + channels_redis {r['channels']:,.0f} "
+                  f"deliveries/CPU-s = {r['chanlite'] / r['channels']:.1f}x")  # fmt: skip
     if "memory" in only:
         r = asyncio.run(run_memory(args))
         topics, plain = r["topics"] / 1024, r["plain"] / 1024
