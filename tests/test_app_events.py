@@ -80,6 +80,19 @@ async def test_broadcast_text_json_bytes() -> None:
                 assert await ws.receive_bytes() == b"\x01\x02"
 
 
+async def test_broadcast_exclude_leaves_one_socket_out() -> None:
+    app = feed_app()
+    async with TestClient(app) as client:
+        async with client.websocket("/feed/x") as a, client.websocket("/feed/x") as b:
+            sender = (await a.receive_json())["ready"]
+            await b.receive_json()
+            await app.broadcast("x", text="not for a", exclude=sender)
+            await app.broadcast("x", text="for both")
+            assert await b.receive_text() == "not for a"
+            assert await b.receive_text() == "for both"
+            assert await a.receive_text() == "for both"
+
+
 async def test_broadcast_needs_exactly_one_payload() -> None:
     app = feed_app()
     with pytest.raises(TypeError, match="exactly one of"):
