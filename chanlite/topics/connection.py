@@ -75,7 +75,16 @@ class Channel:
     one, ``close`` ends this topic for this client (``phx_close``).
     """
 
-    __slots__ = ("_busy", "_queue", "args", "connection", "definition", "topic", "tracked")
+    __slots__ = (
+        "_busy",
+        "_early",
+        "_queue",
+        "args",
+        "connection",
+        "definition",
+        "topic",
+        "tracked",
+    )
 
     def __init__(
         self, connection: Connection, topic: str, definition: Topic, args: tuple[Any, ...]
@@ -88,6 +97,9 @@ class Channel:
         self._busy = False
         #: The presence this channel announced (``track``), as (key, meta).
         self.tracked: tuple[str, dict[str, Any]] | None = None
+        #: Pushes made while the join is being decided (in the join handler): sent right
+        #: after the join reply, as Phoenix's ``send(self(), :after_join)`` idiom does.
+        self._early: list[tuple[str, Any]] | None = []
 
     def __repr__(self) -> str:
         return f"<Channel {self.topic!r} of {self.connection.transport.peer}>"
@@ -103,10 +115,16 @@ class Channel:
         return self.connection.channels.get(self.topic) is self
 
     async def push(self, event: str, payload: Any) -> None:
-        """Send *event* to this client on this topic (if it is still joined)."""
+        """Send *event* to this client on this topic. Made in the join handler, it goes
+        right after the join reply (and not at all if the join is refused); once the
+        channel has ended it is dropped, logged at debug."""
         if self.joined:
             self.connection.protocol.push(self.topic, event, payload)
             await self.connection.flush()
+        elif self._early is not None:
+            self._early.append((event, payload))
+        else:
+            logger.debug("Push of %r to %r dropped: the channel has ended", event, self)
 
     async def broadcast(self, event: str, payload: Any) -> None:
         """Send *event* to every subscriber of this topic, in every process."""
@@ -273,10 +291,12 @@ class Connection:
                 # Subscribed before the reply, so nothing broadcast after it is missed.
                 await self.hub.group_add(group, self.transport.channel_name)
         except Refused as refusal:
+            channel._early = None
             logger.debug("Join of %r refused: %r", request.topic, refusal.response)
             self.protocol.refuse_join(request, refusal.response)
             return False
         except Exception:
+            channel._early = None
             logger.exception("Join handler of %r failed for %r", definition, request.topic)
             self.protocol.refuse_join(request, {"reason": "join crashed"})
             await self._discard(request.topic)  # it may have been subscribed already
@@ -287,6 +307,9 @@ class Connection:
             self._push_message(event)
         if channel.tracked is not None:
             await self._announce(channel, group)
+        early, channel._early = channel._early or [], None
+        for name, payload in early:
+            self.protocol.push(request.topic, name, payload)
         return True
 
     async def _join_history(

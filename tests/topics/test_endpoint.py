@@ -12,7 +12,7 @@ from chanlite import App
 from chanlite.exceptions import RegistrationClosed, WebSocketDisconnect
 from chanlite.testing import TestClient
 from chanlite.testing.websocket import WebSocketRejected
-from chanlite.topics import Channel, Connection, Limits
+from chanlite.topics import Channel, Connection, Limits, Refused
 
 
 def make_app(**limits: Any) -> App:
@@ -148,3 +148,59 @@ async def test_socket_registration_is_closed_once_serving() -> None:
         await client.get("/")
         with pytest.raises(RegistrationClosed):
             app.socket("/other")
+
+
+async def test_a_push_from_the_join_handler_follows_the_join_reply() -> None:
+    app = App()
+    socket = app.socket("/socket")
+    lobby = socket.topic("lobby:{name}")
+
+    @lobby.join
+    async def join(channel: Channel, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        await channel.push("welcome", {"to": name})
+        if name == "closed":
+            raise Refused("closed")
+        return {"joined": name}
+
+    async with TestClient(app) as client:
+        async with client.websocket("/socket/websocket?vsn=2.0.0") as ws:
+            await ws.send_text(frame("1", "1", "lobby:closed", "phx_join", {}))
+            assert await reply(ws) == [
+                "1", "1", "lobby:closed", "phx_reply",
+                {"status": "error", "response": {"reason": "closed"}},
+            ]  # fmt: skip
+            await ws.send_text(frame("2", "2", "lobby:a", "phx_join", {}))
+            assert await reply(ws) == [
+                "2", "2", "lobby:a", "phx_reply",
+                {"status": "ok", "response": {"joined": "a"}},
+            ]  # fmt: skip
+            # the refused join's push never came: this is the accepted one's
+            assert await reply(ws) == ["2", None, "lobby:a", "welcome", {"to": "a"}]
+
+
+async def test_refusals_that_keep_the_socket_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "chanlite.topics")
+    async with TestClient(make_app(max_topics=1, join_rate=1.0, join_burst=3)) as client:
+        async with client.websocket("/socket/websocket?vsn=2.0.0") as ws:
+            await ws.send_text(frame(None, "1", "room:a", "echo", {}))  # before its join
+            await reply(ws)
+            await ws.send_text(frame("2", "2", "nowhere:a", "phx_join", {}))  # unknown topic
+            await reply(ws)
+            await ws.send_text(frame("3", "3", "room:a", "phx_join", {}))
+            await reply(ws)
+            await ws.send_text(frame("3", "4", "room:a", "nope", {}))  # unknown event
+            await reply(ws)
+            await ws.send_text(frame("5", "5", "room:b", "phx_join", {}))  # over max_topics
+            await reply(ws)
+            await ws.send_text(frame("6", "6", "room:c", "phx_join", {}))  # over the join rate
+            assert (await reply(ws))[4]["response"] == {"reason": "join rate exceeded"}
+    logged = caplog.text
+    assert "'nowhere:a'" in logged and "refused" in logged
+    assert "No handler for 'nope' on 'room:a'" in logged
+    for detail in (
+        "'echo' to a topic that is not joined",
+        "join past the limit of 1 topics",
+        "join over the rate limit (1.0/s)",
+    ):
+        assert detail in logged, detail
+    assert "Traceback" not in logged
