@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 
 from chanlite import App
 from chanlite.testing import TestClient
-from chanlite.topics import Channel, TopicSocket
+from chanlite.topics import Channel, Limits, TopicSocket
 from chanlite.topics.longpoll import make_token, read_token
 
 pytestmark = pytest.mark.timeout(60)
@@ -121,3 +122,33 @@ async def test_a_refused_connect_answers_403(tmp_path: Path) -> None:
     app.socket("/socket", connect=lambda conn, params: False)
     async with TestClient(app) as client:
         assert (await client.get(PATH, params={"vsn": "2.0.0"})).json() == {"status": 403}
+
+
+async def test_an_oversized_message_ends_the_session_and_a_huge_body_is_413(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "chanlite.topics")
+    app = App()
+    app.socket("/socket", limits=Limits(max_message=4096))
+    async with TestClient(app) as client:
+        token = (await client.get(PATH, params={"vsn": "2.0.0"})).json()["token"]
+        big = [None, "1", "phoenix", "heartbeat", {"pad": "x" * 5000}]
+        await post(client, token, big)
+        # the session is over: the next poll starts a new one (410 with a new token)
+        answer = (
+            await client.get(
+                PATH, params={"vsn": "2.0.0"}, headers={"x-phoenix-longpoll-token": token}
+            )
+        ).json()
+        assert answer["status"] == 410
+        assert answer["token"] != token
+        token = answer["token"]
+        response = await client.post(
+            PATH,
+            content=b"x" * (2 * 1024 * 1024),
+            headers={"x-phoenix-longpoll-token": token, "content-type": "application/x-ndjson"},
+        )
+        assert response.status_code == 413
+    assert "closed: 1009" in caplog.text
+    assert "(the limit is 4096)" in caplog.text
+    assert "Traceback" not in caplog.text
