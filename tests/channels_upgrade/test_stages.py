@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -199,3 +201,19 @@ async def test_the_page_offers_both_sockets(mixed: tuple[Stage, int, int]) -> No
     status, page = await asyncio.to_thread(get, new, "/chat/mixed/?v2")
     assert status == 200
     assert "'/ws/v2/chat/'" in page and "'/ws/chat/'" in page
+
+
+@pytest.mark.parametrize("name", ["before", "after"])
+def test_the_stage_s_own_tests_pass_under_django_s_runner(
+    name: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """WebsocketCommunicator before, TestClient after: ``manage.py test chat`` on Django's
+    test database."""
+    stage = Stage(name, tmp_path_factory.mktemp(f"channels-upgrade-tests-{name}"))
+    result = subprocess.run(
+        [sys.executable, "manage.py", "test", "chat", "--verbosity", "2"],
+        cwd=stage.folder, env=stage.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "test_a_line_reaches_the_room_and_is_saved" in result.stderr
+    assert "Ran 1 test" in result.stderr and "\nOK" in result.stderr
