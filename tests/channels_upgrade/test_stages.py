@@ -196,6 +196,31 @@ async def test_sync_code_reaches_consumers_and_handlers(mixed: tuple[Stage, int,
         assert await receive(handler) == {"message": "from the command line"}
 
 
+async def test_a_broadcast_reaches_consumers_and_handlers(mixed: tuple[Stage, int, int]) -> None:
+    """A broadcast is a ready frame for chanlite sockets; the consumers take it through
+    chanlite.contrib.channels' mixins (without them Channels would close them, 1011)."""
+    stage, old, new = mixed
+    layer = f"sqlite:///{stage.data / 'chanlite.db'}"
+    command = [sys.executable, "-m", "chanlite", "send", "--layer", layer]
+    command += ["--broadcast-text", "the room closes at six", "chat_cast"]
+    async with (
+        await ws(old, "/ws/chat/cast/") as consumer,
+        await ws(old, "/ws/sync-chat/cast/") as sync_consumer,
+        await ws(new, "/ws/v2/chat/cast/") as handler,
+    ):
+        sent = await asyncio.to_thread(
+            subprocess.run, command, env=stage.env, capture_output=True, text=True, timeout=60
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert "delivered to 3 members" in sent.stdout
+        for socket in (consumer, sync_consumer, handler):
+            assert await asyncio.wait_for(socket.recv(), WAIT) == "the room closes at six"
+        # And they carry on as before.
+        await post(consumer, message="noted")
+        for socket in (consumer, sync_consumer, handler):
+            assert await receive(socket) == {"message": "noted"}
+
+
 async def test_the_page_offers_both_sockets(mixed: tuple[Stage, int, int]) -> None:
     _, _, new = mixed
     status, page = await asyncio.to_thread(get, new, "/chat/mixed/?v2")

@@ -1,5 +1,7 @@
-"""The chat's consumers, one of each kind: the tutorial's async and sync ChatConsumer, a
-JSON one, and an HTTP one that lists a room's last messages."""
+"""The chat's consumers, as they were (see ../before), kept while new code is chanlite's.
+
+One change: the chat consumers take chanlite's broadcasts (chanlite.contrib.channels), as
+they now share their groups with chanlite sockets."""
 
 import json
 
@@ -12,11 +14,12 @@ from channels.generic.websocket import (
     WebsocketConsumer,
 )
 
+from chanlite.contrib.channels import AsyncBroadcastMixin, BroadcastMixin
 from chat.models import Message
 
 
-# --8<-- [start:async]
-class ChatConsumer(AsyncWebsocketConsumer):
+# The mixins: chanlite's broadcasts to the group reach these consumers' clients too.
+class ChatConsumer(AsyncBroadcastMixin, AsyncWebsocketConsumer):
     async def connect(self):
         self.room_name = self.scope["url_route"]["kwargs"]["room_name"]
         self.room_group_name = f"chat_{self.room_name}"
@@ -42,11 +45,7 @@ def save_message(room, text):
     Message.objects.create(room=room, text=text)
 
 
-# --8<-- [end:async]
-
-
-# --8<-- [start:sync]
-class SyncChatConsumer(WebsocketConsumer):
+class SyncChatConsumer(BroadcastMixin, WebsocketConsumer):
     def connect(self):
         self.room_name = self.scope["url_route"]["kwargs"]["room_name"]
         self.room_group_name = f"chat_{self.room_name}"
@@ -67,10 +66,6 @@ class SyncChatConsumer(WebsocketConsumer):
         self.send(text_data=json.dumps({"message": event["message"]}))
 
 
-# --8<-- [end:sync]
-
-
-# --8<-- [start:json]
 class AnnouncementsConsumer(JsonWebsocketConsumer):
     groups = ["announcements"]  # joined on connect and left on disconnect by Channels
 
@@ -86,10 +81,6 @@ class AnnouncementsConsumer(JsonWebsocketConsumer):
         self.send_json({"announcement": event["text"]})
 
 
-# --8<-- [end:json]
-
-
-# --8<-- [start:http]
 class RecentMessagesConsumer(AsyncHttpConsumer):
     async def handle(self, body):
         room = self.scope["url_route"]["kwargs"]["room_name"]
@@ -105,6 +96,3 @@ class RecentMessagesConsumer(AsyncHttpConsumer):
 def recent_messages(room, limit=20):
     rows = Message.objects.filter(room=room).order_by("-id")[:limit]
     return [row.as_dict() for row in reversed(rows)]
-
-
-# --8<-- [end:http]
