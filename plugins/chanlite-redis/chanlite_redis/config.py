@@ -1,23 +1,53 @@
 """Where the Redis server is, and how to open connections to it.
 
 Accepts what chanlite users write (``redis://:secret@host:6379/0``, ``rediss://...`` for
-TLS) and what channels_redis users already have in ``CHANNEL_LAYERS`` (``hosts`` as URLs,
-``(host, port)`` pairs or dicts with an ``"address"``).
+TLS, ``redis+sentinel://:secret@h1:26379,h2:26379/mymaster/0`` for a master that Redis
+Sentinel watches) and what channels_redis users already have in ``CHANNEL_LAYERS``
+(``hosts`` as URLs, ``(host, port)`` pairs, dicts with an ``"address"``, or dicts with
+``"sentinels"`` and ``"master_name"``).
+
+A :class:`Target` makes connection pools: :class:`Server` for one server,
+:class:`SentinelTarget` for the master of a Sentinel-managed group, through redis-py's
+own ``Sentinel`` client (each new connection asks the sentinels where the master is, so
+connections opened after a failover reach the new master).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from redis.asyncio import ConnectionPool
+from redis.asyncio import BlockingConnectionPool, ConnectionPool
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from chanlite.layers import LayerConfigError
 
 Host = str | tuple[str, int] | Sequence[Any] | Mapping[str, Any]
+
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+SENTINEL_PORT = 26379
+
+
+class Target(Protocol):
+    """Where the layer's connections go: one server, or the master Sentinel names."""
+
+    #: The address with any password hidden, for messages and logs.
+    where: str
+
+    def pool(
+        self,
+        *,
+        timeout: float,
+        blocking: bool,
+        max_connections: int | None = None,
+        bounded: bool = False,
+    ) -> ConnectionPool:
+        """A new connection pool (see :func:`make_pool` for *blocking*; *bounded* pools
+        make callers wait for a free connection rather than open more)."""
+        ...
 
 
 def strip_query(url: str) -> str:
@@ -26,15 +56,22 @@ def strip_query(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
-def url_from_hosts(hosts: Sequence[Host]) -> tuple[str, dict[str, Any]]:
-    """The server URL and extra connection options for a channels_redis ``hosts`` list."""
+def target_from_hosts(hosts: Sequence[Host]) -> tuple[str, dict[str, Any]]:
+    """The server URL and extra connection options for a channels_redis ``hosts`` list.
+
+    A dict with ``"sentinels"`` (channels_redis's Sentinel spelling) comes back as a
+    ``redis+sentinel://`` URL, its ``sentinel_kwargs`` and other keys as options.
+    """
     if len(hosts) != 1:
         raise LayerConfigError(
-            f"chanlite's Redis layer talks to one Redis server; got {len(hosts)} hosts. "
-            "Put a single URL in 'hosts' (or use Redis replication / Sentinel in front)."
+            f"chanlite's Redis layer talks to one Redis server or one Sentinel-managed "
+            f"master; got {len(hosts)} hosts. Put a single URL in 'hosts', or a dict "
+            "with 'sentinels' and 'master_name'."
         )
     host = hosts[0]
     extra: dict[str, Any] = {}
+    if isinstance(host, Mapping) and "sentinels" in host:
+        return _sentinel_host(host)
     if isinstance(host, Mapping):
         extra = {k: v for k, v in host.items() if k != "address"}
         host = host.get("address", "redis://localhost:6379/0")
@@ -43,6 +80,24 @@ def url_from_hosts(hosts: Sequence[Host]) -> tuple[str, dict[str, Any]]:
     if isinstance(host, Sequence) and len(host) == 2:
         return f"redis://{host[0]}:{int(host[1])}/0", extra
     raise LayerConfigError(f"Cannot read a Redis address from {host!r}")
+
+
+def _sentinel_host(host: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    extra = {k: v for k, v in host.items() if k not in ("sentinels", "master_name")}
+    service = host.get("master_name")
+    if not isinstance(service, str) or not service:
+        raise LayerConfigError("A Sentinel host needs 'master_name' (the service name)")
+    addresses = []
+    for sentinel in host["sentinels"]:
+        if isinstance(sentinel, str):
+            addresses.append(sentinel)
+        elif isinstance(sentinel, Sequence) and len(sentinel) == 2:
+            addresses.append(f"{sentinel[0]}:{int(sentinel[1])}")
+        else:
+            raise LayerConfigError(f"Cannot read a Sentinel address from {sentinel!r}")
+    if not addresses:
+        raise LayerConfigError("A Sentinel host needs at least one address in 'sentinels'")
+    return f"redis+sentinel://{','.join(addresses)}/{service}", extra
 
 
 def describe(url: str) -> str:
@@ -87,3 +142,175 @@ def make_pool(
         )
     except (TypeError, ValueError) as exc:
         raise LayerConfigError(f"Bad Redis URL {describe(url)!r}: {exc}") from None
+
+
+class Server:
+    """One Redis server, by URL."""
+
+    def __init__(self, url: str, extra: Mapping[str, Any]) -> None:
+        self.url = url
+        self.extra = dict(extra)
+        self.where = describe(url)
+        # Fail on a malformed URL now rather than at the first send.
+        make_pool(url, timeout=1.0, blocking=False, **self.extra)
+
+    def pool(
+        self,
+        *,
+        timeout: float,
+        blocking: bool,
+        max_connections: int | None = None,
+        bounded: bool = False,
+    ) -> ConnectionPool:
+        pool_class = BlockingConnectionPool if bounded else ConnectionPool
+        return make_pool(
+            self.url,
+            timeout=timeout,
+            blocking=blocking,
+            max_connections=max_connections,
+            pool_class=pool_class,
+            **self.extra,
+        )
+
+
+class _SentinelPool(SentinelConnectionPool):
+    """A Sentinel pool that owns its ``Sentinel`` client and closes it with itself."""
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:  # closing for good (a master change keeps in-use ones)
+            await self.sentinel_manager.aclose()
+
+
+class _BoundedSentinelPool(_SentinelPool, BlockingConnectionPool):
+    """... where callers wait for a free connection, as with ``BlockingConnectionPool``."""
+
+
+class SentinelTarget:
+    """The master of a Sentinel-managed group, found through the sentinels.
+
+    ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``
+    (``rediss+sentinel://`` for TLS to the sentinels and the servers). The password in
+    the URL is the servers'; the sentinels' own comes from *sentinel_password* (and
+    *sentinel_username*), as in redis-py's ``Sentinel(sentinel_kwargs=...)``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        extra: dict[str, Any],
+        *,
+        db: int | None = None,
+        sentinel_password: str | None = None,
+        sentinel_username: str | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        self.url = url
+        self.where = describe(url)
+        netloc = parts.netloc
+        userinfo, _, hostlist = netloc.rpartition("@")
+        self.sentinels = [_address(item, url) for item in hostlist.split(",") if item]
+        if not self.sentinels:
+            raise LayerConfigError(f"No sentinel address in {self.where!r}")
+        path = [unquote(piece) for piece in parts.path.split("/") if piece]
+        if not path or len(path) > 2:
+            raise LayerConfigError(
+                f"Bad Sentinel URL {self.where!r}: the path is /SERVICE or /SERVICE/DB, "
+                "e.g. redis+sentinel://:secret@h1:26379,h2:26379/mymaster/0"
+            )
+        self.service = path[0]
+        if len(path) == 2:
+            if db is not None:
+                raise LayerConfigError(f"{self.where!r} gives the db twice (path and db=)")
+            db = _int(path[1], "db", url)
+        connection: dict[str, Any] = {"db": db or 0}
+        if userinfo:
+            user, has_password, password = userinfo.partition(":")
+            if user:
+                connection["username"] = unquote(user)
+            if has_password:
+                connection["password"] = unquote(password)
+        sentinel_kwargs: dict[str, Any] = dict(extra.pop("sentinel_kwargs", None) or {})
+        if sentinel_password is not None:
+            sentinel_kwargs["password"] = sentinel_password
+        if sentinel_username is not None:
+            sentinel_kwargs["username"] = sentinel_username
+        if parts.scheme == "rediss+sentinel":
+            connection["ssl"] = True
+            sentinel_kwargs.setdefault("ssl", True)
+            for key in ("ssl_cert_reqs", "ssl_ca_certs"):
+                if key in extra:
+                    sentinel_kwargs.setdefault(key, extra[key])
+        elif parts.scheme != "redis+sentinel":
+            raise LayerConfigError(f"Not a Sentinel URL: {self.where!r}")
+        self.connection = {**connection, **extra}
+        self.sentinel_kwargs = sentinel_kwargs
+
+    def pool(
+        self,
+        *,
+        timeout: float,
+        blocking: bool,
+        max_connections: int | None = None,
+        bounded: bool = False,
+    ) -> ConnectionPool:
+        # Each pool asks the sentinels on its own (a Sentinel client is tied to the event
+        # loop of its connections, and pools live on different loops).
+        manager = Sentinel(
+            self.sentinels,
+            sentinel_kwargs={
+                "socket_connect_timeout": timeout,
+                "socket_timeout": timeout,
+                "protocol": 2,
+                **self.sentinel_kwargs,
+            },
+        )
+        options: dict[str, Any] = {
+            "socket_connect_timeout": timeout,
+            "socket_timeout": None if blocking else timeout,
+            "socket_keepalive": True,
+            "retry": Retry(NoBackoff(), 0),
+            "protocol": 2,
+            **self.connection,
+        }
+        try:
+            if bounded:
+                return _BoundedSentinelPool(
+                    self.service,
+                    manager,
+                    max_connections=max_connections or 50,
+                    timeout=timeout,
+                    **options,
+                )
+            return _SentinelPool(self.service, manager, max_connections=max_connections, **options)
+        except (TypeError, ValueError) as exc:
+            raise LayerConfigError(f"Bad Sentinel URL {self.where!r}: {exc}") from None
+
+
+def _int(raw: str, what: str, url: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise LayerConfigError(f"Bad {what} {raw!r} in {describe(url)!r}") from None
+
+
+def _address(item: str, url: str) -> tuple[str, int]:
+    host, _, port = item.rpartition(":") if "]" not in item.rpartition(":")[2] else ("", "", "")
+    if not host:
+        host, port = item, ""
+    return host.strip("[]"), _int(port, "port", url) if port else SENTINEL_PORT
+
+
+def make_target(url: str, extra: Mapping[str, Any], **sentinel: Any) -> Target:
+    """The :class:`Target` for a layer URL (*sentinel* options apply to Sentinel URLs)."""
+    if urlsplit(url).scheme in SENTINEL_SCHEMES:
+        return SentinelTarget(url, dict(extra), **sentinel)
+    given = [key for key, value in sentinel.items() if value is not None]
+    if given:
+        raise LayerConfigError(
+            f"{', '.join(given)} only apply to redis+sentinel:// URLs, not {describe(url)!r}"
+        )
+    return Server(url, extra)

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import msgpack  # type: ignore[import-untyped]
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
@@ -50,7 +50,7 @@ from chanlite.layers import (
 from chanlite_redis import scripts
 from chanlite_redis.catchup import CatchUp
 from chanlite_redis.codec import make_codec
-from chanlite_redis.config import Host, describe, make_pool, strip_query, url_from_hosts
+from chanlite_redis.config import Host, make_target, strip_query, target_from_hosts
 from chanlite_redis.errors import layer_error
 from chanlite_redis.history import History, StampedCodec
 from chanlite_redis.inbox import Inbox
@@ -90,6 +90,9 @@ class RedisLayer(BaseLayer):
         "max_connections": int,
         "ssl_cert_reqs": str,
         "ssl_ca_certs": str,
+        "db": int,
+        "sentinel_password": str,
+        "sentinel_username": str,
     }
 
     def __init__(
@@ -104,11 +107,17 @@ class RedisLayer(BaseLayer):
         symmetric_encryption_keys: Sequence[str | bytes] | None = None,
         ssl_cert_reqs: str | None = None,
         ssl_ca_certs: str | None = None,
+        db: int | None = None,
+        sentinel_password: str | None = None,
+        sentinel_username: str | None = None,
         **options: Any,
     ) -> None:
-        """Point the layer at one Redis server.
+        """Point the layer at one Redis server, or at the master of a Sentinel group.
 
-        *url* is ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://`` for TLS;
+        *url* is ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://`` for TLS,
+        or ``redis+sentinel://[[user]:password@]host[:port],.../service[/db]`` for the
+        master Sentinel names *service* (*db*, *sentinel_password* and
+        *sentinel_username* apply to that form only; the URL's password is the servers').
         *hosts* is the channels_redis spelling of the same (one entry). *timeout* bounds
         connecting, each command and each subscription, so an outage is reported rather
         than waited out. *heartbeat* is how often a receiving process proves it is alive.
@@ -120,7 +129,7 @@ class RedisLayer(BaseLayer):
         if hosts is not None:
             if url is not None:
                 raise TypeError("Give either url or hosts, not both")
-            url, extra = url_from_hosts(hosts)
+            url, extra = target_from_hosts(hosts)
         self.url = url or "redis://localhost:6379/0"
         if ssl_cert_reqs is not None:
             extra["ssl_cert_reqs"] = ssl_cert_reqs
@@ -133,17 +142,22 @@ class RedisLayer(BaseLayer):
         self.heartbeat = heartbeat
         self.max_connections = max_connections
         self.keys = scripts.Keys(prefix)
-        self._extra = extra
+        # Where connections go; fails on a malformed URL now rather than at the first send.
+        self._target = make_target(
+            self.url,
+            extra,
+            db=db,
+            sentinel_password=sentinel_password,
+            sentinel_username=sentinel_username,
+        )
         # Reads payloads stamped with an offset by the history scripts, too.
         self._codec = StampedCodec(make_codec(symmetric_encryption_keys))
-        self._where = describe(self.url)
+        self._where = self._target.where
         self._sender_tag = self.client_id.encode()
         if len(self._sender_tag) != _SENDER:
             raise LayerConfigError("client_id must be 12 characters")
         self._group_topic_prefix = self.keys.group_topic("")
         self._wake_topic_prefix = self.keys.wake_topic("")
-        # Fail on a malformed URL now rather than at the first send.
-        make_pool(self.url, timeout=timeout, blocking=False, **extra)
         self._home: asyncio.AbstractEventLoop | None = None
         self._history = History(
             prefix=prefix, codec=self._codec, call=self._call, keep=self.group_expiry
@@ -195,6 +209,7 @@ class RedisLayer(BaseLayer):
         self._client: Redis | None = None
         self._blocking: Redis | None = None
         self._listener: Listener | None = None
+        self._listener_pool: ConnectionPool | None = None
         self._plain: PlainChannels | None = None
         self._inbox_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -223,13 +238,11 @@ class RedisLayer(BaseLayer):
         # The connections of a closed loop cannot be closed from here; they are dropped.
         self._reset_loop_state()
         self._home = loop
-        pool = make_pool(
-            self.url,
+        pool = self._target.pool(
             timeout=self.timeout,
             blocking=False,
             max_connections=self.max_connections,
-            pool_class=BlockingConnectionPool,
-            **self._extra,
+            bounded=True,
         )
         client = self._client = Redis(connection_pool=pool)
         self._send_script = client.register_script(scripts.SEND)
@@ -276,7 +289,7 @@ class RedisLayer(BaseLayer):
                 assert self._client is not None
                 result = await run(self._client)
             else:
-                pool = make_pool(self.url, timeout=self.timeout, blocking=False, **self._extra)
+                pool = self._target.pool(timeout=self.timeout, blocking=False)
                 client = Redis(connection_pool=pool)
                 try:
                     result = await run(client)
@@ -344,9 +357,7 @@ class RedisLayer(BaseLayer):
 
     def _start_receiving(self) -> None:
         if self._blocking is None:
-            pool = make_pool(
-                self.url, timeout=self.timeout, blocking=True, max_connections=1, **self._extra
-            )
+            pool = self._target.pool(timeout=self.timeout, blocking=True, max_connections=1)
             self._blocking = Redis(connection_pool=pool)
         if self._inbox_task is None or self._inbox_task.done():
             self._inbox_task = asyncio.ensure_future(
@@ -364,7 +375,7 @@ class RedisLayer(BaseLayer):
     def _ensure_listener(self) -> Listener:
         listener = self._listener
         if listener is None:
-            pool = make_pool(self.url, timeout=self.timeout, blocking=True, **self._extra)
+            pool = self._listener_pool = self._target.pool(timeout=self.timeout, blocking=True)
             listener = self._listener = Listener(
                 pool.make_connection,
                 self._on_pubsub,
@@ -695,6 +706,9 @@ class RedisLayer(BaseLayer):
         if self._listener is not None:
             await self._listener.close()
         home = self._home
+        if self._listener_pool is not None and home is asyncio.get_running_loop():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._listener_pool.disconnect(), self.timeout)
         if home is not None and home is asyncio.get_running_loop():
             if self._heartbeat_task is not None and self._client is not None:
                 key = self.keys.alive(self.client_id)

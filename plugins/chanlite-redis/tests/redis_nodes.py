@@ -1,0 +1,267 @@
+"""Real Redis processes on loopback for the tests: one server, or a Sentinel group.
+
+:class:`RedisServer` is one ``redis-server`` that a test can kill and start again.
+:class:`SentinelGroup` starts a master, one replica and three sentinels
+(``redis-server --sentinel``), each a real process on a free 127.0.0.1 port, and waits
+until the sentinels know the replica and each other, so a failover can happen as soon as
+the master dies.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+INSTALL_HINT = (
+    "redis-server is not on PATH. The Redis layer's tests need a real Redis server: "
+    "run `make system-deps` (or `apt-get install redis-server`) and try again."
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process on 127.0.0.1 that a test can stop and start again."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail(INSTALL_HINT, pytrace=False)
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.tls: tuple[Path, Path] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, *extra: str, tls: tuple[Path, Path] | None = None) -> None:
+        """Start (again) on the same port; with *tls* (cert, key) it speaks only TLS."""
+        self.tls = tls
+        ports = ["--port", str(self.port)]
+        if tls is not None:
+            ports = [
+                "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(tls[0]), "--tls-key-file", str(tls[1]),
+                "--tls-ca-cert-file", str(tls[0]), "--tls-auth-clients", "no",
+            ]  # fmt: skip
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                *ports,
+                "--bind", "127.0.0.1",
+                "--dir", str(self.directory),
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+                "--loglevel", "warning",
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                pytest.fail(f"redis-server exited at start: {err}", pytrace=False)
+            try:
+                if self._answers():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        pytest.fail(f"redis-server did not answer on port {self.port}", pytrace=False)
+
+    def _answers(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+            sock: socket.socket = raw
+            if self.tls is not None:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                sock = context.wrap_socket(raw)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+        self.process = None
+
+
+SERVICE = "mymaster"
+#: How long the sentinels wait before they call a silent master down (milliseconds).
+DOWN_AFTER_MS = 1000
+
+
+def _ask(port: int, *command: str) -> object:
+    client = Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return client.execute_command(*command)
+    finally:
+        client.close()
+
+
+class Sentinel:
+    """One ``redis-server --sentinel`` process watching the group's master."""
+
+    def __init__(
+        self, directory: Path, master_port: int, replica_port: int, ids: list[tuple[str, int]]
+    ) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail(INSTALL_HINT, pytrace=False)
+        self.myid, self.port = ids[0]
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config = directory / "sentinel.conf"
+        # Told about the replica and the other sentinels up front, the sentinels are ready
+        # at once instead of after their discovery rounds (seconds).
+        known = "".join(
+            f"sentinel known-sentinel {SERVICE} 127.0.0.1 {port} {myid}\n" for myid, port in ids[1:]
+        )
+        # Sentinel rewrites its configuration file as it learns; it must be writable.
+        self.config.write_text(
+            f"port {self.port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {directory}\n"
+            f"sentinel myid {self.myid}\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n"
+            f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {SERVICE} 10000\n"
+            f"sentinel parallel-syncs {SERVICE} 1\n"
+            f"sentinel known-replica {SERVICE} 127.0.0.1 {replica_port}\n" + known
+        )
+        self.process = subprocess.Popen(
+            [binary, str(self.config), "--sentinel", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class SentinelGroup:
+    """A master, a replica and three sentinels on loopback."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.master = RedisServer(directory / "a")
+        self.replica = RedisServer(directory / "b")
+        self.sentinels: list[Sentinel] = []
+
+    def start(self) -> None:
+        for server in (self.master, self.replica):
+            server.directory.mkdir(parents=True, exist_ok=True)
+        self.master.start("--repl-diskless-sync-delay", "0")
+        self.replica.start(
+            "--replicaof", "127.0.0.1", str(self.master.port), "--repl-diskless-sync-delay", "0"
+        )
+        self._wait(self._replica_in_sync, "the replica to sync with the master")
+        ids = [(secrets.token_hex(20), free_port()) for _ in range(3)]
+        for n in range(3):
+            mine = [ids[n], *ids[:n], *ids[n + 1 :]]
+            self.sentinels.append(
+                Sentinel(self.directory / f"s{n}", self.master.port, self.replica.port, mine)
+            )
+        self._wait(self._sentinels_ready, "the sentinels to know the replica and each other")
+
+    @property
+    def url(self) -> str:
+        """The layer URL of the group's master."""
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+
+    def master_port(self) -> int:
+        """The port of the master the sentinels name now."""
+        reply = _ask(self.sentinels[0].port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+        assert isinstance(reply, list)
+        return int(reply[1])
+
+    def kill_master(self) -> RedisServer:
+        """SIGKILL the current master; returns the server that took over."""
+        port = self.master_port()
+        old, new = (
+            (self.master, self.replica) if port == self.master.port else (self.replica, self.master)
+        )
+        assert old.process is not None
+        old.process.send_signal(signal.SIGKILL)
+        old.process.wait(10)
+        return new
+
+    def wait_failover(self, new: RedisServer, timeout: float = 30) -> None:
+        """Wait until every sentinel names *new* as the master."""
+
+        def promoted() -> bool:
+            return all(
+                int(_ask(s.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)[1]) == new.port  # type: ignore[index]
+                for s in self.sentinels
+            )
+
+        self._wait(promoted, "the failover", timeout)
+
+    def _replica_in_sync(self) -> bool:
+        info = Redis(port=self.replica.port, socket_timeout=2).info("replication")
+        return bool(info.get("master_link_status") == "up")
+
+    def _sentinels_ready(self) -> bool:
+        for sentinel in self.sentinels:
+            replicas = _ask(sentinel.port, "SENTINEL", "REPLICAS", SERVICE)
+            others = _ask(sentinel.port, "SENTINEL", "SENTINELS", SERVICE)
+            if not isinstance(replicas, list) or not isinstance(others, list):
+                return False
+            if len(replicas) != 1 or len(others) != 2:
+                return False
+        return True
+
+    def _wait(self, ready: object, what: str, timeout: float = 30) -> None:
+        assert callable(ready)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if ready():
+                    return
+            except (OSError, ConnectionError, TypeError, ValueError, IndexError):
+                pass
+            except Exception as exc:  # redis.exceptions while a node starts
+                if "Connection" not in type(exc).__name__ and "Busy" not in str(exc):
+                    raise
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out waiting for {what}", pytrace=False)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        self.replica.stop()
+        self.master.stop()
+
+
+def port_open(port: int) -> bool:
+    """True if something accepts connections on 127.0.0.1:*port*."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
