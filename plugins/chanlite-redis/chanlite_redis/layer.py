@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -47,7 +48,7 @@ from chanlite.layers import (
     StreamPosition,
     check_stream_message,
 )
-from chanlite_redis import scripts
+from chanlite_redis import scripts, sequence
 from chanlite_redis.catchup import CatchUp
 from chanlite_redis.codec import make_codec
 from chanlite_redis.config import Host, make_target, strip_query, target_from_hosts
@@ -63,9 +64,13 @@ logger = logging.getLogger("chanlite.layers.redis")
 
 T = TypeVar("T")
 
-#: Width of the sender tag in front of a published group message (a client_id).
+#: Width of a client_id. A published group message starts with a header: the id of the
+#: process that delivered it to its own members already (or dashes), the sender's id and
+#: the sender's number for the message in that group (:mod:`chanlite_redis.sequence`).
 _SENDER = 12
 _NOBODY = "-" * _SENDER
+_HEADER = 2 * _SENDER + sequence.WIDTH
+_UNNUMBERED = b"0" * sequence.WIDTH
 
 
 def _float(value: str) -> float:
@@ -164,6 +169,9 @@ class RedisLayer(BaseLayer):
         )
         # Fills a history group's gap in live delivery after pub/sub was lost (outlives loops).
         self._catchup = CatchUp(self._read_missed, self._deliver_group)
+        # Group messages this process should have heard and did not (pub/sub lost them).
+        self.lost: Counter[str] = Counter()
+        self._numbering = sequence.Numbering()
         self._presence = Presence(
             prefix=prefix,
             client_id=self.client_id,
@@ -200,6 +208,7 @@ class RedisLayer(BaseLayer):
             local=self._local,
             where=self._where,
         )
+        self._gaps = sequence.Gaps(max(self.timeout, 0.5), self._count_lost)
         # Sorts local messages per channel for receive(); what it holds outlives loops too.
         self._demux = LocalDemux(self._local, prepare=self._prepare_local)
         self._reset_loop_state()
@@ -210,6 +219,7 @@ class RedisLayer(BaseLayer):
         self._blocking: Redis | None = None
         self._listener: Listener | None = None
         self._listener_pool: ConnectionPool | None = None
+        self._failing = False  # the last command failed for want of Redis
         self._plain: PlainChannels | None = None
         self._inbox_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -299,9 +309,16 @@ class RedisLayer(BaseLayer):
             # A cancellation that redis-py turned into a connection error stays one.
             if cancels_now() > cancels:
                 raise asyncio.CancelledError from exc
+            self._failing = True
             raise layer_error(what, self._where, exc) from exc
         if cancels_now() > cancels:
             raise asyncio.CancelledError  # redis-py consumed it and carried on
+        if self._failing:
+            # Redis is back (restarted, or another server took over): the listener stops
+            # backing off, so fewer group messages go out while it is not subscribed.
+            self._failing = False
+            if self._listener is not None:
+                self._listener.kick()
         return result
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -454,6 +471,7 @@ class RedisLayer(BaseLayer):
         if members is None or members.pop(channel, None) is None or members:
             return
         del self._groups[group]
+        self._gaps.forget(group)
         if self._listener is not None:
             self._spawn(self._listener.unsubscribe(self.keys.group_topic(group)))
 
@@ -491,7 +509,10 @@ class RedisLayer(BaseLayer):
         # only the pub/sub connection sees them in that order (a message another process
         # sent just after ours may arrive there before the reply to our own script).
         local = policy is None and self._is_home(asyncio.get_running_loop())
-        args.append(self.client_id if local else _NOBODY)
+        # History messages are not numbered: their offsets say what a process missed.
+        number = _UNNUMBERED if policy is not None else self._numbering.take(group)
+        skip = self._sender_tag if local else _NOBODY.encode()
+        args.append(skip + self._sender_tag + number)
         keys = [self.keys.members(group)]
         if policy is None:
             dropped = await self._call(
@@ -573,16 +594,30 @@ class RedisLayer(BaseLayer):
         if data[:_SENDER] == self._sender_tag:
             return  # sent from this process, which delivered it already
         members = self._live_members(group)
-        if not members:
+        if not members or len(data) <= _HEADER:
             return
+        sender = data[_SENDER : 2 * _SENDER]
+        if sender != self._sender_tag:  # its own messages this process never misses
+            self._gaps.heard(group, sender, data[2 * _SENDER : _HEADER])
         try:
-            message = self._codec.decode(memoryview(data)[_SENDER:])
+            message = self._codec.decode(memoryview(data)[_HEADER:])
         except ValueError as exc:
             logger.error("Dropped a malformed message for group %r: %s", group, exc)
             return
-        if data[_SENDER] == 0 and not self._catchup.heard(group, message):
+        if data[_HEADER] == 0 and not self._catchup.heard(group, message):
             return  # a history message held until what was missed before it is delivered
         self.count_drops(group, self._local.offer(tuple(members), message), len(members))
+
+    def _count_lost(self, group: str, n: int) -> None:
+        self.lost[group] += n
+        logger.warning(
+            "%d messages to group %r were not heard by this process (its pub/sub connection "
+            "was lost: Redis restarted, failed over, or cut it); they are lost for its "
+            "members (%d in this group so far)",
+            n,
+            group,
+            self.lost[group],
+        )
 
     def _deliver_group(self, group: str, message: Message) -> None:
         members = self._live_members(group)
@@ -674,6 +709,7 @@ class RedisLayer(BaseLayer):
         self._presence.forget()
         for group in list(self._groups):
             self._groups.pop(group)
+            self._gaps.forget(group)
             if self._listener is not None:
                 self._spawn(self._listener.unsubscribe(self.keys.group_topic(group)))
 

@@ -79,6 +79,11 @@ class Listener:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def kick(self) -> None:
+        """Redis answers again (a command got through): reconnect now, not after backoff."""
+        if self._down:
+            self._kick.set()
+
     def want(self, topics: Iterable[str]) -> None:
         """Listen to *topics* from the next connection on, without waiting for it."""
         self._wanted.update(topics)

@@ -145,9 +145,9 @@ GROUP_SEND = (
     _COMMON
     + """
 -- KEYS[1]: members hash.
--- ARGV: prefix, topic, payload, expiry ms, group_expiry ms, grace ms, sender tag
--- Processes with their own members hear the one PUBLISH (tagged with the sender, which
--- skips its own copy); members added by someone else (plain channel names, or another
+-- ARGV: prefix, topic, payload, expiry ms, group_expiry ms, grace ms, header (sender, number)
+-- Processes with their own members hear the one PUBLISH (behind a header naming the
+-- sender, which skips its own copy); members added by someone else (plain channel names, or another
 -- process's channels) get a copy queued here.
 local prefix = ARGV[1]
 redis.call('PUBLISH', ARGV[2], ARGV[7] .. ARGV[3])
