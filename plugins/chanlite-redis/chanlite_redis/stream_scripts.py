@@ -4,7 +4,8 @@ Every key of one group carries the group as a Redis hash tag (``{group}``), so a
 group's history and presence keys live on one slot and each script below touches one
 slot only (what a Redis Cluster needs; a prefix must therefore not contain ``{``)::
 
-    {p}hm:{group}          hash    e: epoch, o: last offset given in that epoch
+    {p}hm:{group}          hash    e: epoch, o: last offset given in that epoch,
+                                   r: replication id of the server that gave it
     {p}hs:{group}          stream  one entry per message, id "<offset>-0",
                                    fields t (server ms) and d (the stamped payload)
     {p}pe:{group}          hash    presence: channel -> entry (see below)
@@ -94,16 +95,24 @@ class Script:
 
 _HISTORY = """
 -- The group's epoch and last offset; a new epoch (offsets from 0) when there is none,
--- or when the stream is gone although messages were kept in this epoch.
+-- when the stream is gone although messages were kept in this epoch, or when this server
+-- took over from the one that wrote them (a failover: replication is asynchronous, so
+-- the last entries may be missing here, and their offsets would be given out again).
+-- A server knows the replication id of the master it replaced as its master_replid2.
 local function history_state(meta, stream, fresh)
-  local state = redis.call('HMGET', meta, 'e', 'o')
+  local state = redis.call('HMGET', meta, 'e', 'o', 'r')
   local epoch = state[1]
   local offset = tonumber(state[2] or '0') or 0
-  if epoch and (offset == 0 or redis.call('EXISTS', stream) == 1) then
+  local info = redis.call('INFO', 'replication')
+  local replid = string.match(info, 'master_replid:(%x+)') or ''
+  local replaced = string.match(info, 'master_replid2:(%x+)')
+  local failed_over = state[3] and state[3] == replaced
+  if epoch and not failed_over and (offset == 0 or redis.call('EXISTS', stream) == 1) then
+    if state[3] ~= replid then redis.call('HSET', meta, 'r', replid) end
     return epoch, offset
   end
   redis.call('DEL', stream)
-  redis.call('HSET', meta, 'e', fresh, 'o', '0')
+  redis.call('HSET', meta, 'e', fresh, 'o', '0', 'r', replid)
   return fresh, 0
 end
 local function offset_of(id)

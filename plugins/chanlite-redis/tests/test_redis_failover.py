@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chanlite_redis import RedisLayer, RedisUnavailable
+
+from chanlite.layers import HistoryGap, HistoryPolicy
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -142,3 +145,38 @@ async def test_broadcasts_survive_a_master_killed_mid_broadcast(
         "failed sends:",
         {p.name: sum(e["event"] == "failed" for e in p.events) for p in peers},
     )
+
+
+async def test_a_history_group_starts_a_new_epoch_on_the_server_that_took_over(
+    own_sentinel_group: Any, prefix: str
+) -> None:
+    # Replication is asynchronous: the last entries of a stream may not have reached the
+    # replica. Offsets handed out again would pass a resume silently; a new epoch does not.
+    layer = RedisLayer(
+        own_sentinel_group.url, prefix=prefix, timeout=1.0, history={"news": HistoryPolicy(10)}
+    )
+    try:
+        for n in range(3):
+            await layer.group_send("news", {"type": "m", "n": n})
+        before = await layer.stream_position("news")
+        assert before.offset == 3
+        own_sentinel_group.wait_failover(own_sentinel_group.kill_master())
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                await layer.group_send("news", {"type": "m", "n": 3})
+                break
+            except RedisUnavailable:
+                assert time.monotonic() < deadline, "the layer never reached the new master"
+                await asyncio.sleep(0.1)
+        after = await layer.stream_position("news")
+        assert after.epoch != before.epoch and after.offset == 1
+        with pytest.raises(HistoryGap) as gap:
+            await layer.history("news", since=before)
+        assert gap.value.reason == "epoch"
+        # Later sends stay in the new epoch.
+        await layer.group_send("news", {"type": "m", "n": 4})
+        page = await layer.history("news", since=after)
+        assert [event["n"] for event in page.events] == [4]
+    finally:
+        await layer.close()
