@@ -99,6 +99,9 @@ class Census:
             values[name] = value
         layer = hub.built_layer  # a layer not built yet has dropped nothing
         values["channel_full_drops"] = layer.dropped if layer is not None else 0
+        inbox = layer.local_inbox if layer is not None else None
+        values["expired_drops"] = inbox.expired if inbox is not None else 0
+        values["layer_receive_wait_seconds"] = inbox.waited if inbox is not None else 0.0
         values["local_channels"] = len(hub.connections)
         values["cpu_seconds"] = time.process_time()
         values["rss_bytes"] = rss_bytes()

@@ -77,7 +77,11 @@ def rows(view: dict[str, Any]) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for report in view["processes"]:
         n = report.get("numbers") or {}
-        drops = int(n.get("channel_full_drops", 0) + n.get("slow_consumer_events", 0))
+        drops = int(
+            n.get("channel_full_drops", 0)
+            + n.get("slow_consumer_events", 0)
+            + n.get("expired_drops", 0)
+        )
         # The hub's (events piled up) and the server's (bytes left unread).
         slow = int(n.get("slow_consumers", 0)) + int(n.get("slow_consumers_server", 0))
         out.append(

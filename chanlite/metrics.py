@@ -148,6 +148,14 @@ FAMILIES: tuple[Family, ...] = (
         "layer_send_seconds",
     ),
     _one(
+        "chanlite_layer_receive_wait_seconds",
+        "counter",
+        "How long the events this process's reader took had waited: from their send when "
+        "the layer knows it (SQLite), else from their arrival in the process (divide by "
+        'chanlite_events_total{outcome="received"}).',
+        "layer_receive_wait_seconds",
+    ),
+    _one(
         "chanlite_layer_errors",
         "counter",
         "Failed layer calls (the hub retries and logs an outage once).",
@@ -162,10 +170,14 @@ FAMILIES: tuple[Family, ...] = (
     _by(
         "chanlite_dropped",
         "counter",
-        "Events dropped, by reason: a member's channel was full (group_send), or they were "
-        "waiting for a connection closed as a slow consumer.",
+        "Events dropped, by reason: a member's channel was full (group_send), they were "
+        "waiting for a connection closed as a slow consumer, or they expired unread.",
         "reason",
-        [("channel_full", "channel_full_drops"), ("slow_consumer", "slow_consumer_events")],
+        [
+            ("channel_full", "channel_full_drops"),
+            ("slow_consumer", "slow_consumer_events"),
+            ("expired", "expired_drops"),
+        ],
     ),
     _by(
         "chanlite_slow_consumers",

@@ -60,6 +60,7 @@ __all__ = [
     "DecodeError",
     "Event",
     "ForeignChannel",
+    "InboxNumbers",
     "LayerConfigError",
     "LayerError",
     "LayerNotFound",
@@ -106,6 +107,18 @@ class BlockingSends(Protocol):
         May return what :meth:`BaseLayer.group_send_counted` returns (None: cannot tell)."""
 
 
+class InboxNumbers(Protocol):
+    """What the hub reads from a layer's local inbox (a
+    :class:`~chanlite.layers.LocalInbox` has them) for its metrics."""
+
+    expired: int
+    """Deliveries lost to expiry (one per channel of an entry that expired unread)."""
+    taken: int
+    """Entries taken by readers."""
+    waited: float
+    """Seconds the taken entries had waited, summed."""
+
+
 def _int(value: str) -> int:
     return int(value)
 
@@ -143,6 +156,12 @@ class BaseLayer(ABC):
     #: ``chanlite send`` does, so a typo in a path is an error, not a new empty database.
     #: Backends with nothing to create ignore it.
     create_storage: bool = True
+
+    #: The layer's :class:`~chanlite.layers.LocalInbox`, when it keeps its local channels'
+    #: messages in one (every layer built on the toolkit does: set it beside the inbox).
+    #: The hub reads its numbers: deliveries lost to expiry, and how long events waited
+    #: before this process's reader took them. None: the layer cannot tell.
+    local_inbox: InboxNumbers | None = None
 
     @property
     def storage_created(self) -> bool:

@@ -114,7 +114,10 @@ class LocalInbox:
         "_room_waiters",
         "_unacked",
         "_waiters",
+        "expired",
         "room_wait",
+        "taken",
+        "waited",
     )
 
     def __init__(
@@ -146,6 +149,12 @@ class LocalInbox:
         self._drained: list[tuple[int, asyncio.Future[None]]] = []
         self._unacked: list[Any] = []
         self._getting = 0  # get() calls waiting: someone will drain the inbox
+        #: Deliveries lost to expiry: one per channel of each entry that expired unread.
+        self.expired = 0
+        #: Entries taken by readers, and the seconds they had waited, summed: from the
+        #: send when the backend passed the send's ``expires``, else from the arrival here.
+        self.taken = 0
+        self.waited = 0.0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -310,11 +319,16 @@ class LocalInbox:
                     if head[0] > now:  # the common case: nothing to count or acknowledge
                         entry = head
                         break
+                    self.expired += len(head[1])
                     continue
                 self._left(head, hold and head[0] > now)
                 if head[0] > now:
                     entry = head
                     break
+                self.expired += len(head[1])
+            if entry is not None:
+                self.taken += 1
+                self.waited += now - entry[0] + self._expiry
         if self._unacked or self._room_waiters or self._drained:
             self._settle()
         return entry
@@ -374,7 +388,9 @@ class LocalInbox:
         # Drop expired entries at the head.
         items = self._items
         while items and items[0][0] <= now:
-            self._left(items.popleft(), False)
+            entry = items.popleft()
+            self.expired += len(entry[1])
+            self._left(entry, False)
 
     # -- backpressure ---------------------------------------------------------------------
 

@@ -86,7 +86,7 @@ class MemoryLayer(BaseLayer):
         self._queues: dict[str, _Queue] = {}
         # group -> {channel: time joined}; dict order doubles as join order.
         self._groups: dict[str, dict[str, float]] = {}
-        self._inbox = LocalInbox(
+        self.local_inbox = self._inbox = LocalInbox(
             expiry=self.expiry, capacity_of=self.get_capacity, min_capacity=self.min_capacity()
         )
         self._demux = LocalDemux(self._inbox)

@@ -70,6 +70,31 @@ async def test_expired_entries_are_skipped_and_acknowledged() -> None:
     assert acked == [1, 2]
 
 
+async def test_expired_deliveries_and_the_time_taken_entries_waited_are_counted() -> None:
+    now = [100.0]
+    inbox = LocalInbox(expiry=1, capacity_of=lambda _: 10, clock=lambda: now[0])
+    inbox.offer(("a", "b"), {"type": "old"})  # a group message for two local members
+    now[0] += 2
+    inbox.offer(("a",), {"type": "kept"})
+    now[0] += 0.25
+    inbox.offer(("a",), {"type": "sent.earlier"}, expires=now[0] + 0.5)  # sent 0.5 s ago
+    assert inbox.expired == 2  # one entry, two deliveries lost: found by the next offer
+    assert await inbox.get() == (("a",), {"type": "kept"})
+    assert await inbox.get() == (("a",), {"type": "sent.earlier"})
+    assert inbox.taken == 2
+    assert abs(inbox.waited - (0.25 + 0.5)) < 1e-9
+    # Expired at the head when a reader looks (counted or not, acknowledged or not).
+    inbox.offer(("a",), {"type": "late"})
+    inbox.offer(("c",), {"type": "late"}, ack=7)
+    now[0] += 5
+    waiting = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    assert inbox.expired == 4 and not waiting.done()
+    inbox.offer(("a",), {"type": "fresh"})
+    assert await asyncio.wait_for(waiting, 1) == (("a",), {"type": "fresh"})
+    assert inbox.taken == 3 and inbox.expired == 4
+
+
 async def test_wait_drained_waits_for_the_low_mark() -> None:
     inbox = _inbox(capacity=100)
     for n in range(6):

@@ -196,7 +196,7 @@ class RedisLayer(BaseLayer):
         """Fresh state: what this process holds (kept across event loops), then per loop."""
         # What the process holds outlives any one event loop: messages queued for local
         # channels and local memberships. A loop that takes over keeps them.
-        self._local = LocalInbox(
+        self.local_inbox = self._local = LocalInbox(
             expiry=self.expiry, capacity_of=self.get_capacity, min_capacity=self.min_capacity()
         )
         # group -> {local channel: monotonic join time}, in join order.

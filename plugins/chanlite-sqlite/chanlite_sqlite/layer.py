@@ -176,7 +176,7 @@ class SQLiteLayer(BaseLayer):
         # Messages for local channels. Expiry times cross processes: wall clock. Direct
         # messages from other processes carry their row id, deleted once delivered.
         # The watcher thread puts into it too.
-        self._inbox = ThreadSafeInbox(
+        self.local_inbox = self._inbox = ThreadSafeInbox(
             expiry=expiry,
             capacity_of=self.get_capacity,
             min_capacity=self.min_capacity(),
