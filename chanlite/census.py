@@ -97,6 +97,10 @@ class Census:
             values["slow_consumers_server"] = 0
         for name, value in asdict(hub.stats).items():
             values[name] = value
+        # The server writes broadcast frames without counting them (its hot path): the
+        # hub counts them once per broadcast, and the totals out include them.
+        values["ws_messages_out"] = values.get("ws_messages_out", 0) + hub.stats.broadcast_frames
+        values["ws_bytes_out"] = values.get("ws_bytes_out", 0) + hub.stats.broadcast_bytes
         layer = hub.built_layer  # a layer not built yet has dropped nothing
         values["channel_full_drops"] = layer.dropped if layer is not None else 0
         inbox = layer.local_inbox if layer is not None else None

@@ -95,6 +95,8 @@ class HubStats:
     """Events and frames for a connection that was gone or closing (logged at debug)."""
     broadcast_frames: int = 0
     """Broadcast frames written straight to a member's transport."""
+    broadcast_bytes: int = 0
+    """Bytes of those frames (headers included), counted once per broadcast."""
     slow_consumers: int = 0
     """Connections closed with 1013 because their client did not read."""
     layer_errors: int = 0
@@ -590,6 +592,9 @@ class Hub:
         connections = self.connections
         full: list[Receiver] | None = None
         exclude = event.get("exclude")
+        # Counted once per broadcast, not per member: the server does not count the
+        # frames its send_frame queues (the per-member path is the hot one).
+        written = 0
         for channel in channels:
             if channel == exclude:
                 continue  # the sender's own socket (broadcast_from)
@@ -610,11 +615,14 @@ class Hub:
             if frame is None:
                 frame = encode_frame(event)
             if writer(frame):
-                stats.broadcast_frames += 1
+                written += 1
             else:
                 # The server refuses only a socket that is closing or closed.
                 stats.events_undeliverable += 1
                 logger.debug("Broadcast frame for %r refused: its socket is closing", channel)
+        if frame is not None and written:
+            stats.broadcast_frames += written
+            stats.broadcast_bytes += written * len(frame)
         return full
 
 

@@ -55,9 +55,10 @@ class ServerCounters:
         self.ws_bytes_in = 0
         """Bytes read from WebSocket clients (frames, on the wire)."""
         self.ws_messages_out = 0
-        """WebSocket messages (and broadcast frames) written to clients."""
+        """WebSocket messages written to clients; not the frames queued through
+        ``send_frame`` (the broadcast path, per member): their caller counts those."""
         self.ws_bytes_out = 0
-        """Payload bytes of those messages (broadcast frames: whole frames)."""
+        """Payload bytes of those messages."""
         self.slow_consumers = 0
         """WebSockets closed with 1013 because their client did not read what was written."""
         self.slow_consumer_bytes = 0

@@ -5,7 +5,8 @@ request asks to upgrade. Incoming messages queue for the app's ``receive`` (read
 when the app falls behind); ``send`` waits while the transport buffer is above the
 high-water mark. Keep-alive pings, the handshake and close timeouts are driven by the
 server's one shared tick. ``scope["extensions"]["chanlite.frames"]["send_frame"]`` writes a
-pre-encoded frame straight to the transport: the broadcast fast path. The app may add
+pre-encoded frame straight to the transport: the broadcast fast path (its caller counts
+the frames; the server's message counters do not). The app may add
 ``"on_slow_consumer"`` to that dict: ``(bytes_waiting, why) -> str`` is called once when the
 slow-consumer policy closes the connection, and what it returns (e.g. ``"; channel ...,
 groups ..."``) ends the log line.
@@ -293,9 +294,8 @@ class WebSocketConnection(asyncio.Protocol):
             self.slow_consumer(f"more than {self.state.send_limit} bytes queued")
             return False
         self.pending_size = size
-        counters = self.state.counters
-        counters.ws_messages_out += 1
-        counters.ws_bytes_out += len(frame)
+        # Not counted in the server's counters: the caller counts what it queues here, once
+        # for all the members of a broadcast (this is the per-member hot path).
         if pending is None:
             self.pending = [frame]
             state = self.state
