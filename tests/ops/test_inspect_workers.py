@@ -1,13 +1,16 @@
 """``chanlite inspect`` against a real ``chanlite run --workers 2`` on SQLite and on Redis:
-both workers are listed with their sockets and groups, and a worker killed with
-``kill -9`` disappears once the layer's presence timeout has passed."""
+both workers are listed with their sockets, groups and presence entries (as text, as JSON
+and in the refreshing terminal view), and a worker killed with ``kill -9`` disappears once
+the layer's presence timeout has passed."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import pty
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -55,6 +58,41 @@ async def until(layer: str, check: Any, timeout: float = 30.0) -> dict[str, Any]
         await asyncio.sleep(0.3)
 
 
+def watch(layer: str, pids: set[int], timeout: float = 30.0) -> tuple[int, str]:
+    """``chanlite inspect --watch`` in a terminal (a pty) until it has drawn the table
+    twice with every one of *pids*, then Ctrl+C: its exit status and what it drew."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chanlite", "inspect", "--layer", layer, "--watch", "0.3"],
+        cwd=ROOT,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, "COLUMNS": "160", "LINES": "40", "TERM": "xterm-256color"},
+    )
+    os.close(slave)
+    drawn = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            text = drawn.decode(errors="replace")
+            if text.count("2 processes on") >= 2 and all(str(p) in text for p in pids):
+                break
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    drawn += os.read(master, 65536)
+                except OSError:  # the process ended: its terminal is gone
+                    break
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    return code, drawn.decode(errors="replace")
+
+
 async def sockets_on_both_workers(url: str) -> dict[int, list[ClientConnection]]:
     """Open room sockets until each worker holds at least two (the kernel spreads them)."""
     by_pid: dict[int, list[ClientConnection]] = {}
@@ -79,21 +117,29 @@ async def check_two_workers_then_kill_one(layer: str, served: list[Running]) -> 
         "warning",
     )
     served.append(server)
-    by_pid = await sockets_on_both_workers(server.url.replace("http://", "ws://"))
+    ws_url = server.url.replace("http://", "ws://")
+    by_pid = await sockets_on_both_workers(ws_url)
     pids = set(by_pid)
+    # Three sockets with a presence entry in room.p, wherever the kernel puts them.
+    present: dict[int, list[ClientConnection]] = {}
+    for _ in range(3):
+        ws = await connect(f"{ws_url}/present/p")
+        present.setdefault(int((await ws.recv()).split()[1]), []).append(ws)
 
     def listed(view: dict[str, Any]) -> bool:
         reports = {r["pid"]: r for r in view["processes"]}
         return all(
             pid in reports
-            and reports[pid]["numbers"]["ws_open"] == len(by_pid[pid])
+            and reports[pid]["numbers"]["ws_open"] == len(by_pid[pid]) + len(present.get(pid, ()))
             and reports[pid]["groups"].get("room.a") == len(by_pid[pid])
+            and reports[pid]["presence"].get("room.p", 0) == len(present.get(pid, ()))
             for pid in pids
         )
 
     view = await until(layer, listed)
     assert {r["pid"] for r in view["processes"]} == pids
     assert view["groups"]["room.a"] == sum(len(v) for v in by_pid.values())
+    assert view["groups"]["room.p"] == 3 and view["presence"] == {"room.p": 3}
     for report in view["processes"]:
         assert report["host"] and report["heartbeat"] > report["started"]
     text = await asyncio.to_thread(inspect, layer)
@@ -101,6 +147,11 @@ async def check_two_workers_then_kill_one(layer: str, served: list[Running]) -> 
     assert text.stdout.startswith("2 processes on "), text.stdout
     assert all(str(pid) in text.stdout for pid in pids)
     assert f"room.a ({view['groups']['room.a']})" in text.stdout
+    assert "presence (entries): room.p (3)" in text.stdout
+    # The refreshing view: drawn again and again until Ctrl+C, which ends it quietly.
+    code, drawn = await asyncio.to_thread(watch, layer, pids)
+    assert code == 0, drawn
+    assert drawn.count("2 processes on") >= 2 and all(str(pid) in drawn for pid in pids), drawn
 
     victim = min(pids)
     os.kill(victim, signal.SIGKILL)
@@ -108,7 +159,7 @@ async def check_two_workers_then_kill_one(layer: str, served: list[Running]) -> 
     await until(layer, lambda v: victim not in {r["pid"] for r in v["processes"]})
     # Gone once the layer's presence timeout passed (with room for a heartbeat or two).
     assert time.monotonic() - killed_at < PRESENCE_TIMEOUT + 20
-    for ws in [w for ws_list in by_pid.values() for w in ws_list]:
+    for ws in [w for group in (*by_pid.values(), *present.values()) for w in group]:
         await ws.close()
 
 

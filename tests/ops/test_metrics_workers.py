@@ -1,6 +1,6 @@
 """``/metrics`` of a real ``chanlite run --workers 2``: scraped with prometheus-client's own
 parser, the numbers of both workers add up (never twice) and move as sockets open,
-messages flow and slow consumers are closed."""
+messages flow, events are dropped for a full member and slow consumers are closed."""
 
 from __future__ import annotations
 
@@ -109,6 +109,14 @@ async def test_two_workers_add_up_and_move(tmp_path: Path, served: list[Running]
         for ws in sockets:
             await ws.close()
     await eventually(server, lambda s: value(s, "chanlite_connections_open", kind="websocket") == 0)
+    # Drops: 105 events for a member nobody reads, whose channel holds 100.
+    assert value(flowed, "chanlite_dropped_total", reason="channel_full") == 0
+    await asyncio.to_thread(server.get, "/fill/105", 30)
+    dropped = await eventually(
+        server, lambda s: value(s, "chanlite_dropped_total", reason="channel_full") >= 5
+    )
+    assert value(dropped, "chanlite_dropped_total", reason="channel_full") == 5
+    assert value(dropped, "chanlite_layer_sends_total", verb="group_send") == 105
 
 
 async def test_a_slow_consumer_shows_in_the_metrics(tmp_path: Path, served: list[Running]) -> None:
