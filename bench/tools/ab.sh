@@ -5,6 +5,7 @@
 #   bash bench/tools/ab.sh REV echo 3                    # 3 pairs of echo runs
 #   bash bench/tools/ab.sh HEAD~1 bcast 3 --conns 1000   # extra arguments go to wsload
 #   bash bench/tools/ab.sh HEAD http 3                   # HTTP hello through wrk
+#   AB_AGAINST=REV2 bash bench/tools/ab.sh REV echo 3     # REV against REV2, not the tree
 #
 # REV is checked out into bench/out/ab-<rev> (a git worktree) and put first on PYTHONPATH,
 # so the same virtualenv runs either version. Server on CPU 0, load on CPU 1, as in
@@ -15,9 +16,16 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 rev="$1"; mode="$2"; pairs="$3"; shift 3
 extra=("$@")
 sha="$(git -C "$ROOT" rev-parse --short "$rev")"
-tree="$ROOT/bench/out/ab-$sha"
-if [[ ! -d "$tree" ]]; then
-    git -C "$ROOT" worktree add --detach -f "$tree" "$sha" >/dev/null
+checkout() {  # $1 = short sha: a detached worktree in bench/out, made once
+    local dir="$ROOT/bench/out/ab-$1"
+    [[ -d "$dir" ]] || git -C "$ROOT" worktree add --detach -f "$dir" "$1" >/dev/null
+    echo "$dir"
+}
+tree="$(checkout "$sha")"
+label_b="work" tree_b=""
+if [[ -n "${AB_AGAINST:-}" ]]; then
+    label_b="$(git -C "$ROOT" rev-parse --short "$AB_AGAINST")"
+    tree_b="$(checkout "$label_b")"
 fi
 wsload="$ROOT/bench/out/wsload"
 [[ "$mode" == http || -x "$wsload" ]] || { echo "build the load generator first: bash bench/run.sh calibrate" >&2; exit 2; }
@@ -49,5 +57,5 @@ print(f'$1 rate {r:10,.0f}/s  per server CPU-s {r*$secs/t:10,.0f}  user {($u1-$u
 
 for _ in $(seq "$pairs"); do
     one "$sha " "$tree"
-    one "work" ""
+    one "$label_b" "$tree_b"
 done

@@ -9,10 +9,13 @@ times in Python, because the kernel's work between callbacks leaves the caches c
     .venv/bin/python bench/tools/inprocess.py                       # the bench App
     .venv/bin/python bench/tools/inprocess.py --app raw_asgi:app    # the raw ASGI floor
     .venv/bin/python bench/tools/inprocess.py --profile             # + cProfile (slower)
+    .venv/bin/python bench/tools/inprocess.py --members 1000        # broadcast to 1000 sockets
 
 Each figure is the best of 10 batches. The handshake is split in phases: the upgrade
 request (HTTP parsing, the WebSocket objects, the app's task), the app running until the
-101 is written, and the client's close frame until the transport is closed.
+101 is written, and the client's close frame until the transport is closed. The broadcast
+figure is ``app.broadcast`` from one socket to ``--members`` others (default 200) through
+the App's layer and hub, per member delivery.
 """
 
 from __future__ import annotations
@@ -178,6 +181,72 @@ async def echoes(state: ServerState, n: int) -> float:
     return best / (n // 10) * 1e6
 
 
+class Tally:
+    """Writes to many transports, and a future set when they reach a target."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.target = 0
+        self.reached: asyncio.Future[None] | None = None
+
+    def add(self) -> None:
+        self.count += 1
+        reached = self.reached
+        if self.count >= self.target and reached is not None and not reached.done():
+            reached.set_result(None)
+
+
+class MemberTransport(MemoryTransport):
+    """A member socket's transport: its writes go to a shared :class:`Tally`."""
+
+    def __init__(self, tally: Tally) -> None:
+        super().__init__()
+        self.tally = tally
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.tally.add()
+
+
+async def broadcasts(state: ServerState, members: int, n: int) -> float:
+    """Best-of-10 microseconds per member delivery of ``app.broadcast`` (the bench App's
+    /ws/pub) to *members* sockets on /ws/sub: the layer, the hub's reader, the frame
+    encoded once and written to each member's transport."""
+    loop = asyncio.get_running_loop()
+    tally = Tally()
+    subs = []
+    for _ in range(members):
+        transport = MemberTransport(tally)
+        conn = HTTPConnection(state, loop)
+        transport.protocol = conn
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        conn.data_received(UPGRADE.replace(b"/ws/echo", b"/ws/sub"))
+        subs.append(transport)
+    pub = _open(state, loop)
+    pub.protocol.data_received(UPGRADE.replace(b"/ws/echo", b"/ws/pub"))
+    await _until(lambda: pub.writes > 0 and tally.count >= members)
+    await asyncio.sleep(0.1)  # every member has joined the group
+
+    async def one() -> None:
+        tally.target = tally.count + members
+        tally.reached = loop.create_future()
+        pub.protocol.data_received(TEXT)
+        await tally.reached
+
+    for _ in range(200):
+        await one()
+    best = float("inf")
+    for _ in range(10):
+        start = time.perf_counter()
+        for _ in range(n // 10):
+            await one()
+        best = min(best, time.perf_counter() - start)
+    for transport in [pub, *subs]:
+        transport.protocol.data_received(CLOSE)
+    await _until(lambda: not state.tasks)
+    return best / (n // 10) / members * 1e6
+
+
 async def floor(n: int) -> float:
     """What the harness itself costs per await of a future set by a callback."""
     loop = asyncio.get_running_loop()
@@ -189,7 +258,7 @@ async def floor(n: int) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
-async def main(target: str, n: int, profile: bool) -> None:
+async def main(target: str, n: int, profile: bool, members: int) -> None:
     module, _, attr = target.partition(":")
     app = getattr(importlib.import_module(module), attr or "app")
     state = ServerState(Config(app=app, access_log=False), app)
@@ -199,6 +268,7 @@ async def main(target: str, n: int, profile: bool) -> None:
         profiler.enable()
     phases = await handshakes(state, n)
     echo = await echoes(state, n * 5)
+    delivery = await broadcasts(state, members, max(100, n // 20)) if members else None
     if profiler is not None:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
@@ -206,6 +276,8 @@ async def main(target: str, n: int, profile: bool) -> None:
     for name, us in phases.items():
         print(f"  {us:6.1f} us  {name}")
     print(f"{target}: echo round trip {echo:.2f} us")
+    if delivery is not None:
+        print(f"{target}: broadcast to {members}: {delivery:.3f} us per member delivery")
     print(f"  (harness: {await floor(n):.2f} us per awaited callback, in both figures)")
 
 
@@ -214,5 +286,8 @@ if __name__ == "__main__":
     parser.add_argument("--app", default="chanlite_app:app", help="module:attribute")
     parser.add_argument("-n", type=int, default=20000, help="handshakes (echoes: 5x)")
     parser.add_argument("--profile", action="store_true", help="print cProfile's top 25")
+    parser.add_argument(
+        "--members", type=int, default=200, help="broadcast to this many sockets (0: skip)"
+    )
     args = parser.parse_args()
-    uvloop.run(main(args.app, args.n, args.profile))
+    uvloop.run(main(args.app, args.n, args.profile, args.members))

@@ -1,0 +1,285 @@
+"""What the metrics path costs: alternate runs of ``chanlite run`` with and without
+``--metrics-path /metrics`` (scraped while the load runs), echo and broadcast, per server
+CPU-second.
+
+    .venv/bin/python bench/tools/metrics_cost.py                      # the work tree
+    .venv/bin/python bench/tools/metrics_cost.py --rev HEAD --pairs 5 # a revision (a checkout
+                                                                      # in bench/out, so the
+                                                                      # tree can change meanwhile)
+    .venv/bin/python bench/tools/metrics_cost.py --runs echo:2,bcast:1 --scrape 1
+
+What "on" adds over "off" is all of the metrics path that is optional: prometheus-client
+loaded, each worker copying its numbers into the multiprocess files once a second (with
+``--workers 2``), and a scrape every ``--scrape`` seconds (Prometheus' default is 15 s; 1 s
+is the harsh case). The counters themselves are plain ints kept in both runs (their cost
+is measured against the revision before them with ``bench/tools/ab.sh``).
+
+Server (every worker) on CPU 0, load generator and scraper on CPU 1, as in ab.sh; the CPU
+is the utime + stime of the supervisor and its workers from /proc. The two kinds alternate
+(off, on, on, off, ...) so the drift of a shared machine falls on both; every run is
+printed, then the median of the on/off ratios of each pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WSLOAD = ROOT / "bench" / "out" / "wsload"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def checkout(rev: str) -> Path:
+    """A detached worktree of *rev* in bench/out (made once), for PYTHONPATH."""
+    sha = subprocess.check_output(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", rev], text=True
+    ).strip()
+    tree = ROOT / "bench" / "out" / f"ab-{sha}"
+    if not tree.is_dir():
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(tree), sha],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return tree
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tree_pids(pid: int) -> list[int]:
+    """*pid* and its descendants (the workers of a supervisor)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):  # gone meanwhile
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+    return pids
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+
+def wait_ready(port: int, path: str | None, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if path is None:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            else:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def scraper(port: int, every: float, stop: threading.Event, count: list[int]) -> None:
+    while not stop.wait(every):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        count[0] += 1
+
+
+def one(
+    mode: str,
+    workers: int,
+    metrics: bool,
+    args: argparse.Namespace,
+    pythonpath: str,
+) -> dict[str, float]:
+    port = free_port()
+    cmd = [
+        "taskset", "-c", "0", str(ROOT / ".venv" / "bin" / "chanlite"), "run",
+        "chanlite_app:app", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    if metrics:
+        cmd += ["--metrics-path", "/metrics"]
+    layer = args.layer or ("memory://" if workers == 1 else f"sqlite:///{args.db}")
+    cmd += ["--layer", layer]
+    env = dict(os.environ, PYTHONPATH=pythonpath)
+    server = subprocess.Popen(
+        cmd, cwd=ROOT / "bench" / "apps", env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    stop, scrapes = threading.Event(), [0]
+    try:
+        wait_ready(port, "/metrics" if metrics else None)
+        time.sleep(0.5 if workers == 1 else 1.5)  # every worker listening
+        pids = tree_pids(server.pid)
+        thread = None
+        if metrics:
+            thread = threading.Thread(target=scraper, args=(port, args.scrape, stop, scrapes))
+            thread.start()
+        c0 = cpu_ticks(pids)
+        load = [str(WSLOAD), mode, "--port", str(port), "--warmup", "1"]
+        load += ["--duration", str(args.duration)]
+        out = subprocess.run(
+            ["taskset", "-c", "1", *load], capture_output=True, text=True, check=True
+        ).stdout
+        c1 = cpu_ticks(pids)
+        stop.set()
+        if thread is not None:
+            thread.join()
+    finally:
+        stop.set()
+        server.terminate()
+        server.wait(30)
+    rate = float(json.loads(out.strip().splitlines()[-1])["rate"])
+    cpu = (c1 - c0) / TICK
+    seconds = args.duration + 1  # the warm-up second loads the server too
+    return {"rate": rate, "cpu": cpu, "per_cpu": rate * seconds / cpu, "scrapes": scrapes[0]}
+
+
+def cpu_ms(call: Callable[[], object], n: int) -> float:
+    """Milliseconds of CPU (every thread of this process) per call, best of 5 batches."""
+    best = float("inf")
+    for _ in range(5):
+        start = time.process_time()
+        for _ in range(n):
+            call()
+        best = min(best, (time.process_time() - start) / n * 1000)
+    return best
+
+
+def direct(groups: int) -> None:
+    """CPU per call of each periodic piece of the metrics path, in this process, with
+    *groups* groups of 5 local members (what a report lists), and what it costs per
+    CPU-second at its rate."""
+    from chanlite import App
+    from chanlite import metrics as metrics_module
+
+    app = App(layer="memory://")
+    hub = app.hub
+    for g in range(groups):
+        hub.local_groups[f"room.{g}"] = {f"ws.x!{g}.{m}" for m in range(5)}
+    census = app.census
+    endpoint = metrics_module.Metrics(census, "/metrics")
+    rows = [
+        ("census numbers (every counter)", cpu_ms(census.numbers, 2000), None),
+        ("inspect report (numbers + groups)", cpu_ms(census.report, 2000), None),
+        ("scrape, one process", cpu_ms(endpoint.exposition, 200), None),
+    ]
+    with tempfile.TemporaryDirectory() as directory:
+        os.environ[metrics_module.MULTIPROC_ENV] = directory
+        multiproc = metrics_module._Multiprocess()
+        numbers = census.numbers()
+        rows.append(("worker's copy into the multiprocess files", cpu_ms(
+            lambda: multiproc.sync(census.numbers()), 2000), 1.0))  # fmt: skip
+        endpoint._multiproc = multiproc
+        rows.append(("scrape, multiprocess (this worker's files)",
+                     cpu_ms(endpoint.exposition, 200), None))  # fmt: skip
+        del numbers
+        os.environ.pop(metrics_module.MULTIPROC_ENV)
+
+    async def publishes(layer_url: str, n: int) -> float:
+        from chanlite.census import Census
+        from chanlite.hub import Hub
+
+        publisher = Census(Hub(layer_url))
+        publisher.hub.local_groups.update(hub.local_groups)
+        await publisher.publish()
+        start = time.process_time()
+        for _ in range(n):
+            await publisher.publish()
+        spent = (time.process_time() - start) / n * 1000
+        await publisher.stop()
+        await publisher.hub.aclose()
+        return spent
+
+    with tempfile.TemporaryDirectory() as directory:
+        sqlite_url = f"sqlite:///{Path(directory) / 'layer.db'}"
+        rows.append(("heartbeat publish, memory://", asyncio.run(publishes("memory://", 200)),
+                     0.5))  # fmt: skip
+        rows.append(("heartbeat publish, SQLite", asyncio.run(publishes(sqlite_url, 50)),
+                     0.5))  # fmt: skip
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load "
+          f"{os.getloadavg()[0]:.1f}, {groups} groups")  # fmt: skip
+    for name, ms, rate in rows:
+        share = f"  = {ms * rate / 10:.3f} % of a CPU-second at {rate:g}/s" if rate else ""
+        print(f"{name:45} {ms:8.3f} ms CPU{share}")
+    scrape = next(ms for name, ms, _ in rows if name.startswith("scrape, multi"))
+    print(f"{'scrape every 15 s / every 1 s':45} {scrape / 15 / 10:.4f} % / {scrape / 10:.3f} %")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rev", help="a git revision to run (default: the work tree)")
+    parser.add_argument("--runs", default="echo:2,bcast:1", help="mode:workers, ...")
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=4)
+    parser.add_argument("--scrape", type=float, default=1.0, help="seconds between scrapes")
+    parser.add_argument(
+        "--layer", help="default: memory:// for one worker, a fresh SQLite file for more"
+    )
+    parser.add_argument(
+        "--direct",
+        type=int,
+        metavar="GROUPS",
+        help="instead: CPU per call of each periodic piece, with GROUPS groups",
+    )
+    args = parser.parse_args()
+    if args.direct is not None:
+        direct(args.direct)
+        return
+    if not WSLOAD.exists():
+        sys.exit("build the load generator first: bash bench/run.sh calibrate")
+    os.sched_setaffinity(0, {1})
+    pythonpath = str(checkout(args.rev)) if args.rev else ""
+    scratch = tempfile.TemporaryDirectory(prefix="chanlite-metrics-cost-")
+    args.db = Path(scratch.name) / "layer.db"
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}")
+    for run in args.runs.split(","):
+        mode, workers = run.split(":")
+        ratios = []
+        for pair in range(args.pairs):
+            order = (False, True) if pair % 2 == 0 else (True, False)
+            results = {}
+            for metrics in order:
+                r = one(mode, int(workers), metrics, args, pythonpath)
+                results[metrics] = r
+                print(
+                    f"{mode:5} workers={workers} metrics={'on ' if metrics else 'off'} "
+                    f"rate {r['rate']:10,.0f}/s  per server CPU-s {r['per_cpu']:10,.0f}  "
+                    f"cpu {r['cpu']:.2f} s  scrapes {r['scrapes']}",
+                    flush=True,
+                )
+            ratios.append(results[True]["per_cpu"] / results[False]["per_cpu"])
+        shown = " ".join(f"{r:.3f}" for r in ratios)
+        print(
+            f"{mode} workers={workers}: on/off per CPU-s {shown}; "
+            f"median {statistics.median(ratios):.3f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
