@@ -11,7 +11,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_redis_harness() -> Any:
-    path = ROOT / "plugins" / "chanlite-redis" / "tests" / "conftest.py"
+    tests = ROOT / "plugins" / "chanlite-redis" / "tests"
+    path = tests / "conftest.py"
+    # Its conftest imports its sibling modules (redis_nodes), as pytest lets it there.
+    if str(tests) not in sys.path:
+        sys.path.append(str(tests))
     spec = importlib.util.spec_from_file_location("chanlite_redis_ops_harness", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
