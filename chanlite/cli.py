@@ -30,8 +30,13 @@ def _exit_status(result: Any, **_: Any) -> None:
 
 
 def _load(target: str) -> Any:
+    import os
+
     from chanlite.importer import ImportFromStringError, import_from_string
 
+    # As `chanlite run` does: `chanlite routes app:app` finds ./app.py.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         return import_from_string(target)
     except ImportFromStringError as exc:

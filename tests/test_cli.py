@@ -33,6 +33,26 @@ def test_routes_lists_http_ws_and_events() -> None:
     assert "MOUNT" in result.output and "/static" in result.output
 
 
+def test_routes_finds_a_module_in_the_working_directory(tmp_path: Path) -> None:
+    # `chanlite routes app:app` in the app's own folder, as `chanlite run app:app` works
+    # (the console script: `python -m` would put the folder on sys.path itself).
+    (tmp_path / "routes_cwd_app.py").write_text(
+        "from chanlite import App\n"
+        "app = App()\n"
+        "@app.http('/health')\n"
+        "async def health(request):\n"
+        "    return {'ok': True}\n"
+    )
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("chanlite")), "routes", "routes_cwd_app:app"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "/health" in out.stdout
+
+
 def test_routes_bad_target() -> None:
     result = CliRunner().invoke(main, ["routes", "no_such_module_xyz:app"])
     assert result.exit_code != 0
