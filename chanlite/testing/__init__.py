@@ -1,6 +1,7 @@
 """Testing tools: an in-process client for apps and the layer contract suite.
 
-``TestClient`` needs nothing beyond chanlite; the contract suites (``LayerContract``,
+``TestClient`` (async) and ``SyncTestClient`` (the same, for plain ``def`` tests, as
+Starlette's and FastAPI's) need nothing beyond chanlite; the contract suites (``LayerContract``,
 ``HistoryContract``, ``PresenceContract``, ``CrossProcessStreamsContract``) import pytest,
 so they are loaded only when asked for.
 """
@@ -17,12 +18,15 @@ if TYPE_CHECKING:
         HistoryContract,
         PresenceContract,
     )
+    from chanlite.testing.sync_client import SyncTestClient, SyncWebSocketSession
 
 __all__ = [
     "CrossProcessStreamsContract",
     "HistoryContract",
     "LayerContract",
     "PresenceContract",
+    "SyncTestClient",
+    "SyncWebSocketSession",
     "TestClient",
     "WebSocketTestSession",
 ]
@@ -39,6 +43,10 @@ def __getattr__(name: str) -> Any:
         from chanlite.testing import streams_contract
 
         return getattr(streams_contract, name)
+    if name in ("SyncTestClient", "SyncWebSocketSession"):
+        from chanlite.testing import sync_client
+
+        return getattr(sync_client, name)
     if name in ("TestClient", "WebSocketTestSession"):
         from chanlite.testing import client
 
