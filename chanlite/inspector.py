@@ -21,7 +21,10 @@ from chanlite.hub import Hub
 from chanlite.layers.base import BaseLayer
 from chanlite.layers.registry import get_layer
 
-INSTALL_HINT = "chanlite inspect --watch draws with rich: pip install 'chanlite[inspect]'"
+INSTALL_HINT = (
+    "chanlite inspect --watch draws with rich: pip install 'chanlite[inspect]' "
+    "(from a chanlite checkout: pip install -e '.[inspect]')"
+)
 
 
 async def gather(url: str) -> dict[str, Any]:

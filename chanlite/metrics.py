@@ -39,7 +39,10 @@ logger = logging.getLogger("chanlite.metrics")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Seconds between two copies of a worker's numbers into the multiprocess files.
 SYNC_INTERVAL = 1.0
-INSTALL_HINT = "chanlite's metrics need prometheus-client: pip install 'chanlite[metrics]'"
+INSTALL_HINT = (
+    "chanlite's metrics need prometheus-client: pip install 'chanlite[metrics]' "
+    "(from a chanlite checkout: pip install -e '.[metrics]')"
+)
 
 
 @dataclass(frozen=True)

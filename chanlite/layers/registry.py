@@ -26,6 +26,12 @@ _KNOWN_PACKAGES = {
 }
 
 
+def install_hint(package: str) -> str:
+    """How to install the plugin *package*: from PyPI, and from a chanlite checkout (where
+    each plugin is a folder of ``plugins/``) until it is published."""
+    return f"pip install {package} (from a chanlite checkout: pip install -e plugins/{package})"
+
+
 def _entry_points(scheme: str) -> list[EntryPoint]:
     found = list(entry_points(group=GROUP, name=scheme))
     # One distribution installed twice (e.g. editable + metadata leftovers) is not a clash.
@@ -86,11 +92,11 @@ def _not_found_message(scheme: str) -> str:
     if package is None and close:
         return (
             f"No channel layer is installed for the scheme {scheme!r}; did you mean "
-            f"{close[0]}:// (pip install {_KNOWN_PACKAGES[close[0]]})? Installed schemes: "
+            f"{close[0]}:// ({install_hint(_KNOWN_PACKAGES[close[0]])})? Installed schemes: "
             f"{listing}"
         )
     hint = (
-        f"install it with: pip install {package}"
+        f"install it with: {install_hint(package)}"
         if package
         else f"install a package that registers the entry point {scheme!r} in the group {GROUP!r}"
     )

@@ -41,7 +41,11 @@ def test_not_a_url() -> None:
 
 def test_unknown_known_scheme_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "_entry_points", lambda scheme: [])
-    with pytest.raises(LayerNotFound, match="pip install chanlite-redis"):
+    with pytest.raises(
+        LayerNotFound,
+        match=r"pip install chanlite-redis \(from a chanlite checkout: pip install -e "
+        r"plugins/chanlite-redis\)",
+    ):
         get_layer("redis://localhost:6379/0")
 
 
@@ -91,5 +95,6 @@ def test_a_typo_of_a_known_plugin_scheme_is_not_install_advice(
         get_layer("sqllite:///x.db")
     assert str(info.value) == (
         "No channel layer is installed for the scheme 'sqllite'; did you mean sqlite:// "
-        "(pip install chanlite-sqlite)? Installed schemes: memory://"
+        "(pip install chanlite-sqlite (from a chanlite checkout: pip install -e "
+        "plugins/chanlite-sqlite))? Installed schemes: memory://"
     )

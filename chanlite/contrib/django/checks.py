@@ -31,7 +31,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             checks.Warning(
                 "The chanlite layer is memory://: events sent from other processes "
                 "(WSGI workers, management commands) reach no socket.",
-                hint="pip install chanlite-sqlite, or set CHANLITE['LAYER'].",
+                hint="pip install chanlite-sqlite (from a chanlite checkout: pip install -e "
+                "plugins/chanlite-sqlite), or set CHANLITE['LAYER'].",
                 id="chanlite.W002",
             )
         )
