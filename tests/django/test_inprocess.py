@@ -495,6 +495,11 @@ async def test_command_help_lists_the_server_options(site: Any) -> None:
     assert proc.returncode == 0
     for option in ("--port", "--layer", "--reload", "--workers", "--ws-max-size"):
         assert option in out.decode()
+    # Its own usage: the site is the target, so no TARGET argument is shown.
+    words = " ".join(out.decode().split())
+    assert "manage.py chanlite [OPTIONS] Serve the Django site" in words
+    assert "TARGET" not in words
+    assert 'CHANLITE["APP"]' in out.decode()
 
 
 async def test_session_store_failure_is_anonymous_and_logged(

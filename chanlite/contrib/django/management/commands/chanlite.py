@@ -94,9 +94,14 @@ class Command(BaseCommand):  # type: ignore[misc]
         """Run the checks, then hand over to ``chanlite run`` (which does not return)."""
         from chanlite.server.command import run
 
-        if not any(arg in ("-h", "--help") for arg in argv):
-            self.check(display_num_errors=False)
-            self.check_migrations()
+        if any(arg in ("-h", "--help") for arg in argv):
+            sys.exit(
+                help_command().main(
+                    args=["--help"], prog_name=prog_name, default_map=server_defaults()
+                )
+            )
+        self.check(display_num_errors=False)
+        self.check_migrations()
         sys.exit(
             run.main(
                 args=server_arguments(argv),
@@ -105,3 +110,25 @@ class Command(BaseCommand):  # type: ignore[misc]
                 standalone_mode=True,
             )
         )
+
+
+def help_command() -> Any:
+    """``chanlite run`` as ``manage.py chanlite --help`` shows it: the same options, no
+    TARGET (the site is the target), and what the command does."""
+    import click
+
+    from chanlite.server.command import run
+
+    return click.Command(
+        "chanlite",
+        params=[p for p in run.params if not isinstance(p, click.Argument)],
+        help=(
+            "Serve the Django site, pages and WebSockets, on chanlite's server: the "
+            'chanlite App of CHANLITE["APP"], with Django for every request its routes '
+            f"do not take. The target is ASGI_APPLICATION if set, else {DEFAULT_TARGET}."
+            "\n\nLike runserver it reloads on code changes when DEBUG is on (--noreload "
+            "or --no-reload turn that off) and runs the system checks first. Every option "
+            'of chanlite run works; CHANLITE["SERVER"] holds defaults for them.'
+        ),
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
