@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 
-.PHONY: setup setup-run run test lint typecheck pytest compliance compliance-full bench clean system-deps fuzz soak
+.PHONY: setup setup-run run test lint typecheck docs pytest compliance compliance-full bench clean system-deps fuzz soak
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -47,11 +47,18 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy chanlite $(foreach d,$(PLUGIN_DIRS),$(d)/$(subst -,_,$(notdir $(d))))
 
+## Build the documentation site (docs/, mkdocs.yml) into ./site; a warning (a broken link,
+## a missing page or anchor, a docstring the API reference cannot read) fails the build
+## (not with -q: mkdocs then drops the warnings that --strict counts).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 pytest: setup system-deps
 	$(BIN)/pytest -q -p no:cacheprovider
 
-## Set up and run everything CI runs: lint, types, the whole test suite, the Autobahn subset.
-test: lint typecheck compliance pytest
+## Set up and run everything CI runs: lint, types, the docs site, the whole test suite
+## (every code block of the README and docs/ included), the Autobahn subset.
+test: lint typecheck docs compliance pytest
 
 compliance: setup
 	bash compliance/run.sh
@@ -79,4 +86,4 @@ bench: setup system-deps
 	bash bench/run.sh
 
 clean:
-	rm -rf $(VENV) .stamp-setup .stamp-run
+	rm -rf $(VENV) .stamp-setup .stamp-run site
