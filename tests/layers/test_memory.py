@@ -12,6 +12,8 @@ from chanlite.layers.streams import HistoryGap, HistoryPolicy
 from chanlite.testing import HistoryContract, LayerContract, PresenceContract
 
 
+# docs/layers.md shows this class to layer authors as the template.
+# --8<-- [start:contract]
 class TestMemoryContract(LayerContract):
     @pytest.fixture
     async def make_layer(self) -> AsyncIterator[Any]:
@@ -25,6 +27,9 @@ class TestMemoryContract(LayerContract):
         yield make
         for layer in made:
             await layer.close()
+
+
+# --8<-- [end:contract]
 
 
 async def test_group_send_cost_is_per_member_not_per_channel() -> None:
