@@ -3,7 +3,9 @@
 ``TestClient`` (async) and ``SyncTestClient`` (the same, for plain ``def`` tests, as
 Starlette's and FastAPI's) need nothing beyond chanlite; the contract suites (``LayerContract``,
 ``HistoryContract``, ``PresenceContract``, ``CrossProcessStreamsContract``) import pytest,
-so they are loaded only when asked for.
+so they are loaded only when asked for. For a layer's tests across real OS processes:
+:mod:`chanlite.testing.peer` (another process sharing the layer) and
+:mod:`chanlite.testing.served` (``chanlite run`` on a free port).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from typing import Any
 from chanlite.layers.base import BaseLayer
 from chanlite.layers.registry import get_layer
 from chanlite.layers.streams import StreamPosition
+from chanlite.testing.served import end_process
 
 #: Bound on how long a peer may take to start and answer (a cold interpreter is slow).
 PEER_TIMEOUT = 30.0
@@ -186,11 +187,7 @@ class Peer:
         if process is None:
             return
         self.close_stdin()
-        try:
-            await asyncio.wait_for(process.wait(), 10)
-        except asyncio.TimeoutError:
-            self.kill()
-            await process.wait()
+        await end_process(process, 10)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,6 +15,8 @@ import pytest
 from chanlite_redis import RedisLayer
 from websockets.asyncio.client import ClientConnection, connect
 
+from chanlite.testing.served import served
+
 pytestmark = pytest.mark.timeout(90)
 
 HERE = Path(__file__).parent
@@ -25,31 +25,10 @@ WAIT = 10.0
 
 @asynccontextmanager
 async def chanlite_server(layer: str) -> AsyncIterator[str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chanlite", "run", "servers_app.py:app",
-        "--layer", layer, "--host", "127.0.0.1", "--port", "0", "--no-access-log",
-        cwd=HERE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    banner = ""
-    try:
-        while "layer:" not in banner:
-            line = await asyncio.wait_for(proc.stderr.readline(), 30)
-            assert line, f"chanlite run exited early: {banner}"
-            banner += line.decode()
-        match = re.search(r"http://([\d.]+:\d+)", banner)
-        assert match, banner
-        yield f"ws://{match.group(1)}/ws"
-    finally:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 20)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
+    async with served(
+        "servers_app.py:app", "--layer", layer, "--no-access-log", cwd=HERE
+    ) as server:
+        yield server.ws_url("/ws")
 
 
 async def _client(url: str) -> tuple[ClientConnection, str]:

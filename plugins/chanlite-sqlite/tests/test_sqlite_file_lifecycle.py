@@ -27,6 +27,8 @@ from sqlite_harness import Peer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from chanlite.testing.served import ServedApp, start_served
+
 pytestmark = pytest.mark.timeout(90)
 
 StartPeer = Callable[..., Awaitable[Peer]]
@@ -294,75 +296,29 @@ async def test_a_locked_file_is_logged_once_and_once_when_it_recovers(
 # -- the same with `chanlite run` servers and WebSocket clients ------------------------------
 
 
-class Server:
+async def start_server(db: Path) -> ServedApp:
     """One ``chanlite run`` process serving ``sqlite_workers_app.py`` on *db*."""
+    return await start_served(
+        "sqlite_workers_app.py:app",
+        "--layer", f"sqlite:///{db}?heartbeat=0.2&heartbeat_timeout=5", "--no-access-log",
+        cwd=Path(__file__).parent,
+    )  # fmt: skip
 
-    def __init__(self, proc: asyncio.subprocess.Process, url: str, log: list[str]) -> None:
-        self.proc, self.url, self.log = proc, url, log
-        self._reader = asyncio.ensure_future(self._read())
 
-    @classmethod
-    async def start(cls, db: Path) -> Server:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "chanlite",
-            "run",
-            "sqlite_workers_app.py:app",
-            "--layer",
-            f"sqlite:///{db}?heartbeat=0.2&heartbeat_timeout=5",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-access-log",
-            cwd=Path(__file__).parent,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert proc.stderr is not None
-        log: list[str] = []
-        while not any("layer:" in line for line in log):
-            line = await asyncio.wait_for(proc.stderr.readline(), 30)
-            assert line, f"chanlite run exited early: {log}"
-            log.append(line.decode().rstrip("\n"))
-        match = re.search(r"http://([\d.]+:\d+)", "\n".join(log))
-        assert match, log
-        return cls(proc, f"ws://{match.group(1)}/ws", log)
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        while line := await self.proc.stderr.readline():
-            self.log.append(line.decode().rstrip("\n"))
-
-    async def client(self) -> ClientConnection:
-        client = await connect(self.url, open_timeout=10)
-        hello = await asyncio.wait_for(client.recv(), 10)
-        assert isinstance(hello, str) and hello.startswith("pid ")
-        return client
-
-    def lines(self, text: str) -> list[str]:
-        return [line for line in self.log if text in line]
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 20)
-            except asyncio.TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        await self._reader
+async def client_of(server: ServedApp) -> ClientConnection:
+    client = await connect(server.ws_url("/ws"), open_timeout=10)
+    hello = await asyncio.wait_for(client.recv(), 10)
+    assert isinstance(hello, str) and hello.startswith("pid ")
+    return client
 
 
 async def test_servers_recover_from_a_deleted_file(db: Path) -> None:
-    servers: list[Server] = []
+    servers: list[ServedApp] = []
     clients: list[ClientConnection] = []
 
     try:
-        servers += await asyncio.gather(Server.start(db), Server.start(db))
-        clients += [await server.client() for server in servers]
+        servers += await asyncio.gather(start_server(db), start_server(db))
+        clients += [await client_of(server) for server in servers]
         await clients[0].send("before")
         for client in clients:
             assert (await asyncio.wait_for(client.recv(), 10)).endswith(": before")
@@ -379,8 +335,8 @@ async def test_servers_recover_from_a_deleted_file(db: Path) -> None:
             for other in clients:
                 assert (await asyncio.wait_for(other.recv(), 10)).endswith(f": after {i}")
 
-        servers.append(await Server.start(db))
-        clients.append(await servers[-1].client())
+        servers.append(await start_server(db))
+        clients.append(await client_of(servers[-1]))
         for i, client in enumerate(clients):
             await client.send(f"three {i}")
             for other in clients:
@@ -436,11 +392,11 @@ async def test_a_server_whose_folder_is_gone_stops_with_one_error(tmp_path: Path
     folder = tmp_path / "data"
     folder.mkdir()
     db = folder / "chat.db"
-    server = await Server.start(db)
+    server = await start_server(db)
     try:
-        client = await server.client()
+        client = await client_of(server)
         shutil.rmtree(folder)
-        code = await asyncio.wait_for(server.proc.wait(), 30)
+        code = await asyncio.wait_for(server.process.wait(), 30)
         await server.stop()
         # A graceful stop (the client is told the server is going away), status 1.
         with pytest.raises(ConnectionClosed) as closed:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+
+from chanlite.testing.served import served
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -20,43 +20,11 @@ HERE = Path(__file__).parent
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
     layer = f"sqlite:///{tmp_path / 'workers.db'}"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "chanlite",
-        "run",
-        "sqlite_workers_app.py:app",
-        "--workers",
-        "2",
-        "--layer",
-        layer,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-access-log",
+    async with served(
+        "sqlite_workers_app.py:app", "--workers", "2", "--layer", layer, "--no-access-log",
         cwd=HERE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    banner = ""
-    try:
-        while "layer:" not in banner:
-            line = await asyncio.wait_for(proc.stderr.readline(), 30)
-            assert line, f"chanlite run exited early: {banner}"
-            banner += line.decode()
-        match = re.search(r"http://([\d.]+:\d+)", banner)
-        assert match, banner
-        yield f"ws://{match.group(1)}/ws", layer
-    finally:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 20)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
+    ) as app:  # fmt: skip
+        yield app.ws_url("/ws"), layer
 
 
 async def _connect(url: str) -> tuple[ClientConnection, str]:
