@@ -3,16 +3,14 @@
 Every test here drives real Channels code in its own OS process (Django's settings are per
 process), so a layer is described by what a Channels project writes in its settings: the
 ``BACKEND`` class path and the ``CONFIG``. The Redis layer runs on a real redis-server,
-started by the Redis plugin's own test fixture (reused, not copied).
+started by the Redis plugin's own test fixture (``redis_server``, see ``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import secrets
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,20 +22,6 @@ PROJECT = Path(__file__).parent / "project"
 CAPACITY = 20
 # Channels' per-channel capacities: a glob pattern (as Channels reads them) -> capacity.
 CHANNEL_CAPACITY = {"compat.tiny*": 2}
-
-
-def _load_redis_harness() -> Any:
-    # The Redis plugin's tests hold the redis-server harness (start, stop, free port).
-    path = ROOT / "plugins" / "chanlite-redis" / "tests" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("chanlite_redis_test_harness", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-redis_server = _load_redis_harness().redis_server  # the plugin's session fixture, reused
 
 
 @dataclass(frozen=True)
