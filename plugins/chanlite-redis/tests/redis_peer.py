@@ -9,15 +9,11 @@ JSON commands on stdin: ``{"op": "group_send"|"send"|"group_add", ...}``, ``{"op
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from typing import Any
 
 from chanlite_redis import RedisLayer
-
-
-def emit(**event: Any) -> None:
-    print(json.dumps(event), flush=True)
+from peer_process import emit, obey
 
 
 async def main(url: str, prefix: str) -> None:
@@ -31,28 +27,19 @@ async def main(url: str, prefix: str) -> None:
             members, message = await layer.receive_local()
             emit(event="received", channels=sorted(members), message=message)
 
+    async def run(command: dict[str, Any]) -> None:
+        op = command["op"]
+        if op == "group_send":
+            await layer.group_send(command["group"], command["message"])
+        elif op == "send":
+            await layer.send(command["channel"], command["message"])
+        elif op == "group_add":
+            await layer.group_add(command["group"], command["channel"])
+
     pumping = asyncio.ensure_future(pump())
     await asyncio.sleep(0)  # start the inbox reader and heartbeat before saying ready
     emit(event="ready", channels=channels, client_id=layer.client_id)
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line:
-            break
-        command = json.loads(line)
-        op = command["op"]
-        if op == "quit":
-            break
-        try:
-            if op == "group_send":
-                await layer.group_send(command["group"], command["message"])
-            elif op == "send":
-                await layer.send(command["channel"], command["message"])
-            elif op == "group_add":
-                await layer.group_add(command["group"], command["channel"])
-            emit(event="done", op=op)
-        except Exception as exc:
-            emit(event="error", op=op, error=f"{type(exc).__name__}: {exc}")
+    await obey(run)
     pumping.cancel()
     await layer.close()
 

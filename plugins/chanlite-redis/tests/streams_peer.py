@@ -15,17 +15,13 @@ on stdin, answering each with ``{"event": "done", "op": ...}``:
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from typing import Any
 
 from chanlite_redis import RedisLayer
+from peer_process import emit, obey
 
 from chanlite.layers import HistoryPolicy
-
-
-def emit(**event: Any) -> None:
-    print(json.dumps(event), flush=True)
 
 
 async def main(url: str, prefix: str, presence_timeout: float) -> None:
@@ -43,33 +39,22 @@ async def main(url: str, prefix: str, presence_timeout: float) -> None:
             message = await layer.receive(channel)
             emit(event="received", message=message)
 
+    async def run(command: dict[str, Any]) -> None:
+        op = command["op"]
+        if op == "group_add":
+            await layer.group_add(command["group"], channel)
+        elif op == "presence_join":
+            await layer.presence_join(command["group"], channel, command["key"], command["meta"])
+        elif op == "send_many":
+            for i in range(command["count"]):
+                await layer.group_send(
+                    command["group"], {"type": "peer.message", "tag": command["tag"], "i": i}
+                )
+
     pumping = asyncio.ensure_future(pump())
     await asyncio.sleep(0)
     emit(event="ready", channel=channel, client_id=layer.client_id)
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line:
-            break
-        command = json.loads(line)
-        op = command["op"]
-        if op == "quit":
-            break
-        try:
-            if op == "group_add":
-                await layer.group_add(command["group"], channel)
-            elif op == "presence_join":
-                await layer.presence_join(
-                    command["group"], channel, command["key"], command["meta"]
-                )
-            elif op == "send_many":
-                for i in range(command["count"]):
-                    await layer.group_send(
-                        command["group"], {"type": "peer.message", "tag": command["tag"], "i": i}
-                    )
-            emit(event="done", op=op)
-        except Exception as exc:
-            emit(event="error", op=op, error=f"{type(exc).__name__}: {exc}")
+    await obey(run)
     pumping.cancel()
     await layer.close()
 

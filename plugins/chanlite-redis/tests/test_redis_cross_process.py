@@ -3,70 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from chanlite_redis import RedisLayer
+from peer_process import WAIT, PeerProcess
 from redis.asyncio import Redis
 
 PEER = Path(__file__).with_name("redis_peer.py")
-WAIT = 10.0
 
 
-class Peer:
-    """One redis_peer.py process and its JSON line protocol."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.channels: list[str] = []
-        self.client_id = ""
-
-    @classmethod
-    async def start(cls, url: str, prefix: str) -> Peer:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(PEER),
-            url,
-            prefix,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        peer = cls(process)
-        ready = await peer.next_event("ready")
-        peer.channels = ready["channels"]
-        peer.client_id = ready["client_id"]
-        return peer
-
-    async def next_event(self, kind: str | None = None) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        while True:
-            line = await asyncio.wait_for(self.process.stdout.readline(), WAIT)
-            assert line, "peer exited"
-            event: dict[str, Any] = json.loads(line)
-            if kind is None or event["event"] == kind:
-                return event
-            if event["event"] == "error":
-                raise AssertionError(event["error"])
-
-    async def command(self, **command: Any) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(command).encode() + b"\n")
-        await self.process.stdin.drain()
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
-        await self.process.wait()
+Peers = tuple[PeerProcess, PeerProcess]
 
 
 @pytest.fixture
-async def peers(redis_server: Any, prefix: str) -> AsyncIterator[tuple[Peer, Peer]]:
-    a = await Peer.start(redis_server.url, prefix)
-    b = await Peer.start(redis_server.url, prefix)
+async def peers(redis_server: Any, prefix: str) -> AsyncIterator[Peers]:
+    a = await PeerProcess.start(PEER, redis_server.url, prefix)
+    b = await PeerProcess.start(PEER, redis_server.url, prefix)
     try:
         yield a, b
     finally:
@@ -74,7 +29,7 @@ async def peers(redis_server: Any, prefix: str) -> AsyncIterator[tuple[Peer, Pee
         await b.stop()
 
 
-async def test_broadcast_both_ways_one_item_per_process(peers: tuple[Peer, Peer]) -> None:
+async def test_broadcast_both_ways_one_item_per_process(peers: Peers) -> None:
     a, b = peers
     for sender, number in ((a, 1), (b, 2)):
         message = {"type": "chanlite.broadcast", "text": f"hello {number}"}
@@ -82,26 +37,26 @@ async def test_broadcast_both_ways_one_item_per_process(peers: tuple[Peer, Peer]
         for peer in (a, b):
             got = await peer.next_event("received")
             # One item per process naming both of its members: encode-once broadcast.
-            assert got["channels"] == sorted(peer.channels)
+            assert got["channels"] == sorted(peer.ready["channels"])
             assert got["message"] == message
 
 
-async def test_direct_send_crosses_processes(peers: tuple[Peer, Peer]) -> None:
+async def test_direct_send_crosses_processes(peers: Peers) -> None:
     a, b = peers
-    await a.command(op="send", channel=b.channels[1], message={"type": "to.b", "n": 1})
+    await a.command(op="send", channel=b.ready["channels"][1], message={"type": "to.b", "n": 1})
     got = await b.next_event("received")
     assert got == {
         "event": "received",
-        "channels": [b.channels[1]],
+        "channels": [b.ready["channels"][1]],
         "message": {"type": "to.b", "n": 1},
     }
-    await b.command(op="send", channel=a.channels[0], message={"type": "to.a", "n": 2})
+    await b.command(op="send", channel=a.ready["channels"][0], message={"type": "to.a", "n": 2})
     got = await a.next_event("received")
-    assert got["channels"] == [a.channels[0]] and got["message"]["n"] == 2
+    assert got["channels"] == [a.ready["channels"][0]] and got["message"]["n"] == 2
 
 
 async def test_local_and_remote_processes_share_a_group(
-    peers: tuple[Peer, Peer], make_redis_layer: Any
+    peers: Peers, make_redis_layer: Any
 ) -> None:
     a, b = peers
     layer: RedisLayer = await make_redis_layer()
@@ -114,13 +69,13 @@ async def test_local_and_remote_processes_share_a_group(
 
 
 async def test_dead_process_memberships_are_cleaned(
-    peers: tuple[Peer, Peer], make_redis_layer: Any, redis_server: Any, prefix: str
+    peers: Peers, make_redis_layer: Any, redis_server: Any, prefix: str
 ) -> None:
     _, b = peers
     # Same heartbeat as the peers: a sender judges others by its own setting.
     layer: RedisLayer = await make_redis_layer(heartbeat=0.2)
     # A membership made by another process lives in Redis, unlike a process's own.
-    await layer.group_add("watchers", b.channels[0])
+    await layer.group_add("watchers", b.ready["channels"][0])
     await layer.group_send("watchers", {"type": "first"})
     assert (await b.next_event("received"))["message"] == {"type": "first"}
     await b.stop()
@@ -128,13 +83,13 @@ async def test_dead_process_memberships_are_cleaned(
     try:
         # The heartbeat key (0.2 s beat, 0.6 s TTL) lapses once the process is gone.
         for _ in range(100):
-            if not await client.exists(f"{prefix}a:{b.client_id}"):
+            if not await client.exists(prefix + "a:" + b.ready["client_id"]):
                 break
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("heartbeat of the killed process never expired")
         await asyncio.sleep(0.7)  # past the grace given to a process that just joined
         await layer.group_send("watchers", {"type": "second"})
-        assert not await client.hexists(f"{prefix}m:watchers", b.channels[0])
+        assert not await client.hexists(f"{prefix}m:watchers", b.ready["channels"][0])
     finally:
         await client.aclose()

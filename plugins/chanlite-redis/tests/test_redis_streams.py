@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import signal
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +11,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from chanlite_redis import RedisLayer, RedisUnavailable
+from peer_process import PeerProcess
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
@@ -29,73 +27,15 @@ PEER = Path(__file__).with_name("streams_peer.py")
 WAIT = 10.0
 
 
-class StreamsPeer:
-    """One streams_peer.py process and its JSON line protocol."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.channel = ""
-        self.client_id = ""
-        self.received: list[dict[str, Any]] = []
-
-    @classmethod
-    async def start(cls, url: str, prefix: str, presence_timeout: float = 30.0) -> StreamsPeer:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(PEER),
-            url,
-            prefix,
-            str(presence_timeout),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        peer = cls(process)
-        ready = await peer.next_event("ready")
-        peer.channel = ready["channel"]
-        peer.client_id = ready["client_id"]
-        return peer
-
-    async def next_event(self, kind: str, timeout: float = WAIT) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        while True:
-            line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
-            assert line, "peer exited"
-            event: dict[str, Any] = json.loads(line)
-            if event["event"] == "error":
-                raise AssertionError(event["error"])
-            if event["event"] == "received":
-                self.received.append(event["message"])
-            if event["event"] == kind:
-                return event
-
-    async def run(self, **command: Any) -> None:
-        """Send *command* and wait until the peer has done it."""
-        await self.command(**command)
-        await self.next_event("done")
-
-    async def command(self, **command: Any) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(command).encode() + b"\n")
-        await self.process.stdin.drain()
-
-    def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
-
-    async def stop(self) -> None:
-        self.kill()
-        await self.process.wait()
-
-
-Spawn = Callable[..., Awaitable[StreamsPeer]]
+Spawn = Callable[..., Awaitable[PeerProcess]]
 
 
 @pytest.fixture
 async def spawn(redis_server: Any, prefix: str) -> AsyncIterator[Spawn]:
-    peers: list[StreamsPeer] = []
+    peers: list[PeerProcess] = []
 
-    async def start(presence_timeout: float = 30.0) -> StreamsPeer:
-        peer = await StreamsPeer.start(redis_server.url, prefix, presence_timeout)
+    async def start(presence_timeout: float = 30.0) -> PeerProcess:
+        peer = await PeerProcess.start(PEER, redis_server.url, prefix, str(presence_timeout))
         peers.append(peer)
         return peer
 
@@ -350,8 +290,8 @@ async def test_killed_process_leaves_presence_once_within_the_timeout(
     listing = await layer.presence("room")
     assert listing == {
         "carol": [{"n": "c", "ref": mine}],
-        "ada": [{"n": "ada", "ref": doomed.channel}],
-        "bob": [{"n": "bob", "ref": witness.channel}],
+        "ada": [{"n": "ada", "ref": doomed.ready["channel"]}],
+        "bob": [{"n": "bob", "ref": witness.ready["channel"]}],
     }
     joins = await _diffs(layer, mine, 0.2)
     assert [list(d["joins"]) for d in joins] == [["carol"], ["ada"], ["bob"]]
@@ -365,7 +305,7 @@ async def test_killed_process_leaves_presence_once_within_the_timeout(
             "type": "presence.diff",
             "group": "room",
             "joins": {},
-            "leaves": {"ada": [{"n": "ada", "ref": doomed.channel}]},
+            "leaves": {"ada": [{"n": "ada", "ref": doomed.ready["channel"]}]},
             "last": True,
         }
     ]
