@@ -34,16 +34,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
-from chanlite.layers.errors import (
-    ChannelFull,
-    DecodeError,
-    ForeignChannel,
-    LayerConfigError,
-    LayerError,
-    LayerNotFound,
-    LayerUnavailable,
-    NotSupported,
-)
+from chanlite.layers import errors
+from chanlite.layers.errors import ForeignChannel, LayerConfigError, LayerError, NotSupported
 from chanlite.layers.streams import (
     HistoryError,
     HistoryPage,
@@ -71,6 +63,13 @@ __all__ = [
 ]
 
 logger = logging.getLogger("chanlite.layers")
+
+# The error tree lived here before errors.py: the names the package exports from there
+# (chanlite.layers) stay importable from here too.
+ChannelFull = errors.ChannelFull
+DecodeError = errors.DecodeError
+LayerNotFound = errors.LayerNotFound
+LayerUnavailable = errors.LayerUnavailable
 
 Event = dict[str, Any]
 """An event: a dict with a ``"type"`` key naming its handler, e.g. ``"chat.message"``.

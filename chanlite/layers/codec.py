@@ -21,7 +21,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgpack  # type: ignore[import-untyped]
 
-from chanlite.layers.base import DecodeError, Event
+from chanlite.layers.base import Event
+from chanlite.layers.errors import DecodeError
 
 _PACK_ERRORS = (TypeError, ValueError, OverflowError)
 

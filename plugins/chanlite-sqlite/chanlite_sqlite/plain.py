@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from chanlite.layers.base import DecodeError, Message
+from chanlite.layers import DecodeError, Message
 from chanlite.layers.codec import Codec
 from chanlite_sqlite.connection import resolve
 from chanlite_sqlite.writer import Claim, Writer

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
-from chanlite.layers.base import DecodeError
+from chanlite.layers import DecodeError
 from chanlite.layers.codec import Codec
 from chanlite_sqlite.errors import DatabaseFileError
 from chanlite_sqlite.schema import (
