@@ -15,7 +15,7 @@ Workloads, identical for every layer and each run between two OS processes:
   last delivery; CLOCK_MONOTONIC is system-wide, so both processes read one clock).
   channels_redis consumers read with ``receive(channel)`` per member, as Channels does;
   chanlite is measured both that way and with ``receive_local()``, which is what
-  chanlite's dispatcher uses (one item per group message naming every local member).
+  chanlite's hub reads (one item per group message naming every local member).
 """
 
 from __future__ import annotations
