@@ -366,21 +366,15 @@ class Hub:
         """Send *event* to one channel (a connection's ``on`` handlers), in any process."""
         began = time.perf_counter()
         await self.layer.send(channel, event)
-        stats = self.stats
-        stats.sends += 1
-        stats.layer_send_seconds += time.perf_counter() - began
-        if self._outage is not None:
-            self.layer_ok()
+        self.stats.sends += 1
+        self._sent(began)
 
     async def group_send(self, group: str, event: Event) -> None:
         """Send *event* to every member of *group*."""
         began = time.perf_counter()
         await self.layer.group_send(group, event)
-        stats = self.stats
-        stats.group_sends += 1
-        stats.layer_send_seconds += time.perf_counter() - began
-        if self._outage is not None:
-            self.layer_ok()
+        self.stats.group_sends += 1
+        self._sent(began)
 
     async def broadcast(
         self,
@@ -396,9 +390,12 @@ class Hub:
         event = broadcast_event(text=text, bytes=bytes, json=json, exclude=exclude)
         began = time.perf_counter()
         await self.layer.group_send(group, event)
-        stats = self.stats
-        stats.broadcasts += 1
-        stats.layer_send_seconds += time.perf_counter() - began
+        self.stats.broadcasts += 1
+        self._sent(began)
+
+    def _sent(self, began: float) -> None:
+        # After a send the layer took: its time, and the end of an outage it was in.
+        self.stats.layer_send_seconds += time.perf_counter() - began
         if self._outage is not None:
             self.layer_ok()
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chanlite.asgi_websocket import ASGIWebSocket, WebSocketState, peer
@@ -591,23 +591,28 @@ class WebSocket(ASGIWebSocket):
         if name is not None and hub is not None:
             hub.unregister(name)
             self._joins = None
-            for group in self._groups or ():
-                try:
-                    await hub.group_discard(group, name)
-                except LayerUnavailable as exc:
-                    hub.layer_failed(exc)
-                except Exception:
-                    logger.warning("Could not leave group %r on disconnect", group, exc_info=True)
-            self._groups = None
+            groups, self._groups = self._groups, None
+            await _each_group(hub, groups, hub.group_discard, name, "leave group")
             # After leaving the groups: the others hear of it, this connection does not.
-            for group in self._presence or ():
-                try:
-                    await hub.presence_leave(group, name)
-                except LayerUnavailable as exc:
-                    hub.layer_failed(exc)
-                except Exception:
-                    logger.warning("Could not withdraw presence in %r", group, exc_info=True)
-            self._presence = None
+            presence, self._presence = self._presence, None
+            await _each_group(hub, presence, hub.presence_leave, name, "withdraw presence in")
+
+
+async def _each_group(
+    hub: Hub,
+    groups: Iterable[str] | None,
+    leave: Callable[[str, str], Awaitable[None]],
+    channel: str,
+    what: str,
+) -> None:
+    # On disconnect: one group failing to let go must not keep the others.
+    for group in groups or ():
+        try:
+            await leave(group, channel)
+        except LayerUnavailable as exc:
+            hub.layer_failed(exc)
+        except Exception:
+            logger.warning("Could not %s %r on disconnect", what, group, exc_info=True)
 
 
 def _presence_arg(presence: object) -> tuple[str, dict[str, Any]]:
