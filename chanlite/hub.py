@@ -105,6 +105,10 @@ class HubStats:
     """History events (and ``history.gap`` notices) delivered by joins from a position."""
     duplicates_skipped: int = 0
     """Live events a join from a position had already delivered from the history."""
+    events_refetched: int = 0
+    """Events of a history group the layer dropped for a connection whose channel was full,
+    read from the history and handled in their place (and ``history.gap`` notices where
+    the history no longer had them)."""
     sends: int = 0
     """Events sent to one channel through the layer (``send``)."""
     group_sends: int = 0

@@ -141,3 +141,55 @@ class StreamJoins:
     def discard(self, group: str) -> None:
         """Forget *group* (the connection left it)."""
         self._joins.pop(group, None)
+
+
+class StreamGaps:
+    """The last offset one connection handled in each history group it joined.
+
+    A layer drops a group message for a member whose channel is full (it counts the drop
+    and logs it); in a history group that message is still in the history. When a live
+    event's offset jumps past the next one, :meth:`check` says where the run it skipped
+    starts, so the connection reads it from the history and handles it in its place, in
+    order, or learns (a ``history.gap``) that the history no longer has it.
+
+    Broadcast frames reach sockets without passing through the connection, so a jump in
+    a group that carries broadcasts may be frames already written: such a group is
+    :meth:`forget`-ed as soon as one shows up, and checked again only after a new join.
+    """
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[str, int] | None] = {}
+
+    def watch(self, group: str) -> None:
+        """Start checking *group* (joined now): its next event sets where it is."""
+        self._last[group] = None
+
+    def at(self, group: str, position: StreamPosition) -> None:
+        """*group* (watched) is known to be at *position* (a join read its history to it)."""
+        if group in self._last:
+            self._last[group] = (position.epoch, position.offset)
+
+    def forget(self, group: object) -> None:
+        """Stop checking *group* (left, or found to carry broadcasts)."""
+        if isinstance(group, str):
+            self._last.pop(group, None)
+
+    def check(self, event: Event) -> StreamPosition | None:
+        """Note a live *event* as handled. If it comes after a jump in the offsets of a
+        watched group, return the position after which the missed run starts."""
+        group = event.get("group")
+        if not isinstance(group, str) or group not in self._last:
+            return None
+        offset, epoch = event.get("offset"), event.get("epoch")
+        if not isinstance(offset, int) or not isinstance(epoch, str):
+            return None
+        if event.get("type") == HISTORY_GAP:
+            self._last[group] = None  # what follows a gap starts afresh
+            return None
+        last = self._last[group]
+        self._last[group] = (epoch, offset)
+        if last is None or (epoch == last[0] and offset <= last[1] + 1):
+            return None
+        return StreamPosition(last[1], last[0])

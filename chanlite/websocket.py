@@ -46,7 +46,7 @@ from chanlite.layers.streams import (
     check_position,
 )
 from chanlite.presence import key_events
-from chanlite.resume import DUPLICATE, PASS, StreamJoins, gap_event
+from chanlite.resume import DUPLICATE, PASS, StreamGaps, StreamJoins, gap_event
 from chanlite.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ class WebSocket(ASGIWebSocket):
         "_channel_name",
         "_drain",
         "_events",
+        "_gaps",
         "_groups",
         "_handler",
         "_hub",
@@ -121,6 +122,7 @@ class WebSocket(ASGIWebSocket):
         self._room: asyncio.Future[None] | None = None
         self._slow = False
         self._joins: StreamJoins | None = None
+        self._gaps: StreamGaps | None = None
         self._presence: set[str] | None = None
 
     def _json_default(self) -> Callable[[Any], Any]:
@@ -206,7 +208,10 @@ class WebSocket(ASGIWebSocket):
           sees the conversation so far).
 
         Returns the group's position after what was delivered (None for a plain join).
-        Events of a history group carry ``"offset"``, ``"epoch"`` and ``"group"``.
+        Events of a history group carry ``"offset"``, ``"epoch"`` and ``"group"``. Those
+        the layer drops for this connection while its channel is full (counted and logged
+        by the layer) are read from the history and handled in their place, in order, once
+        the group's next event shows the jump in its offsets (see :meth:`handle_event`).
 
         *presence* ``(key, meta)`` announces this connection in the group (one entry per
         key, several connections of one key share it); it is withdrawn when the
@@ -261,6 +266,9 @@ class WebSocket(ASGIWebSocket):
         if self._groups is None:
             self._groups = set()
         self._groups.add(group)
+        if self._gaps is None:
+            self._gaps = StreamGaps()
+        self._gaps.watch(group)
 
     async def _join_from(
         self, group: str, since: StreamPosition | None, last: int | None
@@ -287,6 +295,8 @@ class WebSocket(ASGIWebSocket):
             raise
         hub.stats.events_replayed += len(replay)
         replay.extend(joins.finish(group, page.position))  # live ones newer than the read
+        if self._gaps is not None:
+            self._gaps.at(group, page.position)
         if not joins.active:
             self._joins = None
         for event in replay:
@@ -313,6 +323,8 @@ class WebSocket(ASGIWebSocket):
             joins.discard(group)
             if not joins.active:
                 self._joins = None
+        if self._gaps is not None:
+            self._gaps.forget(group)
         if self._groups and group in self._groups:
             self._groups.discard(group)
             await self.hub.group_discard(group, self.channel_name)
@@ -414,8 +426,22 @@ class WebSocket(ASGIWebSocket):
             self._drain = None
 
     async def handle_event(self, event: Event) -> None:
-        """Run the ``on`` handler for one layer *event* (a broadcast: write its frame)."""
+        """Run the ``on`` handler for one layer *event* (a broadcast: write its frame).
+
+        An event of a history group this connection joined whose offset skips some (the
+        layer dropped them while this connection's channel was full) is preceded by the
+        skipped events, read from the history, or by a ``history.gap`` event when the
+        history no longer has them.
+        """
         kind = event.get("type")
+        gaps = self._gaps
+        if gaps is not None and "offset" in event:
+            if kind == BROADCAST:
+                gaps.forget(event.get("group"))
+            else:
+                since = gaps.check(event)
+                if since is not None:
+                    await self._handle_missed(event, since)
         if kind == BROADCAST:
             if self.application_state is not WebSocketState.CONNECTED:
                 self._undeliverable(event, "its socket is closed")
@@ -429,6 +455,42 @@ class WebSocket(ASGIWebSocket):
             except (WebSocketDisconnect, WebSocketStateError):
                 self._undeliverable(event, "its socket closed")
             return
+        await self._dispatch(event)
+
+    async def _handle_missed(self, event: Event, since: StreamPosition) -> None:
+        # Read what the layer dropped for this connection from the history: the run
+        # after *since* and before *event*, handled before it as if it had arrived.
+        group, offset, epoch = event["group"], event["offset"], event["epoch"]
+        missing = offset - since.offset - 1 if epoch == since.epoch else None
+        try:
+            page = await self.hub.history(group, since, missing)
+        except HistoryGap as gap:
+            logger.debug("%s missed events of %r: %s", peer(self.scope), group, gap)
+            missed = [gap_event(gap)]
+        except Exception:
+            logger.warning(
+                "Could not read the events of %r that %s missed", group, peer(self.scope),
+                exc_info=True,
+            )  # fmt: skip
+            return
+        else:
+            missed = [e for e in page.events if e.get("offset", offset) < offset]
+            if any(e.get("type") == BROADCAST for e in missed):
+                # Frames may have been written already: fill only what handlers missed.
+                assert self._gaps is not None
+                self._gaps.forget(group)
+                missed = [e for e in missed if e.get("type") != BROADCAST]
+            logger.debug(
+                "%s missed %d events of %r (its channel was full); handled from the history",
+                peer(self.scope), len(missed), group,
+            )  # fmt: skip
+        self.hub.stats.events_refetched += len(missed)
+        for missed_event in missed:
+            await self._dispatch(missed_event)
+
+    async def _dispatch(self, event: Event) -> None:
+        """Run the ``on`` handler(s) for one layer *event* that is not a broadcast."""
+        kind = event.get("type")
         handler = self._handler
         if kind == PRESENCE_DIFF:
             await self._presence_diff(event)

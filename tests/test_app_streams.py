@@ -241,6 +241,85 @@ async def test_a_layer_without_the_capabilities_is_named() -> None:
     ]
 
 
+# -- live events the layer dropped for a full connection ----------------------------------
+
+
+def slow_room_app(size: int) -> App:
+    """A room whose ``on`` handler takes a while per event, on a layer with room for 2
+    events per channel: a burst of sends fills the connection's channel and the layer
+    drops the rest for it (counting them), while the history keeps them all."""
+    app = App(layer="memory://?capacity=2")
+    app.history("room.*", size=size)
+
+    @app.websocket("/slow")
+    async def slow(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.join("room.slow")
+        await ws.send_json({"joined": True})
+        async for _ in ws.iter_text():
+            pass
+
+    @slow.on("chat.line")
+    async def line(ws: WebSocket, event: dict[str, Any]) -> None:
+        await asyncio.sleep(0.005)
+        await ws.send_json({"msg": event["text"], "offset": event["offset"]})
+
+    @slow.on("history.gap")
+    async def gap(ws: WebSocket, event: dict[str, Any]) -> None:
+        await ws.send_json({"gap": event["reason"], "offset": event["offset"]})
+
+    return app
+
+
+async def test_events_dropped_for_a_full_connection_are_handled_from_the_history() -> None:
+    app = slow_room_app(size=100)
+    total = 40
+    async with TestClient(app) as client, client.websocket("/slow") as ws:
+        await until(ws, "joined")
+        await say(app, "room.slow", *[str(i) for i in range(total)])
+        layer = app.layer
+        assert isinstance(layer, MemoryLayer)
+        dropped = layer.drops["room.slow"]
+        assert dropped > 0  # the layer did drop some for this connection (and said so)
+        got = await messages(ws, total - dropped)  # what reached it, with jumps between
+        # The next event of the group shows the jump in its offsets: what was dropped is
+        # read from the history and handled first, in order.
+        await say(app, "room.slow", "next")
+        got += await messages(ws, dropped + 1)
+    assert [m["msg"] for m in got] == [str(i) for i in range(total)] + ["next"]
+    assert [m["offset"] for m in got] == list(range(1, total + 2))
+    assert app.stats.events_refetched == dropped
+
+
+async def test_dropped_events_the_history_no_longer_has_are_a_gap_event() -> None:
+    app = slow_room_app(size=2)
+    total = 40
+    frames: list[dict[str, Any]] = []
+    async with TestClient(app) as client, client.websocket("/slow") as ws:
+        await until(ws, "joined")
+        await say(app, "room.slow", *[str(i) for i in range(total)])
+        layer = app.layer
+        assert isinstance(layer, MemoryLayer)
+        frames += await messages(ws, total - layer.drops["room.slow"])
+        await say(app, "room.slow", "next")
+        while frames[-1].get("msg") != "next":
+            frames.append(await ws.receive_json(timeout=5))
+    assert [f["gap"] for f in frames if "gap" in f] == ["too_old"]
+    # Every offset was handled, or lies in the run a history.gap said was lost (between
+    # the offsets handled before and after it); none twice, none out of order.
+    accounted: list[int] = []
+    told = False
+    for frame in frames:
+        if "gap" in frame:
+            told = True
+        elif "msg" in frame:
+            if told:
+                accounted += range(accounted[-1] + 1, frame["offset"])
+                told = False
+            accounted.append(frame["offset"])
+    assert accounted == list(range(1, total + 2))
+
+
 # -- presence -----------------------------------------------------------------------------
 
 
@@ -525,6 +604,32 @@ def test_events_with_an_offset_key_of_their_own_pass() -> None:
     assert joins.offer({"type": "x", "offset": 3}) == PASS
     assert joins.offer({"type": "x", "offset": 3, "group": "other"}) == PASS
     assert joins.offer({"type": "x", "offset": 3, "group": "g", "epoch": "e"}) == STASHED
+
+
+def test_jumps_in_a_joined_groups_offsets_are_where_events_were_missed() -> None:
+    from chanlite.resume import StreamGaps
+
+    def event(offset: int, epoch: str = "e", group: str = "g", **more: Any) -> Event:
+        return {"type": "x", "group": group, "offset": offset, "epoch": epoch, **more}
+
+    gaps = StreamGaps()
+    assert gaps.check(event(7)) is None  # a group it did not join
+    gaps.watch("g")
+    assert gaps.check(event(7)) is None  # the first one sets where it is
+    assert gaps.check(event(8)) is None
+    assert gaps.check(event(11)) == StreamPosition(8, "e")  # 9 and 10 were missed
+    assert gaps.check(event(12)) is None
+    assert gaps.check(event(3, "other")) == StreamPosition(12, "e")  # the stream was lost
+    assert gaps.check({**event(0, "other"), "type": "history.gap"}) is None
+    assert gaps.check(event(9, "other")) is None  # after a gap notice: afresh
+    assert gaps.check({"type": "x", "group": "g", "offset": "11"}) is None  # not a stream's
+    gaps.forget("g")
+    assert gaps.check(event(20)) is None
+    gaps.watch("g")
+    gaps.at("g", StreamPosition(30, "e"))  # a join read the history up to 30
+    assert gaps.check(event(29)) is None  # its replay
+    assert gaps.check(event(30)) is None
+    assert gaps.check(event(32)) == StreamPosition(30, "e")
 
 
 async def test_broadcasts_to_a_history_group_are_replayed_as_frames() -> None:
