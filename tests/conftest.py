@@ -15,7 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_redis_harness() -> Any:
-    path = ROOT / "plugins" / "chanlite-redis" / "tests" / "conftest.py"
+    tests = ROOT / "plugins" / "chanlite-redis" / "tests"
+    if str(tests) not in sys.path:
+        sys.path.append(str(tests))  # its conftest imports its helper modules by name
+    path = tests / "conftest.py"
     spec = importlib.util.spec_from_file_location("chanlite_redis_test_harness", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
