@@ -108,18 +108,7 @@ async def test_group_send_without_a_reader_drops_at_once() -> None:
 
 
 class TestMemoryStreams(HistoryContract, PresenceContract):
-    @pytest.fixture
-    async def make_layer(self) -> AsyncIterator[Any]:
-        made: list[BaseLayer] = []
-
-        async def make(**options: Any) -> BaseLayer:
-            layer = MemoryLayer(**options)
-            made.append(layer)
-            return layer
-
-        yield make
-        for layer in made:
-            await layer.close()
+    make_layer = TestMemoryContract.make_layer
 
 
 async def test_each_memory_layer_is_its_own_epoch() -> None:
