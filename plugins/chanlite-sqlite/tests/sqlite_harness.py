@@ -10,9 +10,11 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from chanlite.testing.served import end_process
 
 HERE = Path(__file__).parent
 PEER = HERE / "sqlite_peer.py"
@@ -118,11 +120,7 @@ class Peer:
         if self.proc.returncode is None:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 5)
-            except asyncio.TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+            await end_process(self.proc, 5)
         await self._reader
         if self._stderr_reader is not None:
             await self._stderr_reader
@@ -154,3 +152,26 @@ def read_only(db: Path) -> Iterator[Path]:
         if immutable:
             subprocess.run(["chattr", "-i", str(db)], check=True)
         db.chmod(0o644)
+
+
+StartPeer = Callable[..., Awaitable[Peer]]
+
+
+@contextlib.contextmanager
+def locked(db: Path, script: str) -> Iterator[None]:
+    """Run *script* (Python, given the path of *db* as ``sys.argv[1]``) in another process
+    while the block runs: it takes a lock on the file, prints ``locked`` and holds the lock
+    until its stdin closes."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(10)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from chanlite_sqlite import SQLiteLayer
-from sqlite_harness import Peer, read_only
+from sqlite_harness import Peer, locked, read_only
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -152,19 +152,8 @@ sys.stdin.read()
 def test_a_locked_file(tmp_path: Path) -> None:
     db = tmp_path / "locked.db"
     SQLiteLayer(db).send_blocking("warm", {"type": "up"})
-    locker = subprocess.Popen(
-        [sys.executable, "-c", LOCKER, str(db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+    with locked(db, LOCKER):
         done = chanlite_send(f"sqlite:///{db}?timeout=0.3", "room", EVENT)
-    finally:
-        assert locker.stdin is not None
-        locker.stdin.close()
-        locker.wait(10)
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == (
         f"Error: Channel layer database {db} is locked by another process (waited 0.3 s). "

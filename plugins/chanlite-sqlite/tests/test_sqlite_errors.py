@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from chanlite_sqlite import SQLiteLayer
 from chanlite_sqlite.schema import SCHEMA_VERSION, DatabaseFileError
-from sqlite_harness import read_only
+from sqlite_harness import locked, read_only
 
 from chanlite.layers import LayerConfigError, get_layer
 
@@ -174,24 +172,12 @@ sys.stdin.read()
 async def test_locked_file(tmp_path: Path) -> None:
     db = tmp_path / "locked.db"
     SQLiteLayer(db).send_blocking("warm", {"type": "up"})
-    locker = subprocess.Popen(
-        [sys.executable, "-c", LOCKER, str(db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert locker.stdout is not None
-        assert (await asyncio.to_thread(locker.stdout.readline)).strip() == "locked"
+    with locked(db, LOCKER):
         layer = SQLiteLayer(db, timeout=0.3)
         with pytest.raises(DatabaseFileError, match=rf"{db} is locked by another process"):
             await layer.group_send("g", {"type": "x"})
         with pytest.raises(DatabaseFileError, match=rf"{db} is locked by another process"):
             layer.send_blocking("c", {"type": "x"})
-    finally:
-        assert locker.stdin is not None
-        locker.stdin.close()
-        locker.wait(10)
     # Once the lock is gone the same layer object works.
     await layer.send("c", {"type": "after"})
     assert (await asyncio.wait_for(layer.receive("c"), 5))["type"] == "after"

@@ -18,12 +18,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from chanlite_sqlite import SQLiteLayer
-from sqlite_harness import Peer
+from sqlite_harness import Peer, StartPeer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -31,28 +30,10 @@ from chanlite.testing.served import ServedApp, start_served
 
 pytestmark = pytest.mark.timeout(90)
 
-StartPeer = Callable[..., Awaitable[Peer]]
 OPTIONS = {"heartbeat": 0.2, "heartbeat_timeout": 5}
+PEER_OPTIONS = {"stderr": True, **OPTIONS}  # for the start_peer fixture
 MOVED = "while in use; opened the path again"
 _texts = itertools.count()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "shared.db"
-
-
-@pytest.fixture
-async def start_peer(db: Path) -> AsyncIterator[StartPeer]:
-    peers: list[Peer] = []
-
-    async def start(**options: object) -> Peer:
-        peer = await Peer.start(db, stderr=True, **{**OPTIONS, **options})
-        peers.append(peer)
-        return peer
-
-    yield start
-    await asyncio.gather(*(peer.stop() for peer in peers))
 
 
 async def join(peer: Peer, group: str = "room") -> str:

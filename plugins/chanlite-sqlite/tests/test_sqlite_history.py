@@ -23,11 +23,6 @@ MakeLayer = Callable[..., Awaitable[SQLiteLayer]]
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "history.db"
-
-
-@pytest.fixture
 async def make_layer(db: Path) -> AsyncIterator[MakeLayer]:
     made: list[SQLiteLayer] = []
 

@@ -7,33 +7,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from sqlite_harness import Peer
+from sqlite_harness import StartPeer
 
 pytestmark = pytest.mark.timeout(60)
-
-StartPeer = Callable[..., Awaitable[Peer]]
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "shared.db"
-
-
-@pytest.fixture
-async def start_peer(db: Path) -> AsyncIterator[StartPeer]:
-    peers: list[Peer] = []
-
-    async def start(**options: object) -> Peer:
-        peer = await Peer.start(db, **options)
-        peers.append(peer)
-        return peer
-
-    yield start
-    await asyncio.gather(*(peer.stop() for peer in peers))
 
 
 async def test_group_send_reaches_members_in_three_processes(start_peer: StartPeer) -> None:
