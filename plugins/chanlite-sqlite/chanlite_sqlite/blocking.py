@@ -13,22 +13,14 @@ sockets) delivers them to its local channels like any other process would.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 
 from chanlite.layers import ChannelFull, HistoryPolicy
 from chanlite_sqlite.history import record_blocking
-from chanlite_sqlite.schema import (
-    describe_error,
-    file_identity,
-    open_database,
-    remove_old_sidecars,
-    sidecar_identities,
-)
+from chanlite_sqlite.schema import PathConnection
 
 _INSERT = (
     "INSERT INTO chanlite_messages (channel, owner, grp, origin, expires, payload) "
@@ -53,37 +45,16 @@ class BlockingWriter:
         create: bool = True,
     ) -> None:
         self.path = path
-        self.create = create
-        #: Whether opening the path created the file.
-        self.created = False
         self.timeout = timeout
         self.expiry = expiry
         self.capacity_of = capacity_of
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._identity: tuple[int, int] | None = None
-        self._sidecars: dict[str, tuple[int, int] | None] = {}
+        self._db = PathConnection(path, timeout, create)
         self._sock: socket.socket | None = None
 
-    def _open(self) -> sqlite3.Connection:
-        conn = self._conn
-        if conn is not None and self._identity != file_identity(self.path):
-            # The file was deleted or replaced since we opened it: writing to the old
-            # inode would reach nobody. Open the path again (a new file is created),
-            # without the old file's -wal and -shm.
-            remove_old_sidecars(self.path, self._sidecars)
-            conn.close()
-            conn = self._conn = None
-        if conn is None:
-            existed = os.path.lexists(self.path)
-            conn = self._conn = open_database(self.path, self.timeout, self.create)
-            self.created = self.created or not existed
-            self._identity = file_identity(self.path)
-            self._sidecars = sidecar_identities(self.path)
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                self._sock.setblocking(False)
-        return conn
+    @property
+    def created(self) -> bool:
+        """Whether opening the path created the file."""
+        return self._db.created
 
     def send(self, channel: str, owner: str, payload: bytes) -> int:
         """Store one direct message; raise :class:`ChannelFull` at capacity.
@@ -155,20 +126,19 @@ class BlockingWriter:
 
     def _transaction(self, write: Callable[[sqlite3.Connection, float], list[int]]) -> int:
         """Run *write* in one ``BEGIN IMMEDIATE ... COMMIT``, then poke the readers it names."""
-        with self._lock:
-            conn = self._open()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    ports = write(conn, time.time())
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise describe_error(self.path, exc, self.timeout) from None
-            self._poke(ports)
-            return len(ports)
+
+        def transaction(conn: sqlite3.Connection) -> list[int]:
+            if self._sock is None:  # under the connection's lock: made once
+                self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self._sock.setblocking(False)
+            conn.execute("BEGIN IMMEDIATE")
+            ports = write(conn, time.time())
+            conn.execute("COMMIT")
+            return ports
+
+        ports = self._db.run(transaction)  # an error rolls back what it began
+        self._poke(ports)
+        return len(ports)
 
     def _has_room(self, conn: sqlite3.Connection, channel: str, now: float) -> bool:
         (count,) = conn.execute(
@@ -198,10 +168,7 @@ class BlockingWriter:
 
     def close(self) -> None:
         """Close the connection; a later call opens it again."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            if self._sock is not None:
-                self._sock.close()
-                self._sock = None
+        self._db.close()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()

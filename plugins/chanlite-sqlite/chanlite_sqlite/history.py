@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -39,7 +38,7 @@ from chanlite.layers import (
     check_since,
 )
 from chanlite_sqlite.connection import Connection
-from chanlite_sqlite.schema import describe_error, file_identity, open_database
+from chanlite_sqlite.schema import PathConnection, T
 
 #: A history message's row: its offset is the stream's last + its rank among this
 #: statement's messages to the group (``coalesce``: a new stream starts at 0 in a new
@@ -156,30 +155,10 @@ class HistoryReader:
         self.path = path
         self.timeout = timeout
         self.codec = codec
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._identity: tuple[int, int] | None = None
+        self._db = PathConnection(path, timeout)
 
-    def _open(self) -> sqlite3.Connection:
-        conn = self._conn
-        identity = file_identity(self.path)
-        if conn is not None and identity != self._identity:
-            conn.close()
-            conn = self._conn = None
-        if conn is None:
-            conn = self._conn = open_database(self.path, self.timeout)
-            self._identity = file_identity(self.path)
-        return conn
-
-    def _run(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
-        with self._lock:
-            conn = self._open()
-            try:
-                return work(conn)
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.rollback()
-                raise describe_error(self.path, exc, self.timeout) from None
+    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return self._db.run(work)
 
     def query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         """The rows of one read-only statement."""
@@ -300,7 +279,4 @@ class HistoryReader:
 
     def close(self) -> None:
         """Close the connection; a later call opens it again."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._db.close()

@@ -19,9 +19,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from chanlite_sqlite.errors import DatabaseFileError, DatabaseNotFound
+
+T = TypeVar("T")
 
 #: The layout this release writes; files at an older version are migrated on open.
 SCHEMA_VERSION = 3
@@ -361,3 +366,63 @@ def remove_old_sidecars(path: str, old: dict[str, tuple[int, int] | None]) -> No
         if identity is not None and file_identity(path + suffix) == identity:
             with contextlib.suppress(OSError):  # gone already, or not ours to remove
                 os.unlink(path + suffix)
+
+
+class PathConnection:
+    """One ``sqlite3`` connection to the database at *path*, for blocking calls from any
+    thread (one at a time, under a lock).
+
+    It is opened on first use, and again whenever the file at the path was deleted or
+    replaced: the old inode is one nobody else reaches any more (a write there would reach
+    nobody, a read would show an old history). Reopening unlinks the old file's -wal and
+    -shm first (:func:`remove_old_sidecars`). Unless *create*, a missing file is
+    :class:`DatabaseNotFound`.
+    """
+
+    def __init__(self, path: str, timeout: float, create: bool = True) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.create = create
+        #: Whether opening the path created the file.
+        self.created = False
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self._sidecars: dict[str, tuple[int, int] | None] = {}
+
+    def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(conn)`` under the lock. If it raises, a transaction it left open is
+        rolled back; an ``sqlite3`` error is raised as the :class:`DatabaseFileError` that
+        names the file, anything else (``ChannelFull``) as it is."""
+        with self._lock:
+            conn = self._open()
+            try:
+                return work(conn)
+            except BaseException as exc:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise describe_error(self.path, exc, self.timeout) from None
+                raise
+
+    def _open(self) -> sqlite3.Connection:
+        conn = self._conn
+        if conn is not None and self._identity != file_identity(self.path):
+            remove_old_sidecars(self.path, self._sidecars)
+            conn.close()
+            conn = self._conn = None
+        if conn is None:
+            existed = os.path.lexists(self.path)
+            conn = self._conn = open_database(self.path, self.timeout, self.create)
+            self.created = self.created or not existed
+            self._identity = file_identity(self.path)
+            self._sidecars = sidecar_identities(self.path)
+        return conn
+
+    def close(self) -> None:
+        """Close the connection; a later call opens it again."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
