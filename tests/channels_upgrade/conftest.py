@@ -86,6 +86,11 @@ class Stage:
         """Daphne serving *target*: read its port with :func:`port`."""
         return self.spawn([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", target])
 
+    def chanlite_run(self, target: str = "mysite.asgi:application") -> subprocess.Popen[str]:
+        """``chanlite run TARGET``, in place of Daphne: read its port with :func:`port`."""
+        command = [sys.executable, "-m", "chanlite", "run", target, "--port", "0"]
+        return self.spawn([*command, "--no-access-log"])
+
     def chanlite(self) -> subprocess.Popen[str]:
         """``manage.py chanlite`` (the project's ASGI_APPLICATION): read its port with
         :func:`port`."""

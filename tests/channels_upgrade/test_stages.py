@@ -36,13 +36,23 @@ class Served:
     session: str = ""
 
 
-@pytest.fixture(scope="module", params=["before", "after"])
+# The Channels project on Daphne, the same project on chanlite's server (stage 1 of the
+# gradual path: nothing changed but the server), and the port.
+SERVERS = {"before": "daphne", "before on chanlite run": "chanlite run", "after": "chanlite"}
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
 def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     """The stage's project, migrated, with a logged-in user, on its own server."""
-    with make_stage(request.param, tmp_path_factory, then=MAKE_SESSION) as (stage, session):
-        server = stage.daphne() if request.param == "before" else stage.chanlite()
+    name = request.param.split()[0]
+    with make_stage(name, tmp_path_factory, then=MAKE_SESSION) as (stage, session):
+        server = {
+            "daphne": stage.daphne,
+            "chanlite run": stage.chanlite_run,
+            "chanlite": stage.chanlite,
+        }[SERVERS[request.param]]()
         yield Served(stage, port(server), session)
 
 
