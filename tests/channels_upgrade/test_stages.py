@@ -163,10 +163,11 @@ async def test_a_room_name_the_channels_route_would_not_match_is_refused(
     """``re_path(r"(?P<room_name>\\w+)")`` kept a bad name out of the group (Channels
     answers "No route found" with a 500 and a traceback in the log); the ported handler
     checks the name before accepting: a 403."""
-    with pytest.raises(InvalidStatus) as refused:
-        await ws(served.port, "/ws/chat/not%20a%20room/")
     expected = {"before": 500, "after": 403}[served.stage.name]
-    assert refused.value.response.status_code == expected
+    for path in ("/ws/chat/not%20a%20room/", "/ws/no/such/path/"):
+        with pytest.raises(InvalidStatus) as refused:
+            await ws(served.port, path)
+        assert refused.value.response.status_code == expected, path
     async with await ws(served.port, "/ws/chat/fine_room/") as ok:
         await post(ok, message="still served")
         assert await receive(ok) == {"message": "still served"}
