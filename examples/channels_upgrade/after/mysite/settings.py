@@ -45,8 +45,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 STATIC_URL = "static/"
 
+# --8<-- [start:chanlite]
 CHANLITE = {
     "APP": "chat.realtime:app",
     # Shared by every process on this machine: workers, runserver, management commands.
     "LAYER": f"sqlite:///{DATA_DIR / 'chanlite.db'}",
 }
+# --8<-- [end:chanlite]

@@ -45,5 +45,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 STATIC_URL = "static/"
 
+# --8<-- [start:layers]
 # One process only: the tutorial's development layer (channels_redis for several).
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# --8<-- [end:layers]
