@@ -14,11 +14,14 @@ connections opened after a failover reach the new master).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, ConnectionPool
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
+from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -28,6 +31,7 @@ from chanlite.layers import LayerConfigError
 Host = str | tuple[str, int] | Sequence[Any] | Mapping[str, Any]
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SENTINEL_PORT = 26379
 
 
@@ -36,6 +40,26 @@ class Target(Protocol):
 
     #: The address with any password hidden, for messages and logs.
     where: str
+    #: True for a Redis Cluster: topics are shard channels, keys spread over nodes.
+    cluster: bool
+
+    def client(
+        self,
+        *,
+        timeout: float,
+        blocking: bool,
+        max_connections: int | None = None,
+        bounded: bool = False,
+    ) -> Redis:
+        """A new client (see :func:`make_pool` for *blocking*; *bounded* ones make
+        callers wait for a free connection rather than open more)."""
+        ...
+
+
+class Pooled:
+    """A target reached through one connection pool (a server, or a Sentinel master)."""
+
+    cluster = False
 
     def pool(
         self,
@@ -45,9 +69,28 @@ class Target(Protocol):
         max_connections: int | None = None,
         bounded: bool = False,
     ) -> ConnectionPool:
-        """A new connection pool (see :func:`make_pool` for *blocking*; *bounded* pools
-        make callers wait for a free connection rather than open more)."""
-        ...
+        raise NotImplementedError
+
+    def client(
+        self,
+        *,
+        timeout: float,
+        blocking: bool,
+        max_connections: int | None = None,
+        bounded: bool = False,
+    ) -> Redis:
+        pool = self.pool(
+            timeout=timeout, blocking=blocking, max_connections=max_connections, bounded=bounded
+        )
+        return Redis(connection_pool=pool)
+
+
+async def close_client(client: Redis) -> None:
+    """Close *client* and its connections (a cluster client's to every node)."""
+    if isinstance(client, RedisCluster):
+        await client.aclose()
+    else:
+        await client.aclose(close_connection_pool=True)
 
 
 def strip_query(url: str) -> str:
@@ -144,7 +187,7 @@ def make_pool(
         raise LayerConfigError(f"Bad Redis URL {describe(url)!r}: {exc}") from None
 
 
-class Server:
+class Server(Pooled):
     """One Redis server, by URL."""
 
     def __init__(self, url: str, extra: Mapping[str, Any]) -> None:
@@ -189,7 +232,7 @@ class _BoundedSentinelPool(_SentinelPool, BlockingConnectionPool):
     """... where callers wait for a free connection, as with ``BlockingConnectionPool``."""
 
 
-class SentinelTarget:
+class SentinelTarget(Pooled):
     """The master of a Sentinel-managed group, found through the sentinels.
 
     ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``
@@ -297,18 +340,122 @@ def _int(raw: str, what: str, url: str) -> int:
         raise LayerConfigError(f"Bad {what} {raw!r} in {describe(url)!r}") from None
 
 
-def _address(item: str, url: str) -> tuple[str, int]:
+def _address(item: str, url: str, default: int = SENTINEL_PORT) -> tuple[str, int]:
     host, _, port = item.rpartition(":") if "]" not in item.rpartition(":")[2] else ("", "", "")
     if not host:
         host, port = item, ""
-    return host.strip("[]"), _int(port, "port", url) if port else SENTINEL_PORT
+    return host.strip("[]"), _int(port, "port", url) if port else default
+
+
+def _credentials(userinfo: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if userinfo:
+        user, has_password, password = userinfo.partition(":")
+        if user:
+            found["username"] = unquote(user)
+        if has_password:
+            found["password"] = unquote(password)
+    return found
+
+
+class _Cluster(RedisCluster):
+    """A ``RedisCluster`` that closes nothing once its event loop is closed.
+
+    A client is made on the loop that uses it. If that loop is closed by hand while a
+    task still waits for the first topology read, the task's coroutines are closed when
+    collected, and redis-py's cleanup of a first read cut short would need the closed
+    loop (reported as an unraisable ``RuntimeError``). The connections of a closed loop
+    cannot be closed anyway: they are dropped, as the layer drops the rest of that loop.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        loop = asyncio.get_running_loop()
+        manager = self.nodes_manager
+        base = type(manager)
+
+        async def aclose(self: NodesManager, attr: str = "nodes_cache") -> None:
+            if not loop.is_closed():
+                await base.aclose(self, attr)
+
+        # NodesManager has __slots__: its class, not the instance, carries the override.
+        manager.__class__ = type("NodesManager", (base,), {"__slots__": (), "aclose": aclose})
+
+
+class ClusterTarget:
+    """A Redis Cluster, found from one or more of its nodes.
+
+    ``redis+cluster://[[user]:password@]host[:port][,host[:port]...]`` (``rediss+cluster``
+    for TLS). Commands go through redis-py's ``RedisCluster``, which learns the slot map
+    from the nodes and follows ``MOVED`` replies; topics are shard channels.
+    """
+
+    cluster = True
+
+    def __init__(self, url: str, extra: dict[str, Any]) -> None:
+        parts = urlsplit(url)
+        self.url = url
+        self.where = describe(url)
+        userinfo, _, hostlist = parts.netloc.rpartition("@")
+        self.nodes = [_address(item, url, 6379) for item in hostlist.split(",") if item]
+        if not self.nodes:
+            raise LayerConfigError(f"No node address in {self.where!r}")
+        if parts.path.strip("/") not in ("", "0"):
+            raise LayerConfigError(
+                f"Bad cluster URL {self.where!r}: a Redis Cluster has only db 0, "
+                "e.g. redis+cluster://:secret@n1:7000,n2:7000"
+            )
+        self.connection = {**_credentials(userinfo), **extra}
+        if parts.scheme == "rediss+cluster":
+            self.connection["ssl"] = True
+        elif parts.scheme != "redis+cluster":
+            raise LayerConfigError(f"Not a cluster URL: {self.where!r}")
+
+    def client(
+        self,
+        *,
+        timeout: float,
+        blocking: bool,
+        max_connections: int | None = None,
+        bounded: bool = False,
+    ) -> Redis:
+        cluster = _Cluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in self.nodes],
+            socket_connect_timeout=timeout,
+            socket_timeout=None if blocking else timeout,
+            socket_keepalive=True,
+            # Never run a command twice: one whose reply was lost may have run.
+            retry=Retry(NoBackoff(), 0),
+            protocol=2,
+            **self.connection,
+        )
+        # The commands the layer runs are the same on both clients.
+        return cast(Redis, cluster)
+
+    def connection_to(self, host: str, port: int, timeout: float) -> AbstractConnection:
+        """A pub/sub connection to one node (it waits for messages without a timeout)."""
+        options = dict(self.connection)
+        kind: type[Connection] = SSLConnection if options.pop("ssl", False) else Connection
+        return kind(
+            host=host,
+            port=port,
+            socket_connect_timeout=timeout,
+            socket_timeout=None,
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+            protocol=2,
+            **options,
+        )
 
 
 def make_target(url: str, extra: Mapping[str, Any], **sentinel: Any) -> Target:
     """The :class:`Target` for a layer URL (*sentinel* options apply to Sentinel URLs)."""
-    if urlsplit(url).scheme in SENTINEL_SCHEMES:
+    scheme = urlsplit(url).scheme
+    if scheme in SENTINEL_SCHEMES:
         return SentinelTarget(url, dict(extra), **sentinel)
     given = [key for key, value in sentinel.items() if value is not None]
+    if scheme in CLUSTER_SCHEMES and not given:
+        return ClusterTarget(url, dict(extra))
     if given:
         raise LayerConfigError(
             f"{', '.join(given)} only apply to redis+sentinel:// URLs, not {describe(url)!r}"

@@ -36,7 +36,8 @@ from chanlite.layers import (
     check_since,
 )
 from chanlite_redis import stream_scripts
-from chanlite_redis.stream_scripts import StreamKeys
+from chanlite_redis.scripts import for_cluster
+from chanlite_redis.stream_scripts import Script, StreamKeys
 
 #: Runs one Redis command: ``call(what, run)`` with ``run(client)`` doing the work.
 Call = Callable[[str, Callable[[Redis], Awaitable[Any]]], Awaitable[Any]]
@@ -81,8 +82,13 @@ class History:
     :class:`StampedCodec`), a way to run commands and how long idle history is kept.
     """
 
-    def __init__(self, *, prefix: str, codec: Codec, call: Call, keep: float) -> None:
+    def __init__(
+        self, *, prefix: str, codec: Codec, call: Call, keep: float, cluster: bool = False
+    ) -> None:
         self.keys = StreamKeys(prefix)
+        # On a cluster the group's topic is a shard channel (SPUBLISH).
+        send = stream_scripts.HISTORY_SEND
+        self._send_script = Script(for_cluster(send.text)) if cluster else send
         self._codec = codec
         self._call = call
         #: How long a group's history outlives its last message or read (ms).
@@ -108,7 +114,7 @@ class History:
             self._keep(policy),
             group,
         ]
-        script = stream_scripts.HISTORY_SEND
+        script = self._send_script
         reply = await self._call("group_send", lambda c: script(c, all_keys, all_args))
         offset, _, epoch = reply[0].decode().partition(" ")
         return int(offset), epoch, reply[1:]

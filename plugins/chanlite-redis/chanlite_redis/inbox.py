@@ -31,6 +31,7 @@ from chanlite.layers import Codec, LayerError, LocalInbox
 from chanlite_redis import scripts
 from chanlite_redis.errors import layer_error
 from chanlite_redis.listener import Listener
+from chanlite_redis.stream_scripts import Script
 from chanlite_redis.tasks import quiet_if_collected, raise_if_cancelled
 
 logger = logging.getLogger("chanlite.layers.redis")
@@ -58,6 +59,7 @@ class Inbox:
         codec: Codec,
         local: LocalInbox,
         where: str = "",
+        redis7: bool | None = None,
     ) -> None:
         self._where = where
         self._inbox = keys.inbox(client_id)
@@ -65,7 +67,8 @@ class Inbox:
         self._alive = keys.alive(client_id)
         self._codec = codec
         self._local = local
-        self._blmpop: bool | None = None  # BLMPOP needs Redis 7; found out on first read
+        self._blmpop = redis7  # BLMPOP needs Redis 7; found out on first read if None
+        self._loaded = False  # UNCOUNT loaded (the pipelined EVALSHA needs it there)
         # Delivered messages whose counts Redis has yet to bring down.
         self._to_uncount: Counter[str] = Counter()
         self._clock_offset = 0.0  # server clock minus ours, in milliseconds
@@ -121,10 +124,12 @@ class Inbox:
             return await self._take_on(client, uncount)
 
     async def _take_on(self, client: Redis, uncount: AsyncScript) -> list[bytes]:
-        if self._blmpop is None:
-            version = str((await client.info("server")).get("redis_version", "0"))
+        if not self._loaded:
+            if self._blmpop is None:
+                version = str((await client.info("server")).get("redis_version", "0"))
+                self._blmpop = int(version.split(".")[0]) >= 7
             await client.script_load(scripts.UNCOUNT)
-            self._blmpop = int(version.split(".")[0]) >= 7
+            self._loaded = True
         taken, self._to_uncount = self._to_uncount, Counter()
         args: list[EncodableT] = []
         for channel, n in taken.items():
@@ -188,14 +193,13 @@ class Inbox:
         """
         ttl = max(1, int(every * 3000))
 
+        script = Script(scripts.BEAT)
+
         async def beat(client: Redis) -> None:
             before = time.time()
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.set(self._alive, b"1", px=ttl)
-                pipe.time()
-                _, (seconds, micros) = await pipe.execute()
+            seconds, micros = await script(client, [self._alive], [ttl])
             middle = (before + time.time()) / 2
-            self._clock_offset = (seconds + micros / 1e6 - middle) * 1000
+            self._clock_offset = (int(seconds) + int(micros) / 1e6 - middle) * 1000
 
         with quiet_if_collected(asyncio.get_running_loop()):
             while True:

@@ -25,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import msgpack  # type: ignore[import-untyped]
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
@@ -50,15 +51,22 @@ from chanlite.layers import (
 )
 from chanlite_redis import scripts, sequence
 from chanlite_redis.catchup import CatchUp
+from chanlite_redis.cluster import ShardedListener, make_listener
 from chanlite_redis.codec import make_codec
-from chanlite_redis.config import Host, make_target, strip_query, target_from_hosts
+from chanlite_redis.config import (
+    Host,
+    close_client,
+    make_target,
+    strip_query,
+    target_from_hosts,
+)
 from chanlite_redis.errors import layer_error
 from chanlite_redis.history import History, StampedCodec
 from chanlite_redis.inbox import Inbox
 from chanlite_redis.listener import Listener
 from chanlite_redis.plain import PlainChannels, PlainParts
 from chanlite_redis.presence import Presence
-from chanlite_redis.tasks import cancels_now, stop
+from chanlite_redis.tasks import cancels_now, quiet_if_collected, stop
 
 logger = logging.getLogger("chanlite.layers.redis")
 
@@ -75,6 +83,10 @@ _UNNUMBERED = b"0" * sequence.WIDTH
 
 def _float(value: str) -> float:
     return float(value)
+
+
+def _nonce() -> str:
+    return secrets.token_hex(8)
 
 
 class RedisLayer(BaseLayer):
@@ -161,17 +173,23 @@ class RedisLayer(BaseLayer):
         self._sender_tag = self.client_id.encode()
         if len(self._sender_tag) != _SENDER:
             raise LayerConfigError("client_id must be 12 characters")
-        self._group_topic_prefix = self.keys.group_topic("")
-        self._wake_topic_prefix = self.keys.wake_topic("")
+        # Topics are "<prefix>g:{<group>}" and "<prefix>w:{<channel>}" (hash tags).
+        self._group_topic_prefix = self.keys.group_topic("")[:-1]
+        self._wake_topic_prefix = self.keys.wake_topic("")[:-1]
         self._home: asyncio.AbstractEventLoop | None = None
         self._history = History(
-            prefix=prefix, codec=self._codec, call=self._call, keep=self.group_expiry
+            prefix=prefix,
+            codec=self._codec,
+            call=self._call,
+            keep=self.group_expiry,
+            cluster=self._target.cluster,
         )
         # Fills a history group's gap in live delivery after pub/sub was lost (outlives loops).
         self._catchup = CatchUp(self._read_missed, self._deliver_group)
         # Group messages this process should have heard and did not (pub/sub lost them).
         self.lost: Counter[str] = Counter()
         self._numbering = sequence.Numbering()
+        self._notices: deque[str] = deque(maxlen=64)  # control notices already handled
         self._presence = Presence(
             prefix=prefix,
             client_id=self.client_id,
@@ -202,6 +220,8 @@ class RedisLayer(BaseLayer):
         # group -> {local channel: monotonic join time}, in join order.
         self._groups: dict[str, dict[str, float]] = {}
         self._inbox = Inbox(
+            # A cluster with shard channels runs Redis 7 or later: BLMPOP is there.
+            redis7=True if self._target.cluster else None,
             keys=self.keys,
             client_id=self.client_id,
             codec=self._codec,
@@ -217,8 +237,7 @@ class RedisLayer(BaseLayer):
         """Fresh per-loop state: connections, the listener, background tasks."""
         self._client: Redis | None = None
         self._blocking: Redis | None = None
-        self._listener: Listener | None = None
-        self._listener_pool: ConnectionPool | None = None
+        self._listener: Listener | ShardedListener | None = None
         self._failing = False  # the last command failed for want of Redis
         self._plain: PlainChannels | None = None
         self._inbox_task: asyncio.Task[None] | None = None
@@ -248,15 +267,16 @@ class RedisLayer(BaseLayer):
         # The connections of a closed loop cannot be closed from here; they are dropped.
         self._reset_loop_state()
         self._home = loop
-        pool = self._target.pool(
+        client = self._client = self._target.client(
             timeout=self.timeout,
             blocking=False,
             max_connections=self.max_connections,
             bounded=True,
         )
-        client = self._client = Redis(connection_pool=pool)
-        self._send_script = client.register_script(scripts.SEND)
-        self._group_send_script = client.register_script(scripts.GROUP_SEND)
+        # On a cluster the scripts publish on shard channels.
+        script = scripts.for_cluster if self._target.cluster else str
+        self._send_script = client.register_script(script(scripts.SEND))
+        self._group_send_script = client.register_script(script(scripts.GROUP_SEND))
         self._group_add_script = client.register_script(scripts.GROUP_ADD)
         self._uncount_script = client.register_script(scripts.UNCOUNT)
         self._plain = PlainChannels(
@@ -295,16 +315,19 @@ class RedisLayer(BaseLayer):
         """
         cancels = cancels_now()
         try:
-            if self._is_home(asyncio.get_running_loop()):
+            loop = asyncio.get_running_loop()
+            if self._is_home(loop):
                 assert self._client is not None
-                result = await run(self._client)
+                # A background task left on a loop closed by hand ends quietly when
+                # collected (redis-py's cleanup cannot run on a closed loop).
+                with quiet_if_collected(loop):
+                    result = await run(self._client)
             else:
-                pool = self._target.pool(timeout=self.timeout, blocking=False)
-                client = Redis(connection_pool=pool)
+                client = self._target.client(timeout=self.timeout, blocking=False)
                 try:
                     result = await run(client)
                 finally:
-                    await client.aclose(close_connection_pool=True)
+                    await close_client(client)
         except (RedisError, OSError) as exc:
             # A cancellation that redis-py turned into a connection error stays one.
             if cancels_now() > cancels:
@@ -349,7 +372,10 @@ class RedisLayer(BaseLayer):
             self.get_capacity(channel),
             self._ms(self.expiry),
         ]
-        stored = await self._call("send", lambda c: self._send_script(args=args, client=c))
+        keys = self.keys.send_keys(channel, self.owner_of(channel))
+        stored = await self._call(
+            "send", lambda c: self._send_script(keys=keys, args=args, client=c)
+        )
         if not stored:
             raise ChannelFull(channel)
 
@@ -374,8 +400,9 @@ class RedisLayer(BaseLayer):
 
     def _start_receiving(self) -> None:
         if self._blocking is None:
-            pool = self._target.pool(timeout=self.timeout, blocking=True, max_connections=1)
-            self._blocking = Redis(connection_pool=pool)
+            self._blocking = self._target.client(
+                timeout=self.timeout, blocking=True, max_connections=1
+            )
         if self._inbox_task is None or self._inbox_task.done():
             self._inbox_task = asyncio.ensure_future(
                 self._inbox.run(self._blocking, self._uncount_script)
@@ -389,15 +416,15 @@ class RedisLayer(BaseLayer):
 
     # -- groups ----------------------------------------------------------------------------
 
-    def _ensure_listener(self) -> Listener:
+    def _ensure_listener(self) -> Listener | ShardedListener:
         listener = self._listener
         if listener is None:
-            pool = self._listener_pool = self._target.pool(timeout=self.timeout, blocking=True)
-            listener = self._listener = Listener(
-                pool.make_connection,
+            assert self._client is not None  # made with the loop's connections
+            listener = self._listener = make_listener(
+                self._target,
+                self._client,
                 self._on_pubsub,
                 timeout=self.timeout,
-                where=self._where,
                 always=(self.keys.ctl,),
                 on_reconnect=self._on_reconnect,
             )
@@ -455,7 +482,7 @@ class RedisLayer(BaseLayer):
         if self.owner_of(channel) is not None:
             # Its owner may hold the membership itself: tell it too (this layer object
             # too, when called from a loop other than its own).
-            notice = msgpack.packb(["discard", _NOBODY, group, channel])
+            notice = msgpack.packb(["discard", _NOBODY, group, channel, _nonce()])
 
         async def discard(client: Redis) -> None:
             async with client.pipeline(transaction=False) as pipe:
@@ -501,7 +528,8 @@ class RedisLayer(BaseLayer):
             self._codec.encode(message),
             self._ms(self.expiry),
             self._ms(self.group_expiry),
-            self._ms(self.heartbeat * 3),
+            # On a cluster the members' keys are elsewhere: their copies are queued below.
+            -1 if self._target.cluster else self._ms(self.heartbeat * 3),
         ]
         # Our own process hands the message to its members directly (the very object,
         # as the memory layer does) and skips its own copy from pub/sub. Not in a history
@@ -520,12 +548,33 @@ class RedisLayer(BaseLayer):
             )
         else:
             _, _, dropped = await self._history.send(group, policy, keys, args)
+        if dropped and dropped[0][:1] == b"\2":
+            dropped = await self._queue_copies(dropped)
         full = [channel.decode() for channel in dropped]
         members = self._live_members(group) if local else None
         if members:
             full += await self._local.offer_waiting(tuple(members), message)
         # The script names the members it dropped, not how many it served.
         self.count_drops(group, full, None if dropped else len(members or ()))
+
+    async def _queue_copies(self, reply: list[bytes]) -> list[bytes]:
+        """On a cluster: queue the copies for members recorded in Redis, each in its own
+        slot (the group script returned the payload and ``\1<capacity> <channel>``s).
+        Returns the channels that were full."""
+        payload = reply[0][1:]
+        expiry = self._ms(self.expiry)
+        copies = [entry[1:].decode().partition(" ") for entry in reply[1:]]
+
+        async def queue(cap: str, channel: str) -> bytes | None:
+            args: list[EncodableT] = [self.prefix, channel, payload, int(cap), expiry]
+            keys = self.keys.send_keys(channel, self.owner_of(channel))
+            stored = await self._call(
+                "group_send", lambda c: self._send_script(keys=keys, args=args, client=c)
+            )
+            return None if stored else channel.encode()
+
+        done = await asyncio.gather(*(queue(cap, channel) for cap, _, channel in copies))
+        return [channel for channel in done if channel is not None]
 
     # -- history and presence ----------------------------------------------------------------
 
@@ -583,10 +632,10 @@ class RedisLayer(BaseLayer):
     def _on_pubsub(self, topic_raw: bytes, data: bytes) -> None:
         topic = topic_raw.decode()
         if topic.startswith(self._group_topic_prefix):
-            self._on_group_message(topic[len(self._group_topic_prefix) :], data)
+            self._on_group_message(topic[len(self._group_topic_prefix) : -1], data)
         elif topic.startswith(self._wake_topic_prefix):
             if self._plain is not None:
-                self._plain.wake(topic[len(self._wake_topic_prefix) :])
+                self._plain.wake(topic[len(self._wake_topic_prefix) : -1])
         elif topic == self.keys.ctl:
             self._on_control(data)
 
@@ -663,11 +712,13 @@ class RedisLayer(BaseLayer):
         except Exception:
             logger.error("Ignored a malformed control message on %r", self.keys.ctl)
             return
-        if sender == self.client_id:
+        if sender == self.client_id or command[-1] in self._notices:
             return
+        # Every node of a cluster relays the control topic: each notice is heard once.
+        self._notices.append(command[-1])
         if kind == "flush":
             self._flush_local()
-        elif kind == "discard" and len(command) == 4:
+        elif kind == "discard" and len(command) == 5:
             group, channel = command[2], command[3]
             if isinstance(channel, str) and self.is_local(channel):
                 self._forget_member(str(group), channel)
@@ -685,7 +736,7 @@ class RedisLayer(BaseLayer):
         pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in self.prefix) + "*"
         home = self._is_home(asyncio.get_running_loop())
         # This layer object clears its own memberships itself when on its own loop.
-        notice = msgpack.packb(["flush", self.client_id if home else _NOBODY])
+        notice = msgpack.packb(["flush", self.client_id if home else _NOBODY, _nonce()])
         self._presence.forget()  # before the keys go, so no refresh joins them again
 
         async def wipe(client: Redis) -> None:
@@ -742,9 +793,6 @@ class RedisLayer(BaseLayer):
         if self._listener is not None:
             await self._listener.close()
         home = self._home
-        if self._listener_pool is not None and home is asyncio.get_running_loop():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._listener_pool.disconnect(), self.timeout)
         if home is not None and home is asyncio.get_running_loop():
             if self._heartbeat_task is not None and self._client is not None:
                 key = self.keys.alive(self.client_id)
@@ -753,8 +801,6 @@ class RedisLayer(BaseLayer):
             for client in (self._client, self._blocking):
                 if client is not None:
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(
-                            client.aclose(close_connection_pool=True), self.timeout
-                        )
+                        await asyncio.wait_for(close_client(client), self.timeout)
         self._home = None
         self._reset_state()

@@ -15,14 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from chanlite_redis.errors import RedisAuthError, RedisUnavailable, auth_problem, layer_error
-from chanlite_redis.tasks import cancels_now, raise_if_cancelled, raise_if_cancelled_since, stop
+from chanlite_redis.tasks import (
+    cancel_requested,
+    cancels_now,
+    raise_if_cancelled,
+    raise_if_cancelled_since,
+    stop,
+)
 
 logger = logging.getLogger("chanlite.layers.redis")
 
@@ -48,8 +54,18 @@ class Listener:
         where: str = "",
         always: tuple[str, ...] = (),
         on_reconnect: Callable[[], None] | None = None,
+        sharded: bool = False,
+        on_trouble: Callable[[], None] | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """*always* topics are subscribed with ``SUBSCRIBE`` whatever else is wanted;
+        with *sharded* the others are shard channels (``SSUBSCRIBE``, a Redis Cluster
+        node). *on_trouble* is told when the connection fails or the server moves a
+        shard channel away; *on_close* closes what *connect* draws from."""
         self._connect = connect
+        self._sharded = sharded
+        self._on_trouble = on_trouble
+        self._on_close = on_close
         self._where = where
         self._on_message = on_message
         self._on_reconnect = on_reconnect
@@ -129,11 +145,26 @@ class Listener:
                 raise self._unavailable()
             if topic not in self._sent:
                 self._sent.add(topic)
-                await conn.send_command("SUBSCRIBE", topic, check_health=False)
+                await conn.send_command(self._verb(topic, "SUBSCRIBE"), topic, check_health=False)
         if topic in self._confirmed:
             return  # confirmed while we waited for the connection
         self._confirms.setdefault(topic, []).append(future)
         await asyncio.shield(future)
+
+    def _verb(self, topic: str, verb: str) -> str:
+        """``SUBSCRIBE`` or ``UNSUBSCRIBE``, or their shard forms for a shard channel."""
+        return "S" + verb if self._sharded and topic not in self._always else verb
+
+    def forget(self, topic: str) -> None:
+        """Stop wanting *topic* without telling the server (it moved to another node)."""
+        self._wanted.discard(topic)
+        self._sent.discard(topic)
+        self._confirmed.discard(topic)
+
+    @property
+    def wanted(self) -> set[str]:
+        """The topics this listener keeps subscribed (besides the *always* ones)."""
+        return self._wanted - set(self._always)
 
     def _drop_confirm(self, topic: str, future: asyncio.Future[None]) -> None:
         waiting = self._confirms.get(topic)
@@ -151,7 +182,9 @@ class Listener:
         if topic in self._sent and self._conn is not None:
             self._sent.discard(topic)
             with contextlib.suppress(RedisError, OSError):
-                await self._conn.send_command("UNSUBSCRIBE", topic, check_health=False)
+                await self._conn.send_command(
+                    self._verb(topic, "UNSUBSCRIBE"), topic, check_health=False
+                )
 
     def _unavailable(self) -> RedisUnavailable:
         error = self._last_error
@@ -182,8 +215,7 @@ class Listener:
                 topics = sorted(self._wanted)
                 self._sent = set(topics)
                 self._batch = set(topics)
-                if topics:
-                    await conn.send_command("SUBSCRIBE", *topics, check_health=False)
+                await self._subscribe_all(conn, topics)
                 self._conn = conn
                 self._down = False
                 self._last_error = None
@@ -198,7 +230,14 @@ class Listener:
                 ever_connected = True
                 delay = self.MIN_DELAY
                 while True:
-                    response = await conn.read_response()
+                    try:
+                        response = await conn.read_response()
+                    except ResponseError as exc:
+                        # A shard channel whose slot is served elsewhere (MOVED): the
+                        # connection itself is fine.
+                        logger.debug("Redis pub/sub refused a subscription: %s", exc)
+                        self._trouble()
+                        continue
                     raise_if_cancelled()
                     self._handle(response)
             except (RedisError, OSError) as exc:
@@ -227,9 +266,25 @@ class Listener:
                 await asyncio.wait_for(self._kick.wait(), delay)
             delay = min(delay * 2, self.MAX_DELAY)
 
+    async def _subscribe_all(self, conn: AbstractConnection, topics: list[str]) -> None:
+        plain = [t for t in topics if not self._sharded or t in self._always]
+        if plain:
+            await conn.send_command("SUBSCRIBE", *plain, check_health=False)
+        for topic in topics:
+            if self._sharded and topic not in self._always:
+                # One per command: shard channels of different slots are refused together.
+                await conn.send_command("SSUBSCRIBE", topic, check_health=False)
+
+    def _trouble(self) -> None:
+        # Not while the task is being stopped: its loop may be ending (asyncio.run
+        # cancels the tasks it has, and one started now would never run).
+        if self._on_trouble is not None and not cancel_requested():
+            self._on_trouble()
+
     def _failed(self, exc: BaseException, ever_connected: bool) -> None:
         """Log a failed connection (auth problems once, at ERROR) and fail who waits on it."""
         previous, self._last_error = self._last_error, exc
+        self._trouble()
         if auth_problem(exc) is not None:
             # Retrying cannot fix credentials: say so once, and fail the subscribes now
             # rather than at their timeout.
@@ -254,12 +309,19 @@ class Listener:
         if not isinstance(response, list) or len(response) < 3:
             return
         kind = response[0]
-        if kind in (b"message", "message"):
+        if kind in (b"message", "message", b"smessage", "smessage"):
             try:
                 self._on_message(response[1], response[2])
             except Exception:
                 logger.exception("Error handling a message from Redis pub/sub")
-        elif kind in (b"subscribe", "subscribe"):
+        elif kind in (b"sunsubscribe", "sunsubscribe"):
+            topic = _text(response[1])
+            if topic in self._wanted:
+                # Not asked for: the server moved the channel's slot to another node.
+                self.forget(topic)
+                self._wanted.add(topic)  # still wanted; on_trouble routes it anew
+                self._trouble()
+        elif kind in (b"subscribe", "subscribe", b"ssubscribe", "ssubscribe"):
             topic = _text(response[1])
             if topic in self._sent:
                 self._confirmed.add(topic)
@@ -288,3 +350,6 @@ class Listener:
             for future in waiting:
                 future.cancel()
         self._confirms.clear()
+        if self._on_close is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._on_close(), self._timeout)

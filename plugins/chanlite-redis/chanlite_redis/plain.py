@@ -111,7 +111,6 @@ class PlainChannels:
     async def receive(self, channel: str) -> Message:
         """Wait for the next message on the plain *channel*."""
         parts = self._parts
-        key = parts.keys.channel(channel)
         topic = parts.keys.wake_topic(channel)
         wake = self._wakes.get(channel)
         if wake is None:
@@ -124,7 +123,7 @@ class PlainChannels:
             while True:
                 raise_if_cancelled_since(cancels)  # swallowed by wait_for, say
                 seen = wake.generation
-                entry = await self._pop(key)
+                entry = await self._pop(channel)
                 if entry is not None:
                     try:
                         return parts.codec.decode(memoryview(entry)[scripts.STAMP :])
@@ -146,10 +145,14 @@ class PlainChannels:
             del self._wakes[channel]
             self._parts.unsubscribe(topic)
 
-    async def _pop(self, key: str) -> bytes | None:
+    async def _pop(self, channel: str) -> bytes | None:
         parts = self._parts
         token = secrets.token_hex(8)
-        keys = [key, parts.keys.taken(token), parts.keys.dropped(token)]
+        keys = [
+            parts.keys.channel(channel),
+            parts.keys.taken(channel, token),
+            parts.keys.dropped(channel, token),
+        ]
         try:
             entry = await parts.call(
                 "receive", lambda c: parts.pop(keys=keys, args=[self._hold_ms], client=c)

@@ -1,6 +1,8 @@
 """Key names and the Lua scripts that make each layer operation one atomic round trip.
 
-Layout under a prefix (default ``chanlite:``)::
+Layout under a prefix (default ``chanlite:``); the braces are literal, a Redis hash tag,
+so every key and topic one operation touches hashes to one slot (what a Redis Cluster
+needs; a prefix must therefore not contain ``{``)::
 
     {p}c:{channel}   list   messages for a plain channel: "<13-digit expiry ms><payload>"
     {p}i:{client}    list   inbox of one process: "<expiry><channel> <payload>" for any of
@@ -11,8 +13,11 @@ Layout under a prefix (default ``chanlite:``)::
     {p}g:{group}     topic  one PUBLISH per group message; processes with members subscribe
     {p}w:{channel}   topic  wakes receivers waiting on a plain (non-process) channel
     {p}ctl           topic  flush and remote discards, seen by every listening process
-    {p}t:{token}     string an entry a plain receive() popped, kept briefly for RESTORE
-    {p}x:{token}     string marks a pop as undone, should it reach the server late
+    {p}t:{channel}:<token>  string an entry a plain receive() popped, kept briefly for RESTORE
+    {p}x:{channel}:<token>  string marks a pop as undone, should it reach the server late
+
+On a cluster the topics are shard channels (``SPUBLISH``, ``SSUBSCRIBE``) except ``ctl``,
+and :func:`for_cluster` gives the scripts' cluster form.
 
 Times come from the server's clock (``TIME``), so processes on machines with skewed
 clocks still agree on expiry. Entries sit in send order, so expired ones are at the head
@@ -35,31 +40,43 @@ class Keys:
         self.ctl = f"{prefix}ctl"
 
     def channel(self, channel: str) -> str:
-        return f"{self.prefix}c:{channel}"
+        return f"{self.prefix}c:{{{channel}}}"
 
     def inbox(self, client_id: str) -> str:
-        return f"{self.prefix}i:{client_id}"
+        return f"{self.prefix}i:{{{client_id}}}"
 
     def counts(self, client_id: str) -> str:
-        return f"{self.prefix}n:{client_id}"
+        return f"{self.prefix}n:{{{client_id}}}"
 
     def members(self, group: str) -> str:
-        return f"{self.prefix}m:{group}"
+        return f"{self.prefix}m:{{{group}}}"
 
     def alive(self, client_id: str) -> str:
-        return f"{self.prefix}a:{client_id}"
+        return f"{self.prefix}a:{{{client_id}}}"
 
     def group_topic(self, group: str) -> str:
-        return f"{self.prefix}g:{group}"
+        return f"{self.prefix}g:{{{group}}}"
 
     def wake_topic(self, channel: str) -> str:
-        return f"{self.prefix}w:{channel}"
+        return f"{self.prefix}w:{{{channel}}}"
 
-    def taken(self, token: str) -> str:
-        return f"{self.prefix}t:{token}"
+    def taken(self, channel: str, token: str) -> str:
+        return f"{self.prefix}t:{{{channel}}}:{token}"
 
-    def dropped(self, token: str) -> str:
-        return f"{self.prefix}x:{token}"
+    def dropped(self, channel: str, token: str) -> str:
+        return f"{self.prefix}x:{{{channel}}}:{token}"
+
+    def send_keys(self, channel: str, owner: str | None) -> list[str]:
+        """The keys SEND touches for *channel* (of process *owner*, or a plain one)."""
+        if owner is not None:
+            return [self.inbox(owner), self.counts(owner)]
+        return [self.channel(channel)]
+
+
+def for_cluster(script: str) -> str:
+    """*script* as it runs on a Redis Cluster: topics are shard channels (``SPUBLISH``),
+    heard only on the node that holds their slot rather than sent to every node."""
+    return script.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',")
 
 
 _COMMON = """
@@ -105,8 +122,8 @@ end
 local function push(prefix, channel, stamp, payload, cap, ttl, now)
   local owner = owner_of(channel)
   if owner then
-    local inbox = prefix .. 'i:' .. owner
-    local counts = prefix .. 'n:' .. owner
+    local inbox = prefix .. 'i:{' .. owner .. '}'
+    local counts = prefix .. 'n:{' .. owner .. '}'
     trim_inbox(inbox, counts, now)
     if tonumber(redis.call('HGET', counts, channel) or '0') >= cap then return false end
     redis.call('RPUSH', inbox, stamp .. channel .. ' ' .. payload)
@@ -115,12 +132,12 @@ local function push(prefix, channel, stamp, payload, cap, ttl, now)
     redis.call('PEXPIRE', counts, ttl)
     return true
   end
-  local key = prefix .. 'c:' .. channel
+  local key = prefix .. 'c:{' .. channel .. '}'
   trim(key, now)
   if redis.call('LLEN', key) >= cap then return false end
   redis.call('RPUSH', key, stamp .. payload)
   redis.call('PEXPIRE', key, ttl)
-  redis.call('PUBLISH', prefix .. 'w:' .. channel, '')
+  redis.call('PUBLISH', prefix .. 'w:{' .. channel .. '}', '')
   return true
 end
 """
@@ -128,6 +145,7 @@ end
 SEND = (
     _COMMON
     + """
+-- KEYS: what push() touches for the channel (Keys.send_keys), declared for a cluster.
 -- ARGV: prefix, channel, payload, capacity, expiry ms
 local now = now_ms()
 local expiry = tonumber(ARGV[5])
@@ -145,7 +163,8 @@ GROUP_SEND = (
     _COMMON
     + """
 -- KEYS[1]: members hash.
--- ARGV: prefix, topic, payload, expiry ms, group_expiry ms, grace ms, header (sender, number)
+-- ARGV: prefix, topic, payload, expiry ms, group_expiry ms, grace ms (-1: on a cluster),
+-- header (sender, number)
 -- Processes with their own members hear the one PUBLISH (behind a header naming the
 -- sender, which skips its own copy); members added by someone else (plain channel names, or another
 -- process's channels) get a copy queued here.
@@ -168,8 +187,13 @@ for i = 1, #members, 2 do
   local owner = owner_of(channel)
   if joined + group_expiry <= now then
     redis.call('HDEL', KEYS[1], channel)
+  elseif grace < 0 then
+    -- On a cluster (grace -1) a member's keys are in another slot, perhaps on another
+    -- node: the caller queues its copy ("\1<capacity> <channel>", after the payload).
+    if #dropped == 0 then dropped[1] = '\2' .. ARGV[3] end
+    dropped[#dropped + 1] = '\1' .. string.format('%d', cap) .. ' ' .. channel
   elseif owner and now - joined > grace
-      and redis.call('EXISTS', prefix .. 'a:' .. owner) == 0 then
+      and redis.call('EXISTS', prefix .. 'a:{' .. owner .. '}') == 0 then
     -- Its process stopped sending heartbeats: nobody will ever read the channel.
     redis.call('HDEL', KEYS[1], channel)
   elseif not push(prefix, channel, stamp, ARGV[3], cap, expiry + 1000, now) then
@@ -230,4 +254,11 @@ for i = 1, #ARGV, 2 do
   end
 end
 return 1
+"""
+
+BEAT = """
+-- KEYS[1]: a process's heartbeat key. ARGV: ttl ms. Returns the server's TIME, from which
+-- the process measures its clock's offset.
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+return redis.call('TIME')
 """

@@ -9,6 +9,7 @@ the master dies.
 
 from __future__ import annotations
 
+import random
 import secrets
 import shutil
 import signal
@@ -265,3 +266,101 @@ def port_open(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def require_redis_7() -> None:
+    """Fail loudly unless redis-server is 7 or later (shard channels, SPUBLISH)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(INSTALL_HINT, pytrace=False)
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    version = out.split("v=", 1)[1].split()[0] if "v=" in out else "0"
+    if int(version.split(".")[0]) < 7:
+        pytest.fail(
+            f"redis-server {version} is too old for Redis Cluster's shard channels "
+            "(SPUBLISH/SSUBSCRIBE need 7.0): install Redis 7 or later "
+            "(e.g. from packages.redis.io) and try again.",
+            pytrace=False,
+        )
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free and exists too."""
+    for _ in range(1000):
+        port = random.randint(20000, 45000)
+        try:
+            with socket.socket() as one, socket.socket() as two:
+                one.bind(("127.0.0.1", port))
+                two.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise AssertionError("no free port pair for a cluster node")
+
+
+class ClusterGroup:
+    """A Redis Cluster of *masters* masters (and *replicas* replicas each) on loopback,
+    made with ``redis-cli --cluster create``."""
+
+    def __init__(self, directory: Path, masters: int = 3, replicas: int = 0) -> None:
+        require_redis_7()
+        self.directory = directory
+        self.replicas = replicas
+        self.nodes = [RedisServer(directory / f"n{n}") for n in range(masters * (1 + replicas))]
+        for node in self.nodes:
+            node.port = _cluster_port()
+
+    @property
+    def url(self) -> str:
+        """The layer URL: every node's address (any one would do)."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.directory.mkdir(parents=True, exist_ok=True)
+            node.start(
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(node.directory / "nodes.conf"),
+                "--cluster-node-timeout", "1000",
+                "--repl-diskless-sync-delay", "0",
+            )  # fmt: skip
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            pytest.fail(INSTALL_HINT.replace("redis-server", "redis-cli"), pytrace=False)
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        done = subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
+             "--cluster-yes"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if done.returncode != 0:
+            pytest.fail(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
+        deadline = time.monotonic() + 30
+        while not all(self._ready(n.port) for n in self.nodes):
+            if time.monotonic() > deadline:
+                pytest.fail("the cluster did not become ready", pytrace=False)
+            time.sleep(0.05)
+
+    def _ready(self, port: int) -> bool:
+        try:
+            info = _ask(port, "CLUSTER", "INFO")
+        except Exception:
+            return False
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        return "cluster_state:ok" in text
+
+    def node_of(self, key: str) -> RedisServer:
+        """The master that serves *key*'s slot now."""
+        slot = _ask(self.nodes[0].port, "CLUSTER", "KEYSLOT", key)
+        for node in self.nodes:
+            shards = _ask(node.port, "CLUSTER", "SLOTS")
+            assert isinstance(shards, list)
+            for start, end, master, *_ in shards:
+                if int(start) <= int(slot) <= int(end):  # type: ignore[call-overload]
+                    port = int(master[1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise AssertionError(f"no node serves slot {slot}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

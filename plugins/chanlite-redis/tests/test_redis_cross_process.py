@@ -83,13 +83,13 @@ async def test_dead_process_memberships_are_cleaned(
     try:
         # The heartbeat key (0.2 s beat, 0.6 s TTL) lapses once the process is gone.
         for _ in range(100):
-            if not await client.exists(prefix + "a:" + b.ready["client_id"]):
+            if not await client.exists(prefix + "a:{" + b.ready["client_id"] + "}"):
                 break
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("heartbeat of the killed process never expired")
         await asyncio.sleep(0.7)  # past the grace given to a process that just joined
         await layer.group_send("watchers", {"type": "second"})
-        assert not await client.hexists(f"{prefix}m:watchers", b.ready["channels"][0])
+        assert not await client.hexists(f"{prefix}m:{{watchers}}", b.ready["channels"][0])
     finally:
         await client.aclose()

@@ -164,7 +164,7 @@ async def test_encrypted_payloads_and_key_rotation(
     await old.send("sealed", {"type": "secret", "bytes": b"\x00\x01"})
     client = Redis.from_url(redis_server.url)
     try:
-        raw = await client.lindex(f"{prefix}c:sealed", 0)
+        raw = await client.lindex(f"{prefix}c:{{sealed}}", 0)
     finally:
         await client.aclose()
     assert b"secret" not in raw
@@ -234,7 +234,7 @@ async def test_malformed_entries_are_logged_and_skipped(
     layer = await make_redis_layer()
     client = Redis.from_url(redis_server.url)
     try:
-        await client.rpush(f"{prefix}c:dirty", b"9999999999999not msgpack \xc1")
+        await client.rpush(f"{prefix}c:{{dirty}}", b"9999999999999not msgpack \xc1")
     finally:
         await client.aclose()
     await layer.send("dirty", {"type": "clean"})
@@ -306,7 +306,7 @@ async def test_garbage_in_an_inbox_is_logged_and_skipped(
     mine = await layer.new_channel()
     client = Redis.from_url(redis_server.url)
     try:
-        inbox = f"{prefix}i:{layer.client_id}"
+        inbox = f"{prefix}i:{{{layer.client_id}}}"
         await client.rpush(inbox, b"garbage", b"9999999999999" + mine.encode() + b" \xc1")
     finally:
         await client.aclose()

@@ -233,7 +233,7 @@ def test_a_plain_receive_cut_off_by_its_loop_loses_nothing(redis_server: Any, pr
     async def rest() -> list[int]:
         client = Redis.from_url(redis_server.url)
         try:
-            left = await client.llen(f"{prefix}c:cut-jobs")
+            left = await client.llen(f"{prefix}c:{{cut-jobs}}")
         finally:
             await client.aclose()
         got = [(await layer.receive("cut-jobs"))["n"] for _ in range(left)]

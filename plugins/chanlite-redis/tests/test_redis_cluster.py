@@ -1,0 +1,172 @@
+"""The layer on a Redis Cluster: the URL, one slot per operation, shard channels, two
+processes broadcasting through it, and the shared contract suites on a real 3-master
+cluster (``redis-cli --cluster create``).
+
+The loop-change part of the layer contract (``LoopSafetyContract``) is not run here: a
+loop closed by hand while redis-py's cluster client is mid-command leaves coroutines
+whose collection fails inside redis-py (see the README's "Redis Cluster" limits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chanlite_redis import RedisLayer
+from chanlite_redis.config import ClusterTarget
+from chanlite_redis.scripts import Keys
+from chanlite_redis.stream_scripts import StreamKeys
+from redis import Redis
+from redis.crc import key_slot
+from redis_nodes import ClusterGroup
+from test_redis_failover import FailoverPeer
+
+from chanlite.layers import LayerConfigError, get_layer
+from chanlite.testing import HistoryContract, PresenceContract
+from chanlite.testing.contract import LayerBehaviourContract
+
+WAIT = 10.0
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[ClusterGroup]:
+    """Three masters on loopback, shared by the session (tests keep apart by prefix)."""
+    with tempfile.TemporaryDirectory(prefix="chanlite-cluster-") as directory:
+        group = ClusterGroup(Path(directory))
+        try:
+            group.start()
+            yield group
+        finally:
+            group.stop()
+
+
+@pytest.fixture
+async def make_cluster_layer(cluster: ClusterGroup, prefix: str) -> AsyncIterator[Any]:
+    """Factory of layers on the session's cluster, closed afterwards."""
+    made: list[RedisLayer] = []
+
+    async def make(**options: Any) -> RedisLayer:
+        options.setdefault("prefix", prefix)
+        layer = RedisLayer(cluster.url, **options)
+        made.append(layer)
+        return layer
+
+    yield make
+    for layer in made:
+        await layer.close()
+
+
+def test_the_url_names_some_nodes() -> None:
+    layer = get_layer("redis+cluster://:s%40cret@n1:7000,n2,[::1]:7002?capacity=5")
+    assert isinstance(layer, RedisLayer)
+    target = layer._target
+    assert isinstance(target, ClusterTarget)
+    assert target.nodes == [("n1", 7000), ("n2", 6379), ("::1", 7002)]
+    assert target.connection["password"] == "s@cret"
+    assert layer.capacity == 5
+    assert "s@cret" not in repr(layer)
+    with pytest.raises(LayerConfigError, match="only db 0"):
+        get_layer("redis+cluster://n1:7000/3")
+    with pytest.raises(LayerConfigError, match="only apply to redis\\+sentinel"):
+        get_layer("redis+cluster://n1:7000?sentinel_password=x")
+
+
+def test_every_operation_stays_on_one_slot() -> None:
+    keys, streams = Keys("chanlite:"), StreamKeys("chanlite:")
+    group, process, plain = "room.1", "abcdef123456", "worker-jobs"
+    per_group = [
+        keys.members(group),
+        keys.group_topic(group),
+        *streams.history(group),
+        *streams.presence(group),
+        streams.owned(group, process),
+    ]
+    per_process = [keys.inbox(process), keys.counts(process), keys.alive(process)]
+    per_channel = [
+        keys.channel(plain),
+        keys.wake_topic(plain),
+        keys.taken(plain, "t0k3n"),
+        keys.dropped(plain, "t0k3n"),
+    ]
+    for together in (per_group, per_process, per_channel):
+        assert len({key_slot(key.encode()) for key in together}) == 1, together
+    # ... and different groups spread over the slots.
+    assert len({key_slot(keys.members(f"room.{n}").encode()) for n in range(50)}) > 40
+
+
+async def test_a_group_message_is_published_on_one_node_only(
+    make_cluster_layer: Any, cluster: ClusterGroup
+) -> None:
+    sender, receiver = await make_cluster_layer(), await make_cluster_layer()
+    groups = [f"spread.{n}" for n in range(12)]
+    channel = await receiver.new_channel()
+    for group in groups:
+        await receiver.group_add(group, channel)
+    before = [_commands(node.port) for node in cluster.nodes]
+    for group in groups:
+        await sender.group_send(group, {"type": "m", "group": group})
+    heard = set()
+    for _ in groups:
+        _, message = await asyncio.wait_for(receiver.receive_local(), WAIT)
+        heard.add(message["group"])
+    assert heard == set(groups)
+    after = [_commands(node.port) for node in cluster.nodes]
+    spublished = [
+        a.get("spublish", 0) - b.get("spublish", 0) for a, b in zip(after, before, strict=True)
+    ]
+    published = [
+        a.get("publish", 0) - b.get("publish", 0) for a, b in zip(after, before, strict=True)
+    ]
+    assert sum(spublished) == len(groups)  # once per message, on its group's node
+    assert sum(1 for n in spublished if n) > 1  # the groups are spread over the nodes
+    assert published == [0, 0, 0]  # nothing went to every node
+
+
+async def test_two_processes_broadcast_through_the_cluster(
+    cluster: ClusterGroup, prefix: str
+) -> None:
+    a = await FailoverPeer.start(cluster.url, prefix, "a")
+    b = await FailoverPeer.start(cluster.url, prefix, "b")
+    peers = (a, b)
+    try:
+        for peer in peers:
+            await peer.wait_for(lambda e: e["event"] == "got" and e["n"] >= 30)
+        lasts = {}
+        for peer in peers:
+            await peer.tell("stop")
+            lasts[peer.name] = (await peer.wait_for(lambda e: e["event"] == "sent"))["last"]
+        await a.tell(f"end {lasts['b']}")
+        await b.tell(f"end {lasts['a']}")
+        summaries = {p.name: await p.wait_for(lambda e: e["event"] == "summary") for p in peers}
+    finally:
+        logs = [await peer.finish() for peer in peers]
+    for name, other in (("a", "b"), ("b", "a")):
+        received = summaries[name]["received"]
+        assert summaries[name]["lost"] == 0
+        assert received == list(range(min(received), lasts[other] + 1))  # all, in order
+    assert all("Traceback" not in log for log in logs), logs
+
+
+def _commands(port: int) -> dict[str, int]:
+    client = Redis(port=port)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
+class TestClusterContract(LayerBehaviourContract):
+    @pytest.fixture
+    def make_layer(self, make_cluster_layer: Any) -> Any:
+        return make_cluster_layer
+
+
+class TestClusterStreams(HistoryContract, PresenceContract):
+    @pytest.fixture
+    def make_layer(self, make_cluster_layer: Any) -> Any:
+        return make_cluster_layer
