@@ -47,8 +47,8 @@ def test_a_scheme_typo_in_the_app_argument_is_refused_with_the_installed_schemes
     assert error_line(err) == (
         "Error: Application startup failed: Channel layer memroy:// cannot be used: No "
         "channel layer is installed for the scheme 'memroy'; did you mean memory://? "
-        "Installed schemes: memory://, redis://, redis+sentinel://, rediss://, "
-        "rediss+sentinel://, sqlite://"
+        "Installed schemes: memory://, redis://, redis+cluster://, redis+sentinel://, "
+        "rediss://, rediss+cluster://, rediss+sentinel://, sqlite://"
     )
 
 
