@@ -12,6 +12,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -157,6 +158,22 @@ async def test_the_room_page_is_served_by_django(served: Served) -> None:
     assert "'/ws/chat/'" in page
 
 
+async def static_status(port: int) -> int:
+    try:
+        status, body = await asyncio.to_thread(get, port, "/static/chat/room.css")
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    assert "#chat-log" in body
+    return status
+
+
+async def test_static_files_are_served_in_debug_as_runserver_does(served: Served) -> None:
+    """``manage.py chanlite`` serves static files in DEBUG, as ``runserver`` does; Daphne
+    (and ``chanlite run`` of the bare Channels router) never did."""
+    expected = {"before": 404, "after": 200}[served.stage.name]
+    assert await static_status(served.port) == expected
+
+
 async def test_a_room_name_the_channels_route_would_not_match_is_refused(
     served: Served,
 ) -> None:
@@ -230,6 +247,14 @@ async def test_a_broadcast_reaches_consumers_and_handlers(mixed: tuple[Stage, in
         await post(consumer, message="noted")
         for socket in (consumer, sync_consumer, handler):
             assert await receive(socket) == {"message": "noted"}
+
+
+async def test_static_files_pass_the_channels_router_in_debug(
+    mixed: tuple[Stage, int, int],
+) -> None:
+    """The App's own fallback (the Channels router) gets static files in DEBUG, as
+    Django's handler does."""
+    assert await static_status(mixed[2]) == 200
 
 
 async def test_the_page_offers_both_sockets(mixed: tuple[Stage, int, int]) -> None:

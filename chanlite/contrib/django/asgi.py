@@ -9,9 +9,10 @@
     application = get_asgi_application()
 
 The result is the chanlite App named by ``CHANLITE["APP"]``, set up to serve the site:
-its layer is ``CHANLITE["LAYER"]``, Django's ASGI handler (with static files in DEBUG)
-takes every request no chanlite route matches, and a middleware checks WebSocket origins
-and fills ``ws.session`` / ``ws.user`` for chanlite's own routes.
+its layer is ``CHANLITE["LAYER"]``; Django's ASGI handler (or the App's own ``fallback``,
+either with static files in DEBUG) takes every request no chanlite route matches; and a
+middleware checks WebSocket origins and fills ``ws.session`` / ``ws.user`` for
+chanlite's own routes.
 """
 
 from __future__ import annotations
@@ -159,11 +160,20 @@ def load_app() -> App:
 
 def django_handler() -> ASGIApp:
     """Django's ASGI handler, wrapped to serve static files in DEBUG like runserver."""
-    from django.apps import apps
-    from django.conf import settings
     from django.core.handlers.asgi import ASGIHandler
 
-    handler: ASGIApp = ASGIHandler()
+    return with_static_files(ASGIHandler())
+
+
+def with_static_files(app: ASGIApp) -> ASGIApp:
+    """*app*, wrapped to serve static files first in DEBUG (as runserver does) when
+    ``CHANLITE["STATIC_FILES"]`` is on and ``django.contrib.staticfiles`` is installed.
+
+    Everything that is not a static file request (WebSockets included) goes to *app*.
+    """
+    from django.apps import apps
+    from django.conf import settings
+
     if (
         settings.DEBUG
         and conf.get().static_files
@@ -171,8 +181,8 @@ def django_handler() -> ASGIApp:
     ):
         from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
-        handler = ASGIStaticFilesHandler(handler)
-    return handler
+        return ASGIStaticFilesHandler(app)  # type: ignore[no-any-return]
+    return app
 
 
 def get_asgi_application() -> App:
@@ -191,6 +201,10 @@ def get_asgi_application() -> App:
         app.configure_layer(conf.get().layer)
         if app.fallback is None:
             app.fallback = DjangoFallback(django_handler())
+        else:
+            # The project's own fallback (e.g. its Channels router, while it moves to
+            # chanlite) gets static files in DEBUG too, as Django's handler does.
+            app.fallback = with_static_files(app.fallback)
         app.add_middleware(DjangoMiddleware, chanlite_app=app)
         _current = app
     return app
