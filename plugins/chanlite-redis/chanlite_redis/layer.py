@@ -28,7 +28,7 @@ import logging
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import msgpack  # type: ignore[import-untyped]
@@ -87,6 +87,17 @@ def _float(value: str) -> float:
 
 def _nonce() -> str:
     return secrets.token_hex(8)
+
+
+def _in_redis_code(coro: Any) -> bool:
+    """True if coroutine *coro*, or one it awaits, runs redis-py's or this plugin's code."""
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None)
+        name = frame.f_globals.get("__name__", "") if frame is not None else ""
+        if name.startswith(("redis.", "chanlite_redis")):
+            return True
+        coro = getattr(coro, "cr_await", None)
+    return False
 
 
 class RedisLayer(BaseLayer):
@@ -190,6 +201,8 @@ class RedisLayer(BaseLayer):
         self.lost: Counter[str] = Counter()
         self._numbering = sequence.Numbering()
         self._notices: deque[str] = deque(maxlen=64)  # control notices already handled
+        # Tasks now inside a Redis call on the owning loop (see _end_abandoned).
+        self._inside: Counter[asyncio.Task[Any]] = Counter()
         self._presence = Presence(
             prefix=prefix,
             client_id=self.client_id,
@@ -258,9 +271,41 @@ class RedisLayer(BaseLayer):
         if home is None or home.is_closed():
             if home is not None:
                 logger.debug("%r: previous event loop closed; moving to a new one", self)
+                self._end_abandoned(home)
             self._adopt(loop)
             return True
         return False
+
+    @contextlib.contextmanager
+    def _in_redis(self) -> Iterator[None]:
+        """Around an await inside redis-py: the task is kept (strongly) until it leaves."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._inside[task] += 1
+        try:
+            yield
+        finally:
+            if task is not None:
+                self._inside[task] -= 1
+                if self._inside[task] <= 0:
+                    del self._inside[task]
+
+    def _end_abandoned(self, loop: asyncio.AbstractEventLoop) -> None:
+        """End, quietly and now, the tasks the closed *loop* left inside Redis calls.
+
+        A loop closed by hand leaves its tasks suspended wherever they were. Collected
+        later, a coroutine inside redis-py runs redis-py's cleanup, which needs the
+        closed loop and fails there: an unraisable error reported in whatever code runs
+        at that moment (with the cluster client, even a crash). Closed here, where the
+        tasks are still reachable (the layer holds the ones inside its calls, and they
+        hold what redis-py started for them), the same failure is caught and ignored.
+        """
+        self._inside.clear()
+        for task in asyncio.all_tasks(loop):
+            coro = task.get_coro()
+            if _in_redis_code(coro):
+                with contextlib.suppress(BaseException):
+                    coro.close()
 
     def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
         """Open this loop's connections and listen again to the groups with local members."""
@@ -320,7 +365,7 @@ class RedisLayer(BaseLayer):
                 assert self._client is not None
                 # A background task left on a loop closed by hand ends quietly when
                 # collected (redis-py's cleanup cannot run on a closed loop).
-                with quiet_if_collected(loop):
+                with quiet_if_collected(loop), self._in_redis():
                     result = await run(self._client)
             else:
                 client = self._target.client(timeout=self.timeout, blocking=False)
@@ -431,7 +476,8 @@ class RedisLayer(BaseLayer):
         return listener
 
     async def _subscribe(self, topic: str) -> None:
-        await self._ensure_listener().subscribe(topic)
+        with self._in_redis():
+            await self._ensure_listener().subscribe(topic)
 
     def _unsubscribe(self, topic: str) -> None:
         if self._listener is not None:
@@ -456,7 +502,7 @@ class RedisLayer(BaseLayer):
                 # The HDEL undoes an earlier group_add of this channel by another process,
                 # which would otherwise deliver it a second copy through the inbox.
                 await asyncio.gather(
-                    self._ensure_listener().subscribe(self.keys.group_topic(group)),
+                    self._subscribe(self.keys.group_topic(group)),
                     self._call("group_add", lambda c: c.hdel(members_key, channel)),
                 )
             except BaseException:

@@ -1,10 +1,6 @@
 """The layer on a Redis Cluster: the URL, one slot per operation, shard channels, two
 processes broadcasting through it, and the shared contract suites on a real 3-master
 cluster (``redis-cli --cluster create``).
-
-The loop-change part of the layer contract (``LoopSafetyContract``) is not run here: a
-loop closed by hand while redis-py's cluster client is mid-command leaves coroutines
-whose collection fails inside redis-py (see the README's "Redis Cluster" limits).
 """
 
 from __future__ import annotations
@@ -26,8 +22,7 @@ from redis_nodes import ClusterGroup
 from test_redis_failover import FailoverPeer
 
 from chanlite.layers import LayerConfigError, get_layer
-from chanlite.testing import HistoryContract, PresenceContract
-from chanlite.testing.contract import LayerBehaviourContract
+from chanlite.testing import HistoryContract, LayerContract, PresenceContract
 
 WAIT = 10.0
 
@@ -160,7 +155,7 @@ def _commands(port: int) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
 
 
-class TestClusterContract(LayerBehaviourContract):
+class TestClusterContract(LayerContract):
     @pytest.fixture
     def make_layer(self, make_cluster_layer: Any) -> Any:
         return make_cluster_layer
