@@ -157,7 +157,12 @@ async def count(ws: Any, expected: int, done: list[int]) -> None:
 
 
 async def fanout(
-    server: Server, kind: str, subscribers: list[Any], publisher: Any, messages: int
+    server: Server,
+    kind: str,
+    subscribers: list[Any],
+    publisher: Any,
+    messages: int,
+    label: str = "",
 ) -> float:
     """Deliveries per server CPU-second. A server that drops (a peer's full channels) is
     charged the CPU it spent until nothing more arrived for 3 s."""
@@ -186,7 +191,13 @@ async def fanout(
     for reader in readers:
         reader.cancel()
     if done[0] < expected:
-        print(f"  ({kind}: {expected - done[0]:,} of {expected:,} deliveries never arrived)")
+        lost = expected - done[0]
+        print(f"  ({label or kind}: {lost:,} of {expected:,} deliveries never arrived)")
+        server.log.seek(0)
+        logged = server.log.read().decode(errors="replace").splitlines()
+        errors = [line for line in logged if line and not line[0].isspace()]
+        if errors:
+            print(f"  (its server's log ends with: {errors[-1]})")
     return done[0] / max(used, 1e-3)
 
 
@@ -215,13 +226,15 @@ async def run_broadcast(args: argparse.Namespace, extra: tuple[str, ...]) -> dic
     return {"topic": topic, "plain": plain, "ratio": topic / plain, "rounds": rates}
 
 
-async def run_topic_fanout(server: Server, args: argparse.Namespace) -> float:
+async def run_topic_fanout(server: Server, args: argparse.Namespace, label: str) -> float:
     """Topic broadcast only (no plain sockets): deliveries per server CPU-second."""
     port = server.port
     subs = [await topic_socket(port, ["room:1"]) for _ in range(args.subscribers)]
     pub = await topic_socket(port, ["room:1"])
     drain = asyncio.ensure_future(count(pub, 10**9, [0]))
-    rates = [await fanout(server, "topic", subs, pub, args.messages) for _ in range(args.rounds)]
+    rates = [
+        await fanout(server, "topic", subs, pub, args.messages, label) for _ in range(args.rounds)
+    ]
     drain.cancel()
     for ws in [*subs, pub]:
         await ws.close()
@@ -244,7 +257,7 @@ def run_channels(args: argparse.Namespace, workers: int) -> dict[str, float]:
         url = f"redis://127.0.0.1:{redis_port}/0"
         result = {}
         with Server("--layer", url, "--workers", str(workers)) as server:
-            result["chanlite"] = asyncio.run(run_topic_fanout(server, args))
+            result["chanlite"] = asyncio.run(run_topic_fanout(server, args, "chanlite"))
         uvicorn = [
             str(peers / "uvicorn"),
             "channels_topics_app:application",
@@ -256,7 +269,7 @@ def run_channels(args: argparse.Namespace, workers: int) -> dict[str, float]:
         uvicorn += ["--port", "{port}", "--loop", "uvloop", "--http", "httptools"]
         uvicorn += ["--ws", "websockets-sansio", "--no-access-log", "--log-level", "warning"]
         with Server(command=uvicorn, env={"BENCH_CHANNEL_LAYER": url}) as server:
-            result["channels"] = asyncio.run(run_topic_fanout(server, args))
+            result["channels"] = asyncio.run(run_topic_fanout(server, args, "Channels"))
         return result
     finally:
         redis.terminate()
