@@ -2,17 +2,20 @@
 
 Two users in one room on the SQLite layer: messages both ways, a server restart in the
 middle of the chat that the pages ride out with nothing lost or shown twice (they rejoin
-from the ref of the last message they saw), the member list changing as a tab closes,
-and a third user whose page has no WebSocket at all, on phoenix.js's long-poll.
+from the ref of the last message they saw; one of them is kept away until the other has
+written, so what it missed reaches it only by that resume), the member list changing as
+a tab closes, and a third user whose page has no WebSocket at all, on phoenix.js's
+long-poll.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, Route, WebSocketRoute, expect
 
 from tests.browser.helpers import EXPECT_TIMEOUT_MS, REPO, ChanliteServer, artifacts_on_failure
 
@@ -63,6 +66,31 @@ def expect_members(page: Page, *nicks: str, timeout: int = EXPECT_TIMEOUT_MS) ->
         expect(page.locator(f'#members li[data-nick="{nick}"]')).to_have_count(1)
 
 
+class Away:
+    """Keeps one browser context from reaching the socket (WebSocket and long-poll) while
+    ``held``; then lets its reconnects through to the server."""
+
+    def __init__(self, context: BrowserContext) -> None:
+        self.held = True
+        self.kept_out = 0  # reconnect attempts turned away
+        context.route_web_socket(re.compile(r"/socket/websocket"), self._websocket)
+        context.route(re.compile(r"/socket/longpoll"), self._longpoll)
+
+    def _websocket(self, ws: WebSocketRoute) -> None:
+        if self.held:
+            self.kept_out += 1
+            ws.close(code=1001, reason="held away by the test")
+        else:
+            ws.connect_to_server()
+
+    def _longpoll(self, route: Route) -> None:
+        if self.held:
+            self.kept_out += 1
+            route.abort("connectionrefused")
+        else:
+            route.continue_()
+
+
 def test_topics_chat_restart_presence_and_longpoll(browser: Browser, tmp_path: Path) -> None:
     layer = f"sqlite:///{tmp_path / 'topics.db'}"
     server = ChanliteServer(
@@ -82,23 +110,30 @@ def test_topics_chat_restart_presence_and_longpoll(browser: Browser, tmp_path: P
             expect_line(page, "ann", "hello bob")
             expect_line(page, "bob", "hi ann")
 
-        # The server restarts mid-chat; the pages reconnect, rejoin from their last ref
-        # and miss nothing, see nothing twice.
+        # The server restarts mid-chat. Ann's page reconnects and writes while Bob's is
+        # still kept away; when Bob's gets through it rejoins from the ref of the last
+        # message it saw and gets what it missed: nothing lost, nothing twice.
+        away = Away(bob.context)
         port = server.port
         server.stop()
         for page in (ann, bob):
             expect(page.locator("#status")).to_have_attribute("data-state", "closed")
         server.start(port=port)
-        for page in (ann, bob):
-            expect(page.locator("#status")).to_have_attribute(
-                "data-state", "open", timeout=RECONNECT_MS
-            )
+        expect(ann.locator("#status")).to_have_attribute("data-state", "open", timeout=RECONNECT_MS)
         say(ann, "after the restart")
+        expect_line(ann, "ann", "after the restart", timeout=RECONNECT_MS)
+        missed = bob.locator('#messages li[data-kind="message"]', has_text="after the restart")
+        expect(missed).to_have_count(0)  # nothing reaches Bob's page while it is away
+        assert away.kept_out > 0  # Bob's page did try, and was kept away
+        away.held = False
+        expect(bob.locator("#status")).to_have_attribute("data-state", "open", timeout=RECONNECT_MS)
+        say(bob, "back again")
         for page in (ann, bob):
-            expect_line(page, "ann", "after the restart", timeout=RECONNECT_MS)
+            expect_line(page, "bob", "back again", timeout=RECONNECT_MS)
+            expect_line(page, "ann", "after the restart")
             expect_line(page, "ann", "hello bob")
             expect_line(page, "bob", "hi ann")
-            expect(page.locator('#messages li[data-kind="message"]')).to_have_count(3)
+            expect(page.locator('#messages li[data-kind="message"]')).to_have_count(4)
             expect_members(page, "ann", "bob")
 
         # Bob's tab closes: ann's member list loses him. (phoenix.js may have come back
