@@ -242,9 +242,9 @@ async def run_topic_fanout(server: Server, args: argparse.Namespace, label: str)
 
 
 def run_channels(args: argparse.Namespace, workers: int) -> dict[str, float]:
-    """chanlite topics on the Redis layer against Channels + channels_redis on uvicorn,
-    each with *workers* processes, each publishing through a push handler: both pay the
-    layer's round trip."""
+    """chanlite topics (and app.broadcast) on the Redis layer against Channels +
+    channels_redis on uvicorn, each with *workers* processes, each publishing through a
+    push handler: both pay the layer's round trip."""
     peers = REPO / "bench" / ".venv" / "bin"
     redis_port = free_port()
     redis = subprocess.Popen(
@@ -256,8 +256,8 @@ def run_channels(args: argparse.Namespace, workers: int) -> dict[str, float]:
             time.sleep(0.05)
         url = f"redis://127.0.0.1:{redis_port}/0"
         result = {}
-        with Server("--layer", url, "--workers", str(workers)) as server:
-            result["chanlite"] = asyncio.run(run_topic_fanout(server, args, "chanlite"))
+        ours = asyncio.run(run_broadcast(args, ("--layer", url, "--workers", str(workers))))
+        result["chanlite"], result["plain"] = ours["topic"], ours["plain"]
         uvicorn = [
             str(peers / "uvicorn"),
             "channels_topics_app:application",
@@ -362,8 +362,9 @@ def main() -> None:
         for workers in (1, 2):
             r = run_channels(args, workers)
             print(f"broadcast to {args.subscribers}, {workers} worker(s) on Redis: chanlite topics "
-                  f"{r['chanlite']:,.0f} vs Channels + channels_redis {r['channels']:,.0f} "
-                  f"deliveries/CPU-s = {r['chanlite'] / r['channels']:.1f}x")  # fmt: skip
+                  f"{r['chanlite']:,.0f} (app.broadcast {r['plain']:,.0f}) vs Channels + "
+                  f"channels_redis {r['channels']:,.0f} deliveries/CPU-s = "
+                  f"{r['chanlite'] / r['channels']:.1f}x")  # fmt: skip
     if "memory" in only:
         r = asyncio.run(run_memory(args))
         topics, plain = r["topics"] / 1024, r["plain"] / 1024
