@@ -28,7 +28,24 @@ def as_async(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         getattr(func, "__call__", None)  # noqa: B004 - callable objects with async __call__
     ):
         return func
-    return sync_to_async(func, thread_sensitive=False)
+    on_thread = sync_to_async(func, thread_sensitive=False)
+
+    @functools.wraps(func)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        result = await on_thread(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            # `def h(ws, event): return ws.send_json(...)` made a coroutine nobody would
+            # await: the frame would be lost with a RuntimeWarning at best. Say so instead.
+            result.close()
+            name = getattr(func, "__qualname__", repr(func))
+            raise TypeError(
+                f"{name} is a plain def and returned a coroutine ({result.__qualname__}), "
+                "which would never run: make it an async def and await it, or call it "
+                "through chanlite.async_to_sync(...) from the plain def."
+            )
+        return result
+
+    return run
 
 
 class WebSocketHandler(Generic[H]):

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from chanlite import App, WebSocket, sync
+from chanlite import App, WebSocket, WebSocketDisconnect, sync
 from chanlite.layers.base import BlockingSends, Event
 from chanlite.layers.memory import MemoryLayer
 from chanlite.testing import TestClient
@@ -165,3 +165,37 @@ def test_a_sender_on_a_layer_object_returns_who_it_reached() -> None:
     assert sender.broadcast("g", text="hi") == 2
     assert sender.send("a", {"type": "x"}) is None  # a plain channel: the layer cannot tell
     sync.run(layer.close())
+
+
+async def test_a_plain_def_returning_a_coroutine_is_an_error_that_says_what_to_do(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # `def h(ws, event): return ws.send_json(...)` would lose the frame with only a
+    # RuntimeWarning at garbage collection; it is refused with the fix instead.
+    app = App()
+
+    @app.websocket("/feed")
+    async def feed(ws: WebSocket) -> None:
+        await ws.join("feed")
+        await ws.accept()
+        async for _ in ws.iter_text():
+            pass
+
+    @feed.on("note")
+    def note(ws: WebSocket, event: dict[str, Any]) -> Any:
+        return ws.send_json(event["body"])
+
+    @app.http("/page")
+    def page(request: Any) -> Any:
+        return asyncio.sleep(0)
+
+    async with TestClient(app) as client:
+        async with client.websocket("/feed") as ws:
+            await app.group_send("feed", {"type": "note", "body": 1})
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await ws.receive_json()
+        assert closed.value.code == 1011  # as for any on handler that raises, logged:
+        assert "note is a plain def and returned a coroutine" in caplog.text
+        assert "chanlite.async_to_sync" in caplog.text
+        with pytest.raises(TypeError, match="page is a plain def and returned a coroutine"):
+            await client.get("/page")
