@@ -184,6 +184,10 @@ class ShardedListener:
 
     async def _refresh(self) -> None:
         await asyncio.wait_for(self._cluster.initialize(), self._timeout)
+        if self._nodes:
+            # Something failed or moved: read the slot map again now (the client by
+            # itself refreshes it only after one of its commands failed).
+            await asyncio.wait_for(self._cluster.nodes_manager.initialize(), self._timeout)
         raise_if_cancelled()  # wait_for may swallow one; the loop may be ending
         primaries = {node.name: node for node in self._cluster.get_primaries()}
         if not self._nodes and not self._wanted:

@@ -351,8 +351,9 @@ class ClusterGroup:
 
     def node_of(self, key: str) -> RedisServer:
         """The master that serves *key*'s slot now."""
-        slot = _ask(self.nodes[0].port, "CLUSTER", "KEYSLOT", key)
-        for node in self.nodes:
+        alive = [n for n in self.nodes if n.process is not None]
+        slot = _ask(alive[0].port, "CLUSTER", "KEYSLOT", key)
+        for node in alive:
             shards = _ask(node.port, "CLUSTER", "SLOTS")
             assert isinstance(shards, list)
             for start, end, master, *_ in shards:

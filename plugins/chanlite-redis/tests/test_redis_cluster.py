@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,58 @@ async def test_two_processes_broadcast_through_the_cluster(
         assert summaries[name]["lost"] == 0
         assert received == list(range(min(received), lasts[other] + 1))  # all, in order
     assert all("Traceback" not in log for log in logs), logs
+
+
+async def test_broadcasts_survive_a_cluster_master_killed_mid_broadcast(
+    tmp_path: Path, prefix: str
+) -> None:
+    # Three masters with a replica each; the master of the group's slot is SIGKILLed
+    # while two processes broadcast to each other through it. The cluster promotes its
+    # replica; both processes keep delivering, and every message is delivered or counted.
+    group = ClusterGroup(tmp_path, replicas=1)
+    group.start()
+    try:
+        a = await FailoverPeer.start(group.url, prefix, "a")
+        b = await FailoverPeer.start(group.url, prefix, "b")
+        peers = (a, b)
+        try:
+            for peer in peers:
+                await peer.wait_for(lambda e: e["event"] == "got" and e["n"] >= 50)
+            master = group.node_of("{room}")
+            killed_at = time.time()
+            master.stop()  # SIGKILL
+            firsts = [
+                await peer.wait_for(lambda e: e["event"] == "got" and e["at"] > killed_at, 60)
+                for peer in peers
+            ]
+            for peer, first in zip(peers, firsts, strict=True):
+                await peer.wait_for(
+                    lambda e, n=first["n"]: e["event"] == "got" and e["n"] >= n + 50
+                )
+            lasts = {}
+            for peer in peers:
+                await peer.tell("stop")
+                lasts[peer.name] = (await peer.wait_for(lambda e: e["event"] == "sent"))["last"]
+            await a.tell(f"end {lasts['b']}")
+            await b.tell(f"end {lasts['a']}")
+            summaries = {p.name: await p.wait_for(lambda e: e["event"] == "summary") for p in peers}
+        finally:
+            logs = {peer.name: await peer.finish() for peer in peers}
+        assert group.node_of("{room}") is not master  # its replica took over
+    finally:
+        group.stop()
+    for name, other in (("a", "b"), ("b", "a")):
+        received, lost = summaries[name]["received"], summaries[name]["lost"]
+        assert len(received) == len(set(received)), f"{name} got a message twice"
+        first = min(received)
+        assert len(received) + lost == lasts[other] + 1 - first, (received, lost, lasts[other])
+        assert "Traceback" not in logs[name], logs[name]
+    print(
+        "first delivery after the kill, s:",
+        [round(f["now"] - killed_at, 3) for f in firsts],
+        "lost:",
+        {n: s["lost"] for n, s in summaries.items()},
+    )
 
 
 def _commands(port: int) -> dict[str, int]:
