@@ -1,6 +1,6 @@
 """Topics on the Phoenix protocol against plain sockets, on a real `chanlite run`.
 
-    .venv/bin/python bench/topics.py                          # everything, ~10 minutes
+    .venv/bin/python bench/topics.py                          # everything, ~20 minutes
     .venv/bin/python bench/topics.py --only broadcast,channels,memory,resume
 
 * ``broadcast``: one publisher, 1,000 subscribers. The topic path (a push whose handler
