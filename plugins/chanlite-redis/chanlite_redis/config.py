@@ -27,6 +27,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from chanlite.layers import LayerConfigError
+from chanlite_redis.tasks import raise_if_cancelled
 
 Host = str | tuple[str, int] | Sequence[Any] | Mapping[str, Any]
 
@@ -221,6 +222,14 @@ class _SentinelPool(SentinelConnectionPool):
 
     def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
         super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+
+    async def get_master_address(self) -> Any:
+        address = await super().get_master_address()  # type: ignore[no-untyped-call]
+        # redis-py moves on to the next sentinel when one fails, also when the failure
+        # was a cancellation it turned into a connection error: a task asked to stop
+        # would go on to a blocking read. It stops here instead.
+        raise_if_cancelled()
+        return address
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         await super().disconnect(inuse_connections)
