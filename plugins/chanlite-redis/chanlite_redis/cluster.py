@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -278,3 +278,16 @@ def make_listener(
         on_reconnect=on_reconnect,
         on_close=pool.disconnect,
     )
+
+
+async def queue_copies(
+    reply: list[bytes], queue: Callable[[str, bytes, int], Awaitable[bool]]
+) -> list[bytes]:
+    """On a cluster: queue the copies for members recorded in Redis, each on its own
+    slot. *reply* is the group script's (``\\2<payload>`` then ``\\1<capacity> <channel>``
+    per member); *queue* stores one copy (the ``SEND`` script), False when full.
+    Returns the channels that were full."""
+    payload = reply[0][1:]
+    copies = [entry[1:].decode().partition(" ") for entry in reply[1:]]
+    stored = await asyncio.gather(*(queue(ch, payload, int(cap)) for cap, _, ch in copies))
+    return [ch.encode() for (_, _, ch), ok in zip(copies, stored, strict=True) if not ok]

@@ -51,7 +51,7 @@ from chanlite.layers import (
 )
 from chanlite_redis import scripts, sequence
 from chanlite_redis.catchup import CatchUp
-from chanlite_redis.cluster import ShardedListener, make_listener
+from chanlite_redis.cluster import ShardedListener, make_listener, queue_copies
 from chanlite_redis.codec import make_codec
 from chanlite_redis.config import (
     Host,
@@ -66,7 +66,7 @@ from chanlite_redis.inbox import Inbox
 from chanlite_redis.listener import Listener
 from chanlite_redis.plain import PlainChannels, PlainParts
 from chanlite_redis.presence import Presence
-from chanlite_redis.tasks import cancels_now, quiet_if_collected, stop
+from chanlite_redis.tasks import cancels_now, end_abandoned, quiet_if_collected, stop
 
 logger = logging.getLogger("chanlite.layers.redis")
 
@@ -87,17 +87,6 @@ def _float(value: str) -> float:
 
 def _nonce() -> str:
     return secrets.token_hex(8)
-
-
-def _in_redis_code(coro: Any) -> bool:
-    """True if coroutine *coro*, or one it awaits, runs redis-py's or this plugin's code."""
-    while coro is not None:
-        frame = getattr(coro, "cr_frame", None)
-        name = frame.f_globals.get("__name__", "") if frame is not None else ""
-        if name.startswith(("redis.", "chanlite_redis")):
-            return True
-        coro = getattr(coro, "cr_await", None)
-    return False
 
 
 class RedisLayer(BaseLayer):
@@ -201,7 +190,8 @@ class RedisLayer(BaseLayer):
         self.lost: Counter[str] = Counter()
         self._numbering = sequence.Numbering()
         self._notices: deque[str] = deque(maxlen=64)  # control notices already handled
-        # Tasks now inside a Redis call on the owning loop (see _end_abandoned).
+        # Tasks now inside a Redis call on the owning loop: kept until they leave it, so
+        # that end_abandoned() finds them if their loop is closed under them.
         self._inside: Counter[asyncio.Task[Any]] = Counter()
         self._presence = Presence(
             prefix=prefix,
@@ -271,7 +261,9 @@ class RedisLayer(BaseLayer):
         if home is None or home.is_closed():
             if home is not None:
                 logger.debug("%r: previous event loop closed; moving to a new one", self)
-                self._end_abandoned(home)
+                # Its tasks still inside Redis calls end now, not when collected.
+                self._inside.clear()
+                end_abandoned(home)
             self._adopt(loop)
             return True
         return False
@@ -289,23 +281,6 @@ class RedisLayer(BaseLayer):
                 self._inside[task] -= 1
                 if self._inside[task] <= 0:
                     del self._inside[task]
-
-    def _end_abandoned(self, loop: asyncio.AbstractEventLoop) -> None:
-        """End, quietly and now, the tasks the closed *loop* left inside Redis calls.
-
-        A loop closed by hand leaves its tasks suspended wherever they were. Collected
-        later, a coroutine inside redis-py runs redis-py's cleanup, which needs the
-        closed loop and fails there: an unraisable error reported in whatever code runs
-        at that moment (with the cluster client, even a crash). Closed here, where the
-        tasks are still reachable (the layer holds the ones inside its calls, and they
-        hold what redis-py started for them), the same failure is caught and ignored.
-        """
-        self._inside.clear()
-        for task in asyncio.all_tasks(loop):
-            coro = task.get_coro()
-            if _in_redis_code(coro):
-                with contextlib.suppress(BaseException):
-                    coro.close()
 
     def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
         """Open this loop's connections and listen again to the groups with local members."""
@@ -595,7 +570,7 @@ class RedisLayer(BaseLayer):
         else:
             _, _, dropped = await self._history.send(group, policy, keys, args)
         if dropped and dropped[0][:1] == b"\2":
-            dropped = await self._queue_copies(dropped)
+            dropped = await queue_copies(dropped, self._queue_copy)
         full = [channel.decode() for channel in dropped]
         members = self._live_members(group) if local else None
         if members:
@@ -603,24 +578,13 @@ class RedisLayer(BaseLayer):
         # The script names the members it dropped, not how many it served.
         self.count_drops(group, full, None if dropped else len(members or ()))
 
-    async def _queue_copies(self, reply: list[bytes]) -> list[bytes]:
-        """On a cluster: queue the copies for members recorded in Redis, each in its own
-        slot (the group script returned the payload and ``\1<capacity> <channel>``s).
-        Returns the channels that were full."""
-        payload = reply[0][1:]
-        expiry = self._ms(self.expiry)
-        copies = [entry[1:].decode().partition(" ") for entry in reply[1:]]
-
-        async def queue(cap: str, channel: str) -> bytes | None:
-            args: list[EncodableT] = [self.prefix, channel, payload, int(cap), expiry]
-            keys = self.keys.send_keys(channel, self.owner_of(channel))
-            stored = await self._call(
-                "group_send", lambda c: self._send_script(keys=keys, args=args, client=c)
-            )
-            return None if stored else channel.encode()
-
-        done = await asyncio.gather(*(queue(cap, channel) for cap, _, channel in copies))
-        return [channel for channel in done if channel is not None]
+    async def _queue_copy(self, channel: str, payload: bytes, cap: int) -> bool:
+        args: list[EncodableT] = [self.prefix, channel, payload, cap, self._ms(self.expiry)]
+        keys = self.keys.send_keys(channel, self.owner_of(channel))
+        stored = await self._call(
+            "group_send", lambda c: self._send_script(keys=keys, args=args, client=c)
+        )
+        return bool(stored)
 
     # -- history and presence ----------------------------------------------------------------
 

@@ -101,3 +101,31 @@ def quiet_if_collected(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
         if loop.is_closed():
             raise GeneratorExit from None
         raise
+
+
+def end_abandoned(loop: asyncio.AbstractEventLoop) -> None:
+    """End, quietly and now, the tasks the closed *loop* left inside Redis calls.
+
+    A loop closed by hand leaves its tasks suspended wherever they were. Collected
+    later, a coroutine inside redis-py runs redis-py's clean-up, which needs the closed
+    loop and fails there: an unraisable error reported in whatever code runs at that
+    moment (with the cluster client, even a crash). Closed here, while they are still
+    reachable (the layer holds the tasks inside its calls, and those hold what redis-py
+    started for them), the same failure is caught and ignored.
+    """
+    for task in asyncio.all_tasks(loop):
+        coro = task.get_coro()
+        if _in_redis_code(coro):
+            with contextlib.suppress(BaseException):
+                coro.close()
+
+
+def _in_redis_code(coro: Any) -> bool:
+    """True if coroutine *coro*, or one it awaits, runs redis-py's or this plugin's code."""
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None)
+        name = frame.f_globals.get("__name__", "") if frame is not None else ""
+        if name.startswith(("redis.", "chanlite_redis")):
+            return True
+        coro = getattr(coro, "cr_await", None)
+    return False
