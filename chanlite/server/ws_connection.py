@@ -45,6 +45,7 @@ class WebSocketConnection(asyncio.Protocol):
         "congested_since",
         "control_window",
         "counted",
+        "counters",
         "deadline",
         "drain",
         "heavy",
@@ -74,6 +75,8 @@ class WebSocketConnection(asyncio.Protocol):
     ) -> None:
         config = state.config
         self.state = state
+        # The server's counters, one attribute read away: the echo path counts 4 times.
+        self.counters = state.counters
         self.loop = loop
         self.transport = transport
         self.ws = WebSocketProtocol(
@@ -214,7 +217,7 @@ class WebSocketConnection(asyncio.Protocol):
             self.read_paused = True
             self.transport.pause_reading()
         ws = self.ws
-        counters = self.state.counters
+        counters = self.counters
         counters.ws_bytes_in += len(data)
         messages = ws.receive_data(data)
         if ws.has_output():  # a pong, a close reply, an error close; usually nothing
@@ -318,7 +321,7 @@ class WebSocketConnection(asyncio.Protocol):
             return False
         if self.pending is not None:
             self.flush_pending()  # queued broadcast frames go first
-        counters = self.state.counters
+        counters = self.counters
         counters.ws_messages_out += 1
         counters.ws_bytes_out += len(data)
         ws = self.ws
@@ -507,7 +510,7 @@ class WebSocketConnection(asyncio.Protocol):
                 if self.closed or ws.state is not OPEN:
                     raise ClientDisconnected("the WebSocket is closed")
             text = message.get("text")
-            counters = self.state.counters
+            counters = self.counters
             counters.ws_messages_out += 1
             if text is not None:
                 counters.ws_bytes_out += len(text)
