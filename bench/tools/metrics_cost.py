@@ -170,6 +170,52 @@ def cpu_ms(call: Callable[[], object], n: int) -> float:
     return best
 
 
+#: The server's counter statements on the echo path, as written in ws_connection.py
+#: (data_received, then send_now): what counting costs per round trip.
+ECHO_COUNTERS = """\
+counters = self.counters
+counters.ws_bytes_in += len(data)
+counters.ws_messages_in += len(messages)
+counters = self.counters
+counters.ws_messages_out += 1
+counters.ws_bytes_out += len(payload)"""
+ECHO_SETUP = """\
+from chanlite.server.counters import ServerCounters
+class Connection:  # slots, like the server's WebSocketConnection
+    __slots__ = ("counters",)
+self = Connection()
+self.counters = ServerCounters()
+data, messages, payload = b"x" * 38, [b"x" * 32], "x" * 32"""
+
+
+def echo_share(rounds: int = 3) -> None:
+    """The counter statements' time beside a whole in-process echo round trip
+    (bench/tools/inprocess.py), measured side by side so the machine's load cancels."""
+    import importlib
+    import timeit
+
+    import inprocess  # bench/tools, beside this script
+    import uvloop
+
+    from chanlite.server.config import Config
+    from chanlite.server.state import ServerState
+
+    app = importlib.import_module("chanlite_app").app
+
+    async def measure() -> None:
+        state = ServerState(Config(app=app, access_log=False), app)
+        for _ in range(rounds):
+            echo_us = await inprocess.echoes(state, 20000)
+            n = 500_000
+            spent = min(timeit.repeat(ECHO_COUNTERS, ECHO_SETUP, number=n, repeat=5))
+            empty = min(timeit.repeat("pass", ECHO_SETUP, number=n, repeat=5))
+            ns = (spent - empty) / n * 1e9
+            print(f"echo round trip {echo_us:6.2f} us, its counter statements {ns:4.0f} ns "
+                  f"= {ns / echo_us / 10:.2f} %")  # fmt: skip
+
+    uvloop.run(measure())
+
+
 def direct(groups: int) -> None:
     """CPU per call of each periodic piece of the metrics path, in this process, with
     *groups* groups of 5 local members (what a report lists), and what it costs per
@@ -228,6 +274,7 @@ def direct(groups: int) -> None:
         print(f"{name:45} {ms:8.3f} ms CPU{share}")
     scrape = next(ms for name, ms, _ in rows if name.startswith("scrape, multi"))
     print(f"{'scrape every 15 s / every 1 s':45} {scrape / 15 / 10:.4f} % / {scrape / 10:.3f} %")
+    echo_share()
 
 
 def main() -> None:
