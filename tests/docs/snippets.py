@@ -21,6 +21,11 @@ program and a ``sh`` block is run as shell commands:
     the page made (``django-admin startproject mysite``, then ``cwd: mysite``).
 ``<!-- expect-fail -->``
     a ``sh`` block that must exit non-zero (an example of an error message).
+``<!-- install -->``, ``<!-- install: new-venv -->``
+    install commands: not run here (they would change the environment the suite runs
+    in) but by ``tests/docs/test_fresh_install.py``, in a new virtual environment on a
+    copy of the checkout: ``new-venv`` blocks in the folder holding that copy (they make
+    and activate the venv), the others in the copy with that venv active.
 ``<!-- no-run: REASON -->``
     not run; the reason is required and shown in the test's listing.
 
@@ -49,7 +54,7 @@ _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`\n]*)
 _MARKER = re.compile(r"^\s*<!--\s*(?P<body>[a-z-]+(?::[^\n]*?)?)\s*-->\s*$")
 _INCLUDE = re.compile(r'^\s*-{2}8<-{2}\s+"(?P<path>[^":]+)(?::(?P<section>\w+))?"\s*$')
 RUN_LANGS = {"python", "py", "sh", "bash", "shell"}
-MODES = {"file", "pytest", "serve", "expect-fail", "no-run", "sh"}
+MODES = {"file", "pytest", "serve", "expect-fail", "no-run", "sh", "install"}
 
 
 @dataclass
@@ -60,9 +65,9 @@ class Block:
     lang: str
     code: str
     # "cwd", "program", "check", "sh", "file", "pytest", "serve", "expect-fail",
-    # "no-run", "included", "other"
+    # "install", "no-run", "included", "other"
     mode: str
-    arg: str = ""  # the file name for "file", the reason for "no-run"
+    arg: str = ""  # the file name for "file", the reason for "no-run", "new-venv" for "install"
 
 
 def _resolve_includes(code: str) -> str:
