@@ -132,3 +132,12 @@ def help_command() -> Any:
         ),
         context_settings={"help_option_names": ["-h", "--help"]},
     )
+
+
+def __getattr__(name: str) -> Any:
+    """``cli``: :func:`help_command`'s command, which the command line reference renders
+    (mkdocs-click reads a module attribute); built on first use, so that importing this
+    module, as ``manage.py`` does for every command, builds nothing."""
+    if name == "cli":
+        return help_command()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
