@@ -93,8 +93,9 @@ class Census:
             values.update(server.snapshot())
             # The server's slow consumers (bytes unread) and the hub's (events) differ.
             values["slow_consumers_server"] = values.pop("slow_consumers", 0)
+            values["slow_consumer_bytes_server"] = values.pop("slow_consumer_bytes", 0)
         else:
-            values["slow_consumers_server"] = 0
+            values["slow_consumers_server"] = values["slow_consumer_bytes_server"] = 0
         for name, value in asdict(hub.stats).items():
             values[name] = value
         # The server writes broadcast frames without counting them (its hot path): the

@@ -27,9 +27,11 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+
+import msgpack  # type: ignore[import-untyped]
 
 from chanlite.broadcast import BROADCAST, broadcast_event, encode_frame
 from chanlite.layers.base import BaseLayer, Event, LayerError, LayerUnavailable
@@ -121,6 +123,8 @@ class HubStats:
     """Events (and broadcasts) the reader took from the layer."""
     slow_consumer_events: int = 0
     """Events that were waiting for connections closed as slow consumers (dropped)."""
+    slow_consumer_bytes: int = 0
+    """Bytes of those events, encoded as the layers carry them (see :func:`encoded_size`)."""
     subscriptions_open: int = 0
     """Open :meth:`~chanlite.App.subscribe` subscriptions (server-sent event streams)."""
     topic_connections_open: int = 0
@@ -150,7 +154,10 @@ class SlowConsumerReport:
     groups: list[str]
     """The groups it belonged to."""
     waiting: int
-    """How many bytes (kind ``"bytes"``) or events (``"events"``) were waiting."""
+    """How many bytes were waiting: unread by its client (kind ``"bytes"``), or the
+    events' size encoded as the layers carry them (kind ``"events"``)."""
+    events: int | None = None
+    """How many events were waiting (kind ``"events"``; None for kind ``"bytes"``)."""
 
     def as_dict(self) -> dict[str, Any]:
         """A plain dict (JSON, msgpack) of the report."""
@@ -162,7 +169,23 @@ class SlowConsumerReport:
             "channel": self.channel,
             "groups": self.groups,
             "waiting": self.waiting,
+            "events": self.events,
         }
+
+
+def encoded_size(events: Iterable[Event]) -> int:
+    """Bytes *events* take encoded as the layers carry them (msgpack): what a connection
+    closed as a slow consumer left waiting. Measured once, when the policy decides, so
+    queueing an event costs nothing; the queue it measures is bounded (``max_pending``).
+    An event msgpack cannot pack (``memory://?encodable_only=false``) counts the length
+    of its ``repr``."""
+    total = 0
+    for event in events:
+        try:
+            total += len(msgpack.packb(event, use_bin_type=True))
+        except (TypeError, ValueError, OverflowError):
+            total += len(repr(event).encode())
+    return total
 
 
 #: How many slow-consumer reports a hub keeps (the newest; counters keep the totals).
@@ -470,9 +493,11 @@ class Hub:
         channel: str | None,
         groups: Sequence[str],
         waiting: int,
+        events: int | None = None,
     ) -> SlowConsumerReport:
         """Record one slow-consumer decision (counted by the caller): kept among the
-        latest :data:`SLOW_CONSUMER_REPORTS` for ``chanlite inspect``."""
+        latest :data:`SLOW_CONSUMER_REPORTS` for ``chanlite inspect``. *waiting* is in
+        bytes; *events* counts the events among them (kind ``"events"``)."""
         client = scope.get("client")
         report = SlowConsumerReport(
             at=time.time(),
@@ -482,6 +507,7 @@ class Hub:
             channel=channel,
             groups=sorted(groups),
             waiting=waiting,
+            events=events,
         )
         self.slow_consumer_reports.append(report)
         return report

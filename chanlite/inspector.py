@@ -132,10 +132,17 @@ def details(view: dict[str, Any]) -> list[str]:
                 f"slow consumer in [{report.get('pid')}] at "
                 f"{time.strftime('%H:%M:%S', time.localtime(slow['at']))}: "
                 f"{slow['peer']} {slow['path']} channel {slow['channel'] or '-'} "
-                f"groups {', '.join(slow['groups']) or '-'}, {slow['waiting']} "
-                f"{slow['kind']} waiting"
+                f"groups {', '.join(slow['groups']) or '-'}, {waiting(slow)}"
             )
     return lines
+
+
+def waiting(slow: dict[str, Any]) -> str:
+    """What a slow consumer left: ``"N bytes waiting"`` and, when events piled up
+    rather than unread bytes, how many events those bytes are."""
+    if slow.get("kind") == "events" and slow.get("events") is not None:
+        return f"{slow['waiting']} bytes waiting ({slow['events']} events for its handlers)"
+    return f"{slow['waiting']} bytes waiting (unread by its client)"
 
 
 def render_text(view: dict[str, Any]) -> str:

@@ -190,11 +190,14 @@ FAMILIES: tuple[Family, ...] = (
         "kind",
         [("bytes", "slow_consumers_server"), ("events", "slow_consumers")],
     ),
-    _one(
+    _by(
         "chanlite_slow_consumer_waiting_bytes",
         "counter",
-        "Bytes that were waiting for clients closed as slow consumers.",
-        "slow_consumer_bytes",
+        "Bytes that were waiting for connections closed as slow consumers, by what piled "
+        "up: unread by the client (bytes), or the waiting events encoded as the layers "
+        "carry them (events).",
+        "kind",
+        [("bytes", "slow_consumer_bytes_server"), ("events", "slow_consumer_bytes")],
     ),
     _one(
         "chanlite_event_loop_lag_seconds",

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from chanlite.exceptions import SlowConsumer
+from chanlite.hub import encoded_size
 from chanlite.layers.base import Event, LayerUnavailable
 
 if TYPE_CHECKING:
@@ -90,19 +91,23 @@ class Subscription:
 
     def _slow_consumer(self, timeout: float) -> None:
         dropped = len(self._events)
+        waiting = encoded_size(self._events)  # measured now, not per queued event
         self._events.clear()
-        self.hub.stats.slow_consumers += 1
-        self.hub.stats.slow_consumer_events += dropped
-        self.hub.slow_consumer("events", {}, self.channel_name, self.groups, dropped)
+        stats = self.hub.stats
+        stats.slow_consumers += 1
+        stats.slow_consumer_events += dropped
+        stats.slow_consumer_bytes += waiting
+        self.hub.slow_consumer("events", {}, self.channel_name, self.groups, waiting, dropped)
         self._undeliverable(dropped)
         self._failure = SlowConsumer(self.channel_name, dropped)
         logger.warning(
             "Ending subscription %s to %s: slow consumer (its reader took nothing for %g s "
-            "with %d events waiting; they are dropped)",
+            "with %d events, %d bytes waiting; they are dropped)",
             self.channel_name,
             ", ".join(self.groups) or "no group",
             timeout,
             dropped,
+            waiting,
         )
         self._ready.set()  # the reader wakes up to its SlowConsumer
 

@@ -34,6 +34,7 @@ from chanlite.broadcast import BROADCAST
 from chanlite.closecodes import LAYER_UNAVAILABLE, SLOW_CONSUMER, CloseCode
 from chanlite.eventtypes import unhandled_hint
 from chanlite.exceptions import RAISE_EXCEPTIONS, WebSocketDisconnect, WebSocketStateError
+from chanlite.hub import encoded_size
 from chanlite.layers.base import Event, LayerUnavailable
 from chanlite.layers.errors import LayerError, NotSupported
 from chanlite.layers.streams import (
@@ -556,19 +557,23 @@ class WebSocket(ASGIWebSocket):
         self._max_pending = 0  # every later event takes push_event's refusal branch
         hub = self.hub
         hub.stats.slow_consumers += 1
-        dropped = len(self._events or ())
+        events = self._events or ()
+        dropped = len(events)
+        waiting = encoded_size(events)  # measured now, not per queued event
         if self._events:
             self._events.clear()
         hub.stats.events_undeliverable += dropped
         hub.stats.slow_consumer_events += dropped
+        hub.stats.slow_consumer_bytes += waiting
         groups = sorted(self._groups or ())
-        hub.slow_consumer("events", self.scope, self._channel_name, groups, dropped)
+        hub.slow_consumer("events", self.scope, self._channel_name, groups, waiting, dropped)
         logger.warning(
-            "Closing WebSocket %s from %s with 1013: slow consumer (%d events waiting for it "
-            "dropped; its client does not read; channel %s, groups %s)",
+            "Closing WebSocket %s from %s with 1013: slow consumer (%d events, %d bytes "
+            "waiting for it dropped; its client does not read; channel %s, groups %s)",
             self.scope.get("path"),
             peer(self.scope),
             dropped,
+            waiting,
             self._channel_name,
             ", ".join(groups) or "none",
         )

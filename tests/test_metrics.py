@@ -1,14 +1,23 @@
 """``/metrics`` of one process (no workers): opt-in only, read with prometheus-client's own
 parser, and the drop counters (channel full, expired) and the layer's receive wait move
-as the layer drops and delivers."""
+as the layer drops and delivers; a slow consumer of events reports the bytes that were
+waiting in the metrics, in what ``chanlite inspect`` shows and once in the log."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
 
+import msgpack  # type: ignore[import-untyped]
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from chanlite import App, WebSocket
+from chanlite import App, WebSocket, WebSocketDisconnect
+from chanlite.census import Census
+from chanlite.exceptions import SlowConsumer
+from chanlite.hub import ROOM_WAIT
+from chanlite.inspector import details
 from chanlite.testing import TestClient
 
 
@@ -80,3 +89,85 @@ async def test_drops_by_reason_and_the_receive_wait_move() -> None:
             await ws.send_text("bye")
         assert value(delivered, "chanlite_events_total", outcome="received") >= 1
         assert value(delivered, "chanlite_layer_receive_wait_seconds_total") > 0
+
+
+def packed(event: dict[str, Any]) -> int:
+    return len(msgpack.packb(event, use_bin_type=True))
+
+
+async def test_a_stuck_handler_reports_the_bytes_of_the_events_waiting(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Events pile up for a handler that never finishes: the connection is closed as a
+    slow consumer, and the report gives the events' size as the layer carries them."""
+    monkeypatch.setattr("chanlite.hub.ROOM_WAIT", 0.2)
+    app = App(layer="memory://", metrics="/metrics", max_pending_events=3)
+    stuck = asyncio.Event()
+
+    @app.websocket("/stuck")
+    async def stuck_route(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.join("stuck")
+        await ws.send_text("ready")
+        async for _ in ws.iter_text():
+            pass
+
+    @stuck_route.on("note")
+    async def never_done(ws: WebSocket, event: dict[str, Any]) -> None:
+        stuck.set()
+        await asyncio.sleep(3600)
+
+    caplog.set_level(logging.WARNING, logger="chanlite")
+    pad = "x" * 500
+    async with TestClient(app) as client:
+        async with client.websocket("/stuck") as ws:
+            await ws.receive_text()
+            for n in range(5):  # 1 being handled + 2 queued, then no room
+                await app.group_send("stuck", {"type": "note", "n": n, "pad": pad})
+            await stuck.wait()
+            with pytest.raises(WebSocketDisconnect):
+                await ws.receive_text(timeout=10)
+            assert (ws.close_code, ws.close_reason) == (1013, "slow consumer")
+        scraped = samples((await client.get("/metrics")).text)
+    (report,) = app.hub.slow_consumer_reports
+    size = packed({"type": "note", "n": 0, "pad": pad})  # the same for n < 128
+    assert report.kind == "events" and report.events == 3
+    assert report.waiting == 3 * size
+    assert app.stats.slow_consumer_events == 3 and app.stats.slow_consumer_bytes == 3 * size
+    assert value(scraped, "chanlite_slow_consumers_total", kind="events") == 1
+    assert value(scraped, "chanlite_slow_consumer_waiting_bytes_total", kind="events") == 3 * size
+    assert value(scraped, "chanlite_slow_consumer_waiting_bytes_total", kind="bytes") == 0
+    assert value(scraped, "chanlite_dropped_total", reason="slow_consumer") == 3
+    # What chanlite inspect shows of this process.
+    view = {"processes": [Census(app.hub).report()], "groups": {}, "presence": {}}
+    (line,) = details(view)
+    assert f"{3 * size} bytes waiting (3 events for its handlers)" in line
+    assert "/stuck" in line and "groups stuck" in line
+    warnings = [r.getMessage() for r in caplog.records if "slow consumer" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert f"3 events, {3 * size} bytes waiting" in warnings[0]
+
+
+async def test_an_ended_subscription_reports_the_bytes_of_the_events_waiting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="chanlite.subscription")
+    app = App(layer="memory://")
+    sizes = []
+    async with app.subscribe("ticks", max_pending=4) as subscription:
+        for n in range(10):
+            event = {"type": "tick", "n": n, "pad": "y" * (100 * n)}
+            sizes.append(packed(event))
+            await app.group_send("ticks", event)
+        async with asyncio.timeout(ROOM_WAIT + 5):
+            while not app.stats.slow_consumers:
+                await asyncio.sleep(0.05)
+        with pytest.raises(SlowConsumer):
+            await subscription.receive(timeout=1)
+    (report,) = app.hub.slow_consumer_reports
+    # The four events queued when the reader stopped taking them: the first four.
+    assert report.kind == "events" and report.events == 4
+    assert report.waiting == sum(sizes[:4]) == app.stats.slow_consumer_bytes
+    warnings = [r.getMessage() for r in caplog.records if "slow consumer" in r.getMessage()]
+    assert len(warnings) == 1 and f"4 events, {sum(sizes[:4])} bytes waiting" in warnings[0]
+    await app.hub.aclose()
