@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -40,7 +41,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 WSLOAD = ROOT / "bench" / "out" / "wsload"
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def checkout(rev: str) -> Path:
@@ -76,15 +76,16 @@ def tree_pids(pid: int) -> list[int]:
     return pids
 
 
-def cpu_ticks(pids: list[int]) -> int:
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time of *pids* (every thread), from the scheduler's nanosecond count
+    (``/proc/PID/task/TID/schedstat``): the clock ticks of ``/proc/PID/stat`` are 10 ms,
+    a few percent of a short run's CPU."""
     total = 0
     for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError, ValueError, IndexError):  # gone meanwhile
+                total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def wait_ready(port: int, path: str | None, timeout: float = 30.0) -> None:
@@ -108,13 +109,10 @@ def scraper(port: int, every: float, stop: threading.Event, count: list[int]) ->
         count[0] += 1
 
 
-def one(
-    mode: str,
-    workers: int,
-    metrics: bool,
-    args: argparse.Namespace,
-    pythonpath: str,
-) -> dict[str, float]:
+def start_server(
+    workers: int, metrics: bool, args: argparse.Namespace, pythonpath: str, db: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``chanlite run`` of the bench app on CPU 0: ``(process, port)``, once listening."""
     port = free_port()
     cmd = [
         "taskset", "-c", "0", str(ROOT / ".venv" / "bin" / "chanlite"), "run",
@@ -123,29 +121,55 @@ def one(
     ]  # fmt: skip
     if metrics:
         cmd += ["--metrics-path", "/metrics"]
-    layer = args.layer or ("memory://" if workers == 1 else f"sqlite:///{args.db}")
+    layer = args.layer or ("memory://" if workers == 1 else f"sqlite:///{db}")
     cmd += ["--layer", layer]
     env = dict(os.environ, PYTHONPATH=pythonpath)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # chanlite run makes one per server
     server = subprocess.Popen(
         cmd, cwd=ROOT / "bench" / "apps", env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    stop, scrapes = threading.Event(), [0]
     try:
         wait_ready(port, "/metrics" if metrics else None)
+    except BaseException:
+        server.kill()
+        raise
+    return server, port
+
+
+def load_command(mode: str, port: int, args: argparse.Namespace) -> list[str]:
+    load = [str(WSLOAD), mode, "--port", str(port), "--warmup", "1"]
+    return ["taskset", "-c", "1", *load, "--duration", str(args.duration)]
+
+
+def result(out: str, cpu: float, args: argparse.Namespace, scrapes: int) -> dict[str, float]:
+    rate = float(json.loads(out.strip().splitlines()[-1])["rate"])
+    seconds = args.duration + 1  # the warm-up second loads the server too
+    return {"rate": rate, "cpu": cpu, "per_cpu": rate * seconds / cpu, "scrapes": scrapes}
+
+
+def one(
+    mode: str,
+    workers: int,
+    metrics: bool,
+    args: argparse.Namespace,
+    pythonpath: str,
+) -> dict[str, float]:
+    """One server alone: its rate and CPU under the load."""
+    server, port = start_server(workers, metrics, args, pythonpath, args.db)
+    stop, scrapes = threading.Event(), [0]
+    try:
         time.sleep(0.5 if workers == 1 else 1.5)  # every worker listening
         pids = tree_pids(server.pid)
         thread = None
         if metrics:
             thread = threading.Thread(target=scraper, args=(port, args.scrape, stop, scrapes))
             thread.start()
-        c0 = cpu_ticks(pids)
-        load = [str(WSLOAD), mode, "--port", str(port), "--warmup", "1"]
-        load += ["--duration", str(args.duration)]
+        c0 = cpu_seconds(pids)
         out = subprocess.run(
-            ["taskset", "-c", "1", *load], capture_output=True, text=True, check=True
+            load_command(mode, port, args), capture_output=True, text=True, check=True
         ).stdout
-        c1 = cpu_ticks(pids)
+        c1 = cpu_seconds(pids)
         stop.set()
         if thread is not None:
             thread.join()
@@ -153,10 +177,60 @@ def one(
         stop.set()
         server.terminate()
         server.wait(30)
-    rate = float(json.loads(out.strip().splitlines()[-1])["rate"])
-    cpu = (c1 - c0) / TICK
-    seconds = args.duration + 1  # the warm-up second loads the server too
-    return {"rate": rate, "cpu": cpu, "per_cpu": rate * seconds / cpu, "scrapes": scrapes[0]}
+    return result(out, c1 - c0, args, scrapes[0])
+
+
+def together(
+    mode: str, workers: int, args: argparse.Namespace, pythonpath: str, first: bool
+) -> dict[bool, dict[str, float]]:
+    """Both servers at once, metrics off and on, on the same core (CPU 0), each under
+    its own load generator (both on CPU 1): whatever else the machine runs meanwhile
+    falls on both alike. *first* says which one is started (and loaded) first."""
+    order = (first, not first)
+    servers: dict[bool, tuple[subprocess.Popen[bytes], int]] = {}
+    stop, scrapes = threading.Event(), [0]
+    try:
+        for metrics in order:
+            servers[metrics] = start_server(
+                workers, metrics, args, pythonpath, args.db.with_suffix(f".{int(metrics)}.db")
+            )
+        time.sleep(0.5 if workers == 1 else 1.5)  # every worker listening
+        pids = {m: tree_pids(server.pid) for m, (server, _) in servers.items()}
+        thread = threading.Thread(
+            target=scraper, args=(servers[True][1], args.scrape, stop, scrapes)
+        )
+        thread.start()
+        c0 = {m: cpu_seconds(p) for m, p in pids.items()}
+        loads = {
+            m: subprocess.Popen(
+                load_command(mode, servers[m][1], args), stdout=subprocess.PIPE, text=True
+            )
+            for m in order
+        }
+        outs = {m: load.communicate()[0] for m, load in loads.items()}
+        c1 = {m: cpu_seconds(p) for m, p in pids.items()}
+        stop.set()
+        thread.join()
+    finally:
+        stop.set()
+        for server, _ in servers.values():
+            server.terminate()
+        for server, _ in servers.values():
+            server.wait(30)
+    return {m: result(outs[m], c1[m] - c0[m], args, scrapes[0] if m else 0) for m in (False, True)}
+
+
+def summary(ratios: list[float], resamples: int = 10000) -> str:
+    """Median of *ratios*, a bootstrap 95 % interval of that median, and the range."""
+    rng = random.Random(1)
+    medians = sorted(
+        statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples)
+    )
+    low, high = medians[int(resamples * 0.025)], medians[int(resamples * 0.975) - 1]
+    return (
+        f"median {statistics.median(ratios):.3f}, bootstrap 95 % {low:.3f}-{high:.3f}, "
+        f"range {min(ratios):.3f}-{max(ratios):.3f} ({len(ratios)} pairs)"
+    )
 
 
 def cpu_ms(call: Callable[[], object], n: int) -> float:
@@ -288,6 +362,11 @@ def main() -> None:
         "--layer", help="default: memory:// for one worker, a fresh SQLite file for more"
     )
     parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="one server at a time, on and off alternating (default: both at once)",
+    )
+    parser.add_argument(
         "--direct",
         type=int,
         metavar="GROUPS",
@@ -308,11 +387,15 @@ def main() -> None:
         mode, workers = run.split(":")
         ratios = []
         for pair in range(args.pairs):
-            order = (False, True) if pair % 2 == 0 else (True, False)
-            results = {}
-            for metrics in order:
-                r = one(mode, int(workers), metrics, args, pythonpath)
-                results[metrics] = r
+            if args.sequential:
+                order = (False, True) if pair % 2 == 0 else (True, False)
+                results = {}
+                for metrics in order:
+                    results[metrics] = one(mode, int(workers), metrics, args, pythonpath)
+            else:
+                results = together(mode, int(workers), args, pythonpath, first=pair % 2 == 0)
+            for metrics in (False, True):
+                r = results[metrics]
                 print(
                     f"{mode:5} workers={workers} metrics={'on ' if metrics else 'off'} "
                     f"rate {r['rate']:10,.0f}/s  per server CPU-s {r['per_cpu']:10,.0f}  "
@@ -321,9 +404,9 @@ def main() -> None:
                 )
             ratios.append(results[True]["per_cpu"] / results[False]["per_cpu"])
         shown = " ".join(f"{r:.3f}" for r in ratios)
+        print(f"{mode} workers={workers}: on/off per CPU-s {shown}", flush=True)
         print(
-            f"{mode} workers={workers}: on/off per CPU-s {shown}; "
-            f"median {statistics.median(ratios):.3f}",
+            f"{mode} workers={workers}: {summary(ratios)}; load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
 
