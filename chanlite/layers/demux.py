@@ -138,6 +138,8 @@ class LocalDemux:
                 if not queue:
                     del self._queues[channel]
                 return event
+            if inbox is not None:  # expired while sorted out for a receiver: lost, counted
+                inbox.expired += 1
         del self._queues[channel]
         return None
 

@@ -6,7 +6,9 @@ Costs are proportional to the work asked for, never to the number of channels:
   channel for expiry on each call, O(N^2) for a broadcast to N members), and all local
   members of a group message travel as *one* entry to :meth:`MemoryLayer.receive_local`.
 * Expiry needs no global scan: each queue is in send order, so expired messages sit at
-  its head and are popped there when the queue is next touched.
+  its head and are popped there when the queue is next touched. Every channel of this
+  layer is this process's, so each expired delivery, plain channels' too, is counted in
+  ``local_inbox.expired``.
 
 Messages are not copied: the receiver gets the very dict that was sent (a group message is
 shared by its members), so do not mutate a message after sending it.
@@ -125,6 +127,7 @@ class MemoryLayer(BaseLayer):
                         if items:
                             queue.wake_one()  # more for the receivers behind this one
                         return message
+                    self._inbox.expired += 1  # every channel of this layer is this process's
                 waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 queue.waiters.append(waiter)
                 try:
@@ -150,6 +153,7 @@ class MemoryLayer(BaseLayer):
         items = queue.items
         while items and items[0][0] <= now:
             items.popleft()
+            self._inbox.expired += 1
         if len(items) >= self.get_capacity(channel):
             return False
         items.append((now + self.expiry, message))

@@ -206,6 +206,34 @@ class LayerBehaviourContract:
         await layer.send("exp-cap", {"type": "new"})  # must not raise ChannelFull
         assert (await _receive(layer, "exp-cap"))["type"] == "new"
 
+    async def test_expired_deliveries_to_local_channels_are_counted(
+        self, make_layer: MakeLayer
+    ) -> None:
+        """A message for this process's channels that expires unread is counted once per
+        channel in ``local_inbox.expired`` (what ``chanlite_dropped{reason="expired"}``
+        reads): a direct send, a group message (one per local member), and a copy sorted
+        out for one channel's receiver that did not come in time."""
+        layer = await make_layer(expiry=0.3)
+        inbox = layer.local_inbox
+        if inbox is None:
+            pytest.skip("this layer keeps no local inbox (local_inbox is None): no counts")
+        a, b = await layer.new_channel(), await layer.new_channel()
+        await layer.group_add("exp-count", a)
+        await layer.group_add("exp-count", b)
+        await layer.group_send("exp-count", {"type": "old"})
+        await layer.send(a, {"type": "old"})
+        await asyncio.sleep(0.5)
+        await layer.send(a, {"type": "new"})
+        assert (await _receive(layer, a))["type"] == "new"
+        assert inbox.expired == 3
+        # The group message is taken for a's receiver; b's copy waits for b's and expires.
+        await layer.group_send("exp-count", {"type": "both"})
+        assert (await _receive(layer, a))["type"] == "both"
+        await asyncio.sleep(0.5)
+        await layer.send(b, {"type": "new"})
+        assert (await _receive(layer, b))["type"] == "new"
+        assert inbox.expired == 4
+
     # -- names and messages -----------------------------------------------------------
 
     @pytest.mark.parametrize(

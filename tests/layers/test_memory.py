@@ -61,6 +61,25 @@ async def test_expired_local_messages_are_skipped() -> None:
     assert (list(channels), message["type"]) == ([mine], "new")
 
 
+async def test_expired_messages_on_plain_channels_are_counted() -> None:
+    """Every channel of a memory layer is this process's: plain ones' expired messages
+    count with the rest (``local_inbox.expired``), found by a send or by a receiver."""
+    layer = MemoryLayer(expiry=0.1)
+    await layer.send("jobs", {"type": "old"})
+    await layer.send("jobs", {"type": "old"})
+    await asyncio.sleep(0.2)
+    await layer.send("jobs", {"type": "new"})  # finds the two at the head
+    assert layer.local_inbox is not None and layer.local_inbox.expired == 2
+    assert (await asyncio.wait_for(layer.receive("jobs"), 1))["type"] == "new"
+    await layer.send("jobs", {"type": "old"})
+    await asyncio.sleep(0.2)
+    receiving = asyncio.ensure_future(layer.receive("jobs"))
+    await asyncio.sleep(0.05)  # the receiver skips the expired one, then waits
+    assert layer.local_inbox.expired == 3 and not receiving.done()
+    await layer.send("jobs", {"type": "new"})
+    assert (await asyncio.wait_for(receiving, 1))["type"] == "new"
+
+
 async def test_group_message_is_shared_not_copied_per_member() -> None:
     layer = MemoryLayer()
     members = [await layer.new_channel() for _ in range(3)]

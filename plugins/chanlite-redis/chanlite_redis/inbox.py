@@ -172,6 +172,7 @@ class Inbox:
             return None
         channel = entry[scripts.STAMP : space].decode(errors="replace")
         if int(stamp) <= now:
+            self._local.expired += 1  # expired in Redis before this process read it
             return channel
         try:
             message = self._codec.decode(memoryview(entry)[space + 1 :])

@@ -98,6 +98,27 @@ async def test_remote_send_capacity_and_expiry(make_redis_layer: Any) -> None:
     assert await _nothing_arrives(owner.receive_local())
 
 
+async def test_messages_that_expired_in_redis_before_the_owner_read_them_are_counted(
+    make_redis_layer: Any,
+) -> None:
+    owner = await make_redis_layer(expiry=0.3)
+    other = await make_redis_layer(expiry=0.3)
+    channel = await owner.new_channel()
+    await other.group_add("late", channel)  # another process's membership: a copy in Redis
+    # The owner is not reading yet: the messages wait in its inbox in Redis, and expire.
+    await other.send(channel, {"type": "a"})
+    await other.group_send("late", {"type": "b"})
+    await asyncio.sleep(0.5)
+    reading = asyncio.ensure_future(owner.receive_local())
+    async with asyncio.timeout(WAIT):  # its reader finds both expired: counted, not handed on
+        while owner.local_inbox.expired < 2:
+            await asyncio.sleep(0.02)
+    assert owner.local_inbox.expired == 2 and not reading.done()
+    await other.send(channel, {"type": "fresh"})
+    got, message = await asyncio.wait_for(reading, WAIT)
+    assert (list(got), message) == ([channel], {"type": "fresh"})
+
+
 async def test_membership_added_by_another_process_is_delivered_once(
     make_redis_layer: Any,
 ) -> None:
