@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from pathlib import Path
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
@@ -16,8 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from chanlite import App, WebSocket, WebSocketDisconnect
 from chanlite.census import Census
 from chanlite.exceptions import SlowConsumer
-from chanlite.hub import ROOM_WAIT
-from chanlite.inspector import details
+from chanlite.hub import ROOM_WAIT, SlowConsumerReport
+from chanlite.inspector import COLUMNS, details, gather_from
+from chanlite.metrics import Metrics
+from chanlite.server.counters import ServerCounters
 from chanlite.testing import TestClient
 
 
@@ -170,4 +174,25 @@ async def test_an_ended_subscription_reports_the_bytes_of_the_events_waiting(
     assert report.waiting == sum(sizes[:4]) == app.stats.slow_consumer_bytes
     warnings = [r.getMessage() for r in caplog.records if "slow consumer" in r.getMessage()]
     assert len(warnings) == 1 and f"4 events, {sum(sizes[:4])} bytes waiting" in warnings[0]
+    await app.hub.aclose()
+
+
+async def test_every_metric_and_every_inspect_field_is_described_in_the_operations_page() -> None:
+    """docs/operations.md names every sample a scrape exports, every label value, and
+    every field of ``chanlite inspect --json`` (a process's numbers included)."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    app = App(layer="memory://")
+    census = Census(app.hub)
+    census.server = ServerCounters()  # as under a server: its counters are in the numbers
+    text = Metrics(census, "/metrics").exposition()[0].decode()
+    names = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            names += [sample.name, *sample.labels, *sample.labels.values()]
+    report = census.report()
+    view = await gather_from(app.layer, "memory://")
+    names += [*view, *report, *report["numbers"], *COLUMNS]
+    names += SlowConsumerReport(time.time(), "events", "-", "/", None, [], 0).as_dict()
+    missing = {f"`{name}`" for name in names if f"`{name}`" not in page}
+    assert not missing, f"not described in docs/operations.md: {sorted(missing)}"
     await app.hub.aclose()
