@@ -198,7 +198,8 @@ class Inbox:
 
         async def beat(client: Redis) -> None:
             before = time.time()
-            seconds, micros = await script(client, [self._alive], [ttl])
+            seconds, micros, expired = await script(client, [self._alive, self._counts], [ttl])
+            self._local.expired += int(expired)  # removed by senders' scripts, expired unread
             middle = (before + time.time()) / 2
             self._clock_offset = (int(seconds) + int(micros) / 1e6 - middle) * 1000
 

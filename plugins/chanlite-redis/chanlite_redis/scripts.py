@@ -79,8 +79,14 @@ def for_cluster(script: str) -> str:
     return script.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',")
 
 
-_COMMON = """
-local function now_ms()
+#: The field of a process's counts hash that counts its inbox entries a sender's script
+#: found expired and removed (no channel name has a space); its heartbeat takes it.
+EXPIRED = " expired"
+
+_COMMON = f"""
+local EXPIRED = '{EXPIRED}'
+"""  # (the rest is no f-string: its braces are Lua's)
+_COMMON += """local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
@@ -109,6 +115,8 @@ local function trim_inbox(inbox, counts, now)
     if not head or stamp_of(head) > now then return end
     redis.call('LPOP', inbox)
     uncount(counts, channel_of(head))
+    -- Expired before its owner read it: counted for the owner, whose heartbeat takes it.
+    redis.call('HINCRBY', counts, EXPIRED, 1)
   end
 end
 -- Owner process of a channel made by new_channel(): "<prefix>.<client>!<token>".
@@ -256,9 +264,13 @@ end
 return 1
 """
 
-BEAT = """
--- KEYS[1]: a process's heartbeat key. ARGV: ttl ms. Returns the server's TIME, from which
--- the process measures its clock's offset.
+BEAT = f"""
+-- KEYS[1]: a process's heartbeat key, KEYS[2]: its inbox counts. ARGV: ttl ms. Returns the
+-- server's TIME, from which the process measures its clock's offset, and how many of its
+-- inbox entries senders found expired since the last beat (taken: counted once).
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
-return redis.call('TIME')
+local expired = redis.call('HGET', KEYS[2], '{EXPIRED}') or '0'
+if expired ~= '0' then redis.call('HDEL', KEYS[2], '{EXPIRED}') end
+local t = redis.call('TIME')
+return {{t[1], t[2], expired}}
 """

@@ -119,6 +119,27 @@ async def test_messages_that_expired_in_redis_before_the_owner_read_them_are_cou
     assert (list(got), message) == ([channel], {"type": "fresh"})
 
 
+async def test_messages_a_sender_found_expired_in_the_owners_inbox_are_counted(
+    make_redis_layer: Any,
+) -> None:
+    """A send trims the expired entries at the head of the owner's inbox in Redis: the
+    owner's heartbeat takes their count, once."""
+    owner = await make_redis_layer(expiry=0.3, heartbeat=0.1)
+    other = await make_redis_layer(expiry=0.3)
+    channel = await owner.new_channel()
+    await other.send(channel, {"type": "a"})
+    await other.send(channel, {"type": "b"})
+    await asyncio.sleep(0.5)
+    await other.send(channel, {"type": "fresh"})  # removes a and b, counting them
+    got, message = await asyncio.wait_for(owner.receive_local(), WAIT)
+    assert (list(got), message) == ([channel], {"type": "fresh"})
+    async with asyncio.timeout(WAIT):
+        while owner.local_inbox.expired < 2:
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)  # more heartbeats: counted once
+    assert owner.local_inbox.expired == 2
+
+
 async def test_membership_added_by_another_process_is_delivered_once(
     make_redis_layer: Any,
 ) -> None:
