@@ -1,23 +1,29 @@
-"""What the metrics path costs: alternate runs of ``chanlite run`` with and without
-``--metrics-path /metrics`` (scraped while the load runs), echo and broadcast, per server
-CPU-second.
+"""What the metrics path costs: ``chanlite run`` with and without ``--metrics-path
+/metrics`` (scraped while the load runs), echo and broadcast, per server CPU-second.
 
     .venv/bin/python bench/tools/metrics_cost.py                      # the work tree
-    .venv/bin/python bench/tools/metrics_cost.py --rev HEAD --pairs 5 # a revision (a checkout
-                                                                      # in bench/out, so the
-                                                                      # tree can change meanwhile)
-    .venv/bin/python bench/tools/metrics_cost.py --runs echo:2,bcast:1 --scrape 1
+    .venv/bin/python bench/tools/metrics_cost.py --rev HEAD --pairs 20 --duration 6 \
+        --runs echo:2,bcast:1,bcast:2     # a revision (a checkout in bench/out, so the
+                                          # tree can change meanwhile)
+    .venv/bin/python bench/tools/metrics_cost.py --null ...           # both without metrics
+    .venv/bin/python bench/tools/metrics_cost.py --sequential ...     # one at a time
+    .venv/bin/python bench/tools/metrics_cost.py --direct 30          # the pieces, in process
 
 What "on" adds over "off" is all of the metrics path that is optional: prometheus-client
 loaded, each worker copying its numbers into the multiprocess files once a second (with
 ``--workers 2``), and a scrape every ``--scrape`` seconds (Prometheus' default is 15 s; 1 s
-is the harsh case). The counters themselves are plain ints kept in both runs (their cost
-is measured against the revision before them with ``bench/tools/ab.sh``).
+is the harsh case). The counters themselves are plain ints kept in both runs; ``--direct``
+times their statements beside an in-process echo round trip and broadcast.
 
-Server (every worker) on CPU 0, load generator and scraper on CPU 1, as in ab.sh; the CPU
-is the utime + stime of the supervisor and its workers from /proc. The two kinds alternate
-(off, on, on, off, ...) so the drift of a shared machine falls on both; every run is
-printed, then the median of the on/off ratios of each pair.
+A pair is two servers served at once, one with metrics and one without, every process of
+both on CPU 0 and their two load generators (and the scraper) on CPU 1: whatever else the
+shared machine runs meanwhile falls on both alike, which one-at-a-time runs cannot give
+(their rate per CPU-second moved by up to 30 % from one run to the next here). The CPU is
+the scheduler's nanosecond count of every thread of each server's processes. Which server
+starts first alternates. Every pair is printed, then the median of the on/off ratios with
+a bootstrap 95 % interval of that median and their range; ``--null`` runs the same with
+neither server scraped nor exporting, to show what the method reads when there is no
+difference.
 """
 
 from __future__ import annotations
@@ -191,15 +197,16 @@ def together(
     stop, scrapes = threading.Event(), [0]
     try:
         for metrics in order:
-            servers[metrics] = start_server(
-                workers, metrics, args, pythonpath, args.db.with_suffix(f".{int(metrics)}.db")
-            )
+            on = metrics and not args.null  # --null: two servers without, to see the noise
+            db = args.db.with_suffix(f".{int(metrics)}.db")
+            servers[metrics] = start_server(workers, on, args, pythonpath, db)
         time.sleep(0.5 if workers == 1 else 1.5)  # every worker listening
         pids = {m: tree_pids(server.pid) for m, (server, _) in servers.items()}
         thread = threading.Thread(
             target=scraper, args=(servers[True][1], args.scrape, stop, scrapes)
         )
-        thread.start()
+        if not args.null:
+            thread.start()
         c0 = {m: cpu_seconds(p) for m, p in pids.items()}
         loads = {
             m: subprocess.Popen(
@@ -210,7 +217,8 @@ def together(
         outs = {m: load.communicate()[0] for m, load in loads.items()}
         c1 = {m: cpu_seconds(p) for m, p in pids.items()}
         stop.set()
-        thread.join()
+        if thread.is_alive():
+            thread.join()
     finally:
         stop.set()
         for server, _ in servers.values():
@@ -262,11 +270,45 @@ self.counters = ServerCounters()
 data, messages, payload = b"x" * 38, [b"x" * 32], "x" * 32"""
 
 
-def echo_share(rounds: int = 3) -> None:
+#: The counter statements of one broadcast, as written in ws_connection.py (the publisher's
+#: message in) and hub.py (broadcast, the reader, _broadcast); ``written += 1`` is the one
+#: statement per member.
+BROADCAST_COUNTERS = """\
+counters = self.counters
+counters.ws_bytes_in += len(data)
+counters.ws_messages_in += len(messages)
+began = perf_counter()
+stats.broadcasts += 1
+stats.layer_send_seconds += perf_counter() - began
+stats.events_received += 1
+written = 0
+if frame is not None and written:
+    pass
+stats.broadcast_frames += written
+stats.broadcast_bytes += written * len(frame)"""
+BROADCAST_SETUP = (
+    ECHO_SETUP
+    + """
+from time import perf_counter
+from chanlite.hub import HubStats
+stats = HubStats()
+frame, written = b"x" * 66, 0"""
+)
+
+
+def counter_ns(statements: str, setup: str, n: int = 500_000) -> float:
+    """Nanoseconds per run of *statements*, less an empty statement's (best of 5)."""
+    import timeit
+
+    spent = min(timeit.repeat(statements, setup, number=n, repeat=5))
+    empty = min(timeit.repeat("pass", setup, number=n, repeat=5))
+    return (spent - empty) / n * 1e9
+
+
+def echo_share(rounds: int = 3, members: int = 200) -> None:
     """The counter statements' time beside a whole in-process echo round trip
     (bench/tools/inprocess.py), measured side by side so the machine's load cancels."""
     import importlib
-    import timeit
 
     import inprocess  # bench/tools, beside this script
     import uvloop
@@ -280,12 +322,16 @@ def echo_share(rounds: int = 3) -> None:
         state = ServerState(Config(app=app, access_log=False), app)
         for _ in range(rounds):
             echo_us = await inprocess.echoes(state, 20000)
-            n = 500_000
-            spent = min(timeit.repeat(ECHO_COUNTERS, ECHO_SETUP, number=n, repeat=5))
-            empty = min(timeit.repeat("pass", ECHO_SETUP, number=n, repeat=5))
-            ns = (spent - empty) / n * 1e9
+            ns = counter_ns(ECHO_COUNTERS, ECHO_SETUP)
             print(f"echo round trip {echo_us:6.2f} us, its counter statements {ns:4.0f} ns "
                   f"= {ns / echo_us / 10:.2f} %")  # fmt: skip
+            member_us = await inprocess.broadcasts(state, members, 1000)
+            once = counter_ns(BROADCAST_COUNTERS, BROADCAST_SETUP)
+            each = counter_ns("written += 1", BROADCAST_SETUP)
+            ns = once / members + each
+            print(f"broadcast to {members}, per member {member_us:6.3f} us, its counter "
+                  f"statements {once:4.0f} ns per broadcast + {each:4.1f} ns per member "
+                  f"= {ns:4.1f} ns = {ns / member_us / 10:.2f} %")  # fmt: skip
 
     uvloop.run(measure())
 
@@ -365,6 +411,11 @@ def main() -> None:
         "--sequential",
         action="store_true",
         help="one server at a time, on and off alternating (default: both at once)",
+    )
+    parser.add_argument(
+        "--null",
+        action="store_true",
+        help="both servers without metrics: the ratios the method gives for no difference",
     )
     parser.add_argument(
         "--direct",
