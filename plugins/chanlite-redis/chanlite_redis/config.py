@@ -144,6 +144,25 @@ def _sentinel_host(host: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return f"redis+sentinel://{','.join(addresses)}/{service}", extra
 
 
+#: Query options whose values are secrets, masked like the URL's password.
+SECRET_OPTIONS = ("sentinel_password",)
+
+
+def masked(url: str) -> str:
+    """*url* with its password and secret options shown as ``***`` (as redis-py does)."""
+    parts = urlsplit(url)
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    if at:
+        user, has_password, _ = userinfo.partition(":")
+        userinfo = f"{user}:***" if has_password else user
+    query = "&".join(
+        f"{key}=***" if key in SECRET_OPTIONS else f"{key}{sep}{value}"
+        for key, sep, value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    netloc = f"{userinfo}@{hostlist}" if at else hostlist
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def describe(url: str) -> str:
     """*url* with any password hidden, for messages and logs."""
     parts = urlsplit(url)
@@ -151,6 +170,22 @@ def describe(url: str) -> str:
     if "@" in netloc:
         netloc = "***@" + netloc.rsplit("@", 1)[1]
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _socket_options(timeout: float, blocking: bool) -> dict[str, Any]:
+    """What every connection the layer opens has in common, whatever the target.
+
+    Commands never retry: a command whose reply was lost may have run, and running it
+    again would deliver a message twice. *blocking* connections (BLPOP, pub/sub) wait
+    without a read timeout.
+    """
+    return {
+        "socket_connect_timeout": timeout,
+        "socket_timeout": None if blocking else timeout,
+        "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), 0),
+        "protocol": 2,
+    }
 
 
 def make_pool(
@@ -162,12 +197,10 @@ def make_pool(
     pool_class: type[ConnectionPool] = ConnectionPool,
     **extra: Any,
 ) -> ConnectionPool:
-    """A connection pool for *url*.
+    """A connection pool for *url* (see :func:`_socket_options`).
 
-    Commands never retry: a command whose reply was lost may have run, and running it
-    again would deliver a message twice. A pooled connection found dead is replaced when
-    it is next taken from the pool, so the first command after a restart still succeeds.
-    *blocking* pools serve BLPOP and pub/sub, which wait without a read timeout.
+    A pooled connection found dead is replaced when it is next taken from the pool, so
+    the first command after a restart still succeeds.
     """
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
         raise LayerConfigError(f"Not a Redis URL: {describe(url)!r}")
@@ -175,14 +208,7 @@ def make_pool(
         extra["timeout"] = timeout  # how long to wait for a free connection
     try:
         return pool_class.from_url(
-            url,
-            socket_connect_timeout=timeout,
-            socket_timeout=None if blocking else timeout,
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0),
-            max_connections=max_connections,
-            protocol=2,
-            **extra,
+            url, max_connections=max_connections, **_socket_options(timeout, blocking), **extra
         )
     except (TypeError, ValueError) as exc:
         raise LayerConfigError(f"Bad Redis URL {describe(url)!r}: {exc}") from None
@@ -278,13 +304,7 @@ class SentinelTarget(Pooled):
             if db is not None:
                 raise LayerConfigError(f"{self.where!r} gives the db twice (path and db=)")
             db = _int(path[1], "db", url)
-        connection: dict[str, Any] = {"db": db or 0}
-        if userinfo:
-            user, has_password, password = userinfo.partition(":")
-            if user:
-                connection["username"] = unquote(user)
-            if has_password:
-                connection["password"] = unquote(password)
+        connection: dict[str, Any] = {"db": db or 0, **_credentials(userinfo)}
         sentinel_kwargs: dict[str, Any] = dict(extra.pop("sentinel_kwargs", None) or {})
         if sentinel_password is not None:
             sentinel_kwargs["password"] = sentinel_password
@@ -320,14 +340,7 @@ class SentinelTarget(Pooled):
                 **self.sentinel_kwargs,
             },
         )
-        options: dict[str, Any] = {
-            "socket_connect_timeout": timeout,
-            "socket_timeout": None if blocking else timeout,
-            "socket_keepalive": True,
-            "retry": Retry(NoBackoff(), 0),
-            "protocol": 2,
-            **self.connection,
-        }
+        options = {**_socket_options(timeout, blocking), **self.connection}
         try:
             if bounded:
                 return _BoundedSentinelPool(
@@ -390,6 +403,25 @@ class _Cluster(RedisCluster):
         # NodesManager has __slots__: its class, not the instance, carries the override.
         manager.__class__ = type("NodesManager", (base,), {"__slots__": (), "aclose": aclose})
 
+    def abandon(self) -> None:
+        """Forget the connections of a closed loop without closing them (they cannot be).
+
+        Otherwise redis-py, on collecting this client, reports it (and each node) as
+        unclosed to the event loop that runs then: an ERROR log line for nothing.
+        """
+        manager = self.nodes_manager
+        for cache in (manager.nodes_cache, manager.startup_nodes):
+            for node in cache.values():
+                node._connections.clear()
+                node._free.clear()
+        manager.default_node = None  # type: ignore[assignment]  # as aclose() leaves it
+
+
+def abandon(client: Redis | None) -> None:
+    """Drop *client*, whose event loop was closed (see :meth:`_Cluster.abandon`)."""
+    if isinstance(client, _Cluster):
+        client.abandon()
+
 
 class ClusterTarget:
     """A Redis Cluster, found from one or more of its nodes.
@@ -430,12 +462,7 @@ class ClusterTarget:
     ) -> Redis:
         cluster = _Cluster(
             startup_nodes=[ClusterNode(host, port) for host, port in self.nodes],
-            socket_connect_timeout=timeout,
-            socket_timeout=None if blocking else timeout,
-            socket_keepalive=True,
-            # Never run a command twice: one whose reply was lost may have run.
-            retry=Retry(NoBackoff(), 0),
-            protocol=2,
+            **_socket_options(timeout, blocking),
             **self.connection,
         )
         # The commands the layer runs are the same on both clients.
@@ -445,16 +472,7 @@ class ClusterTarget:
         """A pub/sub connection to one node (it waits for messages without a timeout)."""
         options = dict(self.connection)
         kind: type[Connection] = SSLConnection if options.pop("ssl", False) else Connection
-        return kind(
-            host=host,
-            port=port,
-            socket_connect_timeout=timeout,
-            socket_timeout=None,
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0),
-            protocol=2,
-            **options,
-        )
+        return kind(host=host, port=port, **_socket_options(timeout, True), **options)
 
 
 def make_target(url: str, extra: Mapping[str, Any], **sentinel: Any) -> Target:

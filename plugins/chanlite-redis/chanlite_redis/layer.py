@@ -55,8 +55,10 @@ from chanlite_redis.cluster import ShardedListener, make_listener, queue_copies
 from chanlite_redis.codec import make_codec
 from chanlite_redis.config import (
     Host,
+    abandon,
     close_client,
     make_target,
+    masked,
     strip_query,
     target_from_hosts,
 )
@@ -208,6 +210,15 @@ class RedisLayer(BaseLayer):
         """Build from ``redis://[:password@]host:port/db?capacity=...&expiry=...``."""
         return cls(strip_query(url), **cls.parse_url_options(url))
 
+    @classmethod
+    def parse_url_options(cls, url: str) -> dict[str, Any]:
+        """The query's options, as :meth:`BaseLayer.parse_url_options`; an error about
+        them shows the URL with its passwords masked (``***``)."""
+        try:
+            return super().parse_url_options(url)
+        except LayerConfigError as exc:
+            raise LayerConfigError(str(exc).replace(url, masked(url))) from None
+
     def __repr__(self) -> str:
         return f"<RedisLayer {self._where} prefix={self.prefix!r} client={self.client_id}>"
 
@@ -264,6 +275,8 @@ class RedisLayer(BaseLayer):
                 # Its tasks still inside Redis calls end now, not when collected.
                 self._inside.clear()
                 end_abandoned(home)
+                for client in (self._client, self._blocking):
+                    abandon(client)
             self._adopt(loop)
             return True
         return False
@@ -812,5 +825,8 @@ class RedisLayer(BaseLayer):
                 if client is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(close_client(client), self.timeout)
+        elif home is not None and home.is_closed():
+            for client in (self._client, self._blocking):
+                abandon(client)
         self._home = None
         self._reset_state()

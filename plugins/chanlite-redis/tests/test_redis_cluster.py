@@ -6,6 +6,7 @@ cluster (``redis-cli --cluster create``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -218,3 +219,23 @@ class TestClusterStreams(HistoryContract, PresenceContract):
     @pytest.fixture
     def make_layer(self, make_cluster_layer: Any) -> Any:
         return make_cluster_layer
+
+
+async def test_a_loop_change_leaves_no_unclosed_client_behind(
+    make_cluster_layer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The connections of a closed loop cannot be closed; they are dropped without redis-py
+    # reporting "Unclosed RedisCluster client" (an ERROR) when they are collected.
+    layer = await make_cluster_layer()
+
+    def on_own_loop(make: Any) -> Any:
+        return asyncio.run(make())
+
+    channel = await asyncio.to_thread(on_own_loop, layer.new_channel)
+    await asyncio.to_thread(on_own_loop, lambda: layer.group_add("unclosed", channel))
+    await asyncio.to_thread(on_own_loop, lambda: layer.send(channel, {"type": "d"}))
+    got = await asyncio.to_thread(on_own_loop, layer.receive_local)
+    assert (list(got[0]), got[1]) == ([channel], {"type": "d"})
+    await layer.close()
+    gc.collect()
+    assert not [r for r in caplog.records if "Unclosed" in r.getMessage()]

@@ -84,6 +84,25 @@ def test_a_malformed_sentinel_url_is_a_precise_error(url: str, error: str) -> No
         get_layer(url)
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@h1:6379/0?capacity=x", "redis://:***@h1:6379/0?capacity=x"),
+        ("redis://u:s3cret@h1/0?bogus=1", "redis://u:***@h1/0?bogus=1"),
+        (
+            "redis+sentinel://:s3cret@h1/m?sentinel_password=s3cret&timeout=x",
+            "redis+sentinel://:***@h1/m?sentinel_password=***&timeout=x",
+        ),
+        ("redis+cluster://:s3cret@n1:7000?heartbeat=x", "redis+cluster://:***@n1:7000?heartbeat=x"),
+    ],
+)
+def test_an_option_error_masks_the_passwords(url: str, shown: str) -> None:
+    with pytest.raises(LayerConfigError) as error:
+        get_layer(url)
+    assert "s3cret" not in str(error.value)
+    assert repr(shown) in str(error.value)
+
+
 async def test_no_sentinel_answering_is_reported_within_the_timeout() -> None:
     # Nothing listens on port 1: the layer says so, naming the group, not a traceback.
     layer = RedisLayer("redis+sentinel://127.0.0.1:1/mymaster", timeout=0.5)
