@@ -9,6 +9,11 @@ counts are brought down by a script pipelined in front of the next blocking call
 costs no round trip of its own. While the local queue is long the task stops pulling, so
 a slow process leaves messages in Redis, where senders see its channels fill up.
 
+Entries another process queued carry its number for this process
+(:mod:`chanlite_redis.sequence`): what Redis lost of them is counted, not silent, and an
+entry handed out twice (by a master and then by the replica that replaced it) is
+delivered once.
+
 The same task's sibling, :meth:`Inbox.beat`, refreshes the process's heartbeat key, which
 tells other processes that its channels are still read.
 """
@@ -28,7 +33,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
 from chanlite.layers import Codec, LayerError, LocalInbox
-from chanlite_redis import scripts
+from chanlite_redis import scripts, sequence
 from chanlite_redis.errors import layer_error
 from chanlite_redis.listener import Listener
 from chanlite_redis.stream_scripts import Script
@@ -45,6 +50,10 @@ INBOX_BATCH = 256
 HIGH_WATER = 1024
 LOW_WATER = 256
 
+#: The key of :attr:`RedisLayer.lost <chanlite_redis.RedisLayer.lost>` for direct
+#: messages to this process's channels (neither a group nor a channel name).
+DIRECT = "!inbox"
+
 Call = Callable[[str, Callable[[Redis], Awaitable[Any]]], Awaitable[Any]]
 
 
@@ -58,6 +67,7 @@ class Inbox:
         client_id: str,
         codec: Codec,
         local: LocalInbox,
+        gaps: sequence.Gaps,
         where: str = "",
         redis7: bool | None = None,
     ) -> None:
@@ -67,6 +77,7 @@ class Inbox:
         self._alive = keys.alive(client_id)
         self._codec = codec
         self._local = local
+        self._gaps = gaps
         self._blmpop = redis7  # BLMPOP needs Redis 7; found out on first read if None
         self._loaded = False  # UNCOUNT loaded (the pipelined EVALSHA needs it there)
         # Delivered messages whose counts Redis has yet to bring down.
@@ -171,11 +182,24 @@ class Inbox:
             logger.error("%r: dropped a malformed entry", self)
             return None
         channel = entry[scripts.STAMP : space].decode(errors="replace")
+        payload = memoryview(entry)[space + 1 :]
+        numbered = sequence.read_direct(payload)
+        if numbered is not None:
+            payload = payload[sequence.DIRECT_HEADER :]
+            # Heard even when expired: it reached the inbox, it was not lost on the way.
+            if not self._gaps.heard(DIRECT, *numbered):
+                logger.info(
+                    "%r: dropped a message for %r delivered before (Redis handed it out "
+                    "again after a failover), or counted as lost already",
+                    self,
+                    channel,
+                )
+                return channel
         if int(stamp) <= now:
             self._local.expired += 1  # expired in Redis before this process read it
             return channel
         try:
-            message = self._codec.decode(memoryview(entry)[space + 1 :])
+            message = self._codec.decode(payload)
         except ValueError as exc:
             logger.error("Dropped a malformed message for %r: %s", channel, exc)
             return channel

@@ -64,7 +64,7 @@ from chanlite_redis.config import (
 )
 from chanlite_redis.errors import layer_error
 from chanlite_redis.history import History, StampedCodec
-from chanlite_redis.inbox import Inbox
+from chanlite_redis.inbox import DIRECT, Inbox
 from chanlite_redis.listener import Listener
 from chanlite_redis.plain import PlainChannels, PlainParts
 from chanlite_redis.presence import Presence
@@ -188,9 +188,12 @@ class RedisLayer(BaseLayer):
         )
         # Fills a history group's gap in live delivery after pub/sub was lost (outlives loops).
         self._catchup = CatchUp(self._read_missed, self._deliver_group)
-        # Group messages this process should have heard and did not (pub/sub lost them).
+        #: Messages this process should have received and did not, by group (pub/sub
+        #: lost them), and under ``"!inbox"`` direct messages to its channels that Redis
+        #: lost (:mod:`chanlite_redis.sequence`).
         self.lost: Counter[str] = Counter()
         self._numbering = sequence.Numbering()
+        self._direct = sequence.DirectNumbering(self._sender_tag)
         self._notices: deque[str] = deque(maxlen=64)  # control notices already handled
         # Tasks now inside a Redis call on the owning loop: kept until they leave it, so
         # that end_abandoned() finds them if their loop is closed under them.
@@ -233,6 +236,9 @@ class RedisLayer(BaseLayer):
         )
         # group -> {local channel: monotonic join time}, in join order.
         self._groups: dict[str, dict[str, float]] = {}
+        grace = max(self.timeout, 0.5)
+        self._gaps = sequence.Gaps(grace, self._count_lost)
+        self._direct_gaps = sequence.Gaps(grace, self._count_lost_direct)
         self._inbox = Inbox(
             # A cluster with shard channels runs Redis 7 or later: BLMPOP is there.
             redis7=True if self._target.cluster else None,
@@ -240,9 +246,9 @@ class RedisLayer(BaseLayer):
             client_id=self.client_id,
             codec=self._codec,
             local=self._local,
+            gaps=self._direct_gaps,
             where=self._where,
         )
-        self._gaps = sequence.Gaps(max(self.timeout, 0.5), self._count_lost)
         # Sorts local messages per channel for receive(); what it holds outlives loops too.
         self._demux = LocalDemux(self._local, prepare=self._prepare_local)
         self._reset_loop_state()
@@ -398,19 +404,26 @@ class RedisLayer(BaseLayer):
             if self._local.offer((channel,), message):
                 raise ChannelFull(channel)
             return
+        if not await self._queue(channel, self._codec.encode(message), None, "send"):
+            raise ChannelFull(channel)
+
+    async def _queue(self, channel: str, payload: bytes, cap: int | None, what: str) -> bool:
+        """Queue *payload* on *channel* (numbered if it goes to a process's inbox)."""
+        owner = self.owner_of(channel)
+        if owner is not None:
+            payload = self._direct.take(owner) + payload
         args: list[EncodableT] = [
             self.prefix,
             channel,
-            self._codec.encode(message),
-            self.get_capacity(channel),
+            payload,
+            self.get_capacity(channel) if cap is None else cap,
             self._ms(self.expiry),
         ]
-        keys = self.keys.send_keys(channel, self.owner_of(channel))
-        stored = await self._call(
-            "send", lambda c: self._send_script(keys=keys, args=args, client=c)
-        )
-        if not stored:
-            raise ChannelFull(channel)
+        keys = self.keys.send_keys(channel, owner)
+        stored = await self._call(what, lambda c: self._send_script(keys=keys, args=args, client=c))
+        if not stored and owner is not None:
+            self._direct.refused(owner)  # its number will not arrive, and is not lost
+        return bool(stored)
 
     async def receive(self, channel: str) -> Message:
         """Wait for the next message on *channel* (local ones through ``receive_local``)."""
@@ -592,12 +605,7 @@ class RedisLayer(BaseLayer):
         self.count_drops(group, full, None if dropped else len(members or ()))
 
     async def _queue_copy(self, channel: str, payload: bytes, cap: int) -> bool:
-        args: list[EncodableT] = [self.prefix, channel, payload, cap, self._ms(self.expiry)]
-        keys = self.keys.send_keys(channel, self.owner_of(channel))
-        stored = await self._call(
-            "group_send", lambda c: self._send_script(keys=keys, args=args, client=c)
-        )
-        return bool(stored)
+        return await self._queue(channel, payload, cap, "group_send")
 
     # -- history and presence ----------------------------------------------------------------
 
@@ -669,8 +677,11 @@ class RedisLayer(BaseLayer):
         if not members or len(data) <= _HEADER:
             return
         sender = data[_SENDER : 2 * _SENDER]
-        if sender != self._sender_tag:  # its own messages this process never misses
-            self._gaps.heard(group, sender, data[2 * _SENDER : _HEADER])
+        # Its own messages this process never misses.
+        if sender != self._sender_tag and not self._gaps.heard(
+            group, sender, data[2 * _SENDER : _HEADER]
+        ):
+            return  # counted as lost already
         try:
             message = self._codec.decode(memoryview(data)[_HEADER:])
         except ValueError as exc:
@@ -689,6 +700,16 @@ class RedisLayer(BaseLayer):
             n,
             group,
             self.lost[group],
+        )
+
+    def _count_lost_direct(self, key: str, n: int) -> None:
+        self.lost[key] += n
+        logger.warning(
+            "%d direct messages to this process's channels never reached its inbox (Redis "
+            "lost them: it failed over or restarted after taking them, or the send raised; "
+            "or they expired there unread); %d so far",
+            n,
+            self.lost[key],
         )
 
     def _deliver_group(self, group: str, message: Message) -> None:
@@ -779,6 +800,7 @@ class RedisLayer(BaseLayer):
 
     def _flush_local(self) -> None:
         self._local.clear()
+        self._direct_gaps.forget(DIRECT)  # the inbox was wiped on purpose
         # The entries are gone from Redis: none is refreshed or joined again.
         self._presence.forget()
         for group in list(self._groups):

@@ -11,9 +11,19 @@ message this process did not hear: once it has stayed missing for a grace period
 sender's concurrent sends may reach Redis out of order, over different connections) it
 is counted in the layer's ``lost`` counter and logged.
 
-What this cannot see: a loss at the very end of a sender's messages to a group, revealed
-only by its next message there; and messages of a sender whose first message to the
-group this process heard came after them (nothing to compare with).
+Direct messages to another process's channels are numbered the same way, per receiving
+process rather than per group (:class:`DirectNumbering`): each entry a sender queues in
+that process's inbox carries ``\1``, the sender's id, its number and how many of its
+earlier sends to that process the inbox refused (the channel was full: the caller got
+:class:`~chanlite.layers.ChannelFull`, and the number it took will never arrive). The
+receiver's :class:`Gaps` takes the refusals off what it finds missing, so only what Redis
+lost (a failover or restart after it acknowledged the entry, a send that raised) or what
+expired unread in the inbox is counted. A number heard a second time (an entry a new
+master still had although the old one had handed it out) is not delivered again.
+
+What this cannot see: a loss at the very end of a sender's messages to a group (or to a
+process), revealed only by its next message there; and messages of a sender whose first
+message this process heard came after them (nothing to compare with).
 """
 
 from __future__ import annotations
@@ -53,9 +63,53 @@ class Numbering:
         return b"%08x" % n
 
 
+#: ``\1``, the sender's id (12 bytes), its number and its refusals (hexadecimal).
+DIRECT_MARK = b"\1"
+DIRECT_HEADER = 1 + 12 + 2 * WIDTH
+_WRAP = 16**WIDTH
+
+
+class DirectNumbering:
+    """The sending side of direct messages: a number per receiving process, and the
+    count of sends that process's inbox refused (see the module)."""
+
+    __slots__ = ("_numbers", "_refused", "_sender")
+
+    def __init__(self, sender: bytes) -> None:
+        self._sender = sender
+        self._numbers = Numbering()
+        self._refused: dict[str, int] = {}
+
+    def take(self, owner: str) -> bytes:
+        """The header of the next message to process *owner*, to go before the payload."""
+        number = self._numbers.take(owner)
+        if number == b"%08x" % 1:
+            self._refused.pop(owner, None)  # numbering starts again: so do the refusals
+        refused = self._refused.get(owner, 0)
+        return DIRECT_MARK + self._sender + number + b"%08x" % refused
+
+    def refused(self, owner: str) -> None:
+        """The inbox of *owner* refused the message just numbered (its channel was full)."""
+        if owner not in self._refused and len(self._refused) >= MAX_GROUPS:
+            del self._refused[next(iter(self._refused))]
+        self._refused[owner] = (self._refused.get(owner, 0) + 1) % _WRAP
+
+
+def read_direct(payload: bytes | memoryview) -> tuple[bytes, bytes, int] | None:
+    """(sender, number field, refusals) from a direct message's header, or None."""
+    if len(payload) < DIRECT_HEADER or payload[:1] != DIRECT_MARK:
+        return None
+    try:
+        refused = int(bytes(payload[1 + 12 + WIDTH : DIRECT_HEADER]), 16)
+    except ValueError:
+        return None
+    return bytes(payload[1:13]), bytes(payload[13 : 13 + WIDTH]), refused
+
+
 @dataclass
 class _Track:
     expect: int
+    refused: int = 0  # the sender's count of refused sends, as last heard
     missing: dict[int, float] = field(default_factory=dict)  # number -> when found missing
 
 
@@ -73,14 +127,18 @@ class Gaps:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
-    def heard(self, group: str, sender: bytes, field_: bytes) -> None:
-        """Note message number *field_* (the wire field) from *sender* in *group*."""
+    def heard(self, group: str, sender: bytes, field_: bytes, refused: int = 0) -> bool:
+        """Note message number *field_* (the wire field) from *sender* in *group*.
+
+        *refused* is the sender's count of refused sends (direct messages only). Returns
+        False for a number heard before (or already counted as lost): not to deliver.
+        """
         try:
             number = int(field_, 16)
         except ValueError:
-            return  # not numbered (a history message): its offset says what was missed
+            return True  # not numbered (a history message): its offset says what was missed
         if number == 0:
-            return
+            return True
         senders = self._tracks.get(group)
         if senders is None:
             senders = self._tracks[group] = {}
@@ -88,8 +146,8 @@ class Gaps:
         if track is None:
             if len(senders) >= MAX_SENDERS:
                 self._drop(group, senders.pop(next(iter(senders))), count=False)
-            senders[sender] = _Track(number + 1)
-            return
+            senders[sender] = _Track(number + 1, refused)
+            return True
         if number == track.expect:
             track.expect += 1
         elif number > track.expect:
@@ -100,7 +158,25 @@ class Gaps:
             # The sender started numbering this group again: what it had not delivered
             # before is not coming any more.
             self._drop(group, track, count=True)
-            senders[sender] = _Track(2)
+            senders[sender] = _Track(2, refused)
+            return True
+        else:
+            return False
+        if refused != track.refused:
+            self._refusals(track, refused)
+        return True
+
+    def _refusals(self, track: _Track, refused: int) -> None:
+        """The sender's inbox refused *refused* - track.refused more sends: numbers that
+        will never arrive, and are not lost. Its oldest missing numbers are taken off
+        (the refused ones are older than the message that reports them)."""
+        new = (refused - track.refused) % _WRAP
+        if new > _WRAP // 2:
+            return  # an older count, from a message that was overtaken
+        track.refused = refused
+        for number in sorted(track.missing)[:new]:
+            del track.missing[number]
+            self._pending -= 1
 
     def _missing(self, group: str, track: _Track, number: int) -> None:
         gap = number - track.expect

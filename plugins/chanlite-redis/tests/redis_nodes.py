@@ -200,6 +200,13 @@ class SentinelGroup:
         assert isinstance(reply, list)
         return int(reply[1])
 
+    def cut_replication(self) -> None:
+        """Stop the replica hearing the master's writes from now on (they are acknowledged
+        all the same): it drops its link and cannot log in again (a wrong password)."""
+        replica = self.replica if self.master_port() == self.master.port else self.master
+        _ask(replica.port, "CONFIG", "SET", "masterauth", "not-the-password")
+        _ask(replica.port, "CLIENT", "KILL", "TYPE", "master")
+
     def kill_master(self) -> RedisServer:
         """SIGKILL the current master; returns the server that took over."""
         port = self.master_port()

@@ -21,7 +21,7 @@ from chanlite_redis.stream_scripts import StreamKeys
 from redis import Redis
 from redis.crc import key_slot
 from redis_nodes import ClusterGroup
-from test_redis_failover import FailoverPeer
+from test_redis_failover import Accounts, start_pair
 
 from chanlite.layers import LayerConfigError, get_layer
 from chanlite.testing import HistoryContract, LayerContract, PresenceContract
@@ -126,26 +126,22 @@ async def test_a_group_message_is_published_on_one_node_only(
 async def test_two_processes_broadcast_through_the_cluster(
     cluster: ClusterGroup, prefix: str
 ) -> None:
-    a = await FailoverPeer.start(cluster.url, prefix, "a")
-    b = await FailoverPeer.start(cluster.url, prefix, "b")
-    peers = (a, b)
+    a, b = peers = await start_pair(cluster.url, prefix)
+    accounts = Accounts()
     try:
         for peer in peers:
-            await peer.wait_for(lambda e: e["event"] == "got" and e["n"] >= 30)
-        lasts = {}
-        for peer in peers:
-            await peer.tell("stop")
-            lasts[peer.name] = (await peer.wait_for(lambda e: e["event"] == "sent"))["last"]
-        await a.tell(f"end {lasts['b']}")
-        await b.tell(f"end {lasts['a']}")
-        summaries = {p.name: await p.wait_for(lambda e: e["event"] == "summary") for p in peers}
+            for kind in ("got", "gotd"):
+                await peer.wait_for(lambda e, k=kind: e["event"] == k and e["n"] >= 30)
+        await accounts.settle(a, b)
     finally:
-        logs = [await peer.finish() for peer in peers]
+        await accounts.finish(*peers)
+    accounts.check(a, b)
     for name, other in (("a", "b"), ("b", "a")):
-        received = summaries[name]["received"]
-        assert summaries[name]["lost"] == 0
-        assert received == list(range(min(received), lasts[other] + 1))  # all, in order
-    assert all("Traceback" not in log for log in logs), logs
+        summary, last = accounts.summaries[name], accounts.lasts[other]
+        assert accounts.lost()[name] == (0, 0)
+        for kind in ("", "_direct"):
+            received = summary["received" + kind]  # all, in order
+            assert received == list(range(min(received), last["last" + kind] + 1))
 
 
 async def test_broadcasts_survive_a_cluster_master_killed_mid_broadcast(
@@ -157,12 +153,12 @@ async def test_broadcasts_survive_a_cluster_master_killed_mid_broadcast(
     group = ClusterGroup(tmp_path, replicas=1)
     group.start()
     try:
-        a = await FailoverPeer.start(group.url, prefix, "a")
-        b = await FailoverPeer.start(group.url, prefix, "b")
-        peers = (a, b)
+        a, b = peers = await start_pair(group.url, prefix)
+        accounts = Accounts()
         try:
             for peer in peers:
-                await peer.wait_for(lambda e: e["event"] == "got" and e["n"] >= 50)
+                for kind in ("got", "gotd"):
+                    await peer.wait_for(lambda e, k=kind: e["event"] == k and e["n"] >= 50)
             master = group.node_of("{room}")
             killed_at = time.time()
             master.stop()  # SIGKILL
@@ -170,33 +166,22 @@ async def test_broadcasts_survive_a_cluster_master_killed_mid_broadcast(
                 await peer.wait_for(lambda e: e["event"] == "got" and e["at"] > killed_at, 60)
                 for peer in peers
             ]
-            for peer, first in zip(peers, firsts, strict=True):
-                await peer.wait_for(
-                    lambda e, n=first["n"]: e["event"] == "got" and e["n"] >= n + 50
-                )
-            lasts = {}
             for peer in peers:
-                await peer.tell("stop")
-                lasts[peer.name] = (await peer.wait_for(lambda e: e["event"] == "sent"))["last"]
-            await a.tell(f"end {lasts['b']}")
-            await b.tell(f"end {lasts['a']}")
-            summaries = {p.name: await p.wait_for(lambda e: e["event"] == "summary") for p in peers}
+                for kind in ("got", "gotd"):
+                    n = (await peer.wait_for(lambda e, k=kind: e["event"] == k))["n"]
+                    await peer.wait_for(lambda e, k=kind, n=n: e["event"] == k and e["n"] >= n + 50)
+            await accounts.settle(a, b)
         finally:
-            logs = {peer.name: await peer.finish() for peer in peers}
+            await accounts.finish(*peers)
         assert group.node_of("{room}") is not master  # its replica took over
     finally:
         group.stop()
-    for name, other in (("a", "b"), ("b", "a")):
-        received, lost = summaries[name]["received"], summaries[name]["lost"]
-        assert len(received) == len(set(received)), f"{name} got a message twice"
-        first = min(received)
-        assert len(received) + lost == lasts[other] + 1 - first, (received, lost, lasts[other])
-        assert "Traceback" not in logs[name], logs[name]
+    accounts.check(a, b)
     print(
         "first delivery after the kill, s:",
         [round(f["now"] - killed_at, 3) for f in firsts],
-        "lost:",
-        {n: s["lost"] for n, s in summaries.items()},
+        "lost (group, direct):",
+        accounts.lost(),
     )
 
 

@@ -1,9 +1,10 @@
 """A Sentinel failover under two broadcasting chanlite processes.
 
-Two real OS processes (``failover_peer.py``) broadcast to each other through a
-Sentinel-managed master; the master is killed with SIGKILL mid-broadcast. Both must keep
-delivering once the sentinels have promoted the replica, and every message the other sent
-must be accounted for: delivered once, or counted in the layer's ``lost`` and logged.
+Two real OS processes (``failover_peer.py``) broadcast to each other, and send to each
+other's channel directly, through a Sentinel-managed master; the master is killed with
+SIGKILL mid-broadcast. Both must keep delivering once the sentinels have promoted the
+replica, and every message the other sent must be accounted for: delivered once, or
+counted in the layer's ``lost`` and logged (or, for a direct send, refused as full).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -34,6 +36,7 @@ class FailoverPeer:
         self.name = name
         self.process = process
         self.events: list[dict[str, Any]] = []
+        self.channel = ""
         self._changed = asyncio.Event()
         self._reader = asyncio.ensure_future(self._read())
 
@@ -50,7 +53,7 @@ class FailoverPeer:
             stderr=asyncio.subprocess.PIPE,
         )
         peer = cls(name, process)
-        await peer.wait_for(lambda e: e["event"] == "ready")
+        peer.channel = (await peer.wait_for(lambda e: e["event"] == "ready"))["channel"]
         return peer
 
     async def _read(self) -> None:
@@ -79,6 +82,10 @@ class FailoverPeer:
     def got(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e["event"] == "got"]
 
+    def refused_from(self, first: int) -> int:
+        """Its direct sends numbered *first* or later that were refused (channel full)."""
+        return sum(e["event"] == "full" and e["n"] >= first for e in self.events)
+
     async def tell(self, line: str) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write(line.encode() + b"\n")
@@ -94,54 +101,127 @@ class FailoverPeer:
         return err.decode()
 
 
+async def start_pair(url: str, prefix: str) -> tuple[FailoverPeer, FailoverPeer]:
+    """Two peers broadcasting to each other and sending to each other's channel."""
+    a = await FailoverPeer.start(url, prefix, "a")
+    try:
+        b = await FailoverPeer.start(url, prefix, "b")
+    except BaseException:
+        await a.finish()
+        raise
+    await a.tell(f"peer {b.channel}")
+    await b.tell(f"peer {a.channel}")
+    return a, b
+
+
+class Accounts:
+    """What each peer of a pair sent, received and counted as lost, once both stopped."""
+
+    def __init__(self) -> None:
+        self.lasts: dict[str, dict[str, Any]] = {}
+        self.summaries: dict[str, dict[str, Any]] = {}
+        self.logs: dict[str, str] = {}
+
+    async def settle(self, a: FailoverPeer, b: FailoverPeer) -> None:
+        """Stop both peers' sending, then have each account for the other's messages."""
+        for peer in (a, b):
+            await peer.tell("stop")
+            self.lasts[peer.name] = await peer.wait_for(lambda e: e["event"] == "sent")
+        for peer, other in ((a, b), (b, a)):
+            last = self.lasts[other.name]
+            await peer.tell(f"end {last['last']} {last['last_direct']}")
+        for peer in (a, b):
+            self.summaries[peer.name] = await peer.wait_for(lambda e: e["event"] == "summary")
+
+    async def finish(self, *peers: FailoverPeer) -> None:
+        for peer in peers:
+            self.logs[peer.name] = await peer.finish()
+
+    def check(self, a: FailoverPeer, b: FailoverPeer) -> None:
+        """Every message each sent is delivered to the other once, or counted as lost
+        there (with a WARNING), or counted as dropped or refused for a full channel."""
+        for peer, other in ((a, b), (b, a)):
+            summary, last, log = (
+                self.summaries[peer.name],
+                self.lasts[other.name],
+                self.logs[peer.name],
+            )
+            # A group message a full channel did not take is counted in drops; a direct
+            # one, refused, raised ChannelFull in the sender.
+            for kind, refused in (
+                ("", lambda first, dropped=summary["dropped"]: dropped),
+                ("_direct", other.refused_from),
+            ):
+                received, lost = summary["received" + kind], summary["lost" + kind]
+                assert len(received) == len(set(received)), f"{peer.name} got {kind} twice"
+                # From the first message it heard (the other may have started sending
+                # before this one joined), every message the other sent is accounted for.
+                first, end = min(received), last["last" + kind] + 1
+                assert set(received) <= set(range(first, end))
+                assert len(received) + lost + refused(first) == end - first, (
+                    peer.name,
+                    kind,
+                    sorted(set(range(first, end)) - set(received)),
+                    lost,
+                    last,
+                )
+            if summary["lost"]:
+                assert "messages to group 'room' were not heard by this process" in log, log
+            if summary["lost_direct"]:
+                assert "direct messages to this process's channels never reached" in log, log
+            assert "Traceback" not in log, log
+
+    def lost(self) -> dict[str, tuple[int, int]]:
+        """Counted as lost by each peer: (group, direct)."""
+        return {n: (s["lost"], s["lost_direct"]) for n, s in self.summaries.items()}
+
+
 async def test_broadcasts_survive_a_master_killed_mid_broadcast(
     own_sentinel_group: Any, prefix: str
 ) -> None:
     group = own_sentinel_group
-    a = await FailoverPeer.start(group.url, prefix, "a")
-    b = await FailoverPeer.start(group.url, prefix, "b")
-    peers = (a, b)
+    a, b = peers = await start_pair(group.url, prefix)
+    accounts = Accounts()
     try:
         for peer in peers:
-            await peer.wait_for(lambda e: e["event"] == "got" and e["n"] >= 50)
-        killed_at = time.time()
-        new_master = group.kill_master()
+            for kind in ("got", "gotd"):
+                await peer.wait_for(lambda e, k=kind: e["event"] == k and e["n"] >= 50)
+        # What Redis acknowledged and then lost: with replication cut, b is frozen while
+        # the master takes a's direct messages for it until its channel is full (then
+        # refuses them), and the master dies before b reads them.
+        group.cut_replication()
+        b.process.send_signal(signal.SIGSTOP)
+        try:
+            await a.wait_for(lambda e: e["event"] == "full")
+            killed_at = time.time()
+            new_master = group.kill_master()
+        finally:
+            b.process.send_signal(signal.SIGCONT)
         # Both keep delivering: each hears messages the other sent after the kill.
         firsts = [
-            await peer.wait_for(lambda e: e["event"] == "got" and e["at"] > killed_at)
+            await peer.wait_for(lambda e, k=kind: e["event"] == k and e["at"] > killed_at)
             for peer in peers
+            for kind in ("got", "gotd")
         ]
         group.wait_failover(new_master)
-        for peer, first in zip(peers, firsts, strict=True):
-            await peer.wait_for(lambda e, n=first["n"]: e["event"] == "got" and e["n"] >= n + 50)
-        lasts = {}
         for peer in peers:
-            await peer.tell("stop")
-            lasts[peer.name] = (await peer.wait_for(lambda e: e["event"] == "sent"))["last"]
-        await a.tell(f"end {lasts['b']}")
-        await b.tell(f"end {lasts['a']}")
-        summaries = {p.name: await p.wait_for(lambda e: e["event"] == "summary") for p in peers}
+            for kind in ("got", "gotd"):
+                n = (await peer.wait_for(lambda e, k=kind: e["event"] == k))["n"]
+                await peer.wait_for(lambda e, k=kind, n=n: e["event"] == k and e["n"] >= n + 50)
+        await accounts.settle(a, b)
     finally:
-        logs = {peer.name: await peer.finish() for peer in peers}
-    for peer, other in ((a, "b"), (b, "a")):
-        received, lost = summaries[peer.name]["received"], summaries[peer.name]["lost"]
-        log = logs[peer.name]
-        assert len(received) == len(set(received)), f"{peer.name} got a message twice"
-        # From the first message it heard (the other may have started sending before this
-        # one joined), every message the other sent is delivered, or counted as lost.
-        first = min(received)
-        assert set(received) <= set(range(first, lasts[other] + 1))
-        assert len(received) + lost == lasts[other] + 1 - first, (received, lost, lasts[other])
-        if lost:
-            assert "messages to group 'room' were not heard by this process" in log, log
-        assert "Traceback" not in log, log
+        await accounts.finish(*peers)
+    accounts.check(a, b)
+    # Direct messages Redis had taken for b and lost are counted, not only failed sends.
+    failed = sum(e["event"] == "failed" and e["kind"] == "direct" for e in a.events)
+    assert accounts.lost()["b"][1] > failed, (accounts.lost(), failed)
     # The failover was noticed: each process's pub/sub reconnected.
-    assert all("Redis pub/sub" in logs[p.name] for p in peers), logs
+    assert all("Redis pub/sub" in log for log in accounts.logs.values()), accounts.logs
     print(
-        "first delivery after the kill, s:",
+        "first delivery after the kill, s (group, direct):",
         [round(f["now"] - killed_at, 3) for f in firsts],
-        "lost:",
-        {n: s["lost"] for n, s in summaries.items()},
+        "lost (group, direct):",
+        accounts.lost(),
         "failed sends:",
         {p.name: sum(e["event"] == "failed" for e in p.events) for p in peers},
     )
