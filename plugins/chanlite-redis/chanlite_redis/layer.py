@@ -695,8 +695,8 @@ class RedisLayer(BaseLayer):
         self.lost[group] += n
         logger.warning(
             "%d messages to group %r were not heard by this process (its pub/sub connection "
-            "was lost: Redis restarted, failed over, or cut it); they are lost for its "
-            "members (%d in this group so far)",
+            "was lost: Redis restarted, failed over, or cut it, or the group's cluster slot "
+            "moved); they are lost for its members (%d in this group so far)",
             n,
             group,
             self.lost[group],

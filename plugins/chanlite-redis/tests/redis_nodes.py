@@ -369,6 +369,41 @@ class ClusterGroup:
                     return next(n for n in self.nodes if n.port == port)
         raise AssertionError(f"no node serves slot {slot}")
 
+    def move_slot(self, key: str) -> RedisServer:
+        """Migrate the slot of *key*, keys and all, to another master (the steps
+        ``redis-cli --cluster reshard`` takes for each slot); returns that master."""
+        source = self.node_of(key)
+        target = next(n for n in self._masters() if n is not source)
+        slot = int(_ask(source.port, "CLUSTER", "KEYSLOT", key))  # type: ignore[call-overload]
+        source_id, target_id = (_text(_ask(n.port, "CLUSTER", "MYID")) for n in (source, target))
+        _ask(target.port, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        _ask(source.port, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        while True:
+            keys = _ask(source.port, "CLUSTER", "GETKEYSINSLOT", str(slot), "100")
+            assert isinstance(keys, list)
+            if not keys:
+                break
+            _ask(source.port, "MIGRATE", "127.0.0.1", str(target.port), "", "0", "5000",
+                 "KEYS", *keys)  # fmt: skip
+        # The new owner first, then the old one, then the rest (as redis-cli does).
+        for node in (target, source, *(n for n in self._masters() if n not in (source, target))):
+            _ask(node.port, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+        return target
+
+    def _masters(self) -> list[RedisServer]:
+        masters = []
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            role = _ask(node.port, "ROLE")
+            if isinstance(role, list) and role[0] == b"master":
+                masters.append(node)
+        return masters
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

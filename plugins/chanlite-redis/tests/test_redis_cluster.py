@@ -185,6 +185,38 @@ async def test_broadcasts_survive_a_cluster_master_killed_mid_broadcast(
     )
 
 
+async def test_inboxes_and_groups_survive_their_slots_moving(
+    cluster: ClusterGroup, prefix: str
+) -> None:
+    # While two processes broadcast to each other and send to each other's channel, the
+    # slot of b's inbox and then the slot of the group move to another master (keys
+    # migrated with MIGRATE, as resharding does). Delivery goes on, and every message is
+    # delivered or counted.
+    a, b = peers = await start_pair(cluster.url, prefix)
+    accounts = Accounts()
+    moved = []
+    try:
+        for peer in peers:
+            for kind in ("got", "gotd"):
+                await peer.wait_for(lambda e, k=kind: e["event"] == k and e["n"] >= 30)
+        owner = RedisLayer.owner_of(b.channel)
+        assert owner is not None
+        for key in (Keys(prefix).inbox(owner), Keys(prefix).group_topic("room")):
+            before = cluster.node_of(key)
+            after = await asyncio.to_thread(cluster.move_slot, key)
+            assert cluster.node_of(key) is after is not before
+            moved.append((before.port, after.port))
+            for peer in peers:
+                for kind in ("got", "gotd"):
+                    n = max(e["n"] for e in peer.events if e["event"] == kind)
+                    await peer.wait_for(lambda e, k=kind, n=n: e["event"] == k and e["n"] >= n + 30)
+        await accounts.settle(a, b)
+    finally:
+        await accounts.finish(*peers)
+    accounts.check(a, b)
+    print("moved:", moved, "lost (group, direct):", accounts.lost())
+
+
 def _commands(port: int) -> dict[str, int]:
     client = Redis(port=port)
     try:
