@@ -25,8 +25,10 @@ from redis.asyncio.connection import AbstractConnection, Connection, SSLConnecti
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from chanlite.layers import LayerConfigError
+from chanlite_redis.errors import SentinelAuthError, sentinel_auth_problem
 from chanlite_redis.tasks import raise_if_cancelled
 
 Host = str | tuple[str, int] | Sequence[Any] | Mapping[str, Any]
@@ -250,7 +252,15 @@ class _SentinelPool(SentinelConnectionPool):
         super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
 
     async def get_master_address(self) -> Any:
-        address = await super().get_master_address()  # type: ignore[no-untyped-call]
+        try:
+            address = await super().get_master_address()  # type: ignore[no-untyped-call]
+        except RedisError as exc:
+            raise_if_cancelled(exc)
+            # Told apart from the servers refusing theirs: it is another password.
+            problem = sentinel_auth_problem(exc)
+            if problem is not None:
+                raise SentinelAuthError(problem) from exc
+            raise
         # redis-py moves on to the next sentinel when one fails, also when the failure
         # was a cancellation it turned into a connection error: a task asked to stop
         # would go on to a blocking read. It stops here instead.

@@ -5,7 +5,8 @@
     chanlite.layers.LayerError
      +-- chanlite.layers.LayerUnavailable   (also ConnectionError)
           +-- RedisUnavailable               (Redis could not be reached in time)
-               +-- RedisAuthError            (Redis refused the credentials, or wants some)
+               +-- RedisAuthError            (Redis or its sentinels refused the
+                                              credentials, or want some)
 
 :func:`layer_error` turns what redis-py raised into one of these, with a message that
 says what to do about it.
@@ -34,8 +35,41 @@ class RedisAuthError(RedisUnavailable):
     that requires one. Retrying does not help; the layer URL needs the right password."""
 
 
+class SentinelAuthError(RedisConnectionError):
+    """The sentinels refused the layer's credentials for them (``sentinel_password``).
+
+    Raised while finding the master, in place of what redis-py raised (a NOAUTH reply, or
+    "No master found" listing each sentinel's refusal); its text says what is wrong.
+    """
+
+
+def sentinel_auth_problem(exc: BaseException) -> str | None:
+    """What is wrong with the sentinels' credentials if *exc*, raised while asking the
+    sentinels for the master, is their refusing them, else None."""
+    text = str(exc)
+    if "NOAUTH" in text or "Authentication required" in text:
+        return (
+            "has sentinels that require a password and the layer URL gives none; add "
+            "?sentinel_password=PASSWORD (the sentinels' own, which may differ from the "
+            "servers' password in the URL)"
+        )
+    if "without any password configured" in text:
+        return (
+            "has sentinels with no password set but the layer URL gives one; "
+            "remove sentinel_password"
+        )
+    if isinstance(exc, AuthenticationError) or "AuthenticationError" in text:
+        return (
+            "has sentinels that refused the sentinel password (wrong sentinel_password, "
+            "or wrong sentinel_username)"
+        )
+    return None
+
+
 def auth_problem(exc: BaseException) -> str | None:
     """What is wrong with the credentials if *exc* is Redis refusing them, else None."""
+    if isinstance(exc, SentinelAuthError):
+        return str(exc)
     text = str(exc)
     if "unauthenticated" in text or "NOAUTH" in text or "Authentication required" in text:
         # A server with requirepass answers the first command of a client that sent no

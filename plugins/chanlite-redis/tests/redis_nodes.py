@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 INSTALL_HINT = (
     "redis-server is not on PATH. The Redis layer's tests need a real Redis server: "
@@ -114,8 +116,15 @@ SERVICE = "mymaster"
 DOWN_AFTER_MS = 1000
 
 
-def _ask(port: int, *command: str) -> object:
-    client = Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2)
+def _ask(port: int, *command: str, password: str | None = None) -> object:
+    client = Redis(
+        host="127.0.0.1",
+        port=port,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        password=password,
+        retry=Retry(NoBackoff(), 0),  # a refused password is an answer, not worth a retry
+    )
     try:
         return client.execute_command(*command)
     finally:
@@ -126,7 +135,13 @@ class Sentinel:
     """One ``redis-server --sentinel`` process watching the group's master."""
 
     def __init__(
-        self, directory: Path, master_port: int, replica_port: int, ids: list[tuple[str, int]]
+        self,
+        directory: Path,
+        master_port: int,
+        replica_port: int,
+        ids: list[tuple[str, int]],
+        password: str | None = None,
+        sentinel_password: str | None = None,
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -149,7 +164,16 @@ class Sentinel:
             f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {SERVICE} 10000\n"
             f"sentinel parallel-syncs {SERVICE} 1\n"
-            f"sentinel known-replica {SERVICE} 127.0.0.1 {replica_port}\n" + known
+            f"sentinel known-replica {SERVICE} 127.0.0.1 {replica_port}\n"
+            + known
+            # The servers' password, then the sentinels' own (asked of clients and of each
+            # other).
+            + (f"sentinel auth-pass {SERVICE} {password}\n" if password else "")
+            + (
+                f"requirepass {sentinel_password}\nsentinel sentinel-pass {sentinel_password}\n"
+                if sentinel_password
+                else ""
+            )
         )
         self.process = subprocess.Popen(
             [binary, str(self.config), "--sentinel", "--loglevel", "warning"],
@@ -164,10 +188,18 @@ class Sentinel:
 
 
 class SentinelGroup:
-    """A master, a replica and three sentinels on loopback."""
+    """A master, a replica and three sentinels on loopback; with *password* the servers
+    require it, with *sentinel_password* the sentinels require that one."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
         self.directory = directory
+        self.password = password
+        self.sentinel_password = sentinel_password
         self.master = RedisServer(directory / "a")
         self.replica = RedisServer(directory / "b")
         self.sentinels: list[Sentinel] = []
@@ -175,28 +207,49 @@ class SentinelGroup:
     def start(self) -> None:
         for server in (self.master, self.replica):
             server.directory.mkdir(parents=True, exist_ok=True)
-        self.master.start("--repl-diskless-sync-delay", "0")
-        self.replica.start(
-            "--replicaof", "127.0.0.1", str(self.master.port), "--repl-diskless-sync-delay", "0"
+        auth = (
+            ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
         )
+        self.master.start("--repl-diskless-sync-delay", "0", *auth)
+        self.replica.start(
+            "--replicaof", "127.0.0.1", str(self.master.port), "--repl-diskless-sync-delay", "0",
+            *auth,
+        )  # fmt: skip
         self._wait(self._replica_in_sync, "the replica to sync with the master")
         ids = [(secrets.token_hex(20), free_port()) for _ in range(3)]
         for n in range(3):
             mine = [ids[n], *ids[:n], *ids[n + 1 :]]
             self.sentinels.append(
-                Sentinel(self.directory / f"s{n}", self.master.port, self.replica.port, mine)
+                Sentinel(
+                    self.directory / f"s{n}",
+                    self.master.port,
+                    self.replica.port,
+                    mine,
+                    self.password,
+                    self.sentinel_password,
+                )
             )
         self._wait(self._sentinels_ready, "the sentinels to know the replica and each other")
 
     @property
     def url(self) -> str:
-        """The layer URL of the group's master."""
+        """The layer URL of the group's master (with the passwords, if any)."""
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+        auth = f":{self.password}@" if self.password else ""
+        query = f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else ""
+        return f"redis+sentinel://{auth}{hosts}/{SERVICE}/0{query}"
+
+    def _sentinel(self, port: int, *command: str) -> object:
+        return _ask(port, *command, password=self.sentinel_password)
+
+    def _server(self, port: int, *command: str) -> object:
+        return _ask(port, *command, password=self.password)
 
     def master_port(self) -> int:
         """The port of the master the sentinels name now."""
-        reply = _ask(self.sentinels[0].port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+        reply = self._sentinel(
+            self.sentinels[0].port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE
+        )
         assert isinstance(reply, list)
         return int(reply[1])
 
@@ -204,8 +257,8 @@ class SentinelGroup:
         """Stop the replica hearing the master's writes from now on (they are acknowledged
         all the same): it drops its link and cannot log in again (a wrong password)."""
         replica = self.replica if self.master_port() == self.master.port else self.master
-        _ask(replica.port, "CONFIG", "SET", "masterauth", "not-the-password")
-        _ask(replica.port, "CLIENT", "KILL", "TYPE", "master")
+        self._server(replica.port, "CONFIG", "SET", "masterauth", "not-the-password")
+        self._server(replica.port, "CLIENT", "KILL", "TYPE", "master")
 
     def kill_master(self) -> RedisServer:
         """SIGKILL the current master; returns the server that took over."""
@@ -223,20 +276,23 @@ class SentinelGroup:
 
         def promoted() -> bool:
             return all(
-                int(_ask(s.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)[1]) == new.port  # type: ignore[index]
+                int(self._sentinel(s.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)[1])  # type: ignore[index]
+                == new.port
                 for s in self.sentinels
             )
 
         self._wait(promoted, "the failover", timeout)
 
     def _replica_in_sync(self) -> bool:
-        info = Redis(port=self.replica.port, socket_timeout=2).info("replication")
+        info = Redis(port=self.replica.port, socket_timeout=2, password=self.password).info(
+            "replication"
+        )
         return bool(info.get("master_link_status") == "up")
 
     def _sentinels_ready(self) -> bool:
         for sentinel in self.sentinels:
-            replicas = _ask(sentinel.port, "SENTINEL", "REPLICAS", SERVICE)
-            others = _ask(sentinel.port, "SENTINEL", "SENTINELS", SERVICE)
+            replicas = self._sentinel(sentinel.port, "SENTINEL", "REPLICAS", SERVICE)
+            others = self._sentinel(sentinel.port, "SENTINEL", "SENTINELS", SERVICE)
             if not isinstance(replicas, list) or not isinstance(others, list):
                 return False
             if len(replicas) != 1 or len(others) != 2:

@@ -1,14 +1,20 @@
-"""The layer on a Sentinel-managed master: the URL forms, and the shared contract suites
-on a real group (a master, a replica, three sentinels)."""
+"""The layer on a Sentinel-managed master: the URL forms, the shared contract suites on a
+real group (a master, a replica, three sentinels), and a group whose servers and sentinels
+each require their own password."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from chanlite_redis import RedisLayer, RedisUnavailable
+from chanlite_redis import RedisAuthError, RedisLayer, RedisUnavailable
 from chanlite_redis.config import SentinelTarget
+from redis.exceptions import AuthenticationError
+from redis_nodes import SentinelGroup, _ask
 
 from chanlite.layers import LayerConfigError, get_layer
 from chanlite.testing import HistoryContract, LayerContract, PresenceContract
@@ -139,3 +145,78 @@ class TestSentinelStreams(HistoryContract, PresenceContract):
     @pytest.fixture
     def make_layer(self, make_sentinel_layer: Any) -> Any:
         return make_sentinel_layer
+
+
+SERVER_PASSWORD, SENTINEL_PASSWORD = "server-s3cret", "sentinel-s3cret"
+
+
+@pytest.fixture
+def auth_sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    """A Sentinel group whose servers require one password and sentinels another."""
+    group = SentinelGroup(tmp_path, SERVER_PASSWORD, SENTINEL_PASSWORD)
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()
+
+
+async def _until_sent(layer: RedisLayer, group: str, message: dict[str, Any]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            await layer.group_send(group, message)
+            return
+        except RedisUnavailable:
+            assert time.monotonic() < deadline, "the layer never reached the new master"
+            await asyncio.sleep(0.1)
+
+
+async def test_a_password_for_the_servers_and_another_for_the_sentinels(
+    auth_sentinel_group: SentinelGroup, prefix: str
+) -> None:
+    group = auth_sentinel_group
+    sentinel, server = group.sentinels[0].port, group.master.port
+    # Each side asks for its own password and refuses the other's.
+    for port, wrong in ((sentinel, SERVER_PASSWORD), (server, SENTINEL_PASSWORD)):
+        with pytest.raises(AuthenticationError):
+            _ask(port, "PING", password=wrong)
+    with pytest.raises(AuthenticationError):  # NOAUTH
+        _ask(server, "PING")
+
+    options = f"&timeout=1&prefix={prefix}"
+    sender, receiver = (get_layer(group.url + options) for _ in range(2))
+    assert isinstance(sender, RedisLayer) and isinstance(receiver, RedisLayer)
+    try:
+        channel = await receiver.new_channel()
+        await receiver.group_add("room", channel)
+        await sender.group_send("room", {"type": "m", "n": 1})
+        await sender.send(channel, {"type": "d", "n": 1})
+        got = [(await asyncio.wait_for(receiver.receive_local(), 10))[1] for _ in range(2)]
+        assert sorted(m["type"] for m in got) == ["d", "m"]
+        # The layer follows the master across a failover with both passwords.
+        group.wait_failover(group.kill_master())
+        await _until_sent(sender, "room", {"type": "m", "n": 2})
+        while (message := (await asyncio.wait_for(receiver.receive_local(), 30))[1])["n"] != 2:
+            pass  # a message sent again by _until_sent would come first
+        assert message == {"type": "m", "n": 2}
+        await sender.send(channel, {"type": "d", "n": 2})
+        assert (await asyncio.wait_for(receiver.receive_local(), 10))[1]["type"] == "d"
+    finally:
+        await sender.close()
+        await receiver.close()
+
+    plain = group.url.split("?")[0]
+    for url, problem in (
+        (group.url.replace(SENTINEL_PASSWORD, "wrong"), "sentinels that refused"),
+        (plain + "?timeout=1", "sentinels that require a password"),
+        (group.url.replace(SERVER_PASSWORD, "wrong"), "refused the password"),
+        (group.url.replace(f":{SERVER_PASSWORD}@", ""), "requires a password"),
+    ):
+        layer = get_layer(url + ("&timeout=1" if "?" in url else ""))
+        try:
+            with pytest.raises(RedisAuthError, match=problem) as refused:
+                await layer.group_send("room", {"type": "m"})
+            assert "s3cret" not in str(refused.value)
+        finally:
+            await layer.close()
