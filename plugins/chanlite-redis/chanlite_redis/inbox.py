@@ -21,6 +21,7 @@ tells other processes that its channels are still read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -83,6 +84,7 @@ class Inbox:
         # Delivered messages whose counts Redis has yet to bring down.
         self._to_uncount: Counter[str] = Counter()
         self._clock_offset = 0.0  # server clock minus ours, in milliseconds
+        self._nap: asyncio.Future[None] | None = None  # the reader's backoff wait
 
     def __repr__(self) -> str:
         return f"<Inbox {self._inbox}>"
@@ -113,7 +115,7 @@ class Inbox:
                 if not failing:
                     logger.warning("%r: %s; retrying", self, layer_error("read", self._where, exc))
                 failing = True
-                await asyncio.sleep(delay)
+                await self._back_off(delay)
                 delay = min(delay * 2, Listener.MAX_DELAY)
                 continue
             if failing:
@@ -128,6 +130,21 @@ class Inbox:
                         self._to_uncount[channel] += 1
             # Delivered first: what was read is in the local queue, which outlives the loop.
             raise_if_cancelled()
+
+    async def _back_off(self, delay: float) -> None:
+        # A future of the running loop (this object outlives loops; an Event would not).
+        nap = self._nap = asyncio.get_running_loop().create_future()
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(nap, delay)
+        finally:
+            self._nap = None
+
+    def kick(self) -> None:
+        """Redis answers again (a command got through): read now, not after backoff."""
+        nap = self._nap
+        if nap is not None and not nap.done():
+            nap.set_result(None)
 
     async def _take(self, client: Redis, uncount: AsyncScript) -> list[bytes]:
         """Settle the counts of what was delivered and wait for more, in one round trip."""

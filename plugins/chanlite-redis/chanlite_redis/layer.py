@@ -376,11 +376,12 @@ class RedisLayer(BaseLayer):
         if cancels_now() > cancels:
             raise asyncio.CancelledError  # redis-py consumed it and carried on
         if self._failing:
-            # Redis is back (restarted, or another server took over): the listener stops
-            # backing off, so fewer group messages go out while it is not subscribed.
+            # Redis is back (restarted, or another server took over): the listener and
+            # the inbox reader stop backing off, so fewer messages wait or go unheard.
             self._failing = False
             if self._listener is not None:
                 self._listener.kick()
+            self._inbox.kick()
         return result
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
