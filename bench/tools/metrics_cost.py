@@ -208,6 +208,7 @@ def together(
         if not args.null:
             thread.start()
         c0 = {m: cpu_seconds(p) for m, p in pids.items()}
+        w0 = {m: [cpu_seconds([w]) for w in p[1:]] for m, p in pids.items()}
         loads = {
             m: subprocess.Popen(
                 load_command(mode, servers[m][1], args), stdout=subprocess.PIPE, text=True
@@ -216,6 +217,7 @@ def together(
         }
         outs = {m: load.communicate()[0] for m, load in loads.items()}
         c1 = {m: cpu_seconds(p) for m, p in pids.items()}
+        w1 = {m: [cpu_seconds([w]) for w in p[1:]] for m, p in pids.items()}
         stop.set()
         if thread.is_alive():
             thread.join()
@@ -225,7 +227,13 @@ def together(
             server.terminate()
         for server, _ in servers.values():
             server.wait(30)
-    return {m: result(outs[m], c1[m] - c0[m], args, scrapes[0] if m else 0) for m in (False, True)}
+    results = {}
+    for m in (False, True):
+        results[m] = result(outs[m], c1[m] - c0[m], args, scrapes[0] if m else 0)
+        # With workers, how the kernel spread the connections shows in their CPU shares.
+        spent = [b - a for a, b in zip(w0[m], w1[m], strict=True)]
+        results[m]["busiest"] = max(spent) / sum(spent) if len(spent) > 1 and sum(spent) else 1.0
+    return results
 
 
 def summary(ratios: list[float], resamples: int = 10000) -> str:
@@ -450,7 +458,8 @@ def main() -> None:
                 print(
                     f"{mode:5} workers={workers} metrics={'on ' if metrics else 'off'} "
                     f"rate {r['rate']:10,.0f}/s  per server CPU-s {r['per_cpu']:10,.0f}  "
-                    f"cpu {r['cpu']:.2f} s  scrapes {r['scrapes']}",
+                    f"cpu {r['cpu']:.2f} s  scrapes {r['scrapes']}"
+                    + (f"  busiest worker {r['busiest']:.0%}" if "busiest" in r else ""),
                     flush=True,
                 )
             ratios.append(results[True]["per_cpu"] / results[False]["per_cpu"])
