@@ -3,8 +3,9 @@
 The install commands are read from the pages (``<!-- install -->`` blocks, and every
 ``pip install -e ...`` the pages name inline), not retyped here, so a wrong command fails.
 They run on a copy of the checkout, in a venv made by the Getting started block itself;
-the README's and Getting started's tests then run in that venv with the command the pages
-give (plain ``pytest``: nothing but what the pages installed). pip's cache keeps this quick.
+the README and Getting started then run in that venv alone, as tests/docs/test_snippets.py
+runs every page: the app served and poked, its test run with the command the page gives
+(plain ``pytest``: nothing but what the pages installed). pip's cache keeps this quick.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.docs.snippets import ROOT, Block, read_blocks
+from tests.docs.test_snippets import run_page
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 GETTING_STARTED = ROOT / "docs" / "getting-started.md"
@@ -127,35 +129,16 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
     return Venv(checkout, env, prefix)
 
 
-def _test_files_and_command(page: Path) -> tuple[list[Block], Block]:
-    """The page's files (its app, its test) and the command it gives to run its test:
-    the first ``sh`` block after the page's first test file."""
-    blocks = read_blocks(page)
-    files = [b for b in blocks if b.mode == "file"]
-    first_test = next(b for b in files if Path(b.arg.split()[0]).name.startswith("test_"))
-    command = next(b for b in blocks if b.mode == "sh" and b.line > first_test.line)
-    assert "pytest" in command.code, f"{_where(page, command)} runs the page's test"
-    return [b for b in files if b.line <= first_test.line], command
-
-
 @pytest.mark.parametrize(
     "page", [ROOT / "README.md", GETTING_STARTED], ids=["README.md", "docs/getting-started.md"]
 )
-def test_the_pages_test_passes_in_the_new_venv(venv: Venv, page: Path, tmp_path: Path) -> None:
-    files, command = _test_files_and_command(page)
-    project = tmp_path / "project"  # the reader's own folder, outside the checkout
-    project.mkdir()
-    for block in files:
-        (project / block.arg.split()[0]).write_text(block.code)
-    out = _run(
-        "echo found $(command -v pytest)\n" + command.code,
-        project,
-        venv.env,
-        f"{_where(page, command)} (the test, in the new venv)",
-    )
-    # The pytest the page installed in its venv, not the suite's nor the system's.
-    assert f"found {venv.prefix / 'bin' / 'pytest'}\n" in out, out
-    assert re.search(r"\b\d+ passed\b", out), out
+def test_the_page_runs_in_the_new_venv(venv: Venv, page: Path, tmp_path: Path) -> None:
+    """The page as tests/docs/test_snippets.py runs it (the app served and poked, its
+    test run with the page's own pytest command), on the new venv alone."""
+    # The page's test command finds the pytest the Getting started block installed.
+    found = _run("command -v pytest", tmp_path, venv.env, "command -v pytest").strip()
+    assert Path(found) == venv.prefix / "bin" / "pytest", found
+    run_page(page, tmp_path, venv.prefix / "bin")
 
 
 def _inline_installs() -> list[tuple[str, str]]:

@@ -47,10 +47,12 @@ SERVE_TIMEOUT = 30.0
 pytestmark = pytest.mark.timeout(240)
 
 
-def _env(folder: Path, server: str | None) -> dict[str, str]:
+def _env(folder: Path, server: str | None, bin: Path = BIN) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "CHANLITE_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["VIRTUAL_ENV"] = str(BIN.parent)
+    # *bin*'s venv, as if activated; the suite's own venv off PATH when it is another one.
+    rest = [p for p in env.get("PATH", "").split(os.pathsep) if p not in (str(BIN), str(bin))]
+    env["PATH"] = os.pathsep.join([str(bin), *rest])
+    env["VIRTUAL_ENV"] = str(bin.parent)
     env.pop("PYTHONPATH", None)
     env["HOME"] = env.get("HOME", str(folder))
     if server is not None:
@@ -158,6 +160,12 @@ def test_page_runs_as_written(page: Path, tmp_path: Path) -> None:
         # The page's examples live in files a test of their own runs.
         assert (ROOT / tested_by["path"]).exists(), tested_by["path"]
         return
+    run_page(page, tmp_path)
+
+
+def run_page(page: Path, tmp_path: Path, bin: Path = BIN) -> None:
+    """Run *page*'s blocks in a fresh folder under *tmp_path*, with the venv of *bin*
+    (the suite's own by default; tests/docs/test_fresh_install.py gives a new one)."""
     blocks = read_blocks(page)
     folder = tmp_path / "work"
     folder.mkdir()
@@ -173,7 +181,7 @@ def test_page_runs_as_written(page: Path, tmp_path: Path) -> None:
     here = folder
     try:
         for block in blocks:
-            env = _env(folder, server)
+            env = _env(folder, server, bin)
             cwd = checkout if block.arg == "checkout" else here
             if block.mode == "cwd":
                 here = folder / block.arg
@@ -189,7 +197,7 @@ def test_page_runs_as_written(page: Path, tmp_path: Path) -> None:
                 name = f"test_{page.stem.replace('-', '_')}_{block.line}.py"
                 (folder / name).write_text(block.code)
                 done = subprocess.run(
-                    [str(BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", name],
+                    [str(bin / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", name],
                     cwd=folder,
                     env=env,
                     capture_output=True,
@@ -206,9 +214,9 @@ def test_page_runs_as_written(page: Path, tmp_path: Path) -> None:
         if chunks:
             (folder / "_page.json").write_text(json.dumps(chunks))
             done = subprocess.run(
-                [str(BIN / "python"), "-c", RUN_PROGRAM, "_page.json", str(page)],
+                [str(bin / "python"), "-c", RUN_PROGRAM, "_page.json", str(page)],
                 cwd=folder,
-                env={**_env(folder, server), "PYTHONPATH": str(folder)},
+                env={**_env(folder, server, bin), "PYTHONPATH": str(folder)},
                 capture_output=True,
                 text=True,
                 timeout=180,
