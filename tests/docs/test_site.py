@@ -27,3 +27,45 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_exists() -> None:
     assert sorted(set(listed) - on_disk) == [], "nav entries without a page"
     assert sorted(on_disk - set(listed)) == [], "pages missing from the nav in mkdocs.yml"
     assert len(listed) == len(set(listed)), "a page listed twice"
+
+
+# The concepts the site promises a page (or a section of one) for, by page: a heading of
+# the page must contain each word (case-insensitive). Removing or renaming one fails here.
+CONCEPTS = {
+    "getting-started.md": ["install", "run it", "test it"],
+    "handlers.md": ["websocket"],
+    "http.md": ["request", "responses", "server-sent events"],
+    "events.md": ["groups", "broadcast"],
+    "topics.md": ["history", "presence", "long-poll"],
+    "history-presence.md": ["history", "presence"],
+    "layers.md": ["choosing one", "options", "writing one"],
+    "sync.md": ["def", "orm bridge"],
+    "django.md": ["install", "run it", "orm bridge", "testing"],
+    "testing.md": ["def", "async def", "layers"],
+    "production.md": ["workers", "reload", "proxy", "long-poll", "systemd", "containers"],
+    "operations.md": ["metrics", "inspect", "logs"],
+    "architecture.md": ["layering", "fast paths", "no i/o"],
+    "upgrading.md": ["what maps to what", "side by side", "gradual path"],
+    "reference/api.md": [],
+    "reference/cli.md": [],
+}
+
+
+def test_every_promised_concept_has_its_page_and_section() -> None:
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    listed = set(_pages(config["nav"]))
+    docs = ROOT / config["docs_dir"]
+    for page, words in CONCEPTS.items():
+        assert page in listed, f"{page} is not in the nav"
+        headings = [
+            line.lstrip("#").strip().lower()
+            for line in (docs / page).read_text().splitlines()
+            if line.startswith("#")
+        ]
+        for word in words:
+            assert any(word in h for h in headings), f"{page}: no heading on {word!r}"
+    # The generated references are generated, not copied.
+    assert "::: chanlite" in (docs / "reference/api.md").read_text()
+    cli = (docs / "reference/cli.md").read_text()
+    assert ":module: chanlite.cli" in cli
+    assert ":module: chanlite.contrib.django.management.commands.chanlite" in cli
