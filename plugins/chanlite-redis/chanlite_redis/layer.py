@@ -18,6 +18,12 @@ How a message travels:
 Connection loss: commands fail at once with :class:`RedisUnavailable`; the pub/sub
 listener and the inbox reader reconnect with backoff and re-subscribe every group that
 still has local members. Nothing is retried blindly, so nothing is delivered twice.
+
+:class:`RedisLayer` is built in layers of its own: :mod:`chanlite_redis.loops` (which
+event loop owns the connections, running a command from any loop),
+:mod:`chanlite_redis.hearing` (what pub/sub brings: group messages, counting what was
+missed, wake-ups, control notices), :mod:`chanlite_redis.streams` (history and presence
+calls); this module holds the state, sending, groups and the lifecycle.
 """
 
 from __future__ import annotations
@@ -28,25 +34,22 @@ import logging
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import msgpack  # type: ignore[import-untyped]
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
 from chanlite.layers import (
     BaseLayer,
     ChannelFull,
-    HistoryPage,
     HistoryPolicy,
     LayerConfigError,
     LayerError,
     LocalDemux,
     LocalInbox,
     Message,
-    StreamPosition,
     check_stream_message,
 )
 from chanlite_redis import scripts, sequence
@@ -62,24 +65,19 @@ from chanlite_redis.config import (
     strip_query,
     target_from_hosts,
 )
-from chanlite_redis.errors import layer_error
+from chanlite_redis.hearing import NOBODY, SENDER
 from chanlite_redis.history import History, StampedCodec
 from chanlite_redis.inbox import DIRECT, Inbox
 from chanlite_redis.listener import Listener
 from chanlite_redis.plain import PlainChannels, PlainParts
 from chanlite_redis.presence import Presence
-from chanlite_redis.tasks import cancels_now, end_abandoned, quiet_if_collected, stop
+from chanlite_redis.streams import Streams
+from chanlite_redis.tasks import stop
 
 logger = logging.getLogger("chanlite.layers.redis")
 
 T = TypeVar("T")
 
-#: Width of a client_id. A published group message starts with a header: the id of the
-#: process that delivered it to its own members already (or dashes), the sender's id and
-#: the sender's number for the message in that group (:mod:`chanlite_redis.sequence`).
-_SENDER = 12
-_NOBODY = "-" * _SENDER
-_HEADER = 2 * _SENDER + sequence.WIDTH
 _UNNUMBERED = b"0" * sequence.WIDTH
 
 
@@ -91,7 +89,7 @@ def _nonce() -> str:
     return secrets.token_hex(8)
 
 
-class RedisLayer(BaseLayer):
+class RedisLayer(Streams):
     """A channel layer on a Redis server, shared by every process that points at it.
 
     Usable from chanlite (``App(layer="redis://host:6379/0")``, ``--layer redis://...``)
@@ -173,7 +171,7 @@ class RedisLayer(BaseLayer):
         self._codec = StampedCodec(make_codec(symmetric_encryption_keys))
         self._where = self._target.where
         self._sender_tag = self.client_id.encode()
-        if len(self._sender_tag) != _SENDER:
+        if len(self._sender_tag) != SENDER:
             raise LayerConfigError("client_id must be 12 characters")
         # Topics are "<prefix>g:{<group>}" and "<prefix>w:{<channel>}" (hash tags).
         self._group_topic_prefix = self.keys.group_topic("")[:-1]
@@ -225,7 +223,7 @@ class RedisLayer(BaseLayer):
     def __repr__(self) -> str:
         return f"<RedisLayer {self._where} prefix={self.prefix!r} client={self.client_id}>"
 
-    # -- event loop ownership ------------------------------------------------------------
+    # -- event loop ownership (the rest is in loops.py) ---------------------------------
 
     def _reset_state(self) -> None:
         """Fresh state: what this process holds (kept across event loops), then per loop."""
@@ -265,42 +263,6 @@ class RedisLayer(BaseLayer):
         self._presence_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
-    def _is_home(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """True if *loop* owns this layer's connections, adopting it if none live does.
-
-        The first event loop to use the layer owns it. When that loop has been closed
-        (``async_to_sync`` makes a short-lived loop per call) the next one takes over,
-        with every message queued for local channels and every local membership.
-        """
-        home = self._home
-        if home is loop:
-            return True
-        if home is None or home.is_closed():
-            if home is not None:
-                logger.debug("%r: previous event loop closed; moving to a new one", self)
-                # Its tasks still inside Redis calls end now, not when collected.
-                self._inside.clear()
-                end_abandoned(home)
-                for client in (self._client, self._blocking):
-                    abandon(client)
-            self._adopt(loop)
-            return True
-        return False
-
-    @contextlib.contextmanager
-    def _in_redis(self) -> Iterator[None]:
-        """Around an await inside redis-py: the task is kept (strongly) until it leaves."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._inside[task] += 1
-        try:
-            yield
-        finally:
-            if task is not None:
-                self._inside[task] -= 1
-                if self._inside[task] <= 0:
-                    del self._inside[task]
-
     def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
         """Open this loop's connections and listen again to the groups with local members."""
         # The connections of a closed loop cannot be closed from here; they are dropped.
@@ -338,56 +300,6 @@ class RedisLayer(BaseLayer):
             self._start_catch_up()
         if self._presence.mine:
             self._start_presence()  # the entries this process holds live on this loop now
-
-    def _require_home(self, what: str) -> None:
-        if not self._is_home(asyncio.get_running_loop()):
-            raise RuntimeError(
-                f"{what}() on {self!r} must run on the event loop that first used the "
-                "layer (it is still open); create one layer per event loop"
-            )
-
-    async def _call(self, what: str, run: Callable[[Redis], Awaitable[T]]) -> T:
-        """Run one Redis command, turning connection trouble into :class:`RedisUnavailable`.
-
-        On a loop other than the owning one (a sync caller's private loop, say) the
-        command goes over a connection of its own, closed afterwards.
-        """
-        cancels = cancels_now()
-        try:
-            loop = asyncio.get_running_loop()
-            if self._is_home(loop):
-                assert self._client is not None
-                # A background task left on a loop closed by hand ends quietly when
-                # collected (redis-py's cleanup cannot run on a closed loop).
-                with quiet_if_collected(loop), self._in_redis():
-                    result = await run(self._client)
-            else:
-                client = self._target.client(timeout=self.timeout, blocking=False)
-                try:
-                    result = await run(client)
-                finally:
-                    await close_client(client)
-        except (RedisError, OSError) as exc:
-            # A cancellation that redis-py turned into a connection error stays one.
-            if cancels_now() > cancels:
-                raise asyncio.CancelledError from exc
-            self._failing = True
-            raise layer_error(what, self._where, exc) from exc
-        if cancels_now() > cancels:
-            raise asyncio.CancelledError  # redis-py consumed it and carried on
-        if self._failing:
-            # Redis is back (restarted, or another server took over): the listener and
-            # the inbox reader stop backing off, so fewer messages wait or go unheard.
-            self._failing = False
-            if self._listener is not None:
-                self._listener.kick()
-            self._inbox.kick()
-        return result
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     def _ms(self, seconds: float) -> int:
         return max(1, int(seconds * 1000))
@@ -530,7 +442,7 @@ class RedisLayer(BaseLayer):
         if self.owner_of(channel) is not None:
             # Its owner may hold the membership itself: tell it too (this layer object
             # too, when called from a loop other than its own).
-            notice = msgpack.packb(["discard", _NOBODY, group, channel, _nonce()])
+            notice = msgpack.packb(["discard", NOBODY, group, channel, _nonce()])
 
         async def discard(client: Redis) -> None:
             async with client.pipeline(transaction=False) as pipe:
@@ -540,15 +452,6 @@ class RedisLayer(BaseLayer):
                 await pipe.execute()
 
         await self._call("group_discard", discard)
-
-    def _forget_member(self, group: str, channel: str) -> None:
-        members = self._groups.get(group)
-        if members is None or members.pop(channel, None) is None or members:
-            return
-        del self._groups[group]
-        self._gaps.forget(group)
-        if self._listener is not None:
-            self._spawn(self._listener.unsubscribe(self.keys.group_topic(group)))
 
     async def group_send(self, group: str, message: Message) -> None:
         """Send *message* to every member of *group* with one Redis call.
@@ -587,7 +490,7 @@ class RedisLayer(BaseLayer):
         local = policy is None and self._is_home(asyncio.get_running_loop())
         # History messages are not numbered: their offsets say what a process missed.
         number = _UNNUMBERED if policy is not None else self._numbering.take(group)
-        skip = self._sender_tag if local else _NOBODY.encode()
+        skip = self._sender_tag if local else NOBODY.encode()
         args.append(skip + self._sender_tag + number)
         keys = [self.keys.members(group)]
         if policy is None:
@@ -608,180 +511,12 @@ class RedisLayer(BaseLayer):
     async def _queue_copy(self, channel: str, payload: bytes, cap: int) -> bool:
         return await self._queue(channel, payload, cap, "group_send")
 
-    # -- history and presence ----------------------------------------------------------------
-
-    async def history(
-        self, group: str, since: StreamPosition | None = None, limit: int | None = None
-    ) -> HistoryPage:
-        """The retained messages of history group *group*, oldest first (one Redis call).
-
-        With *since*: exactly the messages after it, or
-        :class:`~chanlite.layers.HistoryGap` (``"epoch"`` when Redis lost the stream).
-        """
-        policy = self.require_history(group)
-        return await self._history.read(group, policy, since, limit)
-
-    async def stream_position(self, group: str) -> StreamPosition:
-        """The current position of history group *group*."""
-        return await self._history.position(group, self.require_history(group))
-
-    async def presence_join(self, group: str, channel: str, key: str, meta: dict[str, Any]) -> None:
-        """Announce *channel* in *group* as *key* with *meta*; one diff to the members.
-
-        The entry lives while this layer object refreshes it (every ``presence_timeout``
-        / 3 s); raises :class:`~chanlite.layers.PresenceError` for a bad key or meta.
-        """
-        self.require_valid_group_name(group)
-        self.require_valid_channel_name(channel)
-        self._start_presence()
-        await self._presence.join(group, channel, key, meta)
-
-    async def presence_leave(self, group: str, channel: str) -> None:
-        """Remove *channel*'s presence in *group* (no error if absent)."""
-        self.require_valid_group_name(group)
-        self.require_valid_channel_name(channel)
-        await self._presence.leave(group, channel)
-
-    async def presence(self, group: str) -> dict[str, list[dict[str, Any]]]:
-        """Who is present in *group*, across processes: key -> metas with ``"ref"``."""
-        self.require_valid_group_name(group)
-        self._start_presence()
-        return await self._presence.listing(group)
-
-    def _start_presence(self) -> None:
-        """Refresh and sweep in the background, on the owning loop, once presence is used."""
-        if not self._is_home(asyncio.get_running_loop()):
-            # A sync caller's private loop: the owning loop (alive) keeps the entries.
-            if self._home is not None and not self._home.is_closed():
-                self._home.call_soon_threadsafe(self._start_presence)
-            return
-        task = self._presence_task
-        if task is None or task.done():
-            self._presence_task = asyncio.ensure_future(self._presence.run())
-
-    # -- pub/sub -----------------------------------------------------------------------------
-
-    def _on_pubsub(self, topic_raw: bytes, data: bytes) -> None:
-        topic = topic_raw.decode()
-        if topic.startswith(self._group_topic_prefix):
-            self._on_group_message(topic[len(self._group_topic_prefix) : -1], data)
-        elif topic.startswith(self._wake_topic_prefix):
-            if self._plain is not None:
-                self._plain.wake(topic[len(self._wake_topic_prefix) : -1])
-        elif topic == self.keys.ctl:
-            self._on_control(data)
-
-    def _on_group_message(self, group: str, data: bytes) -> None:
-        if data[:_SENDER] == self._sender_tag:
-            return  # sent from this process, which delivered it already
-        members = self._live_members(group)
-        if not members or len(data) <= _HEADER:
-            return
-        sender = data[_SENDER : 2 * _SENDER]
-        # Its own messages this process never misses.
-        if sender != self._sender_tag and not self._gaps.heard(
-            group, sender, data[2 * _SENDER : _HEADER]
-        ):
-            return  # counted as lost already
-        try:
-            message = self._codec.decode(memoryview(data)[_HEADER:])
-        except ValueError as exc:
-            logger.error("Dropped a malformed message for group %r: %s", group, exc)
-            return
-        if data[_HEADER] == 0 and not self._catchup.heard(group, message):
-            return  # a history message held until what was missed before it is delivered
-        self.count_drops(group, self._local.offer(tuple(members), message), len(members))
-
-    def _count_lost(self, group: str, n: int) -> None:
-        self.lost[group] += n
-        logger.warning(
-            "%d messages to group %r were not heard by this process (its pub/sub connection "
-            "was lost: Redis restarted, failed over, or cut it, or the group's cluster slot "
-            "moved); they are lost for its members (%d in this group so far)",
-            n,
-            group,
-            self.lost[group],
-        )
-
-    def _count_lost_direct(self, key: str, n: int) -> None:
-        self.lost[key] += n
-        logger.warning(
-            "%d direct messages to this process's channels never reached its inbox (Redis "
-            "lost them: it failed over or restarted after taking them, or the send raised; "
-            "or they expired there unread); %d so far",
-            n,
-            self.lost[key],
-        )
-
-    def _deliver_group(self, group: str, message: Message) -> None:
-        members = self._live_members(group)
-        if members:
-            self.count_drops(group, self._local.offer(tuple(members), message), len(members))
-
-    async def _read_missed(self, group: str, since: StreamPosition) -> list[Message]:
-        policy = self.history_policy(group)
-        if policy is None:
-            return []
-        return (await self._history.read(group, policy, since, None)).events
-
-    def _start_catch_up(self) -> None:
-        """Pub/sub was lost (or no loop listened): fill each history group's gap."""
-        self._catchup.forget(self._groups)
-        groups = [group for group in self._groups if self.history_policy(group) is not None]
-        for group in self._catchup.pending(groups):
-            self._spawn(self._catchup.run(group, self._subscriber(group)))
-
-    def _subscriber(self, group: str) -> Callable[[], Awaitable[None]]:
-        topic = self.keys.group_topic(group)
-        return lambda: self._subscribe(topic)
-
-    def _live_members(self, group: str) -> dict[str, float] | None:
-        """This process's members of *group*, with expired memberships dropped."""
-        members = self._groups.get(group)
-        if not members:
-            return None
-        stale_before = time.monotonic() - self.group_expiry
-        # Members are in join order, so expired memberships are at the front.
-        if next(iter(members.values())) <= stale_before:
-            for channel, joined in list(members.items()):
-                if joined > stale_before:
-                    break
-                self._forget_member(group, channel)
-            members = self._groups.get(group)
-        return members
-
-    def _on_control(self, data: bytes) -> None:
-        try:
-            command = msgpack.unpackb(data, raw=False)
-            kind, sender = command[0], command[1]
-        except Exception:
-            logger.error("Ignored a malformed control message on %r", self.keys.ctl)
-            return
-        if sender == self.client_id or command[-1] in self._notices:
-            return
-        # Every node of a cluster relays the control topic: each notice is heard once.
-        self._notices.append(command[-1])
-        if kind == "flush":
-            self._flush_local()
-        elif kind == "discard" and len(command) == 5:
-            group, channel = command[2], command[3]
-            if isinstance(channel, str) and self.is_local(channel):
-                self._forget_member(str(group), channel)
-
-    def _on_reconnect(self) -> None:
-        # Wake-ups may have been missed while disconnected: let plain receivers look again.
-        if self._plain is not None:
-            self._plain.wake_all()
-        self._start_catch_up()
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
     async def flush(self) -> None:
         """Delete every key under this layer's prefix and every process's memberships."""
         pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in self.prefix) + "*"
         home = self._is_home(asyncio.get_running_loop())
         # This layer object clears its own memberships itself when on its own loop.
-        notice = msgpack.packb(["flush", self.client_id if home else _NOBODY, _nonce()])
+        notice = msgpack.packb(["flush", self.client_id if home else NOBODY, _nonce()])
         self._presence.forget()  # before the keys go, so no refresh joins them again
 
         async def wipe(client: Redis) -> None:
