@@ -58,6 +58,10 @@ async def until(layer: str, check: Any, timeout: float = 30.0) -> dict[str, Any]
         await asyncio.sleep(0.3)
 
 
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def watch(layer: str, pids: set[int], timeout: float = 30.0) -> tuple[int, str]:
     """``chanlite inspect --watch`` in a terminal (a pty) until it has drawn the table
     twice with every one of *pids*, then Ctrl+C: its exit status and what it drew."""
@@ -69,6 +73,9 @@ def watch(layer: str, pids: set[int], timeout: float = 30.0) -> tuple[int, str]:
         stdout=slave,
         stderr=slave,
         env={**os.environ, "COLUMNS": "160", "LINES": "40", "TERM": "xterm-256color"},
+        # Ctrl+C as a terminal delivers it, even when this run was started with SIGINT
+        # ignored (a background job of a script): an ignored signal is inherited.
+        preexec_fn=default_sigint,
     )
     os.close(slave)
     drawn = b""
