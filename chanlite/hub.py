@@ -37,7 +37,13 @@ from chanlite.broadcast import BROADCAST, broadcast_event, encode_frame
 from chanlite.layers.base import BaseLayer, Event, LayerError, LayerUnavailable
 from chanlite.layers.errors import NotSupported
 from chanlite.layers.registry import get_layer, layer_class
-from chanlite.layers.streams import HistoryPage, HistoryPolicy, StreamPosition, check_pattern
+from chanlite.layers.streams import (
+    HISTORY_MISSED,
+    HistoryPage,
+    HistoryPolicy,
+    StreamPosition,
+    check_pattern,
+)
 
 logger = logging.getLogger("chanlite.hub")
 
@@ -595,8 +601,11 @@ class Hub:
         Returns the receivers that were full (the event is not queued for them yet), or
         None.
         """
-        if event.get("type") == BROADCAST:
+        kind = event.get("type")
+        if kind == BROADCAST:
             return self._broadcast(channels, event)
+        if kind == HISTORY_MISSED:
+            return self._missed(channels, event)
         connections = self.connections
         stats = self.stats
         full: list[Receiver] | None = None
@@ -611,6 +620,20 @@ class Hub:
                 if full is None:
                     full = []
                 full.append(receiver)
+        return full
+
+    def _missed(self, channels: Sequence[str], event: Event) -> list[Receiver] | None:
+        # The layer dropped history messages for these (full) channels and left a notice
+        # in their place: a receiver that reads them back from the history (a WebSocket)
+        # gets it in its queue, in order; for any other the layer's drop count stands.
+        full: list[Receiver] | None = None
+        for channel in channels:
+            receiver = self.connections.get(channel)
+            if receiver is None or not getattr(receiver, "reads_missed", False):
+                logger.debug("Missed %r messages for %r not read back", event.get("group"), channel)
+                continue
+            if not receiver.push_event(event):
+                full = [*(full or ()), receiver]
         return full
 
     def _broadcast(self, channels: Sequence[str], event: Event) -> list[Receiver] | None:

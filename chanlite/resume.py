@@ -51,6 +51,19 @@ def gap_event(gap: HistoryGap) -> Event:
     }
 
 
+def lost_event(group: str, since: StreamPosition) -> Event:
+    """The ``history.gap`` event (reason ``"unavailable"``) for messages after *since*
+    that were dropped for a connection and could not be read back from the history (the
+    layer's backend failed): the client reloads from its position."""
+    return {
+        "type": HISTORY_GAP,
+        "group": group,
+        "reason": "unavailable",
+        "offset": since.offset,
+        "epoch": since.epoch,
+    }
+
+
 class _Join:
     __slots__ = ("epoch", "offset", "overflow", "stash")
 
@@ -155,6 +168,10 @@ class StreamGaps:
     Broadcast frames reach sockets without passing through the connection, so a jump in
     a group that carries broadcasts may be frames already written: such a group is
     :meth:`forget`-ed as soon as one shows up, and checked again only after a new join.
+
+    A layer built on :class:`~chanlite.layers.LocalInbox` leaves a ``history.missed``
+    notice where it dropped (broadcasts included), read back without waiting for a next
+    event; this check is what remains for a layer that leaves none.
     """
 
     __slots__ = ("_last",)
@@ -170,6 +187,11 @@ class StreamGaps:
         """*group* (watched) is known to be at *position* (a join read its history to it)."""
         if group in self._last:
             self._last[group] = (position.epoch, position.offset)
+
+    def handled(self, group: str) -> StreamPosition | None:
+        """The position of the last event of watched *group* handled, if known."""
+        last = self._last.get(group)
+        return None if last is None else StreamPosition(last[1], last[0])
 
     def forget(self, group: object) -> None:
         """Stop checking *group* (left, or found to carry broadcasts)."""

@@ -38,6 +38,7 @@ from chanlite.hub import encoded_size
 from chanlite.layers.base import Event, LayerUnavailable
 from chanlite.layers.errors import LayerError, NotSupported
 from chanlite.layers.streams import (
+    HISTORY_MISSED,
     PRESENCE_DIFF,
     HistoryGap,
     HistoryPage,
@@ -47,7 +48,7 @@ from chanlite.layers.streams import (
     check_position,
 )
 from chanlite.presence import key_events
-from chanlite.resume import DUPLICATE, PASS, StreamGaps, StreamJoins, gap_event
+from chanlite.resume import DUPLICATE, PASS, StreamGaps, StreamJoins, gap_event, lost_event
 from chanlite.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -75,6 +76,9 @@ class ConnectionHandler(Protocol):
 
 class WebSocket(ASGIWebSocket):
     """A WebSocket connection: accept, send, receive, join groups, get layer events."""
+
+    #: The hub hands it the layer's ``history.missed`` notices: it reads them back.
+    reads_missed = True
 
     __slots__ = (
         "_channel_name",
@@ -211,8 +215,9 @@ class WebSocket(ASGIWebSocket):
         Returns the group's position after what was delivered (None for a plain join).
         Events of a history group carry ``"offset"``, ``"epoch"`` and ``"group"``. Those
         the layer drops for this connection while its channel is full (counted and logged
-        by the layer) are read from the history and handled in their place, in order, once
-        the group's next event shows the jump in its offsets (see :meth:`handle_event`).
+        by the layer), broadcast frames included, are read from the history and handled in
+        their place, in order, as soon as the connection has worked through what came
+        before them (see :meth:`handle_event`).
 
         *presence* ``(key, meta)`` announces this connection in the group (one entry per
         key, several connections of one key share it); it is withdrawn when the
@@ -429,12 +434,17 @@ class WebSocket(ASGIWebSocket):
     async def handle_event(self, event: Event) -> None:
         """Run the ``on`` handler for one layer *event* (a broadcast: write its frame).
 
-        An event of a history group this connection joined whose offset skips some (the
-        layer dropped them while this connection's channel was full) is preceded by the
-        skipped events, read from the history, or by a ``history.gap`` event when the
-        history no longer has them.
+        Events of a history group the layer dropped for this connection while its channel
+        was full are read from the history and handled in their place, in order, or
+        replaced by a ``history.gap`` event when the history no longer has them (or
+        cannot be read): where the layer left a ``history.missed`` notice for them, or,
+        for a layer that leaves none, before the group's next event, whose offset skips
+        them.
         """
         kind = event.get("type")
+        if kind == HISTORY_MISSED:
+            await self._read_missed(event)
+            return
         gaps = self._gaps
         if gaps is not None and "offset" in event:
             if kind == BROADCAST:
@@ -444,47 +454,99 @@ class WebSocket(ASGIWebSocket):
                 if since is not None:
                     await self._handle_missed(event, since)
         if kind == BROADCAST:
-            if self.application_state is not WebSocketState.CONNECTED:
-                self._undeliverable(event, "its socket is closed")
-                return
-            text = event.get("text")
-            try:
-                if text is not None:
-                    await self.send_text(text)
-                else:
-                    await self.send_bytes(event.get("bytes") or b"")
-            except (WebSocketDisconnect, WebSocketStateError):
-                self._undeliverable(event, "its socket closed")
+            await self._write_frame(event)
             return
         await self._dispatch(event)
+
+    async def _write_frame(self, event: Event) -> None:
+        """Write a broadcast *event*'s frame to the socket (one that queued behind events)."""
+        if self.application_state is not WebSocketState.CONNECTED:
+            self._undeliverable(event, "its socket is closed")
+            return
+        text = event.get("text")
+        try:
+            if text is not None:
+                await self.send_text(text)
+            else:
+                await self.send_bytes(event.get("bytes") or b"")
+        except (WebSocketDisconnect, WebSocketStateError):
+            self._undeliverable(event, "its socket closed")
+
+    async def _read_missed(self, notice: Event) -> None:
+        # The layer had no room for offsets first..offset of a history group (events or
+        # broadcast frames) and queued this notice where they would have been: read them
+        # from the history now and handle them here, in order. What a read at a jump in
+        # the offsets already handled (a watched group) is not handled twice.
+        group, epoch = notice["group"], notice["epoch"]
+        after, last = notice["first"] - 1, notice["offset"]
+        gaps = self._gaps
+        handled = gaps.handled(group) if gaps is not None else None
+        if handled is not None and handled.epoch == epoch:
+            after = max(after, handled.offset)
+        if after >= last:
+            return
+        missed = await self._read_range(group, StreamPosition(after, epoch), last - after, last)
+        self.hub.stats.events_refetched += len(missed)
+        for event in missed:
+            if gaps is not None:
+                gaps.check(event)  # handled here: the group's next event follows on
+            if event.get("type") == BROADCAST:
+                await self._write_frame(event)
+            else:
+                await self._dispatch(event)
+
+    async def _read_range(
+        self, group: str, since: StreamPosition, count: int | None, end: int
+    ) -> list[Event]:
+        """The events of *group* after *since* up to offset *end* (*count* of them, if
+        known) from the history, to handle in place of those the layer dropped for this
+        connection; a ``history.gap`` event instead when the history no longer has them
+        or cannot be read now (never a silent gap)."""
+        where = peer(self.scope)
+        try:
+            page = await self.hub.history(group, since, count)
+        except HistoryGap as gap:
+            logger.debug("%s missed events of %r: %s", where, group, gap)
+            told = [gap_event(gap)]
+            if gap.reason == "too_old" and count:
+                # The notice first, then what of the run the history still has.
+                try:
+                    newest = await self.hub.history(group, None, count)
+                except Exception as exc:  # the notice is told: the client reloads
+                    logger.debug("Reading the rest of %r failed: %s", group, exc)
+                else:
+                    told += [
+                        e
+                        for e in newest.events
+                        if e.get("epoch") == since.epoch
+                        and since.offset < e.get("offset", since.offset) <= end
+                    ]
+            return told
+        except Exception as exc:
+            logger.warning(
+                "Could not read the events of %r after offset %d that %s missed (its "
+                "channel was full): %s; it is sent a history.gap (reason \"unavailable\")",
+                group, since.offset, where, exc,
+            )  # fmt: skip
+            return [lost_event(group, since)]
+        missed = [e for e in page.events if e.get("offset", end) <= end]
+        logger.debug(
+            "%s missed %d events of %r (its channel was full); handled from the history",
+            where, len(missed), group,
+        )  # fmt: skip
+        return missed
 
     async def _handle_missed(self, event: Event, since: StreamPosition) -> None:
         # Read what the layer dropped for this connection from the history: the run
         # after *since* and before *event*, handled before it as if it had arrived.
         group, offset, epoch = event["group"], event["offset"], event["epoch"]
-        missing = offset - since.offset - 1 if epoch == since.epoch else None
-        try:
-            page = await self.hub.history(group, since, missing)
-        except HistoryGap as gap:
-            logger.debug("%s missed events of %r: %s", peer(self.scope), group, gap)
-            missed = [gap_event(gap)]
-        except Exception:
-            logger.warning(
-                "Could not read the events of %r that %s missed", group, peer(self.scope),
-                exc_info=True,
-            )  # fmt: skip
-            return
-        else:
-            missed = [e for e in page.events if e.get("offset", offset) < offset]
-            if any(e.get("type") == BROADCAST for e in missed):
-                # Frames may have been written already: fill only what handlers missed.
-                assert self._gaps is not None
-                self._gaps.forget(group)
-                missed = [e for e in missed if e.get("type") != BROADCAST]
-            logger.debug(
-                "%s missed %d events of %r (its channel was full); handled from the history",
-                peer(self.scope), len(missed), group,
-            )  # fmt: skip
+        count = offset - since.offset - 1 if epoch == since.epoch else None
+        missed = await self._read_range(group, since, count, offset - 1)
+        if any(e.get("type") == BROADCAST for e in missed):
+            # Frames may have been written already: fill only what handlers missed.
+            assert self._gaps is not None
+            self._gaps.forget(group)
+            missed = [e for e in missed if e.get("type") != BROADCAST]
         self.hub.stats.events_refetched += len(missed)
         for missed_event in missed:
             await self._dispatch(missed_event)

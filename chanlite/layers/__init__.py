@@ -17,6 +17,7 @@ from chanlite.layers.errors import (
 from chanlite.layers.inbox import LocalInbox, ThreadSafeInbox
 from chanlite.layers.registry import get_layer, installed_layers, layer_class
 from chanlite.layers.streams import (
+    HISTORY_MISSED,
     PRESENCE_DIFF,
     HistoryError,
     HistoryGap,
@@ -37,6 +38,7 @@ from chanlite.layers.streams import (
 )
 
 __all__ = [
+    "HISTORY_MISSED",
     "PRESENCE_DIFF",
     "BaseLayer",
     "BlockingSends",

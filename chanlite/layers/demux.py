@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from chanlite.layers.base import Event
 from chanlite.layers.inbox import LocalInbox, wake
+from chanlite.layers.streams import HISTORY_MISSED
 
 ReceiveLocal = Callable[[], Awaitable[tuple[Sequence[str], Event]]]
 Prepare = Callable[[], Awaitable[object]]
@@ -98,6 +99,13 @@ class LocalDemux:
                     assert self._receive_local is not None
                     got, event = await self._receive_local()
                     expires, channels = _NEVER, tuple(got)
+                if event.get("type") == HISTORY_MISSED:
+                    # A Channels consumer reads no history: the drop was counted and
+                    # logged by the layer; the notice only gives its count back.
+                    if self._inbox is not None:
+                        for target in channels:
+                            self._inbox.release(target)
+                    continue
                 for target in channels:
                     queue = self._queues.get(target)
                     if queue is None:

@@ -15,7 +15,11 @@ backend needs and that is easy to get subtly wrong, so a backend only moves byte
 * **the waiter** -- :meth:`LocalInbox.get` waits for the next entry;
 * **draining** -- :meth:`LocalInbox.wait_drained` holds back a backend's reader that
   pulls from a shared store while the inbox is long, so a slow process leaves messages
-  where their senders see the channels fill up.
+  where their senders see the channels fill up;
+* **missed history** -- a history message dropped for a full channel leaves a
+  ``history.missed`` notice in its place (``offer(..., missed=True)``, :meth:`retry_full`,
+  :meth:`mark_missed`; see :mod:`chanlite.layers.missed`), so the receiver reads it from the
+  history as soon as it gets that far, in order.
 
 Two guarantees hold for everything here, and the contract suite checks them per layer:
 
@@ -49,6 +53,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from chanlite.layers.base import Event
+from chanlite.layers.missed import MissedNotices
 
 #: ``(expires, channels, event, ack)``: *ack* is the backend's handle on the stored copy
 #: (a row id, say), handed back through ``acknowledge`` once the entry leaves the inbox.
@@ -101,6 +106,7 @@ class LocalInbox:
 
     __slots__ = (
         "_acknowledge",
+        "_appended",
         "_capacity_of",
         "_clock",
         "_counts",
@@ -111,6 +117,7 @@ class LocalInbox:
         "_held",
         "_held_total",
         "_items",
+        "_missed",
         "_room_waiters",
         "_unacked",
         "_waiters",
@@ -138,6 +145,9 @@ class LocalInbox:
         #: Longest a sender waits in :meth:`wait_for_room` for the reader (seconds).
         self.room_wait = room_wait
         self._items: deque[Entry] = deque()
+        # Entries ever queued (their numbers), and the open missed-history notices.
+        self._appended = 0
+        self._missed = MissedNotices()
         # Queued events per channel; None while fewer than _floor are outstanding
         # (queued plus held), when no channel can be full.
         self._counts: dict[str, int] | None = None
@@ -173,6 +183,7 @@ class LocalInbox:
         expires: float | None = None,
         ack: Any = None,
         force: bool = False,
+        missed: bool = False,
     ) -> list[str]:
         """Queue *event* for those of *channels* with room; return the full ones.
 
@@ -180,7 +191,10 @@ class LocalInbox:
         is an absolute time on the inbox's clock (default: now plus the expiry). With
         *force* it is queued for every channel, full or not: for a message whose sender
         was already told it is stored (the backend enforced the capacity), which must
-        not be lost now; it still counts against the channels.
+        not be lost now; it still counts against the channels. With *missed* (a group
+        message that is not offered again: the full channels are its final drops), a
+        history message leaves a ``history.missed`` notice for each full channel
+        (:meth:`mark_missed`).
         """
         full: list[str] = []
         now = self._clock()
@@ -189,22 +203,48 @@ class LocalInbox:
             self._expire(now)
         counts = self._counts
         room = channels if counts is None or force else self._split(counts, channels, full)
+        if expires is None:
+            expires = now + self._expiry
         if room:
-            if expires is None:
-                expires = now + self._expiry
-            items.append((expires, tuple(room), event, ack))
-            if counts is not None:
-                for channel in room:
-                    counts[channel] = counts.get(channel, 0) + 1
-            elif len(items) + self._held_total >= self._floor:
-                self._count_all()
-            waiters = self._waiters
-            if waiters:
-                # Every waiter is woken: each looks again, and one whose call was
-                # cancelled leaves the entry to the others.
-                self._waiters = []
-                _wake_all(waiters)
+            if self._missed:  # a drop was noticed and may be widened: not past this entry
+                self._missed.queued(room, event, self._appended - len(items))
+            self._append((expires, tuple(room), event, ack))
+        if full and missed:
+            self._mark_missed(full, event, expires)
         return full
+
+    def _append(self, entry: Entry) -> None:
+        items = self._items
+        items.append(entry)
+        self._appended += 1
+        counts = self._counts
+        if counts is not None:
+            for channel in entry[1]:
+                counts[channel] = counts.get(channel, 0) + 1
+        elif len(items) + self._held_total >= self._floor:
+            self._count_all()
+        waiters = self._waiters
+        if waiters:
+            # Every waiter is woken: each looks again, and one whose call was
+            # cancelled leaves the entry to the others.
+            self._waiters = []
+            _wake_all(waiters)
+
+    def mark_missed(
+        self, channels: Sequence[str], event: Event, *, expires: float | None = None
+    ) -> None:
+        """*event* was dropped for the full *channels* for good: if it is a history
+        message, queue a ``history.missed`` notice for each of them in its place (or widen
+        the one each has open), over their capacity; see :mod:`chanlite.layers.missed`."""
+        self._mark_missed(
+            channels, event, self._clock() + self._expiry if expires is None else expires
+        )
+
+    def _mark_missed(self, channels: Sequence[str], event: Event, expires: float) -> None:
+        items = self._items
+        gone = self._appended - len(items)
+        for channel, notice in self._missed.missed(channels, event, self._appended, gone):
+            self._append((expires, (channel,), notice, None))
 
     async def offer_waiting(
         self, channels: Sequence[str], event: Event, *, expires: float | None = None
@@ -225,7 +265,8 @@ class LocalInbox:
         :meth:`wait_for_room`) before the caller counts the drops. Returns those still full.
         """
         if self.reader_active() and await self.wait_for_room(full):
-            return self.offer(full, event, expires=expires)
+            return self.offer(full, event, expires=expires, missed=True)
+        self.mark_missed(full, event, expires=expires)
         return full
 
     def _split(self, counts: dict[str, int], channels: Sequence[str], full: list[str]) -> list[str]:
@@ -472,6 +513,7 @@ class LocalInbox:
             if entry[3] is not None:
                 self._unacked.append(entry[3])
         self._items.clear()
+        self._missed.clear()
         self._counts = None
         self._held.clear()
         self._held_total = 0
@@ -510,6 +552,7 @@ class ThreadSafeInbox(LocalInbox):
         self._lock = threading.Lock()
 
     offer = _locked(LocalInbox.offer)
+    mark_missed = _locked(LocalInbox.mark_missed)
     release = _locked(LocalInbox.release)
     clear = _locked(LocalInbox.clear)
     _take = _locked(LocalInbox._take)

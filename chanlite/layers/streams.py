@@ -36,6 +36,7 @@ from chanlite.layers.errors import LayerConfigError, LayerError
 logger = logging.getLogger("chanlite.layers")
 
 __all__ = [
+    "HISTORY_MISSED",
     "MAX_PRESENCE_KEY",
     "MAX_PRESENCE_META",
     "PRESENCE_DIFF",
@@ -52,6 +53,7 @@ __all__ = [
     "check_presence",
     "check_since",
     "check_stream_message",
+    "missed_notice",
     "parse_history_option",
     "presence_diff",
     "stream_message",
@@ -64,6 +66,9 @@ PRESENCE_DIFF = "presence.diff"
 MAX_PRESENCE_META = 4096
 #: Longest presence key, in characters.
 MAX_PRESENCE_KEY = 200
+#: The event type of the notice a :class:`~chanlite.layers.LocalInbox` queues for a channel
+#: in place of the history messages it had no room for (see :func:`missed_notice`).
+HISTORY_MISSED = "history.missed"
 #: Keys a history layer adds to each message of a history group (a sender may not set them).
 STREAM_KEYS = ("offset", "epoch")
 
@@ -357,6 +362,27 @@ def stream_message(
     event["epoch"] = epoch
     event["group"] = group
     return event
+
+
+def missed_notice(event: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The notice that stands in for history message *event* dropped for a full channel.
+
+    ``{"type": "history.missed", "group", "epoch", "first", "offset"}``: the channel
+    missed the offsets *first* to *offset* of *group* (in *epoch*), where the notice sits
+    in its queue; its receiver reads them from the history there, in order (the app does,
+    see :meth:`chanlite.websocket.WebSocket.handle_event`). None when *event* is not a
+    history message (no int ``"offset"``, str ``"epoch"`` and str ``"group"``).
+    """
+    offset, epoch, group = event.get("offset"), event.get("epoch"), event.get("group")
+    if not (type(offset) is int and isinstance(epoch, str) and isinstance(group, str)):
+        return None
+    return {
+        "type": HISTORY_MISSED,
+        "group": group,
+        "epoch": epoch,
+        "first": offset,
+        "offset": offset,
+    }
 
 
 # -- presence ---------------------------------------------------------------------------

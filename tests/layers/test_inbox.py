@@ -142,3 +142,89 @@ async def test_thread_safe_inbox_takes_offers_from_threads() -> None:
     for thread in threads:
         thread.join()
     assert got == {f"t{i}": list(range(2000)) for i in range(4)}
+
+
+# -- history messages dropped for a full channel ------------------------------------------
+
+
+def _msg(offset: int, group: str = "g", epoch: str = "e") -> dict[str, object]:
+    return {"type": "m", "group": group, "offset": offset, "epoch": epoch}
+
+
+def _drain(inbox: LocalInbox) -> list[tuple[tuple[str, ...], dict[str, object]]]:
+    got = []
+    while (entry := inbox._take(False)) is not None:
+        got.append((entry[1], entry[2]))
+    return got
+
+
+def test_a_dropped_history_message_leaves_one_widening_notice_in_its_place() -> None:
+    inbox = _inbox(capacity=2)
+    for offset in range(1, 7):  # room for 1 and 2; 3..6 are dropped for "a"
+        inbox.offer(("a",), _msg(offset), missed=True)
+    got = _drain(inbox)
+    assert [event["offset"] for _, event in got] == [1, 2, 6]
+    notice = got[-1][1]
+    assert notice == {"type": "history.missed", "group": "g", "epoch": "e", "first": 3, "offset": 6}
+    # Taken: a later drop starts a new notice, never widens one already handed out.
+    inbox.offer(("a",), _msg(7), missed=True)
+    inbox.offer(("a",), _msg(8), missed=True)
+    inbox.offer(("a",), _msg(9), missed=True)
+    assert [e["offset"] for _, e in _drain(inbox)] == [7, 8, 9]
+
+
+def test_a_notice_is_not_widened_past_a_later_message_of_its_group() -> None:
+    inbox = _inbox(capacity=3)
+    for offset in (1, 2, 3):
+        inbox.offer(("a", "b"), _msg(offset), missed=True)
+    inbox.offer(("a", "b"), _msg(4), missed=True)  # dropped for both: one notice each
+    assert inbox._take(False) is not None and inbox._take(False) is not None  # 1, 2 leave
+    inbox.offer(("a",), _msg(5), missed=True)  # queued for "a", after its notice
+    # "a" is full again: a new notice after 5; "b" has room (notices count against it).
+    inbox.offer(("a", "b"), _msg(6), missed=True)
+    got = [(channels, e["type"], e["offset"], e.get("first")) for channels, e in _drain(inbox)]
+    assert got == [
+        (("a", "b"), "m", 3, None),
+        (("a",), "history.missed", 4, 4),
+        (("b",), "history.missed", 4, 4),
+        (("a",), "m", 5, None),
+        (("b",), "m", 6, None),
+        (("a",), "history.missed", 6, 6),
+    ]
+
+
+def test_only_final_drops_of_history_messages_leave_notices() -> None:
+    inbox = _inbox(capacity=1)
+    inbox.offer(("a",), _msg(1))
+    assert inbox.offer(("a",), _msg(2)) == ["a"]  # not final (the caller retries): nothing
+    assert inbox.offer(("a",), {"type": "plain", "n": 1}, missed=True) == ["a"]  # no history
+    inbox.offer(("a",), _msg(3, epoch="e2"), missed=True)
+    inbox.offer(("a",), _msg(4), missed=True)  # another epoch: a notice of its own
+    got = [(e["type"], e["epoch"], e.get("first"), e["offset"]) for _, e in _drain(inbox)]
+    assert got == [
+        ("m", "e", None, 1),
+        ("history.missed", "e2", 3, 3),
+        ("history.missed", "e", 4, 4),
+    ]
+
+
+async def test_retry_full_leaves_a_notice_for_what_it_still_drops() -> None:
+    inbox = _inbox(capacity=1)
+    inbox.offer(("a",), _msg(1))
+    assert await inbox.retry_full(["a"], _msg(2)) == ["a"]  # no reader: dropped at once
+    assert [e["type"] for _, e in _drain(inbox)] == ["m", "history.missed"]
+
+
+async def test_a_channels_consumer_skips_notices_and_gets_its_room_back() -> None:
+    from chanlite.layers.demux import LocalDemux
+
+    inbox = _inbox(capacity=1)
+    demux = LocalDemux(inbox)
+    inbox.offer(("a",), _msg(1), missed=True)
+    inbox.offer(("a",), _msg(2), missed=True)  # a notice, skipped by receive()
+    assert (await demux.receive("a"))["offset"] == 1
+    receiving = asyncio.ensure_future(demux.receive("a"))
+    while len(inbox):  # the notice is taken, skipped, and its count given back
+        await asyncio.sleep(0)
+    inbox.offer(("a",), _msg(3), missed=True)
+    assert (await asyncio.wait_for(receiving, 1))["offset"] == 3

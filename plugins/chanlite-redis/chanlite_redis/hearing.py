@@ -98,7 +98,8 @@ class Hearing(LoopOwner):
             return
         if data[HEADER] == 0 and not self._catchup.heard(group, message):
             return  # a history message held until what was missed before it is delivered
-        self.count_drops(group, self._local.offer(tuple(members), message), len(members))
+        full = self._local.offer(tuple(members), message, missed=True)
+        self.count_drops(group, full, len(members))
 
     def _count_lost(self, group: str, n: int) -> None:
         self.lost[group] += n
@@ -124,7 +125,8 @@ class Hearing(LoopOwner):
     def _deliver_group(self, group: str, message: Message) -> None:
         members = self._live_members(group)
         if members:
-            self.count_drops(group, self._local.offer(tuple(members), message), len(members))
+            full = self._local.offer(tuple(members), message, missed=True)
+            self.count_drops(group, full, len(members))
 
     async def _read_missed(self, group: str, since: StreamPosition) -> list[Message]:
         policy = self.history_policy(group)

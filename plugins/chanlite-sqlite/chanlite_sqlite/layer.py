@@ -445,7 +445,9 @@ class SQLiteLayer(BaseLayer):
         inbox = self._inbox
         for item in batch:
             ack = None if item.ack is None else (self._file_generation, item.ack)
-            full = inbox.offer(item.channels, item.message, expires=item.expires, ack=ack)
+            full = inbox.offer(
+                item.channels, item.message, expires=item.expires, ack=ack, missed=True
+            )
             if not full:
                 continue
             if item.group:
