@@ -88,6 +88,10 @@ logger = logging.getLogger("chanlite.layers.sqlite")
 
 _CLIENT_ID = re.compile(r"^[0-9a-f]{12}$")
 
+#: Own history messages whose local members are kept for the reader; past this many (the
+#: reader is far behind) they are forgotten and the reader looks the members up itself.
+MAX_RECIPIENTS = 4096
+
 
 def _seconds(value: str) -> float:
     number = float(value)
@@ -189,6 +193,9 @@ class SQLiteLayer(BaseLayer):
         self._pid = os.getpid()
         # (group, local channel) -> membership expiry, as this process added them.
         self._joined: dict[tuple[str, str], float] = {}
+        # (group, offset, epoch) -> local members, of this process's own history messages
+        # from their commit until the reader delivers them (see _take_recipients).
+        self._recipients: dict[tuple[str, int, str], list[str]] = {}
         self._reader: HistoryReader | None = None
         self._presence_writer = PresenceWriter(
             self._shared_blocking, self._codec, lambda: self.client_id
@@ -306,6 +313,7 @@ class SQLiteLayer(BaseLayer):
             codec=self._codec,
             changed=self._plain.remote_change,
             memberships=self._own_memberships,
+            recipients=self._take_recipients,
             on_beat=on_beat,
             file_events=FileEvents(self._release_file, self._file_reopened, self._file_lost),
             create=self.create_storage,
@@ -391,6 +399,11 @@ class SQLiteLayer(BaseLayer):
         wait for this process's reader before counting them as drops.
         """
         if op.offset is not None:
+            if op.local and op.epoch is not None:
+                recipients = self._recipients
+                if len(recipients) >= MAX_RECIPIENTS:  # a reader that is far behind
+                    recipients.clear()  # (it asks the file for those)
+                recipients[op.group, op.offset, op.epoch] = op.local
             # A history group's messages reach this process's members through its reader,
             # like every other process's: in offset order. Delivered here at commit, one
             # could overtake an earlier offset that another process committed and the
@@ -401,6 +414,11 @@ class SQLiteLayer(BaseLayer):
             return
         if op.local:
             op.full = self._inbox.offer(op.local, op.event, expires=op.expires)
+
+    def _take_recipients(self, group: str, offset: int, epoch: str) -> list[str] | None:
+        # Watcher thread: the members chosen when this process stored the message (a dict
+        # pop is atomic), None for another process's message or one not committed yet.
+        return self._recipients.pop((group, offset, epoch), None)
 
     def _wake_own_reader(self) -> None:
         # One datagram per turn of the event loop, however many messages were committed.

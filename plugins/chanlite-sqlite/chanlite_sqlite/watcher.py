@@ -77,6 +77,14 @@ class Incoming:
 
 Deliver = Callable[[list[Incoming]], None]
 
+#: ``(group, offset, epoch) -> channels``: the local members this process's writer chose
+#: when it stored its own history message, or None (another process sent it: ask the file).
+Recipients = Callable[[str, int, str], "list[str] | None"]
+
+
+def _unknown(group: str, offset: int, epoch: str) -> list[str] | None:
+    return None
+
 
 @dataclass(slots=True)
 class FileEvents:
@@ -119,6 +127,7 @@ class Watcher(threading.Thread):
         codec: Codec,
         changed: Callable[[], None],
         memberships: Callable[[], list[tuple[str, str, float]]] = list,
+        recipients: Recipients = _unknown,
         on_beat: Callable[[sqlite3.Connection, float, bool], bool] | None = None,
         file_events: FileEvents = NO_FILE_EVENTS,
         create: bool = True,
@@ -134,6 +143,7 @@ class Watcher(threading.Thread):
         self._codec = codec
         self._changed = changed
         self._memberships = memberships
+        self._recipients = recipients
         self._on_beat = on_beat
         self._file_events = file_events
         self._create = create  # the file may be created (a lost one is recreated anyway)
@@ -409,17 +419,29 @@ class Watcher(threading.Thread):
                 ).fetchone()
             else:
                 last = rows[-1][0]
-            groups = {row[2] for row in rows if row[2]}
+            # This process's own history messages name their local members already (the
+            # writer read them when it stored the message): no second lookup for those.
+            known: dict[int, list[str]] = {}
+            recipients = self._recipients
+            for row in rows:
+                if row[5] is not None and row[2]:
+                    chosen = recipients(row[2], row[5], row[6])
+                    if chosen is not None:
+                        known[row[0]] = chosen
+            groups = {row[2] for row in rows if row[2] and row[0] not in known}
             members: dict[str, list[str]] = {}
             if groups:
                 now = time.time()
                 marks = ",".join("?" * len(groups))
-                for grp, channel in conn.execute(
-                    f"SELECT grp, channel FROM chanlite_groups WHERE owner = ? "
-                    f"AND grp IN ({marks}) AND expires > ?",
+                # One row per group, its channels joined by SQLite: a group of hundreds
+                # of local members costs one string split, not one Python row each.
+                # (Channel names never contain a comma.)
+                for grp, channels in conn.execute(
+                    f"SELECT grp, group_concat(channel, ',') FROM chanlite_groups "
+                    f"WHERE owner = ? AND grp IN ({marks}) AND expires > ? GROUP BY grp",
                     (me, *groups, now),
                 ):
-                    members.setdefault(grp, []).append(channel)
+                    members[grp] = channels.split(",")
         finally:
             conn.execute("COMMIT")
         self.cursor = max(self.cursor, last)
@@ -428,7 +450,7 @@ class Watcher(threading.Thread):
         batch: list[Incoming] = []
         for row_id, channel, grp, expires, payload, offset, epoch in rows:
             if grp:
-                local = members.get(grp)
+                local = known.get(row_id) or members.get(grp)
                 if not local:
                     continue
                 channels, ack = tuple(local), None
