@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from chanlite import App, WebSocket
-from chanlite.layers.base import BaseLayer
+from chanlite.layers.base import BaseLayer, LayerUnavailable
 from chanlite.layers.memory import MemoryLayer
 from chanlite.layers.streams import HistoryPage, StreamPosition
 from tests.server.conftest import running
@@ -180,3 +181,33 @@ async def _until(condition: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("condition not reached")
+
+
+class DownDuringResume(MemoryLayer):
+    """A memory layer whose backend goes down as a join from a position reads its history
+    (Redis stopped mid-resume, say): the read raises the layer's LayerUnavailable."""
+
+    async def history(
+        self, group: str, since: StreamPosition | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        raise LayerUnavailable("the backend is unreachable (stopped mid-resume)")
+
+
+async def test_a_resume_while_the_layer_is_down_closes_with_1011_not_a_partial_history(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tests import streams_app
+
+    app = App(layer=DownDuringResume())
+    app.history("room.*", size=100)
+    app.add_route(streams_app.app.routes[0])
+    await app.group_send("room.down", {"type": "chat.line", "text": "kept"})
+    url = "/room/down?offset=0&epoch=whatever"
+    async with running(app) as server:
+        async with connect(f"ws://127.0.0.1:{server.bound_port}{url}") as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)  # nothing is replayed: it closes
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+        assert app.stats.events_replayed == 0
+        assert app.hub.local_groups == {}  # the join left nothing behind
+    assert "is unavailable: LayerUnavailable" in caplog.text
