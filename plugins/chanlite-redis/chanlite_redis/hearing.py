@@ -13,18 +13,20 @@ channels, and applies ``flush`` and remote ``discard`` notices.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
 import msgpack  # type: ignore[import-untyped]
 
-from chanlite.layers import LocalInbox, Message, StreamPosition
+from chanlite.layers import LayerError, LocalInbox, Message, StreamPosition
 from chanlite_redis import scripts, sequence
 from chanlite_redis.catchup import CatchUp
 from chanlite_redis.history import History, StampedCodec
 from chanlite_redis.loops import LoopOwner
 from chanlite_redis.plain import PlainChannels
+from chanlite_redis.trailing import Trailing
 
 logger = logging.getLogger("chanlite.layers.redis")
 
@@ -53,6 +55,7 @@ class Hearing(LoopOwner):
     _groups: dict[str, dict[str, float]]  # group -> {local channel: join time}, in order
     _gaps: sequence.Gaps
     _plain: PlainChannels | None
+    _trailing: Trailing
 
     async def _subscribe(self, topic: str) -> None:
         raise NotImplementedError
@@ -83,9 +86,13 @@ class Hearing(LoopOwner):
         if data[:SENDER] == self._sender_tag:
             return  # sent from this process, which delivered it already
         members = self._live_members(group)
-        if not members or len(data) <= HEADER:
+        if not members or len(data) < HEADER:
             return
         sender = data[SENDER : 2 * SENDER]
+        if len(data) == HEADER:
+            # A trailing marker (chanlite_redis.trailing): the sender's last number here.
+            self._gaps.marked(group, sender, data[2 * SENDER : HEADER])
+            return
         # Its own messages this process never misses.
         if sender != self._sender_tag and not self._gaps.heard(
             group, sender, data[2 * SENDER : HEADER]
@@ -173,6 +180,9 @@ class Hearing(LoopOwner):
         self._notices.append(command[-1])
         if kind == "flush":
             self._flush_local()
+        elif kind == "tails":
+            # A process listens again after losing pub/sub: markers it missed go again.
+            self._trailing.again()
         elif kind == "discard" and len(command) == 5:
             group, channel = command[2], command[3]
             if isinstance(channel, str) and self.is_local(channel):
@@ -183,3 +193,14 @@ class Hearing(LoopOwner):
         if self._plain is not None:
             self._plain.wake_all()
         self._start_catch_up()
+        # Losses at the end of others' messages are revealed by their trailing markers:
+        # those sent while this process did not listen go again when it asks.
+        self._spawn(self._ask_for_tails())
+        self._trailing.again()
+
+    async def _ask_for_tails(self) -> None:
+        notice = msgpack.packb(["tails", self.client_id, secrets.token_hex(8)])
+        try:
+            await self._call("tails", lambda c: c.publish(self.keys.ctl, notice))
+        except LayerError as exc:
+            logger.debug("%r: could not ask for trailing markers: %s", self, exc)

@@ -12,7 +12,8 @@ a slow process leaves messages in Redis, where senders see its channels fill up.
 Entries another process queued carry its number for this process
 (:mod:`chanlite_redis.sequence`): what Redis lost of them is counted, not silent, and an
 entry handed out twice (by a master and then by the replica that replaced it) is
-delivered once.
+delivered once. An entry with no channel and only a header is a sender's trailing marker
+(:mod:`chanlite_redis.trailing`), which reveals a loss at the end of its messages.
 
 The same task's sibling, :meth:`Inbox.beat`, refreshes the process's heartbeat key, which
 tells other processes that its channels are still read.
@@ -201,6 +202,11 @@ class Inbox:
         channel = entry[scripts.STAMP : space].decode(errors="replace")
         payload = memoryview(entry)[space + 1 :]
         numbered = sequence.read_direct(payload)
+        if not channel and numbered is not None and len(payload) == sequence.DIRECT_HEADER:
+            # A sender's trailing marker (chanlite_redis.trailing): its last number for
+            # this process. No channel's count was raised for it.
+            self._gaps.marked(DIRECT, *numbered)
+            return None
         if numbered is not None:
             payload = payload[sequence.DIRECT_HEADER :]
             # Heard even when expired: it reached the inbox, it was not lost on the way.

@@ -73,6 +73,7 @@ from chanlite_redis.plain import PlainChannels, PlainParts
 from chanlite_redis.presence import Presence
 from chanlite_redis.streams import Streams
 from chanlite_redis.tasks import stop
+from chanlite_redis.trailing import Key, Trailing
 
 logger = logging.getLogger("chanlite.layers.redis")
 
@@ -192,6 +193,8 @@ class RedisLayer(Streams):
         self.lost: Counter[str] = Counter()
         self._numbering = sequence.Numbering()
         self._direct = sequence.DirectNumbering(self._sender_tag)
+        # Markers after the last message to a group or process (outlives loops).
+        self._trailing = Trailing(self._send_marker, self._spawn)
         self._notices: deque[str] = deque(maxlen=64)  # control notices already handled
         # Tasks now inside a Redis call on the owning loop: kept until they leave it, so
         # that end_abandoned() finds them if their loop is closed under them.
@@ -278,6 +281,8 @@ class RedisLayer(Streams):
         script = scripts.for_cluster if self._target.cluster else str
         self._send_script = client.register_script(script(scripts.SEND))
         self._group_send_script = client.register_script(script(scripts.GROUP_SEND))
+        self._mark_script = client.register_script(script(scripts.MARK))
+        self._mark_direct_script = client.register_script(scripts.MARK_DIRECT)
         self._group_add_script = client.register_script(scripts.GROUP_ADD)
         self._uncount_script = client.register_script(scripts.UNCOUNT)
         self._plain = PlainChannels(
@@ -300,6 +305,8 @@ class RedisLayer(Streams):
             self._start_catch_up()
         if self._presence.mine:
             self._start_presence()  # the entries this process holds live on this loop now
+        if self._trailing.pending():
+            self._trailing.again()  # markers a closed loop still owed go from this one
 
     def _ms(self, seconds: float) -> int:
         return max(1, int(seconds * 1000))
@@ -325,6 +332,7 @@ class RedisLayer(Streams):
         owner = self.owner_of(channel)
         if owner is not None:
             payload = self._direct.take(owner) + payload
+            self._trailing.sent(("d", owner))
         args: list[EncodableT] = [
             self.prefix,
             channel,
@@ -489,7 +497,11 @@ class RedisLayer(Streams):
         # sent just after ours may arrive there before the reply to our own script).
         local = policy is None and self._is_home(asyncio.get_running_loop())
         # History messages are not numbered: their offsets say what a process missed.
-        number = _UNNUMBERED if policy is not None else self._numbering.take(group)
+        if policy is None:
+            number = self._numbering.take(group)
+            self._trailing.sent(("g", group))
+        else:
+            number = _UNNUMBERED
         skip = self._sender_tag if local else NOBODY.encode()
         args.append(skip + self._sender_tag + number)
         keys = [self.keys.members(group)]
@@ -507,6 +519,30 @@ class RedisLayer(Streams):
             full += await self._local.offer_waiting(tuple(members), message)
         # The script names the members it dropped, not how many it served.
         self.count_drops(group, full, None if dropped else len(members or ()))
+
+    async def _send_marker(self, key: Key) -> None:
+        """Send the trailing marker of *key*: ``("g", group)`` or ``("d", owner)``."""
+        kind, name = key
+        if kind == "g":
+            number = self._numbering.last(name)
+            if number is None:
+                return
+            keys = [self.keys.members(name)]
+            # Its own process skips it: a process never misses its own messages.
+            args: list[EncodableT] = [
+                self.keys.group_topic(name),
+                self._sender_tag + self._sender_tag + number,
+            ]
+            await self._call("marker", lambda c: self._mark_script(keys=keys, args=args, client=c))
+            return
+        header = self._direct.last(name)
+        if header is None:
+            return
+        keys = [self.keys.inbox(name), self.keys.counts(name)]
+        args = [header, self._ms(self.expiry)]
+        await self._call(
+            "marker", lambda c: self._mark_direct_script(keys=keys, args=args, client=c)
+        )
 
     async def _queue_copy(self, channel: str, payload: bytes, cap: int) -> bool:
         return await self._queue(channel, payload, cap, "group_send")
@@ -551,6 +587,9 @@ class RedisLayer(Streams):
         Returns within about twice ``timeout`` whatever the tasks were doing.
         """
         await self._demux.close()
+        if self._home is asyncio.get_running_loop() and not self._failing:
+            # The markers after this process's last messages go now, not never.
+            await self._trailing.flush(self.timeout)
         presence_task = self._presence_task
         if presence_task is not None and presence_task.get_loop() is asyncio.get_running_loop():
             # No refresh between the leaves below and the end: it would refresh the

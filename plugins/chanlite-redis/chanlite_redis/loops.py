@@ -30,6 +30,7 @@ from chanlite_redis.errors import layer_error
 from chanlite_redis.inbox import Inbox
 from chanlite_redis.listener import Listener
 from chanlite_redis.tasks import cancels_now, end_abandoned, quiet_if_collected
+from chanlite_redis.trailing import Trailing
 
 logger = logging.getLogger("chanlite.layers.redis")
 
@@ -44,6 +45,7 @@ class LoopOwner(BaseLayer):
     _target: Target
     _where: str
     _inbox: Inbox
+    _trailing: Trailing
     _home: asyncio.AbstractEventLoop | None
     # Tasks now inside a Redis call on the owning loop: kept until they leave it, so
     # that end_abandoned() finds them if their loop is closed under them.
@@ -138,6 +140,8 @@ class LoopOwner(BaseLayer):
             if self._listener is not None:
                 self._listener.kick()
             self._inbox.kick()
+            # Trailing markers sent before may have been lost with the old server.
+            self._trailing.again()
         return result
 
     def _spawn(self, coro: Awaitable[Any]) -> None:

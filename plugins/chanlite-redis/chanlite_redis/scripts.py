@@ -114,9 +114,13 @@ local function trim_inbox(inbox, counts, now)
     local head = redis.call('LINDEX', inbox, 0)
     if not head or stamp_of(head) > now then return end
     redis.call('LPOP', inbox)
-    uncount(counts, channel_of(head))
-    -- Expired before its owner read it: counted for the owner, whose heartbeat takes it.
-    redis.call('HINCRBY', counts, EXPIRED, 1)
+    local channel = channel_of(head)
+    -- No channel: a sender's trailing marker (MARK_DIRECT), which is not counted.
+    if channel ~= '' then
+      uncount(counts, channel)
+      -- Expired before its owner read it: counted for the owner, whose heartbeat takes it.
+      redis.call('HINCRBY', counts, EXPIRED, 1)
+    end
   end
 end
 -- Owner process of a channel made by new_channel(): "<prefix>.<client>!<token>".
@@ -162,6 +166,29 @@ if push(ARGV[1], ARGV[2], stamp, ARGV[3], tonumber(ARGV[4]), expiry + 1000, now)
   return 1
 end
 return 0
+"""
+)
+
+MARK = """
+-- A sender's trailing marker for a group (chanlite_redis.trailing): the message header
+-- with no payload. KEYS[1]: the group's members hash (names the slot on a cluster).
+-- ARGV: topic, header
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+"""
+
+MARK_DIRECT = (
+    _COMMON
+    + """
+-- A sender's trailing marker for a process: an inbox entry with no channel and no
+-- payload after the header, not counted against any channel's capacity.
+-- KEYS: inbox, counts. ARGV: header, expiry ms
+local now = now_ms()
+local expiry = tonumber(ARGV[2])
+trim_inbox(KEYS[1], KEYS[2], now)
+redis.call('RPUSH', KEYS[1], string.format('%013d', now + expiry) .. ' ' .. ARGV[1])
+redis.call('PEXPIRE', KEYS[1], expiry + 1000)
+return 1
 """
 )
 

@@ -21,9 +21,17 @@ lost (a failover or restart after it acknowledged the entry, a send that raised)
 expired unread in the inbox is counted. A number heard a second time (an entry a new
 master still had although the old one had handed it out) is not delivered again.
 
-What this cannot see: a loss at the very end of a sender's messages to a group (or to a
-process), revealed only by its next message there; and messages of a sender whose first
-message this process heard came after them (nothing to compare with).
+A loss at the very end of a sender's messages to a group (or to a process) is revealed
+by no later message, so a sender follows each burst of sends there with one *trailing
+marker* (:mod:`chanlite_redis.trailing`): a header with its last number and no payload,
+published on the group's topic (or queued in the process's inbox) once it has not sent
+there for a moment, and again after a failover. A receiver takes a marker as that number
+without a message (:meth:`Gaps.marked`): the numbers up to it it never heard are counted
+as lost after the grace period; a marker is never delivered.
+
+What this cannot see: messages of a sender whose first message (or marker) this process
+heard came after them (nothing to compare with); and a tail whose every marker was lost
+too (see :mod:`chanlite_redis.trailing` for when it is sent again).
 """
 
 from __future__ import annotations
@@ -62,6 +70,11 @@ class Numbering:
         self._next[group] = n
         return b"%08x" % n
 
+    def last(self, group: str) -> bytes | None:
+        """The number *group*'s last message took (the wire field), None if none yet."""
+        n = self._next.get(group)
+        return None if n is None else b"%08x" % n
+
 
 #: ``\1``, the sender's id (12 bytes), its number and its refusals (hexadecimal).
 DIRECT_MARK = b"\1"
@@ -87,6 +100,14 @@ class DirectNumbering:
             self._refused.pop(owner, None)  # numbering starts again: so do the refusals
         refused = self._refused.get(owner, 0)
         return DIRECT_MARK + self._sender + number + b"%08x" % refused
+
+    def last(self, owner: str) -> bytes | None:
+        """The header of a trailing marker to process *owner*: the last number taken for
+        it and the refusals so far, with no payload to follow; None if none was taken."""
+        number = self._numbers.last(owner)
+        if number is None:
+            return None
+        return DIRECT_MARK + self._sender + number + b"%08x" % self._refused.get(owner, 0)
 
     def refused(self, owner: str) -> None:
         """The inbox of *owner* refused the message just numbered (its channel was full)."""
@@ -165,6 +186,27 @@ class Gaps:
         if refused != track.refused:
             self._refusals(track, refused)
         return True
+
+    def marked(self, group: str, sender: bytes, field_: bytes, refused: int = 0) -> None:
+        """Note *sender*'s trailing marker in *group*: its last number there is *field_*.
+
+        Numbers up to it (itself included: a marker carries no message) that this
+        process has not heard are missing, and counted as lost unless they come within
+        the grace period. A marker from a sender this process does not track yet says
+        nothing (nothing to compare with), nor does one it has heard past.
+        """
+        try:
+            number = int(field_, 16)
+        except ValueError:
+            return
+        track = self._tracks.get(group, {}).get(sender)
+        if track is None:
+            return
+        if number >= track.expect:
+            self._missing(group, track, number + 1)
+            track.expect = number + 1
+        if refused != track.refused:
+            self._refusals(track, refused)
 
     def _refusals(self, track: _Track, refused: int) -> None:
         """The sender's inbox refused *refused* - track.refused more sends: numbers that

@@ -14,6 +14,11 @@ other's last messages (``end N [N_DIRECT]`` on stdin) and the layer's grace peri
 passed, it prints ``{"event": "summary", "lost": ..., "dropped": ..., "received": [...],
 "lost_direct": ..., "received_direct": [...]}`` (``dropped``: group messages its full
 channel did not take, :attr:`~chanlite.layers.BaseLayer.drops`).
+
+On ``halt`` it stops sending at once, with no last messages (what reveals a loss at the
+end of them is then only the layer's trailing markers), and prints ``{"event": "sent",
+"last": n, "last_direct": n or null}`` with the numbers of the last messages it tried to
+send. On ``account`` it prints the summary at once.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ async def main(url: str, prefix: str, name: str) -> None:
 
     pumping = asyncio.ensure_future(pump())
     stopping = asyncio.Event()
+    halting = asyncio.Event()
     emit(event="ready", channel=channel)
 
     def message(n: int, kind: str = "m") -> dict[str, Any]:
@@ -88,7 +94,7 @@ async def main(url: str, prefix: str, name: str) -> None:
 
     async def broadcast() -> tuple[int, int | None]:
         n = d = 0
-        while not stopping.is_set():
+        while not stopping.is_set() and not halting.is_set():
             try:
                 await layer.group_send(GROUP, message(n))
             except LayerError as exc:
@@ -100,6 +106,8 @@ async def main(url: str, prefix: str, name: str) -> None:
                     await asyncio.sleep(0.05)
                 d += 1
             await asyncio.sleep(EVERY)
+        if halting.is_set():
+            return n - 1, (d - 1 if peer else None)
         # The last ones must get through: they are what reveals a trailing gap.
         while True:
             try:
@@ -116,6 +124,16 @@ async def main(url: str, prefix: str, name: str) -> None:
             await asyncio.sleep(0.05)
         return n, d
 
+    def summary() -> None:
+        emit(
+            event="summary",
+            lost=layer.lost[GROUP],
+            dropped=layer.drops[GROUP],
+            received=received,
+            lost_direct=layer.lost["!inbox"],
+            received_direct=received_direct,
+        )
+
     sending = asyncio.ensure_future(broadcast())
     loop = asyncio.get_running_loop()
     while True:
@@ -128,6 +146,12 @@ async def main(url: str, prefix: str, name: str) -> None:
             stopping.set()
             last, last_direct = await sending
             emit(event="sent", last=last, last_direct=last_direct)
+        elif line[0] == "halt":
+            halting.set()
+            last, last_direct = await sending
+            emit(event="sent", last=last, last_direct=last_direct)
+        elif line[0] == "account":
+            summary()
         elif line[0] == "end":
             other_last.extend([int(line[1]), int(line[2]) if len(line) > 2 else None])
             if heard_all():
@@ -135,14 +159,7 @@ async def main(url: str, prefix: str, name: str) -> None:
             await asyncio.wait_for(heard_last.wait(), 30)
             # Numbers still missing are counted as lost after the layer's grace period.
             await asyncio.sleep(layer.timeout * 2)
-            emit(
-                event="summary",
-                lost=layer.lost[GROUP],
-                dropped=layer.drops[GROUP],
-                received=received,
-                lost_direct=layer.lost["!inbox"],
-                received_direct=received_direct,
-            )
+            summary()
     pumping.cancel()
     await layer.close()
 

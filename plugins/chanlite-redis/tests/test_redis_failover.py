@@ -5,6 +5,8 @@ other's channel directly, through a Sentinel-managed master; the master is kille
 SIGKILL mid-broadcast. Both must keep delivering once the sentinels have promoted the
 replica, and every message the other sent must be accounted for: delivered once, or
 counted in the layer's ``lost`` and logged (or, for a direct send, refused as full).
+That holds also for a sender that goes quiet right at the kill: the last messages Redis
+acknowledged and then lost are revealed by its trailing markers, not by a later message.
 """
 
 from __future__ import annotations
@@ -63,10 +65,10 @@ class FailoverPeer:
             self._changed.set()
         self._changed.set()
 
-    async def wait_for(self, ready: Any, timeout: float = WAIT) -> dict[str, Any]:
-        """The first event (in order) for which *ready* is true, waiting for it."""
+    async def wait_for(self, ready: Any, timeout: float = WAIT, seen: int = 0) -> dict[str, Any]:
+        """The first event (in order, from the *seen*-th on) for which *ready* is true,
+        waiting for it."""
         deadline = time.monotonic() + timeout
-        seen = 0
         while True:
             for event in self.events[seen:]:
                 if ready(event):
@@ -225,6 +227,70 @@ async def test_broadcasts_survive_a_master_killed_mid_broadcast(
         "failed sends:",
         {p.name: sum(e["event"] == "failed" for e in p.events) for p in peers},
     )
+
+
+async def test_a_sender_quiet_from_the_kill_on_has_its_lost_tail_counted(
+    own_sentinel_group: Any, prefix: str
+) -> None:
+    group = own_sentinel_group
+    a, b = peers = await start_pair(group.url, prefix)
+    summary: dict[str, Any] = {}
+    try:
+        for kind in ("got", "gotd"):
+            await b.wait_for(lambda e, k=kind: e["event"] == k and e["n"] >= 20)
+        # With replication cut and b frozen, the master takes a's direct messages for b
+        # until its channel is full; a stops sending for good and the master dies before
+        # b reads them. Nothing a sends later can reveal them.
+        group.cut_replication()
+        b.process.send_signal(signal.SIGSTOP)
+        try:
+            await a.wait_for(lambda e: e["event"] == "full")
+            await a.tell("halt")
+            last = await a.wait_for(lambda e: e["event"] == "sent")
+            new_master = group.kill_master()
+        finally:
+            b.process.send_signal(signal.SIGCONT)
+        group.wait_failover(new_master)
+
+        def accounted(s: dict[str, Any]) -> list[tuple[int, int, int, int]]:
+            """(delivered, counted lost, refused, sent) from b's first message heard."""
+            rows = []
+            for kind, refused in (
+                ("", lambda first: s["dropped"]),
+                ("_direct", a.refused_from),
+            ):
+                received = s["received" + kind]
+                first = min(received)
+                rows.append(
+                    (
+                        len(received),
+                        s["lost" + kind],
+                        refused(first),
+                        last["last" + kind] + 1 - first,
+                    )
+                )
+            return rows
+
+        # Every message a sent is delivered to b, counted lost there, or was refused.
+        deadline = time.monotonic() + WAIT
+        while True:
+            seen = len(b.events)
+            await b.tell("account")
+            summary = await b.wait_for(lambda e: e["event"] == "summary", seen=seen)
+            rows = accounted(summary)
+            if all(d + lost + refused == sent for d, lost, refused, sent in rows):
+                break
+            assert time.monotonic() < deadline, (rows, b.events[seen:][-3:])
+            await asyncio.sleep(0.2)
+        received = summary["received"], summary["received_direct"]
+        assert all(len(r) == len(set(r)) for r in received), "delivered twice"
+        # The tail Redis acknowledged and lost was counted, with nothing sent after it.
+        assert summary["lost_direct"] > 0, rows
+    finally:
+        logs = [await peer.finish() for peer in peers]
+    assert "direct messages to this process's channels never reached" in logs[1], logs[1]
+    assert all("Traceback" not in log for log in logs), logs
+    print("b's (delivered, counted lost, refused, sent) of a's (group, direct):", rows)
 
 
 async def test_a_history_group_starts_a_new_epoch_on_the_server_that_took_over(

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-from chanlite_redis.sequence import DirectNumbering, Gaps, read_direct
+from chanlite_redis.sequence import DIRECT_HEADER, DirectNumbering, Gaps, Numbering, read_direct
+from chanlite_redis.trailing import Key, Trailing
+
+from chanlite.layers import LayerError
 
 A = b"aaaaaaaaaaaa"
 
@@ -50,3 +53,86 @@ async def test_refused_sends_are_not_counted_as_lost() -> None:
 def test_a_payload_without_the_mark_is_not_numbered() -> None:
     assert read_direct(b"\x81\xa4type\xa1m") is None
     assert read_direct(b"\x01short") is None
+
+
+async def test_a_marker_reveals_numbers_missing_at_the_end() -> None:
+    lost: list[int] = []
+    gaps = Gaps(0.05, lambda key, n: lost.append(n))
+    numbering = Numbering()
+    fields = [numbering.take("g") for _ in range(5)]
+    assert numbering.last("g") == fields[-1] and numbering.last("other") is None
+    gaps.heard("g", A, fields[0])
+    gaps.heard("g", A, fields[1])
+    # 3, 4 and 5 were lost; nothing follows but the marker, which names 5.
+    marker = numbering.last("g")
+    assert marker is not None
+    gaps.marked("g", A, marker)
+    assert gaps.heard("g", A, fields[2])  # late, not lost: delivered
+    await asyncio.sleep(0.15)
+    assert lost == [2]
+    # A marker heard again (a re-send) or one behind what was heard changes nothing.
+    gaps.marked("g", A, marker)
+    gaps.marked("g", A, fields[1])
+    assert gaps.heard("g", A, numbering.take("g"))  # 6 follows on
+    await asyncio.sleep(0.15)
+    assert lost == [2]
+
+
+async def test_a_marker_from_an_unknown_sender_says_nothing() -> None:
+    lost: list[int] = []
+    gaps = Gaps(0.05, lambda key, n: lost.append(n))
+    gaps.marked("g", A, _field(7))
+    gaps.marked("g", A, b"not-hex!")
+    # Its first message heard starts the comparison, as without the marker.
+    assert gaps.heard("g", A, _field(3))
+    await asyncio.sleep(0.15)
+    assert lost == []
+
+
+async def test_a_direct_marker_carries_the_refusals() -> None:
+    lost: list[int] = []
+    gaps = Gaps(0.05, lambda key, n: lost.append(n))
+    numbering = DirectNumbering(A)
+    assert numbering.last("owner") is None
+    first = read_direct(numbering.take("owner") + b"payload")
+    assert first is not None and gaps.heard("!inbox", *first)
+    numbering.take("owner")  # 2: lost by Redis
+    numbering.take("owner")  # 3: refused
+    numbering.refused("owner")
+    header = numbering.last("owner")
+    assert header is not None and len(header) == DIRECT_HEADER
+    fields = read_direct(header)
+    assert fields is not None and fields[1] == _field(3) and fields[2] == 1
+    gaps.marked("!inbox", *fields)
+    await asyncio.sleep(0.15)
+    assert lost == [1]  # 2 only
+
+
+async def test_markers_go_once_after_a_pause_and_again_until_one_gets_through() -> None:
+    sent: list[Key] = []
+    failures = [LayerError("down"), LayerError("down")]
+    went = asyncio.Event()
+
+    async def send(key: Key) -> None:
+        if key == ("d", "p") and failures:
+            raise failures.pop()
+        sent.append(key)
+        went.set()
+
+    tasks: list[asyncio.Task[None]] = []
+    trailing = Trailing(send, lambda coro: tasks.append(asyncio.ensure_future(coro)))
+    for _ in range(50):
+        trailing.sent(("g", "room"))  # a burst: one marker for it
+    trailing.sent(("d", "p"))
+    while len(sent) < 2:
+        went.clear()
+        await asyncio.wait_for(went.wait(), 5)
+    assert sorted(sent) == [("d", "p"), ("g", "room")]
+    assert not failures and not trailing.pending()
+    # A reconnect: the recent markers go again.
+    trailing.again()
+    while len(sent) < 4:
+        went.clear()
+        await asyncio.wait_for(went.wait(), 5)
+    assert sorted(sent[2:]) == [("d", "p"), ("g", "room")]
+    await asyncio.gather(*tasks)
