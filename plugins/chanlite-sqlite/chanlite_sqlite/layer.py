@@ -61,6 +61,8 @@ from chanlite_sqlite.blocking import BlockingWriter
 from chanlite_sqlite.connection import Connection
 from chanlite_sqlite.errors import DatabaseFileError
 from chanlite_sqlite.history import HistoryReader, prune
+from chanlite_sqlite.ordering import Entry as StreamEntry
+from chanlite_sqlite.ordering import StreamOrder
 from chanlite_sqlite.plain import PlainReceivers
 from chanlite_sqlite.presence import (
     Entry,
@@ -87,10 +89,6 @@ from chanlite_sqlite.writer import (
 logger = logging.getLogger("chanlite.layers.sqlite")
 
 _CLIENT_ID = re.compile(r"^[0-9a-f]{12}$")
-
-#: Own history messages whose local members are kept for the reader; past this many (the
-#: reader is far behind) they are forgotten and the reader looks the members up itself.
-MAX_RECIPIENTS = 4096
 
 
 def _seconds(value: str) -> float:
@@ -193,9 +191,8 @@ class SQLiteLayer(BaseLayer):
         self._pid = os.getpid()
         # (group, local channel) -> membership expiry, as this process added them.
         self._joined: dict[tuple[str, str], float] = {}
-        # (group, offset, epoch) -> local members, of this process's own history messages
-        # from their commit until the reader delivers them (see _take_recipients).
-        self._recipients: dict[tuple[str, int, str], list[str]] = {}
+        # History messages reach local members in offset order, own ones at commit.
+        self._order = StreamOrder(self._deliver_stream)
         self._reader: HistoryReader | None = None
         self._presence_writer = PresenceWriter(
             self._shared_blocking, self._codec, lambda: self.client_id
@@ -313,7 +310,7 @@ class SQLiteLayer(BaseLayer):
             codec=self._codec,
             changed=self._plain.remote_change,
             memberships=self._own_memberships,
-            recipients=self._take_recipients,
+            order=self._order,
             on_beat=on_beat,
             file_events=FileEvents(self._release_file, self._file_reopened, self._file_lost),
             create=self.create_storage,
@@ -375,6 +372,7 @@ class SQLiteLayer(BaseLayer):
         return done
 
     def _file_reopened(self, lost: int) -> None:
+        self._order.reset()  # the new file's streams start in new epochs
         self.reopened += 1
         self.lost_messages += lost
         moving = self._moving
@@ -398,27 +396,38 @@ class SQLiteLayer(BaseLayer):
         Members that are full are left in ``op.full`` for :meth:`group_send`, which may
         wait for this process's reader before counting them as drops.
         """
-        if op.offset is not None:
-            if op.local and op.epoch is not None:
-                recipients = self._recipients
-                if len(recipients) >= MAX_RECIPIENTS:  # a reader that is far behind
-                    recipients.clear()  # (it asks the file for those)
-                recipients[op.group, op.offset, op.epoch] = op.local
-            # A history group's messages reach this process's members through its reader,
-            # like every other process's: in offset order. Delivered here at commit, one
-            # could overtake an earlier offset that another process committed and the
-            # reader has not read yet, and a resuming client skips what is older than the
-            # last offset it saw.
-            if op.local:
+        if op.offset is not None and op.epoch is not None:
+            # A history message: in offset order with other processes' messages, which
+            # may hold it until this process's reader has read what comes before it.
+            op.announced = False
+            event = stream_message(op.event, op.group, op.offset, op.epoch) if op.local else {}
+            entry = StreamEntry(op.offset, op.epoch, tuple(op.local), event, op.expires)
+            if self._order.written(op.group, entry):
                 self._wake_own_reader()
             return
         if op.local:
             op.full = self._inbox.offer(op.local, op.event, expires=op.expires)
 
-    def _take_recipients(self, group: str, offset: int, epoch: str) -> list[str] | None:
-        # Watcher thread: the members chosen when this process stored the message (a dict
-        # pop is atomic), None for another process's message or one not committed yet.
-        return self._recipients.pop((group, offset, epoch), None)
+    def stream_writing(self, op: GroupSend) -> None:
+        """*op* is about to get its offset: hold other processes' messages to its group."""
+        self._order.writing(op.group)
+
+    def stream_abandoned(self, op: GroupSend) -> None:
+        """*op* was not committed: its group's messages need not wait for it."""
+        if self._order.written(op.group, None):
+            self._wake_own_reader()
+
+    def _deliver_stream(self, group: str, entries: list[StreamEntry]) -> None:
+        # Under the order's lock, from the writer's or the reader's thread. A full member
+        # keeps a history.missed notice in place of the message (read back from history).
+        inbox = self._inbox
+        for entry in entries:
+            if entry.channels:
+                full = inbox.offer(
+                    entry.channels, entry.message, expires=entry.expires, missed=True
+                )
+                if full:
+                    self.count_drops(group, full, len(entry.channels))
 
     def _wake_own_reader(self) -> None:
         # One datagram per turn of the event loop, however many messages were committed.
@@ -461,7 +470,14 @@ class SQLiteLayer(BaseLayer):
     def _deliver_incoming(self, batch: list[Incoming]) -> None:
         # Called by the watcher thread with messages other processes wrote for us.
         inbox = self._inbox
+        order = self._order
         for item in batch:
+            if item.offset is not None:  # a history message: in offset order
+                order.read(
+                    item.group,
+                    StreamEntry(item.offset, item.epoch, item.channels, item.message, item.expires),
+                )
+                continue
             ack = None if item.ack is None else (self._file_generation, item.ack)
             full = inbox.offer(
                 item.channels, item.message, expires=item.expires, ack=ack, missed=True

@@ -38,10 +38,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
+from typing import Any
 
 from chanlite.layers import DecodeError
 from chanlite.layers.codec import Codec
 from chanlite_sqlite.errors import DatabaseFileError
+from chanlite_sqlite.ordering import StreamOrder
 from chanlite_sqlite.schema import (
     describe_error,
     file_identity,
@@ -71,19 +73,13 @@ class Incoming:
     ack: int | None  # row id of a direct message, deleted once consumed
     channels: tuple[str, ...]
     expires: float
-    message: dict[str, object]
+    message: dict[str, Any]
     group: str  # '' for a direct message
+    offset: int | None = None  # a history group's message: its place in the stream
+    epoch: str = ""
 
 
 Deliver = Callable[[list[Incoming]], None]
-
-#: ``(group, offset, epoch) -> channels``: the local members this process's writer chose
-#: when it stored its own history message, or None (another process sent it: ask the file).
-Recipients = Callable[[str, int, str], "list[str] | None"]
-
-
-def _unknown(group: str, offset: int, epoch: str) -> list[str] | None:
-    return None
 
 
 @dataclass(slots=True)
@@ -127,7 +123,7 @@ class Watcher(threading.Thread):
         codec: Codec,
         changed: Callable[[], None],
         memberships: Callable[[], list[tuple[str, str, float]]] = list,
-        recipients: Recipients = _unknown,
+        order: StreamOrder | None = None,
         on_beat: Callable[[sqlite3.Connection, float, bool], bool] | None = None,
         file_events: FileEvents = NO_FILE_EVENTS,
         create: bool = True,
@@ -143,7 +139,8 @@ class Watcher(threading.Thread):
         self._codec = codec
         self._changed = changed
         self._memberships = memberships
-        self._recipients = recipients
+        # Where history messages are put in offset order with this process's own.
+        self._order = order if order is not None else StreamOrder(lambda group, entries: None)
         self._on_beat = on_beat
         self._file_events = file_events
         self._create = create  # the file may be created (a lost one is recreated anyway)
@@ -395,8 +392,10 @@ class Watcher(threading.Thread):
             return
         self._data_version = version
         self._changed()
+        mark = self._order.mark()  # before the read's snapshot (see chanlite_sqlite.ordering)
         while self._read_batch() == READ_BATCH:
             pass
+        self._order.caught_up(mark)
 
     def _read_batch(self) -> int:
         conn = self._conn
@@ -419,16 +418,7 @@ class Watcher(threading.Thread):
                 ).fetchone()
             else:
                 last = rows[-1][0]
-            # This process's own history messages name their local members already (the
-            # writer read them when it stored the message): no second lookup for those.
-            known: dict[int, list[str]] = {}
-            recipients = self._recipients
-            for row in rows:
-                if row[5] is not None and row[2]:
-                    chosen = recipients(row[2], row[5], row[6])
-                    if chosen is not None:
-                        known[row[0]] = chosen
-            groups = {row[2] for row in rows if row[2] and row[0] not in known}
+            groups = {row[2] for row in rows if row[2]}
             members: dict[str, list[str]] = {}
             if groups:
                 now = time.time()
@@ -450,8 +440,10 @@ class Watcher(threading.Thread):
         batch: list[Incoming] = []
         for row_id, channel, grp, expires, payload, offset, epoch in rows:
             if grp:
-                local = known.get(row_id) or members.get(grp)
+                local = members.get(grp)
                 if not local:
+                    if offset is not None:  # nobody here, but it takes its place in order
+                        batch.append(Incoming(None, (), expires, {}, grp, offset, epoch))
                     continue
                 channels, ack = tuple(local), None
             else:
@@ -465,7 +457,7 @@ class Watcher(threading.Thread):
                 message["offset"] = offset
                 message["epoch"] = epoch
                 message["group"] = grp
-            batch.append(Incoming(ack, channels, expires, message, grp))
+            batch.append(Incoming(ack, channels, expires, message, grp, offset, epoch or ""))
         if batch:
             self._deliver(batch)
         return len(rows)

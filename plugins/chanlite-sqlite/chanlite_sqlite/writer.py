@@ -73,6 +73,7 @@ class GroupSend:
     history: HistoryPolicy | None = None  # the group keeps history: give it an offset
     offset: int | None = None  # its offset and epoch, once committed
     epoch: str | None = None
+    announced: bool = False  # given to Hooks.stream_writing, not yet handed over
     count: bool = False  # count the group's members (every process's) in ``members``
     members: int = 0
 
@@ -125,6 +126,12 @@ class Hooks(Protocol):
         """A history message's payload with its offset, epoch and group, for the row of a
         plain-named member (whose receiver reads nothing but the payload)."""
         ...
+
+    def stream_writing(self, op: GroupSend) -> None:
+        """*op* (to a history group) is about to get its offset."""
+
+    def stream_abandoned(self, op: GroupSend) -> None:
+        """*op*, announced to :meth:`stream_writing`, was not committed."""
 
     def committed_group_send(self, op: GroupSend) -> None:
         """Queue a committed group message for local members; the full ones in ``op.full``."""
@@ -285,11 +292,11 @@ class Writer:
             raise
 
     async def _final(self, final: asyncio.Future[None]) -> None:
-        """Wait for the statement that commits a batch; once started it ends (see :meth:`_run`)."""
+        """Wait for the statement that commits a batch; once started it ends (:meth:`_write`)."""
         _FINAL.get().append(final)
         await asyncio.shield(final)
 
-    async def _run(self, batch: list[Op]) -> None:
+    async def _write(self, batch: list[Op]) -> None:
         finals: list[asyncio.Future[None]] = []
         _FINAL.set(finals)  # this task's own: a drain on another loop has its own
         try:
@@ -337,6 +344,17 @@ class Writer:
             _fail(batch, exc)
             return
         self._committed(batch)
+
+    async def _run(self, batch: list[Op]) -> None:
+        try:
+            await self._write(batch)
+        finally:
+            # Messages whose offsets were announced but that were not committed (failed,
+            # rolled back, cancelled): their group's other messages must not wait on them.
+            for op in batch:
+                if isinstance(op, GroupSend) and op.announced:
+                    op.announced = False
+                    self.hooks.stream_abandoned(op)
 
     def _committed(self, batch: list[Op]) -> None:
         hooks = self.hooks
@@ -511,17 +529,15 @@ class Writer:
         streams = [op for op in ops if op.history is not None]
         if not streams:
             return ops
-        # Origin '' when this process has members of the group: its reader then
-        # delivers to them too, in offset order with every other process's messages (see
-        # SQLiteLayer.committed_group_send); otherwise its reader need not read the row.
+        # This process's members get them at commit, in offset order with other
+        # processes' messages (chanlite_sqlite.ordering): its reader skips its own rows.
         me = self.hooks.client_id
+        for op in streams:
+            op.announced = True
+            self.hooks.stream_writing(op)
         given = await record(
             self.db,
-            [
-                (op.group, "" if op.local else me, op.expires, op.payload, op.history)
-                for op in streams
-                if op.history
-            ],
+            [(op.group, me, op.expires, op.payload, op.history) for op in streams if op.history],
         )
         for op, (offset, epoch) in zip(streams, given, strict=True):
             op.offset, op.epoch = offset, epoch

@@ -363,3 +363,42 @@ async def test_members_get_offsets_in_order_while_two_processes_send(
         assert offsets == list(range(1, 3001))
     finally:
         await other.stop()
+
+
+async def test_own_history_messages_reach_local_members_without_a_read_back(
+    make_layer: MakeLayer, db: Path
+) -> None:
+    """The sender's own members get its history message at commit, in order: its row is
+    marked as the sender's, so its reader skips it rather than read and decode it again."""
+    layer = await make_layer()
+    member = await layer.new_channel()
+    await layer.group_add("room.own", member)
+    await _send(layer, "room.own", 3)
+    got = [await asyncio.wait_for(layer.receive(member), 5) for _ in range(3)]
+    assert [(e["i"], e["offset"]) for e in got] == [(0, 1), (1, 2), (2, 3)]
+    origins = _scalar(
+        db, "SELECT group_concat(DISTINCT origin) FROM chanlite_messages WHERE grp = 'room.own'"
+    )
+    assert origins == layer.client_id
+
+
+async def test_a_failed_history_send_does_not_hold_back_other_processes_messages(
+    make_layer: MakeLayer, db: Path
+) -> None:
+    """Another process's messages to a group wait while this process writes to it (an own
+    message may come first); a write that fails must let them go."""
+    layer = await make_layer(timeout=0.3)
+    other = await make_layer()
+    member = await layer.new_channel()
+    await layer.group_add("room.fail", member)
+    lock = sqlite3.connect(db, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(DatabaseFileError, match="locked"):
+            await layer.group_send("room.fail", {"type": "m", "i": 0})
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    await other.group_send("room.fail", {"type": "m", "i": 1})
+    got = await asyncio.wait_for(layer.receive(member), 5)
+    assert (got["i"], got["offset"]) == (1, 1)
