@@ -330,9 +330,21 @@ class RedisLayer(Streams):
     async def _queue(self, channel: str, payload: bytes, cap: int | None, what: str) -> bool:
         """Queue *payload* on *channel* (numbered if it goes to a process's inbox)."""
         owner = self.owner_of(channel)
-        if owner is not None:
-            payload = self._direct.take(owner) + payload
-            self._trailing.sent(("d", owner))
+        if owner is None:
+            return await self._store(channel, None, payload, cap, what)
+        # The owner's trailing marker carries the last number taken: it waits until this
+        # send is over, so that it never reaches the owner before the message.
+        with self._trailing.sending(("d", owner)):
+            stored = await self._store(
+                channel, owner, self._direct.take(owner) + payload, cap, what
+            )
+            if not stored:
+                self._direct.refused(owner)  # its number will not arrive, and is not lost
+        return stored
+
+    async def _store(
+        self, channel: str, owner: str | None, payload: bytes, cap: int | None, what: str
+    ) -> bool:
         args: list[EncodableT] = [
             self.prefix,
             channel,
@@ -342,8 +354,6 @@ class RedisLayer(Streams):
         ]
         keys = self.keys.send_keys(channel, owner)
         stored = await self._call(what, lambda c: self._send_script(keys=keys, args=args, client=c))
-        if not stored and owner is not None:
-            self._direct.refused(owner)  # its number will not arrive, and is not lost
         return bool(stored)
 
     async def receive(self, channel: str) -> Message:
@@ -496,20 +506,19 @@ class RedisLayer(Streams):
         # only the pub/sub connection sees them in that order (a message another process
         # sent just after ours may arrive there before the reply to our own script).
         local = policy is None and self._is_home(asyncio.get_running_loop())
-        # History messages are not numbered: their offsets say what a process missed.
-        if policy is None:
-            number = self._numbering.take(group)
-            self._trailing.sent(("g", group))
-        else:
-            number = _UNNUMBERED
         skip = self._sender_tag if local else NOBODY.encode()
-        args.append(skip + self._sender_tag + number)
         keys = [self.keys.members(group)]
         if policy is None:
-            dropped = await self._call(
-                "group_send", lambda c: self._group_send_script(keys=keys, args=args, client=c)
-            )
+            # The group's trailing marker carries the last number taken: it waits until
+            # this send is over, so that it never reaches a process before the message.
+            with self._trailing.sending(("g", group)):
+                args.append(skip + self._sender_tag + self._numbering.take(group))
+                dropped = await self._call(
+                    "group_send", lambda c: self._group_send_script(keys=keys, args=args, client=c)
+                )
         else:
+            # History messages are not numbered: their offsets say what a process missed.
+            args.append(skip + self._sender_tag + _UNNUMBERED)
             _, _, dropped = await self._history.send(group, policy, keys, args)
         if dropped and dropped[0][:1] == b"\2":
             dropped = await queue_copies(dropped, self._queue_copy)
@@ -588,7 +597,8 @@ class RedisLayer(Streams):
         """
         await self._demux.close()
         if self._home is asyncio.get_running_loop() and not self._failing:
-            # The markers after this process's last messages go now, not never.
+            # The markers after this process's last messages go now, not never (once the
+            # sends still under way are over: Trailing.flush).
             await self._trailing.flush(self.timeout)
         presence_task = self._presence_task
         if presence_task is not None and presence_task.get_loop() is asyncio.get_running_loop():

@@ -8,6 +8,13 @@ seconds, it sends one marker there: its last number, no payload. Sends only note
 key and when its marker is due (no timer per message); one task per event loop sends
 the markers that are due.
 
+A marker never overtakes a message it covers. A send takes its number before its call
+to Redis, and that call may be slow (a slow or restarting server, a failover): a marker
+with that number reaching the receivers first would have them count the message still
+on its way as lost, and then drop it as one they had given up on. So each send runs
+inside :meth:`Trailing.sending`, and no marker goes for a key while a send to it is
+under way: its marker is due :data:`DELAY` seconds after the last of them is over.
+
 A marker that fails (Redis unreachable) is tried again, with backoff, until one gets
 through. A marker that got through may still be lost: to the master that died with the
 messages it covers, or on pub/sub to a process that had not subscribed again on the new
@@ -19,9 +26,11 @@ them on the control topic) the markers of every key sent to in the last
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 
 from chanlite.layers import LayerError
 
@@ -39,6 +48,8 @@ MAX_KEYS = 65536
 
 #: What a marker is for: ``("g", group)`` or ``("d", process id)``.
 Key = tuple[str, str]
+#: Sends the marker of a key. It reads the key's last number before its first await, so a
+#: marker started while no send to the key is under way carries no number still on its way.
 Send = Callable[[Key], Awaitable[None]]
 Spawn = Callable[[Awaitable[None]], None]
 
@@ -50,23 +61,67 @@ class Trailing:
         self._send = send
         self._spawn = spawn
         # key -> when its marker is due (monotonic), in that order (a new send moves it).
+        # A key with sends under way stays here, not marked, until they are over.
         self._due: dict[Key, float] = {}
+        # key -> how many sends to it are under way (numbered, their call not over).
+        self._sending: Counter[Key] = Counter()
+        # Set when no send is under way any more (flush() waits for it).
+        self._idle: asyncio.Future[None] | None = None
         # key -> when its marker last went, oldest first.
         self._recent: dict[Key, float] = {}
         self._retry = RETRY
         self._running: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Future[None] | None = None
 
-    def sent(self, key: Key) -> None:
-        """A message was just numbered for *key*: its marker is due after a pause."""
+    @contextlib.contextmanager
+    def sending(self, key: Key) -> Iterator[None]:
+        """Around one send to *key*: from taking its number to the end of its Redis call.
+
+        The number is taken inside, the call awaited inside. Until every send to *key*
+        under way is over (done, failed or cancelled), no marker goes for it: the marker
+        carries the last number taken, and must not reach the receivers before the
+        message with that number. It is due :data:`DELAY` seconds after the last is over.
+        """
+        self._sending[key] += 1
+        self._note(key)
+        if self._running is None or self._running.is_closed():
+            self._start()
+        try:
+            yield
+        finally:
+            left = self._sending[key] - 1
+            if left > 0:
+                self._sending[key] = left
+            else:
+                del self._sending[key]
+                # The pause runs from the end of the last send. No task is started here:
+                # the one started above keeps running while the key is due, unless it
+                # was stopped (the layer closed, its loop ended, maybe with this send
+                # cancelled), and then the next loop sends what is owed (pending()).
+                self._note(key)
+                if not self._sending:
+                    self._settled()
+
+    def _note(self, key: Key) -> None:
+        """*key*'s marker is due after a pause from now."""
         due = self._due
         due.pop(key, None)
         due[key] = time.monotonic() + DELAY
-        if self._running is None or self._running.is_closed():
-            self._start()
+
+    def _settled(self) -> None:
+        # No send is under way: a flush() waiting for that goes on (from any thread: a
+        # sync caller's send runs on a loop of its own).
+        idle = self._idle
+        if idle is None or idle.done():
+            return
+        with contextlib.suppress(RuntimeError):  # its loop was closed: nobody waits
+            idle.get_loop().call_soon_threadsafe(_resolve, idle)
 
     def again(self) -> None:
-        """A reconnect: the markers of recently sent-to keys go out again, now."""
+        """A reconnect: the markers of recently sent-to keys go out again, now.
+
+        A key with a send under way is due already, and waits for it as any other.
+        """
         cutoff = time.monotonic() - RESEND_WITHIN
         now = time.monotonic()
         for key, when in list(self._recent.items()):
@@ -93,10 +148,13 @@ class Trailing:
         try:
             while self._due:
                 now = time.monotonic()
-                ready = [key for key, when in self._due.items() if when <= now]
+                busy = self._sending
+                ready = [k for k, when in self._due.items() if when <= now and k not in busy]
                 if not ready:
-                    # A new send is due DELAY from now at the latest: look again by then.
-                    await self._nap(min(min(self._due.values()) - now, DELAY))
+                    # A new send, or the end of one under way (which makes its key due
+                    # DELAY later), is due DELAY from now at the latest: look again by then.
+                    idle = [when for k, when in self._due.items() if k not in busy]
+                    await self._nap(min(min(idle, default=now + DELAY) - now, DELAY))
                     continue
                 for key in ready:
                     del self._due[key]
@@ -106,6 +164,10 @@ class Trailing:
                 self._running = None
 
     async def _mark(self, key: Key) -> None:
+        if key in self._sending:
+            # A send to it began after the key was found ready and before this task ran:
+            # its marker waits for that send (the key is due again already).
+            return
         try:
             await self._send(key)
         except LayerError as exc:
@@ -130,14 +192,42 @@ class Trailing:
             self._wake = None
 
     async def flush(self, timeout: float) -> None:
-        """Send every marker owed now, once (the layer is closing)."""
-        due, self._due = self._due, {}
+        """Send every marker owed now, once (the layer is closing), within *timeout*.
+
+        Sends still under way are waited for first, for up to *timeout* too: their
+        markers are the very ones that reveal a loss at the end of what this process
+        sent, so skipping them would leave just that loss unseen (and the wait is over
+        as soon as they are). The markers of keys whose sends are still under way after
+        it are not sent (they would overtake those sends); those keys stay due.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._sending and loop.time() < deadline:
+            idle = self._idle
+            if idle is None or idle.done() or idle.get_loop() is not loop:
+                idle = self._idle = loop.create_future()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(idle), deadline - loop.time())
+        due = {key: when for key, when in self._due.items() if key not in self._sending}
+        for key in due:
+            del self._due[key]
         if not due:
             return
         try:
             await asyncio.wait_for(
-                asyncio.gather(*(self._send(key) for key in due), return_exceptions=True),
+                asyncio.gather(*(self._flush_one(key) for key in due), return_exceptions=True),
                 timeout,
             )
         except asyncio.TimeoutError:
             logger.debug("%d trailing markers not sent at close", len(due))
+
+    async def _flush_one(self, key: Key) -> None:
+        if key in self._sending:
+            # A send to it began while the flush waited its turn: it is due again.
+            return
+        await self._send(key)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

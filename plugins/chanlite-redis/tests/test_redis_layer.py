@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
 from chanlite_redis import RedisAuthError, RedisLayer, RedisUnavailable
+from chanlite_redis.trailing import DELAY
 from redis.asyncio import Redis
 
 from chanlite.layers import ChannelFull, LayerConfigError, get_layer
@@ -192,6 +194,50 @@ async def test_group_send_from_another_layer_drops_full_local_members(
     assert await asyncio.wait_for(owner.receive_local(), WAIT) == ((full,), {"type": "fill"})
     assert await asyncio.wait_for(owner.receive_local(), WAIT) == ((free,), {"type": "news"})
     assert owner.drops["g"] == 1
+
+
+@pytest.mark.parametrize("kind", ["group", "direct"])
+async def test_a_trailing_marker_never_overtakes_a_slow_send(
+    make_redis_layer: Any, kind: str
+) -> None:
+    """A send held up on its way to Redis past the marker's delay (and the receiver's
+    grace) still arrives and is not counted as lost: its marker waits for it."""
+    receiver = await make_redis_layer(timeout=0.5)  # grace: 0.5 s
+    sender = await make_redis_layer()
+    channel = await receiver.new_channel()
+    await receiver.group_add("slow", channel)
+
+    async def send(n: int) -> None:
+        if kind == "group":
+            await sender.group_send("slow", {"type": "m", "n": n})
+        else:
+            await sender.send(channel, {"type": "m", "n": n})
+
+    await send(1)
+    assert (await asyncio.wait_for(receiver.receive(channel), WAIT))["n"] == 1
+    # The next send waits before its script reaches Redis, as over a slow connection.
+    name = "_group_send_script" if kind == "group" else "_send_script"
+    script = getattr(sender, name)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held(**kwargs: Any) -> Any:
+        entered.set()
+        await release.wait()
+        return await script(**kwargs)
+
+    setattr(sender, name, held)
+    sending = asyncio.ensure_future(send(2))
+    await asyncio.wait_for(entered.wait(), WAIT)
+    # Past the marker's delay and the receiver's grace: a marker sent now would have
+    # been counted against the message still on its way.
+    async with asyncio.timeout(WAIT):
+        deadline = time.monotonic() + DELAY + 0.5 + 0.4
+        while time.monotonic() < deadline and not receiver.lost:
+            await asyncio.sleep(0.02)
+    release.set()
+    await asyncio.wait_for(sending, WAIT)
+    assert (await asyncio.wait_for(receiver.receive(channel), WAIT))["n"] == 2
+    assert not receiver.lost
 
 
 # -- encryption ---------------------------------------------------------------------------

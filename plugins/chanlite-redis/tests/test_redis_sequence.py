@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable
 
+import pytest
 from chanlite_redis.sequence import DIRECT_HEADER, DirectNumbering, Gaps, Numbering, read_direct
-from chanlite_redis.trailing import Key, Trailing
+from chanlite_redis.trailing import DELAY, Key, Trailing
 
 from chanlite.layers import LayerError
 
@@ -122,8 +126,10 @@ async def test_markers_go_once_after_a_pause_and_again_until_one_gets_through() 
     tasks: list[asyncio.Task[None]] = []
     trailing = Trailing(send, lambda coro: tasks.append(asyncio.ensure_future(coro)))
     for _ in range(50):
-        trailing.sent(("g", "room"))  # a burst: one marker for it
-    trailing.sent(("d", "p"))
+        with trailing.sending(("g", "room")):  # a burst: one marker for it
+            pass
+    with trailing.sending(("d", "p")):
+        pass
     while len(sent) < 2:
         went.clear()
         await asyncio.wait_for(went.wait(), 5)
@@ -136,3 +142,104 @@ async def test_markers_go_once_after_a_pause_and_again_until_one_gets_through() 
         await asyncio.wait_for(went.wait(), 5)
     assert sorted(sent[2:]) == [("d", "p"), ("g", "room")]
     await asyncio.gather(*tasks)
+
+
+class Markers:
+    """A fake marker sender: records each marker, with when it went, as it goes."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Key, float]] = []
+        self.tasks: list[asyncio.Future[None]] = []
+        self._went = asyncio.Event()
+        self.trailing = Trailing(self._send, self._spawn)
+
+    async def _send(self, key: Key) -> None:
+        self.sent.append((key, time.monotonic()))
+        self._went.set()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        self.tasks.append(asyncio.ensure_future(coro))
+
+    def keys(self) -> list[Key]:
+        return [key for key, _ in self.sent]
+
+    async def wait_for(self, count: int) -> None:
+        """Until *count* markers in all have gone."""
+        async with asyncio.timeout(5):
+            while len(self.sent) < count:
+                self._went.clear()
+                await self._went.wait()
+
+    async def hold(self, key: Key, release: asyncio.Event) -> asyncio.Task[None]:
+        """A send to *key* under way until *release* is set (once it has begun)."""
+        entered = asyncio.Event()
+
+        async def send() -> None:
+            with self.trailing.sending(key):
+                entered.set()
+                await release.wait()
+
+        task = asyncio.ensure_future(send())
+        await entered.wait()
+        return task
+
+
+async def test_a_marker_waits_for_the_send_under_way_it_covers() -> None:
+    markers = Markers()
+    slow, quick = ("g", "slow"), ("d", "quick")
+    release = asyncio.Event()
+    held = await markers.hold(slow, release)  # numbered, not in Redis yet
+    with markers.trailing.sending(quick):  # numbered and sent, after the slow one began
+        pass
+    await markers.wait_for(1)
+    # The slow key was due before the quick one, but its send is still under way.
+    assert markers.keys() == [quick]
+    # Nor does a reconnect send it: only the quick one's marker goes again.
+    markers.trailing.again()
+    await markers.wait_for(2)
+    assert markers.keys() == [quick, quick] and markers.trailing.pending()
+    # The send is over: the marker goes DELAY later.
+    release.set()
+    await held
+    over = time.monotonic()
+    await markers.wait_for(3)
+    assert markers.keys() == [quick, quick, slow]
+    assert markers.sent[-1][1] - over >= DELAY - 0.01
+    assert not markers.trailing.pending()
+    await asyncio.gather(*markers.tasks)
+
+
+async def test_a_send_that_fails_or_is_cancelled_no_longer_holds_its_marker() -> None:
+    markers = Markers()
+    with pytest.raises(LayerError), markers.trailing.sending(("g", "failed")):
+        raise LayerError("down")
+    held = await markers.hold(("d", "cancelled"), asyncio.Event())
+    held.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await held
+    await markers.wait_for(2)
+    assert sorted(markers.keys()) == [("d", "cancelled"), ("g", "failed")]
+    assert not markers.trailing.pending()
+    await asyncio.gather(*markers.tasks)
+
+
+async def test_flush_waits_for_the_sends_under_way_then_sends_their_markers() -> None:
+    markers = Markers()
+    key = ("g", "closing")
+    release = asyncio.Event()
+    held = await markers.hold(key, release)
+    flushing = asyncio.ensure_future(markers.trailing.flush(5))
+    await asyncio.sleep(0.05)
+    assert not flushing.done() and not markers.sent
+    release.set()
+    await held
+    await asyncio.wait_for(flushing, 5)  # at once, not DELAY after the send
+    assert markers.keys() == [key]
+    # A send still under way when the flush gives up keeps its marker owed, unsent.
+    held = await markers.hold(key, release := asyncio.Event())
+    await markers.trailing.flush(0.05)
+    assert markers.keys() == [key] and markers.trailing.pending()
+    release.set()
+    await held
+    await markers.wait_for(2)
+    await asyncio.gather(*markers.tasks)
