@@ -65,8 +65,9 @@ class Trailing:
         self._due: dict[Key, float] = {}
         # key -> how many sends to it are under way (numbered, their call not over).
         self._sending: Counter[Key] = Counter()
-        # Set when no send is under way any more (flush() waits for it).
-        self._idle: asyncio.Future[None] | None = None
+        # How many sends have ended in all; a flush() waiting for some is woken by each.
+        self._ended = 0
+        self._an_end: asyncio.Future[None] | None = None
         # key -> when its marker last went, oldest first.
         self._recent: dict[Key, float] = {}
         self._retry = RETRY
@@ -89,6 +90,7 @@ class Trailing:
         try:
             yield
         finally:
+            self._ended += 1
             left = self._sending[key] - 1
             if left > 0:
                 self._sending[key] = left
@@ -99,8 +101,7 @@ class Trailing:
                 # was stopped (the layer closed, its loop ended, maybe with this send
                 # cancelled), and then the next loop sends what is owed (pending()).
                 self._note(key)
-                if not self._sending:
-                    self._settled()
+            self._wake_flush()
 
     def _note(self, key: Key) -> None:
         """*key*'s marker is due after a pause from now."""
@@ -108,10 +109,10 @@ class Trailing:
         due.pop(key, None)
         due[key] = time.monotonic() + DELAY
 
-    def _settled(self) -> None:
-        # No send is under way: a flush() waiting for that goes on (from any thread: a
-        # sync caller's send runs on a loop of its own).
-        idle = self._idle
+    def _wake_flush(self) -> None:
+        # A send ended: a flush() waiting for it looks again (from any thread: a sync
+        # caller's send runs on a loop of its own).
+        idle = self._an_end
         if idle is None or idle.done():
             return
         with contextlib.suppress(RuntimeError):  # its loop was closed: nobody waits
@@ -194,18 +195,23 @@ class Trailing:
     async def flush(self, timeout: float) -> None:
         """Send every marker owed now, once (the layer is closing), within *timeout*.
 
-        Sends still under way are waited for first, for up to *timeout* too: their
-        markers are the very ones that reveal a loss at the end of what this process
-        sent, so skipping them would leave just that loss unseen (and the wait is over
-        as soon as they are). The markers of keys whose sends are still under way after
-        it are not sent (they would overtake those sends); those keys stay due.
+        Sends under way when it is called are waited for first, for up to *timeout*
+        too: their markers are the very ones that reveal a loss at the end of what this
+        process sent, so skipping them would leave just that loss unseen (and the wait
+        is over as soon as they are). Sends begun since are not waited for (a process
+        that keeps sending would hold the close for the whole *timeout*). The markers of
+        keys with a send still under way after the wait are not sent (they would
+        overtake it); those keys stay due.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._sending and loop.time() < deadline:
-            idle = self._idle
+        # As many sends as are under way now must end (any, in the count: a key still
+        # busy at the end is skipped below anyway).
+        until = self._ended + sum(self._sending.values())
+        while self._sending and self._ended < until and loop.time() < deadline:
+            idle = self._an_end
             if idle is None or idle.done() or idle.get_loop() is not loop:
-                idle = self._idle = loop.create_future()
+                idle = self._an_end = loop.create_future()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(idle), deadline - loop.time())
         due = {key: when for key, when in self._due.items() if key not in self._sending}

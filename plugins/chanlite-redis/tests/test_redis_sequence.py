@@ -242,4 +242,18 @@ async def test_flush_waits_for_the_sends_under_way_then_sends_their_markers() ->
     release.set()
     await held
     await markers.wait_for(2)
+    # Sends begun after the flush are not waited for, nor marked while under way.
+    first, later = ("g", "first"), ("g", "later")
+    held = await markers.hold(first, release := asyncio.Event())
+    flushing = asyncio.ensure_future(markers.trailing.flush(5))
+    await asyncio.sleep(0.05)
+    still = await markers.hold(later, hold_on := asyncio.Event())
+    release.set()
+    await held
+    await asyncio.wait_for(flushing, 1)
+    assert markers.keys() == [key, key, first]
+    hold_on.set()
+    await still
+    await markers.wait_for(4)
+    assert markers.keys()[-1] == later
     await asyncio.gather(*markers.tasks)
