@@ -29,8 +29,11 @@ there for a moment, and again after a failover. A receiver takes a marker as tha
 without a message (:meth:`Gaps.marked`): the numbers up to it it never heard are counted
 as lost after the grace period; a marker is never delivered.
 
-What this cannot see: messages of a sender whose first message (or marker) this process
-heard came after them (nothing to compare with); and a tail whose every marker was lost
+A sender's messages that reach a process just after the first one it heard from that
+sender, with lower numbers (concurrent sends overtaking each other), are delivered if they
+come within the grace period, once each. What this cannot see: messages of a sender whose
+first message (or marker) this process heard came after them and that never arrive
+(nothing to compare with); and a tail whose every marker was lost
 too (see :mod:`chanlite_redis.trailing` for when it is sent again).
 """
 
@@ -132,6 +135,9 @@ class _Track:
     expect: int
     refused: int = 0  # the sender's count of refused sends, as last heard
     missing: dict[int, float] = field(default_factory=dict)  # number -> when found missing
+    first: int = 0  # the first number heard from the sender
+    since: float = 0.0  # when (monotonic)
+    early: set[int] | None = None  # numbers below *first* heard since, within the grace
 
 
 OnLost = Callable[[str, int], None]
@@ -167,7 +173,7 @@ class Gaps:
         if track is None:
             if len(senders) >= MAX_SENDERS:
                 self._drop(group, senders.pop(next(iter(senders))), count=False)
-            senders[sender] = _Track(number + 1, refused)
+            senders[sender] = _Track(number + 1, refused, first=number, since=time.monotonic())
             return True
         if number == track.expect:
             track.expect += 1
@@ -175,6 +181,16 @@ class Gaps:
             self._missing(group, track, number)
         elif track.missing.pop(number, None) is not None:
             self._pending -= 1  # late, not lost
+        elif number < track.first and time.monotonic() - track.since <= self._grace:
+            # Sent before the first number heard from this sender, and overtaken by it
+            # (concurrent sends of one process reach Redis over different connections):
+            # not a repeat, unless heard already.
+            early = track.early
+            if early is None:
+                early = track.early = set()
+            if number in early or len(early) >= MAX_MISSING:
+                return False
+            early.add(number)
         elif number == 1:
             # The sender started numbering this group again: what it had not delivered
             # before is not coming any more.

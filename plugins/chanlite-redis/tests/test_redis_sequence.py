@@ -34,6 +34,25 @@ async def test_a_number_missing_past_the_grace_is_counted_once() -> None:
     assert not gaps.heard("g", A, _field(3))
 
 
+async def test_numbers_below_the_first_heard_are_delivered_once_within_the_grace() -> None:
+    """Concurrent sends of one process (threads, each on its own loop and connection)
+    may reach a receiver out of order before it has heard from that sender at all."""
+    lost: list[int] = []
+    gaps = Gaps(0.05, lambda key, n: lost.append(n))
+    assert gaps.heard("g", A, _field(3))  # the first heard: nothing to compare with
+    assert gaps.heard("g", A, _field(4))
+    assert gaps.heard("g", A, _field(2))  # sent before 3, overtaken by it
+    assert gaps.heard("g", A, _field(1))
+    assert not gaps.heard("g", A, _field(2))  # a repeat is not delivered again
+    assert gaps.heard("g", A, _field(5))
+    await asyncio.sleep(0.15)
+    assert lost == []
+    # Past the grace, a number below the first heard is an old repeat (1 would be
+    # the sender numbering the group again).
+    assert not gaps.heard("g", A, _field(2))
+    assert lost == []
+
+
 async def test_refused_sends_are_not_counted_as_lost() -> None:
     lost: list[int] = []
     gaps = Gaps(0.05, lambda key, n: lost.append(n))
