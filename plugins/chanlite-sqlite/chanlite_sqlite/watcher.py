@@ -120,10 +120,10 @@ class Watcher(threading.Thread):
         heartbeat: float,
         heartbeat_timeout: float,
         deliver: Deliver,
+        order: StreamOrder,
         codec: Codec,
         changed: Callable[[], None],
         memberships: Callable[[], list[tuple[str, str, float]]] = list,
-        order: StreamOrder | None = None,
         on_beat: Callable[[sqlite3.Connection, float, bool], bool] | None = None,
         file_events: FileEvents = NO_FILE_EVENTS,
         create: bool = True,
@@ -139,8 +139,8 @@ class Watcher(threading.Thread):
         self._codec = codec
         self._changed = changed
         self._memberships = memberships
-        # Where history messages are put in offset order with this process's own.
-        self._order = order if order is not None else StreamOrder(lambda group, entries: None)
+        # The layer's: its reads tell it when a gap below an own message is final.
+        self._order = order
         self._on_beat = on_beat
         self._file_events = file_events
         self._create = create  # the file may be created (a lost one is recreated anyway)
