@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 from chanlite.layers import LayerError
 
@@ -74,8 +74,7 @@ class Trailing:
         self._running: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Future[None] | None = None
 
-    @contextlib.contextmanager
-    def sending(self, key: Key) -> Iterator[None]:
+    def sending(self, key: Key) -> _Sending:
         """Around one send to *key*: from taking its number to the end of its Redis call.
 
         The number is taken inside, the call awaited inside. Until every send to *key*
@@ -83,24 +82,28 @@ class Trailing:
         carries the last number taken, and must not reach the receivers before the
         message with that number. It is due :data:`DELAY` seconds after the last is over.
         """
+        # A class, not a generator context manager: this is on every numbered send.
+        return _Sending(self, key)
+
+    def _begin(self, key: Key) -> None:
         self._sending[key] += 1
         self._note(key)
         if self._running is None or self._running.is_closed():
             self._start()
-        try:
-            yield
-        finally:
-            self._ended += 1
-            left = self._sending[key] - 1
-            if left > 0:
-                self._sending[key] = left
-            else:
-                del self._sending[key]
-                # The pause runs from the end of the last send. No task is started here:
-                # the one started above keeps running while the key is due, unless it
-                # was stopped (the layer closed, its loop ended, maybe with this send
-                # cancelled), and then the next loop sends what is owed (pending()).
-                self._note(key)
+
+    def _end(self, key: Key) -> None:
+        self._ended += 1
+        left = self._sending[key] - 1
+        if left > 0:
+            self._sending[key] = left
+        else:
+            del self._sending[key]
+            # The pause runs from the end of the last send. No task is started here:
+            # the one started by _begin keeps running while the key is due, unless it
+            # was stopped (the layer closed, its loop ended, maybe with this send
+            # cancelled), and then the next loop sends what is owed (pending()).
+            self._note(key)
+        if self._an_end is not None:
             self._wake_flush()
 
     def _note(self, key: Key) -> None:
@@ -232,6 +235,22 @@ class Trailing:
             # A send to it began while the flush waited its turn: it is due again.
             return
         await self._send(key)
+
+
+class _Sending:
+    """:meth:`Trailing.sending`'s context: one send under way to one key."""
+
+    __slots__ = ("_key", "_trailing")
+
+    def __init__(self, trailing: Trailing, key: Key) -> None:
+        self._trailing = trailing
+        self._key = key
+
+    def __enter__(self) -> None:
+        self._trailing._begin(self._key)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._trailing._end(self._key)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
