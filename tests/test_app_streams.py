@@ -490,7 +490,7 @@ async def test_reconnects_during_sends_miss_nothing_and_repeat_nothing(
         sender = asyncio.ensure_future(send_all())
         received: list[dict[str, Any]] = []
         async with connect(url) as ws:
-            json.loads(await ws.recv())  # joined
+            json.loads(await asyncio.wait_for(ws.recv(), 30))  # joined
             sending.set()
             await _read_until(ws, total - 1, received, stop_early=20)
         reconnects = 0
@@ -499,7 +499,7 @@ async def test_reconnects_during_sends_miss_nothing_and_repeat_nothing(
             async with connect(f"{url}?offset={last['offset']}&epoch={last['epoch']}") as ws:
                 reconnects += 1
                 await _read_until(ws, total - 1, received, stop_early=len(received) + 37)
-        await sender
+        await asyncio.wait_for(sender, 30)
     numbers = [m["msg"] for m in received]
     assert numbers == list(range(total)), "a message was missed, repeated or reordered"
     assert [m["offset"] for m in received] == list(range(1, total + 1))
