@@ -53,9 +53,15 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def log(self) -> Path:
+        """Where the server logs (its own messages go to stdout otherwise, and are lost)."""
+        return self.directory / "redis.log"
+
     def start(self, *extra: str, tls: tuple[Path, Path] | None = None) -> None:
         """Start (again) on the same port; with *tls* (cert, key) it speaks only TLS."""
         self.tls = tls
+        self.directory.mkdir(parents=True, exist_ok=True)
         ports = ["--port", str(self.port)]
         if tls is not None:
             ports = [
@@ -73,6 +79,7 @@ class RedisServer:
                 "--appendonly", "no",
                 "--daemonize", "no",
                 "--loglevel", "warning",
+                "--logfile", str(self.log),
                 *extra,
             ],
             stdout=subprocess.DEVNULL,
@@ -82,7 +89,11 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
-                pytest.fail(f"redis-server exited at start: {err}", pytrace=False)
+                logged = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+                pytest.fail(
+                    f"redis-server on port {self.port} exited at start: {err}{logged}",
+                    pytrace=False,
+                )
             try:
                 if self._answers():
                     return
@@ -348,9 +359,15 @@ def require_redis_7() -> None:
 
 
 def _cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free and exists too."""
+    """A free port whose cluster bus port (+10000) is free and exists too.
+
+    Both below the kernel's ephemeral range (32768-60999 on Linux): the nodes start one
+    after another, and a port in that range may meanwhile become the local port of an
+    outgoing connection (a readiness check of the node started before it), which makes
+    the node exit at start with "Address already in use".
+    """
     for _ in range(1000):
-        port = random.randint(20000, 45000)
+        port = random.randint(10000, 22000)
         try:
             with socket.socket() as one, socket.socket() as two:
                 one.bind(("127.0.0.1", port))
